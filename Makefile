@@ -1,0 +1,47 @@
+# planlift developer commands. `make demo` and `make test` work on a fresh clone (they create .venv).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU torch first (RECIPES: any other order pulls a multi-GB CUDA build). GPU users: see README.
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+PYTEST := OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+.PHONY: venv demo train test test-slow test-all lint format bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q $(TORCH_SPEC) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(BIN)/pip install -q -e ".[dev]"
+	@if $(BIN)/pip list 2>/dev/null | grep -qiE '^(nvidia-|triton )'; then \
+		echo "a CUDA build slipped into the CPU venv"; exit 1; fi
+	touch $@
+
+venv: $(BIN)/.installed
+
+demo: venv  ## the default training run on CPU (tiny planner + tiny executor, procedural task)
+	$(BIN)/python src/train.py
+
+train: demo
+
+test: venv  ## fast tier
+	$(PYTEST) -m "not slow and not slurm and not gpu" -q
+
+test-slow: venv  ## slow tier (ddp_sim, longer end-to-end runs)
+	$(PYTEST) -m "slow" -q
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+format: venv
+	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench
+
+bench: venv  ## benchmark scripts (numbers reported in the README)
+	OMP_NUM_THREADS=1 $(BIN)/python bench/reward_throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

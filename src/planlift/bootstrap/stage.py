@@ -1,0 +1,265 @@
+"""The bootstrap stage: tiny models that make the CPU default a real experiment.
+
+(a) The executor learns to read `problem + reasoning` and answer. It is trained on gold traces and on
+    the bare problem, so it is strong with a correct trace and weak alone: the uplift is real.
+(b) The planner is warm-started on gold traces for a short while: it writes the format but makes
+    arithmetic slips, leaving room for RL below the executor-with-gold-trace ceiling.
+
+Both are saved as Hugging Face directories under `cache_dir/<hash of the config>/`; a run whose
+config hashes the same loads them instead of training. A file lock lets parallel processes (DDP ranks,
+sweep jobs) share one bootstrap. `metrics.json` holds the numbers the stage measured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from planlift.errors import ConfigError
+from planlift.tasks.base import Task
+
+log = logging.getLogger(__name__)
+
+ROLES = ("executor", "planner")
+# Bump when the bootstrap's training code changes what it produces.
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class BootstrapArtifacts:
+    directory: Path
+    metrics: dict[str, Any]
+
+    def checkpoint(self, role: str) -> Path:
+        if role not in ROLES:
+            raise ConfigError(f"unknown bootstrap role {role!r}; known: {list(ROLES)}")
+        return self.directory / role
+
+
+@dataclass
+class SFTSettings:
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 3e-3
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError(f"bootstrap SFT settings invalid: {self}")
+
+
+class Bootstrap:
+    """Trains (or loads from cache) the tiny executor and warm-started planner for `task`.
+
+    Args:
+        task: the run's task (its gold traces are the supervision).
+        cache_dir: where bootstraps are kept, one directory per config hash.
+        architecture: kwargs of `build_tiny_qwen2` (hidden_size, num_hidden_layers, ...).
+        executor / planner: SFT settings (steps, batch_size, lr, warmup_steps, weight_decay).
+        no_reasoning_fraction: share of executor examples shown without a trace (it learns a prior there).
+        eval_problems: validation problems for the reported numbers.
+        max_length: SFT sequence cap in tokens.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        cache_dir: str,
+        architecture: dict[str, Any] | None = None,
+        executor: dict[str, Any] | None = None,
+        planner: dict[str, Any] | None = None,
+        no_reasoning_fraction: float = 0.5,
+        eval_problems: int = 200,
+        max_length: int = 512,
+        seed: int = 0,
+        accelerator: str = "auto",
+        progress_bar: bool = True,
+    ) -> None:
+        self.task = task
+        self.cache_dir = Path(cache_dir)
+        self.architecture = dict(architecture or {})
+        self.executor = SFTSettings(**(executor or {}))
+        self.planner = SFTSettings(**(planner or {}))
+        if not 0 <= no_reasoning_fraction <= 1:
+            raise ConfigError(
+                f"bootstrap.no_reasoning_fraction must be in [0, 1], got {no_reasoning_fraction}"
+            )
+        self.no_reasoning_fraction = no_reasoning_fraction
+        self.eval_problems = eval_problems
+        self.max_length = max_length
+        self.seed = seed
+        self.accelerator = accelerator
+        self.progress_bar = progress_bar
+        self._artifacts: BootstrapArtifacts | None = None
+
+    def config(self) -> dict[str, Any]:
+        """Everything that determines the trained models."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "task": self.task.fingerprint(),
+            "architecture": self.architecture,
+            "executor": vars(self.executor),
+            "planner": vars(self.planner),
+            "no_reasoning_fraction": self.no_reasoning_fraction,
+            "eval_problems": self.eval_problems,
+            "max_length": self.max_length,
+            "seed": self.seed,
+        }
+
+    @property
+    def ensured(self) -> bool:
+        """Whether this run used the bootstrap (a model or executor named `bootstrap:<role>`)."""
+        return self._artifacts is not None
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(self.config(), sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def directory(self) -> Path:
+        return self.cache_dir / self.key
+
+    def ensure(self) -> BootstrapArtifacts:
+        """Load the cached bootstrap, or train it (once, under a file lock)."""
+        if self._artifacts is not None:
+            return self._artifacts
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.directory) + ".lock"):
+            metrics_path = self.directory / "metrics.json"
+            if not metrics_path.exists():
+                self._build()
+            else:
+                log.info("bootstrap: using cached models in %s", self.directory)
+            self._artifacts = BootstrapArtifacts(self.directory, json.loads(metrics_path.read_text()))
+        return self._artifacts
+
+    def _build(self) -> None:
+        from planlift.models.char_tokenizer import build_char_tokenizer
+
+        log.info("bootstrap: training tiny executor and planner into %s", self.directory)
+        start = time.perf_counter()
+        staging = self.directory.with_name(self.directory.name + ".tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        tokenizer = build_char_tokenizer()
+        seconds = {}
+        for role in ROLES:
+            role_start = time.perf_counter()
+            model = self._train(role, tokenizer, staging / "logs")
+            model.save_pretrained(staging / role)
+            tokenizer.save_pretrained(staging / role)
+            seconds[role] = time.perf_counter() - role_start
+        metrics = self._measure(staging)
+        metrics["train_seconds"] = seconds
+        metrics["total_seconds"] = time.perf_counter() - start
+        metrics["config"] = self.config()
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        shutil.rmtree(self.directory, ignore_errors=True)
+        staging.rename(self.directory)
+        log.info(
+            "bootstrap: executor alone %.3f | executor with gold trace %.3f | planner -> executor %.3f (%.0fs)",
+            metrics["executor_alone"],
+            metrics["executor_gold"],
+            metrics["planner_executor"],
+            metrics["total_seconds"],
+        )
+
+    def _examples(self, role: str, tokenizer):
+        from planlift.bootstrap.sft import SFTExample
+        from planlift.generation import render_prompt
+
+        examples = []
+        for problem in self.task.problems("train"):
+            if role == "executor":
+                # Each problem once, with its gold trace or bare (seen twice, the model stalls at chance).
+                gold = self.task.gold_reasoning(problem)
+                bare = (
+                    gold is None
+                    or random.Random(f"{self.seed}/{problem.id}").random() < self.no_reasoning_fraction
+                )
+                prompt = render_prompt(
+                    tokenizer, self.task.executor_prompt(problem, None if bare else gold), None
+                )
+                examples.append(SFTExample(prompt, self.task.executor_target(problem)))
+            else:
+                target = self.task.planner_target(problem)
+                if target is None:
+                    continue
+                prompt = render_prompt(tokenizer, self.task.planner_prompt(problem), None)
+                examples.append(SFTExample(prompt, target))
+        if not examples:
+            raise ConfigError(
+                f"bootstrap: task {self.task.name!r} gives no {role} training examples (no gold reasoning)"
+            )
+        return examples
+
+    def _train(self, role: str, tokenizer, log_dir: Path):
+        import pytorch_lightning as pl
+        from pytorch_lightning.loggers import TensorBoardLogger
+
+        from planlift.bootstrap.sft import SFTDataset, SupervisedFineTuning
+        from planlift.models.tiny import build_tiny_qwen2
+
+        settings: SFTSettings = getattr(self, role)
+        seed = self.seed + ROLES.index(role)
+        model = build_tiny_qwen2(tokenizer, seed=seed, **self.architecture)
+        if settings.steps == 0:
+            return model
+        dataset = SFTDataset(self._examples(role, tokenizer), tokenizer, self.max_length)
+        module = SupervisedFineTuning(
+            model, settings.lr, settings.steps, settings.warmup_steps, settings.weight_decay
+        )
+        trainer = pl.Trainer(
+            max_steps=settings.steps,
+            accelerator=self.accelerator,
+            devices=1,
+            logger=TensorBoardLogger(str(log_dir), name=role, default_hp_metric=False),
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=self.progress_bar,
+            log_every_n_steps=10,
+        )
+        trainer.fit(module, dataset.loader(settings.batch_size, seed))
+        return module.model.cpu().eval()
+
+    def _measure(self, directory: Path) -> dict[str, Any]:
+        """Greedy accuracies on validation problems: executor alone, with gold traces, after the planner."""
+        from planlift.evaluation import evaluate_reasonings, summarize
+        from planlift.executors.hf import HFExecutor
+        from planlift.grpo.rollout import sample_rollout
+        from planlift.models.policy import load_policy
+        from planlift.rewards.grounded import BaselineCache
+
+        problems = list(self.task.problems("validation"))[: self.eval_problems]
+        executor = HFExecutor(str(directory / "executor"), max_new_tokens=16, device="cpu")
+        planner = load_policy(str(directory / "planner"))
+        cache = BaselineCache()
+        gold = summarize(
+            evaluate_reasonings(
+                self.task, executor, problems, [self.task.gold_reasoning(p) for p in problems], cache
+            )
+        )
+        rollout = sample_rollout(
+            planner, self.task, problems, 1, greedy=True, max_new_tokens=self.max_length // 2
+        )
+        planned = summarize(
+            evaluate_reasonings(
+                self.task, executor, problems, [self.task.extract_reasoning(t) for t in rollout.texts], cache
+            )
+        )
+        return {
+            "eval_problems": len(problems),
+            "executor_alone": gold["baseline_acc"],
+            "executor_gold": gold["e2e_acc"],
+            "planner_executor": planned["e2e_acc"],
+            "planner_trace": {k: v for k, v in planned.items() if k.startswith("trace/")},
+        }

@@ -1,0 +1,6 @@
+"""Lightning callbacks."""
+
+from planlift.callbacks.checkpoint import LastCheckpoint
+from planlift.callbacks.export import ExportPlanner
+
+__all__ = ["ExportPlanner", "LastCheckpoint"]

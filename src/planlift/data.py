@@ -1,0 +1,58 @@
+"""The data module: batches of problems (lists of `Problem`) from a task's splits."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from planlift.errors import ConfigError
+from planlift.tasks.base import Problem, Task
+
+
+def _as_list(batch: list[Problem]) -> list[Problem]:
+    return batch
+
+
+class ProblemDataModule(pl.LightningDataModule):
+    """Training batches hold `problems_per_step` problems (P); each becomes G rollouts.
+
+    Args:
+        val_problems: how many validation problems each validation pass judges (None = the whole split).
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        problems_per_step: int = 8,
+        val_problems: int | None = 64,
+        val_batch_size: int = 64,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if problems_per_step < 1:
+            raise ConfigError(f"data.problems_per_step must be >= 1, got {problems_per_step}")
+        if val_problems is not None and val_problems < 1:
+            raise ConfigError(f"data.val_problems must be >= 1 or null, got {val_problems}")
+        self.task = task
+        self.problems_per_step = problems_per_step
+        self.val_problems = val_problems
+        self.val_batch_size = val_batch_size
+        self.seed = seed
+
+    def train_dataloader(self) -> DataLoader:
+        problems = self.task.problems("train")
+        if not problems:
+            raise ConfigError(f"task {self.task.name!r} has no training problems")
+        return DataLoader(
+            problems,
+            batch_size=self.problems_per_step,
+            shuffle=True,
+            drop_last=len(problems) >= self.problems_per_step,
+            collate_fn=_as_list,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        problems = list(self.task.problems("validation"))[: self.val_problems]
+        return DataLoader(problems, batch_size=self.val_batch_size, shuffle=False, collate_fn=_as_list)

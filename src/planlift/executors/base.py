@@ -1,0 +1,76 @@
+"""The executor interface: prompts in, `n` sampled texts per prompt out.
+
+An executor is frozen: it is never a submodule of the trained LightningModule and none of its
+parameters reach an optimizer. Backends report failures per prompt (`ExecutorResult.error`) instead of
+raising, so the reward can mask and count the affected samples.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from planlift.tasks.base import ChatPrompt
+
+
+@dataclass(frozen=True)
+class ExecutorResult:
+    """The `n` texts for one prompt, or the error that prevented them."""
+
+    texts: tuple[str, ...] = ()
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class ExecutorStats:
+    """Counters a run logs: how many calls, prompts and generations went to the executor."""
+
+    calls: int = 0
+    prompts: int = 0
+    generations: int = 0
+    failed_prompts: int = 0
+    seconds: float = 0.0
+    by_call: list[int] = field(default_factory=list)
+
+
+class Executor(abc.ABC):
+    """Turns (problem + reasoning) prompts into answers or programs."""
+
+    def __init__(self) -> None:
+        self.stats = ExecutorStats()
+
+    @property
+    def identity(self) -> str:
+        """Names the frozen model and sampling settings; keys the no-reasoning baseline cache."""
+        return type(self).__name__
+
+    @abc.abstractmethod
+    def _generate(self, prompts: Sequence[ChatPrompt], n: int, greedy: bool) -> list[ExecutorResult]:
+        """Backend call; one result per prompt."""
+
+    def generate(self, prompts: Sequence[ChatPrompt], n: int, greedy: bool = False) -> list[ExecutorResult]:
+        """`n` texts for each prompt. `greedy=True` overrides the configured sampling."""
+        import time
+
+        if n < 1:
+            raise ValueError(f"executor sample count must be >= 1, got {n}")
+        if not prompts:
+            return []
+        start = time.perf_counter()
+        results = self._generate(prompts, n, greedy)
+        if len(results) != len(prompts):
+            raise RuntimeError(
+                f"{type(self).__name__} returned {len(results)} results for {len(prompts)} prompts"
+            )
+        self.stats.calls += 1
+        self.stats.prompts += len(prompts)
+        self.stats.generations += len(prompts) * n
+        self.stats.failed_prompts += sum(not r.ok for r in results)
+        self.stats.seconds += time.perf_counter() - start
+        self.stats.by_call.append(len(prompts) * n)
+        return results

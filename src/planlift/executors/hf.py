@@ -1,0 +1,109 @@
+"""The in-process Hugging Face executor: one batched, left-padded `generate` per call."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from planlift.errors import ConfigError
+from planlift.executors.base import Executor, ExecutorResult
+from planlift.generation import generate, render_prompt
+from planlift.models.loading import load_model_and_tokenizer, resolve_pretrained
+from planlift.tasks.base import ChatPrompt
+
+if TYPE_CHECKING:
+    from planlift.bootstrap import Bootstrap
+
+log = logging.getLogger(__name__)
+
+
+def default_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+class HFExecutor(Executor):
+    """A frozen causal LM in this process (eval mode, no grad, parameters frozen).
+
+    Args:
+        pretrained: checkpoint directory, cached hub id, or `bootstrap:executor`.
+        temperature / top_p / max_new_tokens: sampling (authors: temperature 0.5).
+        use_chat_template: None = use the tokenizer's template when it has one.
+        max_batch_prompts: split a call into chunks of this many prompts (None = one generate).
+        device: "auto" (this rank's GPU, else CPU) or a torch device string.
+    """
+
+    def __init__(
+        self,
+        pretrained: str,
+        temperature: float = 0.5,
+        top_p: float = 1.0,
+        max_new_tokens: int = 16,
+        dtype: str = "float32",
+        use_chat_template: bool | None = None,
+        max_batch_prompts: int | None = None,
+        device: str = "auto",
+        allow_download: bool = False,
+        bootstrap: Bootstrap | None = None,
+    ) -> None:
+        super().__init__()
+        if temperature < 0:
+            raise ConfigError(f"executor.temperature must be >= 0, got {temperature}")
+        if not 0 < top_p <= 1:
+            raise ConfigError(f"executor.top_p must be in (0, 1], got {top_p}")
+        if max_new_tokens < 1:
+            raise ConfigError(f"executor.max_new_tokens must be >= 1, got {max_new_tokens}")
+        if max_batch_prompts is not None and max_batch_prompts < 1:
+            raise ConfigError(f"executor.max_batch_prompts must be >= 1 or null, got {max_batch_prompts}")
+        self.source = resolve_pretrained(pretrained, bootstrap, "executor.pretrained")
+        self.model, self.tokenizer = load_model_and_tokenizer(
+            self.source, "executor.pretrained", dtype, allow_download
+        )
+        self.model.to(default_device() if device == "auto" else torch.device(device))
+        self.model.eval()
+        self.model.requires_grad_(False)
+        self.temperature = temperature
+        self.top_p = top_p
+        self.max_new_tokens = max_new_tokens
+        self.use_chat_template = use_chat_template
+        self.max_batch_prompts = max_batch_prompts
+
+    @property
+    def identity(self) -> str:
+        return f"hf:{self.source}:t={self.temperature}:p={self.top_p}:max={self.max_new_tokens}"
+
+    def render(self, prompt: ChatPrompt) -> str:
+        return render_prompt(self.tokenizer, prompt, self.use_chat_template)
+
+    def _generate(self, prompts: Sequence[ChatPrompt], n: int, greedy: bool) -> list[ExecutorResult]:
+        chunk = self.max_batch_prompts or len(prompts)
+        results: list[ExecutorResult] = []
+        for start in range(0, len(prompts), chunk):
+            results += self._generate_chunk(prompts[start : start + chunk], n, greedy)
+        return results
+
+    def _generate_chunk(self, prompts: Sequence[ChatPrompt], n: int, greedy: bool) -> list[ExecutorResult]:
+        # One generate call stops (and cuts) at the union of the prompts' stop strings.
+        stops = sorted({s for p in prompts for s in p.stop})
+        do_sample = not greedy and self.temperature > 0
+        try:
+            out = generate(
+                self.model,
+                self.tokenizer,
+                [self.render(p) for p in prompts],
+                n,
+                do_sample=do_sample,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                max_new_tokens=self.max_new_tokens,
+                stop=stops,
+            )
+        except (RuntimeError, ValueError) as error:  # e.g. out of memory: mask these samples, keep training
+            log.exception("HF executor generate failed for %d prompts", len(prompts))
+            return [ExecutorResult(error=f"{type(error).__name__}: {error}") for _ in prompts]
+        return [ExecutorResult(texts=tuple(out.texts[i * n : (i + 1) * n])) for i in range(len(prompts))]

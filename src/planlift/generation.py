@@ -1,0 +1,127 @@
+"""Batched generation with Hugging Face models: prompt rendering, left padding, stop strings, masks.
+
+Planner rollouts and the HF executor both go through `generate`: one left-padded `model.generate` per
+call, `n` samples per prompt sharing it (rows grouped per prompt: [p0s0, p0s1, ..., p1s0, ...]).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from planlift.tasks.base import ChatPrompt
+
+
+def render_prompt(
+    tokenizer: PreTrainedTokenizerBase, prompt: ChatPrompt, use_chat_template: bool | None
+) -> str:
+    """Chat template when the tokenizer has one (or when forced), else `system\\nuser`; then the prefill."""
+    if use_chat_template is None:
+        use_chat_template = getattr(tokenizer, "chat_template", None) is not None
+    if use_chat_template:
+        messages = [{"role": "system", "content": prompt.system}] if prompt.system else []
+        messages.append({"role": "user", "content": prompt.user})
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:
+        text = f"{prompt.system}\n{prompt.user}" if prompt.system else prompt.user
+    return text + prompt.prefill
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """Text before the earliest stop string."""
+    end = len(text)
+    for s in stop:
+        index = text.find(s)
+        if index != -1:
+            end = min(end, index)
+    return text[:end]
+
+
+def completion_mask(
+    completion_ids: torch.Tensor, eos_token_ids: Sequence[int], pad_token_id: int | None
+) -> torch.Tensor:
+    """1 for generated tokens up to and including the first EOS, 0 after it and on padding.
+
+    completion_ids: [B, T] -> mask [B, T] (long). A sequence stopped by a stop string is followed by
+    padding, which is masked too; a sequence with no EOS (cut by max_new_tokens) is all ones.
+    """
+    eos = torch.isin(completion_ids, torch.as_tensor(list(eos_token_ids), device=completion_ids.device))
+    pad = completion_ids == pad_token_id if pad_token_id is not None else torch.zeros_like(eos)
+    pad = pad & ~eos
+    ended = eos | pad
+    after_first_end = (ended.long().cumsum(dim=1) - ended.long()) > 0
+    return (~after_first_end & ~pad).long()
+
+
+@dataclass
+class Generation:
+    """Output of one batched generate call. B = number of prompts x n."""
+
+    prompt_ids: torch.Tensor  # [B, P] left-padded
+    prompt_mask: torch.Tensor  # [B, P]
+    completion_ids: torch.Tensor  # [B, T]
+    completion_mask: torch.Tensor  # [B, T] 1 up to and including the first EOS
+    texts: list[str]  # [B] decoded completions, cut at the first stop string
+
+
+def eos_token_ids(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+@torch.no_grad()
+def generate(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    n: int = 1,
+    *,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int | None = None,
+    max_new_tokens: int = 64,
+    stop: Sequence[str] = (),
+) -> Generation:
+    """Generate `n` completions for each text in one left-padded batch."""
+    if tokenizer.padding_side != "left":
+        tokenizer.padding_side = "left"
+    device = next(model.parameters()).device
+    encoded = tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    eos_ids = eos_token_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+    kwargs = {"do_sample": do_sample, "max_new_tokens": max_new_tokens, "num_return_sequences": n}
+    if do_sample:
+        kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k if top_k is not None else 0)
+    else:
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    if stop:
+        kwargs.update(stop_strings=list(stop), tokenizer=tokenizer)
+    was_training = model.training
+    model.eval()
+    try:
+        output = model.generate(
+            **encoded, eos_token_id=eos_ids, pad_token_id=pad_id, use_cache=True, **kwargs
+        )
+    finally:
+        model.train(was_training)
+    prompt_len = encoded["input_ids"].shape[1]
+    completion_ids = output[:, prompt_len:]
+    mask = completion_mask(completion_ids, eos_ids, pad_id)
+    decoded = [
+        tokenizer.decode(ids[m.bool()], skip_special_tokens=True)
+        for ids, m in zip(completion_ids, mask, strict=True)
+    ]
+    return Generation(
+        prompt_ids=encoded["input_ids"].repeat_interleave(n, dim=0),
+        prompt_mask=encoded["attention_mask"].repeat_interleave(n, dim=0),
+        completion_ids=completion_ids,
+        completion_mask=mask,
+        texts=[cut_at_stop(text, stop) for text in decoded],
+    )

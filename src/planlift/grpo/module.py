@@ -1,0 +1,364 @@
+"""GRPO for a reasoning planner trained with an executor-grounded reward.
+
+The algorithm's choices, each a constructor argument (defaults follow the authors where they chose):
+1. Rollouts: G = `num_generations` samples per problem from the current planner (temperature 0.7,
+   top-p 1.0); the executor is frozen and outside this module (never in the optimizer).
+2. Reward: `ExecutorGroundedReward` (exec_only | grounded | uplift_only | rm_only | code_gated).
+   Samples whose executor or RM call failed are masked: out of the group statistics and the loss.
+3. Advantages: A = (r - mean_group) / (std_group + 1e-6) over unmasked samples (`scale_rewards=True`);
+   `scale_rewards=False` keeps r - mean_group (Dr. GRPO).
+4. Surrogate: PPO-style clipped ratio to the rollout-time policy, bounds (1 - clip_low, 1 + clip_high).
+   With `num_iterations=1` the ratio is exactly 1 and the update is -A * grad log pi (the authors').
+5. KL to a reference policy: off by default (`kl_coef=0`, as the authors). The reference is the
+   adapter-disabled model under LoRA, else a frozen copy of the initial planner; estimator k1 | k2 | k3.
+6. Loss aggregation: token_mean (DAPO) | sequence_mean (original GRPO) | dr_grpo (sum / (B x max_len)).
+7. Masking: completion tokens after the first EOS (or stop string) never enter the loss (the authors'
+   code included padding).
+8. Log-probs are taken at the sampling temperature; micro-batches accumulate to the full-batch loss.
+
+`trainer.max_steps` counts optimizer steps: one per rollout batch when `num_iterations=1`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from planlift.errors import ConfigError
+from planlift.evaluation import evaluate_reasonings, summarize
+from planlift.grpo.objective import AGGREGATIONS, KL_ESTIMATORS, LossNormalizer, group_advantages, grpo_loss
+from planlift.grpo.rollout import Rollout, completion_logprobs, sample_rollout
+from planlift.models.policy import Policy
+from planlift.rewards.grounded import BaselineCache, ExecutorGroundedReward
+from planlift.rewards.records import RewardBatch
+from planlift.tasks.base import Problem, Task
+
+log = logging.getLogger(__name__)
+
+
+class GRPOModule(pl.LightningModule):
+    def __init__(
+        self,
+        policy: Policy,
+        reward: ExecutorGroundedReward,
+        task: Task,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        num_generations: int = 4,
+        temperature: float = 0.7,
+        top_p: float = 1.0,
+        max_new_tokens: int = 64,
+        num_iterations: int = 1,
+        micro_batch_size: int | None = None,
+        scale_rewards: bool = True,
+        clip_low: float = 0.2,
+        clip_high: float = 0.2,
+        kl_coef: float = 0.0,
+        kl_estimator: str = "k3",
+        loss_aggregation: str = "token_mean",
+        max_grad_norm: float | None = 1.0,
+        val_executor_samples: int = 1,
+        log_samples_every: int = 10,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if num_generations < 2:
+            raise ConfigError(
+                f"algorithm.num_generations must be >= 2 (group advantages), got {num_generations}"
+            )
+        if num_iterations < 1:
+            raise ConfigError(f"algorithm.num_iterations must be >= 1, got {num_iterations}")
+        if micro_batch_size is not None and micro_batch_size < 1:
+            raise ConfigError(f"algorithm.micro_batch_size must be >= 1 or null, got {micro_batch_size}")
+        if loss_aggregation not in AGGREGATIONS:
+            raise ConfigError(
+                f"algorithm.loss_aggregation must be one of {list(AGGREGATIONS)}, got {loss_aggregation!r}"
+            )
+        if kl_estimator not in KL_ESTIMATORS:
+            raise ConfigError(
+                f"algorithm.kl_estimator must be one of {list(KL_ESTIMATORS)}, got {kl_estimator!r}"
+            )
+        if kl_coef < 0 or clip_low < 0 or clip_high < 0:
+            raise ConfigError("algorithm.kl_coef, clip_low and clip_high must be >= 0")
+        if temperature <= 0:
+            raise ConfigError(f"algorithm.temperature must be > 0, got {temperature}")
+        self.automatic_optimization = False
+        self.policy = policy
+        self.planner = policy.model  # the only registered submodule: the executor is not part of this module
+        self.reward = reward
+        self.task = task
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.num_generations = num_generations
+        self.temperature = temperature
+        self.top_p = top_p
+        self.max_new_tokens = max_new_tokens
+        self.num_iterations = num_iterations
+        self.micro_batch_size = micro_batch_size
+        self.scale_rewards = scale_rewards
+        self.clip_low = clip_low
+        self.clip_high = clip_high
+        self.kl_coef = kl_coef
+        self.kl_estimator = kl_estimator
+        self.loss_aggregation = loss_aggregation
+        self.max_grad_norm = max_grad_norm
+        self.val_executor_samples = val_executor_samples
+        self.log_samples_every = log_samples_every
+        self.seed = seed
+        self.val_baseline_cache = BaselineCache()
+        self._reference: list[torch.nn.Module] = []  # a list keeps the copy out of state_dict and DDP
+
+    # ---- one GRPO step ----------------------------------------------------------------------------
+
+    def training_step(self, problems: list[Problem], batch_idx: int) -> None:
+        torch.manual_seed(self._step_seed())
+        timings: dict[str, float] = {}
+        with _timed(timings, "rollout"):
+            rollout = self.sample(problems, self.num_generations)
+        scores = self.reward(problems, rollout.texts, self.num_generations)
+        timings.update(self.reward.timings)
+        advantages = group_advantages(scores.rewards, scores.mask, self.num_generations, self.scale_rewards)
+        with _timed(timings, "update"):
+            update = self.update_policy(rollout, advantages.to(self.device), scores.mask.to(self.device))
+        self._log_step(rollout, scores, advantages, update, timings)
+
+    def sample(self, problems: list[Problem], group_size: int, greedy: bool = False) -> Rollout:
+        return sample_rollout(
+            self.policy,
+            self.task,
+            problems,
+            group_size,
+            greedy=greedy,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_new_tokens=self.max_new_tokens,
+        )
+
+    def update_policy(
+        self, rollout: Rollout, advantages: torch.Tensor, sample_mask: torch.Tensor
+    ) -> dict[str, float]:
+        """`num_iterations` optimizer steps on the rollout, each accumulated over micro-batches."""
+        token_mask = rollout.completion_mask * sample_mask.unsqueeze(1).long()
+        normalizer = LossNormalizer.for_batch(self.loss_aggregation, token_mask, self.max_new_tokens)
+        batch = rollout.completion_ids.shape[0]
+        size = self.micro_batch_size or batch
+        chunks = [slice(start, start + size) for start in range(0, batch, size)]
+        old = self._frozen_logprobs(rollout, chunks) if self.num_iterations > 1 else None
+        ref = self._reference_logprobs(rollout, chunks) if self.kl_coef > 0 else None
+        optimizer = self.optimizers()
+        scheduler = self.lr_schedulers()
+        stats: dict[str, float] = defaultdict(float)
+        for _ in range(self.num_iterations):
+            for rows in chunks:
+                logprobs, entropy = completion_logprobs(self.planner, rollout, rows, self.temperature)
+                terms = grpo_loss(
+                    logprobs,
+                    old[rows] if old is not None else logprobs.detach(),
+                    advantages[rows],
+                    token_mask[rows],
+                    normalizer,
+                    clip_low=self.clip_low,
+                    clip_high=self.clip_high,
+                    ref_logprobs=ref[rows] if ref is not None else None,
+                    kl_coef=self.kl_coef,
+                    kl_estimator=self.kl_estimator,
+                )
+                self.manual_backward(terms.loss)
+                mask = token_mask[rows].float()
+                stats["loss"] += terms.loss.item()
+                stats["policy_loss"] += terms.policy_loss.item()
+                stats["kl"] += terms.kl.item() if terms.kl is not None else 0.0
+                stats["clip_sum"] += (terms.clip_fraction * mask.sum()).item()
+                stats["entropy_sum"] += (entropy.detach() * mask).sum().item()
+                stats["tokens"] += mask.sum().item()
+            if self.max_grad_norm is not None:
+                self.clip_gradients(
+                    optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm"
+                )
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if scheduler is not None:
+                scheduler.step()
+        tokens = max(stats.pop("tokens"), 1.0)
+        n = self.num_iterations
+        return {
+            "loss": stats["loss"] / n,
+            "policy_loss": stats["policy_loss"] / n,
+            "kl": stats["kl"] / n,
+            "clip_fraction": stats.pop("clip_sum") / tokens,
+            "entropy": stats.pop("entropy_sum") / tokens,
+        }
+
+    @torch.no_grad()
+    def _frozen_logprobs(self, rollout: Rollout, chunks: list[slice]) -> torch.Tensor:
+        return torch.cat(
+            [completion_logprobs(self.planner, rollout, rows, self.temperature)[0] for rows in chunks]
+        )
+
+    @torch.no_grad()
+    def _reference_logprobs(self, rollout: Rollout, chunks: list[slice]) -> torch.Tensor:
+        if self.policy.lora:
+            with self.planner.disable_adapter():
+                return self._frozen_logprobs(rollout, chunks)
+        reference = self._reference[0]
+        return torch.cat(
+            [completion_logprobs(reference, rollout, rows, self.temperature)[0] for rows in chunks]
+        )
+
+    def _step_seed(self) -> int:
+        """Sampling depends on (seed, step, rank) only, so a resumed run samples like an uninterrupted one."""
+        return (self.seed * 1_000_003 + self.global_step * 7919 + self.global_rank) % (2**63 - 1)
+
+    # ---- validation -------------------------------------------------------------------------------
+
+    def validation_step(self, problems: list[Problem], batch_idx: int) -> None:
+        """Greedy planner -> executor on held-out problems: e2e, baseline, uplift, leakage, trace metrics."""
+        rollout = self.sample(problems, 1, greedy=True)
+        reasonings = [self.task.extract_reasoning(text) for text in rollout.texts]
+        records = evaluate_reasonings(
+            self.task,
+            self.reward.executor,
+            problems,
+            reasonings,
+            self.val_baseline_cache,
+            samples=self.val_executor_samples,
+            greedy=True,
+        )
+        for key, value in summarize(records).items():
+            reduce = "sum" if key == "executor_failed" else "mean"
+            self.log(
+                f"val/{key}",
+                value,
+                on_step=False,
+                on_epoch=True,
+                batch_size=len(problems),
+                sync_dist=True,
+                reduce_fx=reduce,
+            )
+        self.log(
+            "val/completion_length",
+            rollout.completion_lengths.float().mean(),
+            on_step=False,
+            on_epoch=True,
+            batch_size=len(problems),
+            sync_dist=True,
+        )
+        if batch_idx == 0:
+            self._log_text(
+                "val/samples",
+                _samples_markdown(
+                    problems,
+                    rollout.texts,
+                    [
+                        f"e2e={r.e2e} base={r.baseline} step_acc={r.trace.get('trace/step_acc', float('nan')):.2f}"
+                        for r in records
+                    ],
+                ),
+            )
+
+    # ---- Lightning plumbing -----------------------------------------------------------------------
+
+    def transfer_batch_to_device(
+        self, batch: list[Problem], device: torch.device, dataloader_idx: int
+    ) -> list[Problem]:
+        return batch  # problems are text; tensors are made on the right device when sampling
+
+    def configure_optimizers(self):
+        params = [p for p in self.planner.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params=params)
+        if self.scheduler_factory is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer)},
+        }
+
+    def on_fit_start(self) -> None:
+        self.planner.train()  # from_pretrained leaves models in eval mode (LoRA dropout needs train mode)
+        if self.kl_coef > 0 and not self.policy.lora and not self._reference:
+            reference = copy.deepcopy(self.planner).eval().requires_grad_(False)
+            self._reference.append(reference.to(self.device))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["baseline_cache"] = self.reward.baseline_cache.state_dict()
+        if self.policy.lora:  # keep only the adapter: the frozen base is the pretrained checkpoint
+            trainable = {f"planner.{name}" for name, p in self.planner.named_parameters() if p.requires_grad}
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.reward.baseline_cache.load_state_dict(checkpoint.get("baseline_cache", {}))
+        if self.policy.lora:
+            self.strict_loading = False
+
+    # ---- logging ----------------------------------------------------------------------------------
+
+    def _log_step(
+        self,
+        rollout: Rollout,
+        scores: RewardBatch,
+        advantages: torch.Tensor,
+        update: dict[str, float],
+        timings: dict[str, float],
+    ) -> None:
+        metrics = scores.metrics(prefix="train")
+        metrics.update({f"train/{k}": v for k, v in update.items()})
+        metrics.update({f"train/time/{k}": v for k, v in timings.items()})
+        lengths = rollout.completion_lengths.float()
+        metrics["train/completion_length"] = lengths.mean().item()
+        metrics["train/advantage_abs"] = advantages.abs().mean().item()
+        metrics["train/lr"] = self.optimizers().param_groups[0]["lr"]
+        metrics["train/executor_generations"] = (
+            float(self.reward.executor.stats.by_call[-1]) if (self.reward.executor.stats.by_call) else 0.0
+        )
+        metrics["train/baseline_cache_size"] = float(len(self.reward.baseline_cache.entries))
+        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(rollout.problems))
+        self.log(
+            "train/reward",
+            metrics.get("train/reward/final", 0.0),
+            prog_bar=True,
+            on_step=True,
+            batch_size=len(rollout.problems),
+        )
+        if self.log_samples_every and self.global_step % self.log_samples_every == 1:
+            notes = [
+                " ".join(f"{k}={v:.2f}" for k, v in r.terms().items())
+                + (f" masked={r.mask_reason}" if r.masked else "")
+                for r in scores.records
+            ]
+            self._log_text(
+                "train/samples",
+                _samples_markdown(
+                    [p for p in rollout.problems for _ in range(rollout.group_size)], rollout.texts, notes
+                ),
+            )
+
+    def _log_text(self, tag: str, text: str) -> None:
+        experiment = getattr(self.logger, "experiment", None)
+        if self.global_rank == 0 and hasattr(experiment, "add_text"):
+            experiment.add_text(tag, text, global_step=self.global_step)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], phase: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    timings[phase] = time.perf_counter() - start
+
+
+def _samples_markdown(problems: list[Problem], texts: list[str], notes: list[str], limit: int = 8) -> str:
+    rows = ["| problem | completion | scores |", "|---|---|---|"]
+    for problem, text, note in list(zip(problems, texts, notes, strict=True))[:limit]:
+        rows.append(f"| `{problem.text}` | `{_cell(text)}` | {note} |")
+    return "\n".join(rows)
+
+
+def _cell(text: str) -> str:
+    return text.replace("\n", "⏎").replace("|", "\\|")[:400]

@@ -1,0 +1,141 @@
+"""GRPO math on tensors: group advantages, token log-probs, KL estimators and the clipped loss.
+
+Shapes: B = P problems x G samples (rows grouped per problem), T = completion length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+AGGREGATIONS = ("token_mean", "sequence_mean", "dr_grpo")
+KL_ESTIMATORS = ("k1", "k2", "k3")
+
+
+def group_advantages(
+    rewards: torch.Tensor, mask: torch.Tensor, group_size: int, scale_by_std: bool = True, eps: float = 1e-6
+) -> torch.Tensor:
+    """A_i = (r_i - mean_g) / (std_g + eps) within each group, over unmasked samples only.
+
+    rewards [B] float, mask [B] bool -> advantages [B]. Masked samples and groups with fewer than two
+    unmasked samples get 0. std is the unbiased sample std (torch's default, as the authors' code).
+    Dr. GRPO: scale_by_std=False leaves r_i - mean_g.
+    """
+    r = rewards.view(-1, group_size).float()
+    m = mask.view(-1, group_size).float()
+    count = m.sum(dim=1, keepdim=True)
+    mean = (r * m).sum(dim=1, keepdim=True) / count.clamp(min=1)
+    centered = (r - mean) * m
+    advantages = centered
+    if scale_by_std:
+        std = ((centered**2).sum(dim=1, keepdim=True) / (count - 1).clamp(min=1)).sqrt()
+        advantages = torch.where(std > 0, centered / (std + eps), torch.zeros_like(centered))
+    advantages = advantages * (count >= 2).float()
+    return advantages.view(-1)
+
+
+def token_logprobs(
+    logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log pi(target) and the entropy of pi at each position, pi = softmax(logits / temperature).
+
+    logits [B, T, V], targets [B, T] -> (logprobs [B, T], entropy [B, T]), in float32.
+    """
+    logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)
+    logprobs = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logprobs, entropy
+
+
+def kl_divergence(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
+    """Per-token estimate of KL(pi || pi_ref) from samples of pi (Schulman's k1, k2, k3). [B, T] -> [B, T]."""
+    log_ratio = ref_logprobs - logprobs
+    if estimator == "k1":
+        return -log_ratio
+    if estimator == "k2":
+        return 0.5 * log_ratio**2
+    if estimator == "k3":
+        return torch.exp(log_ratio) - log_ratio - 1
+    raise ValueError(f"unknown KL estimator {estimator!r}; known: {KL_ESTIMATORS}")
+
+
+@dataclass(frozen=True)
+class LossNormalizer:
+    """Full-batch constants, so micro-batch losses add up to the loss of the whole batch.
+
+    token_mean: sum over tokens / total unmasked tokens (DAPO);
+    sequence_mean: mean over sequences of the per-sequence token mean (original GRPO);
+    dr_grpo: sum over tokens / (sequences x max completion length) (Dr. GRPO).
+    """
+
+    aggregation: str
+    total_tokens: float
+    total_sequences: float
+    max_length: int
+
+    @classmethod
+    def for_batch(cls, aggregation: str, token_mask: torch.Tensor, max_length: int) -> LossNormalizer:
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"unknown loss aggregation {aggregation!r}; known: {AGGREGATIONS}")
+        sequences = (token_mask.sum(dim=1) > 0).sum().item()
+        return cls(aggregation, max(token_mask.sum().item(), 1.0), max(sequences, 1.0), max_length)
+
+    def reduce(self, per_token: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+        masked = per_token * token_mask
+        if self.aggregation == "token_mean":
+            return masked.sum() / self.total_tokens
+        if self.aggregation == "sequence_mean":
+            lengths = token_mask.sum(dim=1).clamp(min=1)
+            return (masked.sum(dim=1) / lengths).sum() / self.total_sequences
+        return masked.sum() / (self.total_sequences * self.max_length)
+
+
+@dataclass
+class LossTerms:
+    loss: torch.Tensor  # scalar, differentiable
+    policy_loss: torch.Tensor  # scalar
+    kl: torch.Tensor | None  # scalar, aggregated like the loss
+    clip_fraction: torch.Tensor  # scalar: share of unmasked tokens whose ratio was clipped
+
+
+def grpo_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    token_mask: torch.Tensor,
+    normalizer: LossNormalizer,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    ref_logprobs: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+    kl_estimator: str = "k3",
+) -> LossTerms:
+    """Clipped surrogate with an optional KL penalty.
+
+    logprobs / old_logprobs / ref_logprobs / token_mask: [B, T]; advantages: [B].
+    per-token loss = -min(rho A, clip(rho, 1 - clip_low, 1 + clip_high) A) + kl_coef * KL,
+    rho = exp(logprobs - old_logprobs). With one update per rollout (old = logprobs.detach()) rho = 1 and
+    the gradient is -A * grad log pi, the authors' update.
+    """
+    mask = token_mask.float()
+    ratio = torch.exp(logprobs - old_logprobs)
+    adv = advantages.unsqueeze(1)
+    unclipped = ratio * adv
+    clipped = torch.clamp(ratio, 1 - clip_low, 1 + clip_high) * adv
+    per_token_policy = -torch.min(unclipped, clipped)
+    per_token = per_token_policy
+    kl = None
+    if ref_logprobs is not None:
+        kl_tokens = kl_divergence(logprobs, ref_logprobs, kl_estimator)
+        if kl_coef > 0:
+            per_token = per_token + kl_coef * kl_tokens
+        kl = normalizer.reduce(kl_tokens.detach(), mask)
+    was_clipped = (unclipped != clipped).float()
+    clip_fraction = (was_clipped * mask).sum() / mask.sum().clamp(min=1)
+    return LossTerms(
+        loss=normalizer.reduce(per_token, mask),
+        policy_loss=normalizer.reduce(per_token_policy.detach(), mask),
+        kl=kl,
+        clip_fraction=clip_fraction.detach(),
+    )

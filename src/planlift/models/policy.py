@@ -1,0 +1,96 @@
+"""The planner policy: a causal LM (optionally LoRA-adapted) and its tokenizer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from planlift.errors import ConfigError
+from planlift.generation import render_prompt
+from planlift.models.loading import load_model_and_tokenizer, resolve_pretrained
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from planlift.bootstrap import Bootstrap
+    from planlift.tasks.base import ChatPrompt
+
+
+@dataclass
+class LoraSettings:
+    """peft LoRA hyper-parameters (the authors' math planner: r16 / alpha 32 / dropout 0.05, all projections)."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: str | list[str] = "all-linear"
+
+    def __post_init__(self) -> None:
+        if self.r <= 0 or self.alpha <= 0:
+            raise ConfigError(
+                f"model.lora.r and model.lora.alpha must be > 0, got r={self.r} alpha={self.alpha}"
+            )
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"model.lora.dropout must be in [0, 1), got {self.dropout}")
+
+
+class Policy:
+    """A planner model with its tokenizer. (A plain class: Hydra would treat a dataclass kwarg as config.)"""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        use_chat_template: bool | None = None,
+        lora: bool = False,
+        source: str = "",
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.use_chat_template = use_chat_template
+        self.lora = lora
+        self.source = source
+
+    def render(self, prompts: Sequence[ChatPrompt]) -> list[str]:
+        return [render_prompt(self.tokenizer, p, self.use_chat_template) for p in prompts]
+
+
+def load_policy(
+    pretrained: str,
+    dtype: str = "float32",
+    lora: dict[str, Any] | None = None,
+    gradient_checkpointing: bool = False,
+    use_chat_template: bool | None = None,
+    allow_download: bool = False,
+    bootstrap: Bootstrap | None = None,
+) -> Policy:
+    """Load the planner. With `lora`, only the adapter trains and the adapter-disabled model is the reference."""
+    source = resolve_pretrained(pretrained, bootstrap, "model.pretrained")
+    model, tokenizer = load_model_and_tokenizer(source, "model.pretrained", dtype, allow_download)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        settings = LoraSettings(**lora)
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=settings.r,
+                lora_alpha=settings.alpha,
+                lora_dropout=settings.dropout,
+                target_modules=settings.target_modules,
+                task_type="CAUSAL_LM",
+            ),
+        )
+    return Policy(
+        model=model,
+        tokenizer=tokenizer,
+        use_chat_template=use_chat_template,
+        lora=lora is not None,
+        source=source,
+    )

@@ -1,0 +1,102 @@
+"""Reward records: every term of every sample, and the batch statistics a run logs."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import torch
+
+TERMS = ("e2e", "w", "b", "uplift", "rm", "leakage", "exec", "coeff", "final")
+
+
+@dataclass(frozen=True)
+class RewardRecord:
+    """All terms for one planner sample. A term the mode does not use is None.
+
+    e2e: the first executor sample with the reasoning is correct (0/1); w / b: success rates with / without
+    the reasoning; uplift: clamp(w - b); rm: rubric score; leakage: the reasoning states the answer (0/1);
+    exec / coeff: the code formula's execution score and uplift coefficient; final: the reward.
+    A masked sample (failed executor or RM call, or the leakage policy "mask") has final=None.
+    """
+
+    e2e: float | None = None
+    w: float | None = None
+    b: float | None = None
+    uplift: float | None = None
+    rm: float | None = None
+    leakage: float | None = None
+    exec: float | None = None
+    coeff: float | None = None
+    final: float | None = None
+    mask_reason: str | None = None
+
+    @property
+    def masked(self) -> bool:
+        return self.mask_reason is not None
+
+    def terms(self) -> dict[str, float]:
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name in TERMS and getattr(self, f.name) is not None
+        }
+
+
+@dataclass
+class RewardBatch:
+    """Rewards for P problems x G samples, rows grouped per problem."""
+
+    records: list[RewardRecord]
+    group_size: int
+
+    def __post_init__(self) -> None:
+        if len(self.records) % self.group_size:
+            raise ValueError(f"{len(self.records)} records do not split into groups of {self.group_size}")
+
+    @property
+    def rewards(self) -> torch.Tensor:  # [B] float; masked samples hold 0 and must be ignored via `mask`
+        return torch.tensor(
+            [r.final if r.final is not None else 0.0 for r in self.records], dtype=torch.float32
+        )
+
+    @property
+    def mask(self) -> torch.Tensor:  # [B] bool, True = the sample enters statistics and loss
+        return torch.tensor([not r.masked for r in self.records], dtype=torch.bool)
+
+    def metrics(self, prefix: str = "train") -> dict[str, float]:
+        """Per-term mean/std over unmasked samples, group health (TRL's reward_std,
+        frac_reward_zero_std) and mask counts."""
+        valid = [r for r in self.records if not r.masked]
+        out: dict[str, float] = {}
+        for term in TERMS:
+            values = [r.terms()[term] for r in valid if term in r.terms()]
+            if values:
+                out[f"{prefix}/reward/{term}"] = _mean(values)
+                out[f"{prefix}/reward/{term}_std"] = _std(values)
+        group_stds = []
+        for start in range(0, len(self.records), self.group_size):
+            finals = [r.final for r in self.records[start : start + self.group_size] if not r.masked]
+            if len(finals) >= 2:
+                group_stds.append(_std(finals))
+        if group_stds:
+            out[f"{prefix}/reward_std"] = _mean(group_stds)
+            out[f"{prefix}/frac_reward_zero_std"] = _mean([float(s == 0.0) for s in group_stds])
+        masked = Counter(r.mask_reason for r in self.records if r.masked)
+        out[f"{prefix}/reward/masked"] = float(sum(masked.values()))
+        out[f"{prefix}/reward/masked_frac"] = sum(masked.values()) / len(self.records)
+        for reason, count in masked.items():
+            out[f"{prefix}/reward/masked/{reason}"] = float(count)
+        return out
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _std(values: Sequence[float]) -> float:
+    """Population standard deviation (0 for a single value)."""
+    mean = _mean(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))

@@ -1,0 +1,110 @@
+"""What every task provides: problems, the planner and executor prompts, and the verifier.
+
+A task is the single source of truth for "is this right": the reward and every evaluation call
+`Task.verify`, so the training signal and the reported metric cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Split = Literal["train", "validation", "test"]
+# The planner writes its reasoning between these tags (REFERENCE: the method's format).
+REASONING_OPEN = "<reasoning>"
+REASONING_CLOSE = "</reasoning>"
+SPLITS: tuple[Split, ...] = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem. `meta` holds task-specific ground truth (intermediate states, tests ...)."""
+
+    id: str
+    text: str
+    answer: str
+    meta: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class ChatPrompt:
+    """A prompt before rendering: chat models get a chat template, plain LMs get `user + prefill`.
+
+    `prefill` starts the reply (e.g. "<reasoning>\\n" for the planner, "answer=" for the executor);
+    generated text excludes it. `stop` ends generation (the stop string is cut from the text).
+    """
+
+    user: str
+    system: str | None = None
+    prefill: str = ""
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The verifier's judgement of one executor output.
+
+    status: "correct", "wrong", "no_answer" for answer tasks; code tasks add "failed_tests",
+    "runtime_error", "timeout", "syntax_error", "no_tests".
+    """
+
+    correct: bool
+    pass_rate: float
+    status: str
+    parsed: str | None = None
+
+
+class Task(abc.ABC):
+    """A family of problems with a reasoning format, an executor format and a verifier."""
+
+    name: str
+    task_type: Literal["math", "code"]
+
+    @abc.abstractmethod
+    def problems(self, split: Split) -> Sequence[Problem]:
+        """The problems of one split (deterministic)."""
+
+    @abc.abstractmethod
+    def planner_prompt(self, problem: Problem) -> ChatPrompt:
+        """What the planner sees; its reply is the reasoning (and the closing tag)."""
+
+    @abc.abstractmethod
+    def executor_prompt(self, problem: Problem, reasoning: str | None) -> ChatPrompt:
+        """What the frozen executor sees; `reasoning=None` is the no-reasoning baseline."""
+
+    @abc.abstractmethod
+    def extract_reasoning(self, completion: str) -> str:
+        """The reasoning inside the planner's completion (text before the closing tag)."""
+
+    @abc.abstractmethod
+    def verify(self, problem: Problem, executor_output: str) -> Verdict:
+        """Judge one executor output against the reference."""
+
+    def detect_leakage(self, problem: Problem, reasoning: str) -> bool:
+        """True when the reasoning hands the executor the final answer instead of a plan."""
+        return False
+
+    def trace_metrics(
+        self, problem: Problem, reasoning: str, executor_output: str | None
+    ) -> dict[str, float]:
+        """Per-trace faithfulness metrics (empty when the task has no ground-truth trace)."""
+        return {}
+
+    def gold_reasoning(self, problem: Problem) -> str | None:
+        """A reference reasoning for the problem, when the data has one."""
+        return None
+
+    def planner_target(self, problem: Problem) -> str | None:
+        """The supervised planner completion (gold reasoning and closing tag), when there is gold reasoning."""
+        gold = self.gold_reasoning(problem)
+        return None if gold is None else f"{gold}{REASONING_CLOSE}"
+
+    def executor_target(self, problem: Problem) -> str:
+        """The supervised executor completion after the prompt's prefill."""
+        return problem.answer
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything that determines the generated data; used for cache keys."""
+        return {"name": self.name}

@@ -1,0 +1,332 @@
+"""The procedural-execution task (arXiv 2605.00817): follow a program of arithmetic steps.
+
+A problem has inputs x, y (`S1 = x`, `S2 = y`) and steps `S_i = S_a op S_b` for i = 3..N: one operand is
+S_(i-1), the other at most `lookback` states back (and not S_(i-1) when the look-back allows);
+every state is rounded to 3 decimals; the answer is `S_N` rounded to 3 decimals. Every intermediate state is
+known, so the faithfulness of a trace (not only its answer) can be measured (`procedural_trace`).
+
+Two value modes:
+- `modulus: null` — the benchmark as specified: int or float inputs, ops from + - * /.
+- `modulus: m` — every value is taken mod m (ops + - *): small integers that tiny models can learn.
+
+Rendering (compact, so character-level models can read it)::
+
+    problem:    S1=3 S2=7 S3=S1+S2 S4=S3*S1 S5=S4-S2 S6=S5+S3 S6?
+    reasoning:  S3=3+7=0            one line per executed step: S_i=<value a><op><value b>=<result>
+    executor:   <problem>\\n<reasoning>\\n...</reasoning>\\nanswer=<S6>
+
+Splits are disjoint by construction: a problem belongs to the split its content hash falls into.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from planlift.errors import ConfigError
+from planlift.tasks.base import (
+    REASONING_CLOSE,
+    REASONING_OPEN,
+    SPLITS,
+    ChatPrompt,
+    Problem,
+    Split,
+    Task,
+    Verdict,
+)
+from planlift.tasks.procedural_trace import analyze_trace, parse_number
+
+OPS = ("+", "-", "*", "/")
+ANSWER_PREFIX = "answer="
+# Fraction of the hash space owned by each split (train, validation, test).
+SPLIT_BOUNDS = {"train": (0.0, 0.8), "validation": (0.8, 0.9), "test": (0.9, 1.0)}
+_MAX_TRIES_PER_PROBLEM = 1000
+
+
+@dataclass(frozen=True)
+class Step:
+    """`S_index = S_a op S_b`."""
+
+    index: int
+    a: int
+    op: str
+    b: int
+
+
+@dataclass(frozen=True)
+class Program:
+    x: float
+    y: float
+    steps: tuple[Step, ...]
+
+    @property
+    def length(self) -> int:
+        return len(self.steps) + 2
+
+
+class ProceduralTask(Task):
+    """Seeded generator, prompts, verifier and trace metrics for the procedural task.
+
+    Args:
+        length: N, the number of states (S1..SN); N - 2 steps are executed.
+        lookback: how many states back an operand may reach (1..7 in the benchmark).
+        value_range: [low, high] for the inputs x and y.
+        number_type: "int" or "float" inputs (floats have 2 decimals).
+        ops: the operation mix, e.g. "+-*/" or "+" (a single op).
+        modulus: None for the benchmark's real arithmetic, or m for values mod m (ops + - * only).
+        sizes: number of problems per split.
+        seed: generator seed.
+        planner_instruction / executor_instruction: optional natural-language headers for LLMs;
+            empty for the tiny character-level models.
+    """
+
+    name = "procedural"
+    task_type = "math"
+
+    def __init__(
+        self,
+        length: int = 6,
+        lookback: int = 2,
+        value_range: Sequence[float] = (0, 9),
+        number_type: str = "int",
+        ops: str = "+-",
+        modulus: int | None = 10,
+        sizes: dict[str, int] | None = None,
+        seed: int = 0,
+        planner_instruction: str = "",
+        executor_instruction: str = "",
+    ) -> None:
+        if length < 3:
+            raise ConfigError(f"task.length must be >= 3 (S1, S2 and at least one step), got {length}")
+        if lookback < 1:
+            raise ConfigError(f"task.lookback must be >= 1, got {lookback}")
+        if number_type not in ("int", "float"):
+            raise ConfigError(f"task.number_type must be 'int' or 'float', got {number_type!r}")
+        if not ops or any(op not in OPS for op in ops):
+            raise ConfigError(f"task.ops must be a non-empty string over {''.join(OPS)!r}, got {ops!r}")
+        if modulus is not None:
+            if modulus < 2:
+                raise ConfigError(f"task.modulus must be >= 2 or null, got {modulus}")
+            if "/" in ops:
+                raise ConfigError("task.ops may not contain '/' when task.modulus is set")
+            if number_type != "int":
+                raise ConfigError("task.number_type must be 'int' when task.modulus is set")
+        low, high = value_range
+        if low > high:
+            raise ConfigError(f"task.value_range must be [low, high], got {list(value_range)}")
+        sizes = dict(sizes or {"train": 4000, "validation": 200, "test": 200})
+        for split, size in sizes.items():
+            if split not in SPLITS:
+                raise ConfigError(f"task.sizes has unknown split {split!r}; known: {list(SPLITS)}")
+            if size < 0:
+                raise ConfigError(f"task.sizes.{split} must be >= 0, got {size}")
+        self.length = length
+        self.lookback = lookback
+        self.value_range = (low, high)
+        self.number_type = number_type
+        self.ops = ops
+        self.modulus = modulus
+        self.sizes = sizes
+        self.seed = seed
+        self.planner_instruction = planner_instruction
+        self.executor_instruction = executor_instruction
+        self._splits: dict[str, list[Problem]] = {}
+
+    # ---- generation -------------------------------------------------------------------------------
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "length": self.length,
+            "lookback": self.lookback,
+            "value_range": list(self.value_range),
+            "number_type": self.number_type,
+            "ops": self.ops,
+            "modulus": self.modulus,
+            "sizes": dict(sorted(self.sizes.items())),
+            "seed": self.seed,
+            "planner_instruction": self.planner_instruction,
+            "executor_instruction": self.executor_instruction,
+        }
+
+    def problems(self, split: Split) -> list[Problem]:
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r}; known: {list(SPLITS)}")
+        if split not in self._splits:
+            self._splits[split] = self._generate_split(split, self.sizes.get(split, 0))
+        return self._splits[split]
+
+    def _generate_split(self, split: str, size: int) -> list[Problem]:
+        rng = random.Random(f"{self.seed}/{split}")
+        low, high = SPLIT_BOUNDS[split]
+        seen: set[str] = set()
+        problems: list[Problem] = []
+        tries = 0
+        while len(problems) < size:
+            tries += 1
+            if tries > _MAX_TRIES_PER_PROBLEM * max(size, 1):
+                raise ConfigError(
+                    f"task: could only generate {len(problems)} of {size} distinct {split} problems; "
+                    "the problem space is too small for task.sizes (raise length or modulus)"
+                )
+            program = self._sample_program(rng)
+            if program is None:
+                continue
+            key = self.render_problem(program)
+            bucket = int(hashlib.sha256(key.encode()).hexdigest()[:12], 16) / 16**12
+            if not (low <= bucket < high) or key in seen:
+                continue
+            seen.add(key)
+            problems.append(self._make_problem(program, key))
+        return problems
+
+    def _sample_input(self, rng: random.Random) -> float:
+        low, high = self.value_range
+        if self.number_type == "int":
+            return float(rng.randint(int(low), int(high)))
+        return round(rng.uniform(low, high), 2)
+
+    def _sample_program(self, rng: random.Random) -> Program | None:
+        """One program, or None when a division by zero would occur (the caller draws again)."""
+        x, y = self._sample_input(rng), self._sample_input(rng)
+        values = [x, y]
+        steps = []
+        for i in range(3, self.length + 1):
+            # One operand is always the previous state, so every step feeds the answer; the other
+            # reaches further back when the look-back allows it (S_i = S_(i-1) - S_(i-1) is degenerate).
+            first = max(1, i - self.lookback)
+            other = rng.randint(first, i - 2) if first <= i - 2 else i - 1
+            a, b = (i - 1, other) if rng.random() < 0.5 else (other, i - 1)
+            op = rng.choice(self.ops)
+            value = self._apply(values[a - 1], op, values[b - 1])
+            if value is None:
+                return None
+            values.append(value)
+            steps.append(Step(i, a, op, b))
+        return Program(x, y, tuple(steps))
+
+    def _apply(self, a: float, op: str, b: float) -> float | None:
+        if op == "+":
+            value = a + b
+        elif op == "-":
+            value = a - b
+        elif op == "*":
+            value = a * b
+        else:
+            if b == 0:
+                return None
+            value = a / b
+        if self.modulus is not None:
+            return float(int(value) % self.modulus)
+        if not math.isfinite(value):
+            return None
+        # States are kept at the 3 decimals a trace shows, so following the trace is exact.
+        return round(value, 3)
+
+    def execute(self, program: Program) -> list[float]:
+        """All states S1..SN."""
+        values = [program.x, program.y]
+        for step in program.steps:
+            value = self._apply(values[step.a - 1], step.op, values[step.b - 1])
+            assert value is not None, "programs are generated without division by zero"
+            values.append(value)
+        return values
+
+    def _make_problem(self, program: Program, text: str) -> Problem:
+        states = self.execute(program)
+        digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+        return Problem(
+            id=f"proc-{digest}",
+            text=text,
+            answer=format_number(states[-1]),
+            meta={"program": program, "states": tuple(states)},
+        )
+
+    # ---- rendering --------------------------------------------------------------------------------
+
+    def render_problem(self, program: Program) -> str:
+        parts = [f"S1={format_number(program.x)}", f"S2={format_number(program.y)}"]
+        parts += [f"S{s.index}=S{s.a}{s.op}S{s.b}" for s in program.steps]
+        parts.append(f"S{program.length}?")
+        return " ".join(parts)
+
+    def gold_reasoning(self, problem: Problem) -> str:
+        program: Program = problem.meta["program"]
+        states = problem.meta["states"]
+        lines = [
+            f"S{s.index}={format_number(states[s.a - 1])}{s.op}{format_number(states[s.b - 1])}"
+            f"={format_number(states[s.index - 1])}"
+            for s in program.steps
+        ]
+        return "\n".join(lines) + "\n"
+
+    def planner_prompt(self, problem: Problem) -> ChatPrompt:
+        return ChatPrompt(
+            user=f"{self.planner_instruction}{problem.text}\n",
+            prefill=f"{REASONING_OPEN}\n",
+            stop=(REASONING_CLOSE,),
+        )
+
+    def executor_prompt(self, problem: Problem, reasoning: str | None) -> ChatPrompt:
+        user = f"{self.executor_instruction}{problem.text}\n"
+        if reasoning is not None:
+            user += f"{REASONING_OPEN}\n{reasoning}{REASONING_CLOSE}\n"
+        return ChatPrompt(user=user, prefill=ANSWER_PREFIX, stop=("\n",))
+
+    # ---- judging ----------------------------------------------------------------------------------
+
+    def extract_reasoning(self, completion: str) -> str:
+        reasoning = completion.split(REASONING_CLOSE, 1)[0]
+        if reasoning and not reasoning.endswith("\n"):
+            reasoning += "\n"
+        return reasoning
+
+    def verify(self, problem: Problem, executor_output: str) -> Verdict:
+        match = _FIRST_NUMBER.search(executor_output)
+        if match is None:
+            return Verdict(correct=False, pass_rate=0.0, status="no_answer", parsed=None)
+        parsed = match.group(0)
+        correct = numbers_match(parse_number(parsed), float(problem.answer))
+        return Verdict(
+            correct=correct, pass_rate=float(correct), status="correct" if correct else "wrong", parsed=parsed
+        )
+
+    def detect_leakage(self, problem: Problem, reasoning: str) -> bool:
+        return analyze_trace(reasoning, problem.meta["program"], problem.meta["states"]).leaked_answer
+
+    def trace_metrics(
+        self, problem: Problem, reasoning: str, executor_output: str | None
+    ) -> dict[str, float]:
+        correct = parsed = None
+        if executor_output is not None:
+            verdict = self.verify(problem, executor_output)
+            correct, parsed = verdict.correct, verdict.parsed is not None
+        analysis = analyze_trace(
+            reasoning,
+            problem.meta["program"],
+            problem.meta["states"],
+            final_answer_correct=correct,
+            final_answer_parsed=parsed,
+        )
+        return analysis.as_metrics()
+
+
+_FIRST_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def format_number(value: float) -> str:
+    """Integers without a decimal point; others rounded to 3 decimals with trailing zeros cut."""
+    rounded = round(value, 3)
+    if rounded == int(rounded):
+        return str(int(rounded))
+    return f"{rounded:.3f}".rstrip("0").rstrip(".")
+
+
+def numbers_match(a: float, b: float) -> bool:
+    """Exact match after rounding to 3 decimals (the benchmark's criterion)."""
+    return math.isclose(round(a, 3), round(b, 3), rel_tol=1e-12, abs_tol=1e-9)

@@ -1,0 +1,149 @@
+"""Trace faithfulness for the procedural task: does the reasoning execute the program it was given?
+
+A trace is parsed line by line. A step line is `S<i>=<a><op><b>=<result>` (spaces allowed); an answer
+statement is `answer=<v>` / `answer: <v>` / `ans=<v>`. Everything else is ignored (counted as
+unparsed). Definitions, per trace, for a program with states S1..SN (N - 2 executed steps):
+
+- executed_steps: number of step lines; execution is "exact" (== N - 2), "under" (<) or "over" (>),
+  as the benchmark counts steps executed against N.
+- final_state_correct: the line that computes S_N states the right value.
+- step_accuracy: fraction of the N - 2 states whose first step line states the right value
+  (a missing state counts as wrong).
+- hallucinated_steps: step lines for states the program does not have (i < 3 or i > N).
+- premature_answer: an answer statement comes before the line that computes S_N (or S_N never comes).
+- leaked_answer: an answer statement while steps are skipped — the answer without the work.
+- missing_answer: the final answer (the executor's) could not be parsed; None when not judged.
+- right_for_wrong_reasons: the final answer is correct while some state is wrong or missing.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from planlift.tasks.procedural import Program
+
+_NUM = r"-?\d+(?:\.\d+)?"
+STEP_LINE = re.compile(rf"^\s*S(\d+)\s*=\s*({_NUM})\s*([+\-*/])\s*({_NUM})\s*=\s*({_NUM})\s*$")
+ANSWER_LINE = re.compile(rf"^\s*(?:answer|ans)\s*[:=]\s*({_NUM})\s*$", re.IGNORECASE)
+
+
+def parse_number(text: str) -> float:
+    return float(text)
+
+
+def _same(a: float, b: float) -> bool:
+    return math.isclose(round(a, 3), round(b, 3), rel_tol=1e-12, abs_tol=1e-9)
+
+
+@dataclass(frozen=True)
+class TraceAnalysis:
+    expected_steps: int
+    executed_steps: int
+    execution: Literal["exact", "under", "over"]
+    correct_steps: int
+    hallucinated_steps: int
+    unparsed_lines: int
+    premature_answer: bool
+    leaked_answer: bool
+    first_error_state: int | None
+    final_state_correct: bool
+    missing_answer: bool | None = None
+    right_for_wrong_reasons: bool | None = None
+
+    @property
+    def step_accuracy(self) -> float:
+        return self.correct_steps / self.expected_steps
+
+    def as_metrics(self) -> dict[str, float]:
+        metrics = {
+            "trace/step_acc": self.step_accuracy,
+            "trace/steps_ratio": self.executed_steps / self.expected_steps,
+            "trace/exact_exec": float(self.execution == "exact"),
+            "trace/under_exec": float(self.execution == "under"),
+            "trace/over_exec": float(self.execution == "over"),
+            "trace/hallucinated_steps": float(self.hallucinated_steps),
+            "trace/premature_answer": float(self.premature_answer),
+            "trace/leaked_answer": float(self.leaked_answer),
+        }
+        if self.missing_answer is not None:
+            metrics["trace/missing_answer"] = float(self.missing_answer)
+        if self.right_for_wrong_reasons is not None:
+            metrics["trace/right_wrong_reasons"] = float(self.right_for_wrong_reasons)
+        return metrics
+
+
+def analyze_trace(
+    reasoning: str,
+    program: Program,
+    states: tuple[float, ...],
+    final_answer_correct: bool | None = None,
+    final_answer_parsed: bool | None = None,
+) -> TraceAnalysis:
+    """Compare a trace with the ground-truth states of `program`.
+
+    `final_answer_correct` is the verifier's verdict on the executor's answer (None when there is none);
+    `final_answer_parsed=False` marks an executor answer that had no number.
+    """
+    n = program.length
+    expected = n - 2
+    first_value: dict[int, float] = {}
+    executed = hallucinated = unparsed = 0
+    answer_line_at: int | None = None
+    final_step_at: int | None = None
+    for line_no, line in enumerate(reasoning.splitlines()):
+        if not line.strip():
+            continue
+        step = STEP_LINE.match(line)
+        if step:
+            executed += 1
+            index = int(step.group(1))
+            if not 3 <= index <= n:
+                hallucinated += 1
+                continue
+            first_value.setdefault(index, float(step.group(5)))
+            if index == n and final_step_at is None:
+                final_step_at = line_no
+            continue
+        if ANSWER_LINE.match(line):
+            if answer_line_at is None:
+                answer_line_at = line_no
+            continue
+        unparsed += 1
+
+    correct = 0
+    first_error: int | None = None
+    for index in range(3, n + 1):
+        if index in first_value and _same(first_value[index], states[index - 1]):
+            correct += 1
+        elif first_error is None:
+            first_error = index
+    execution = "exact" if executed == expected else ("under" if executed < expected else "over")
+    answered = answer_line_at is not None
+    premature = answered and (final_step_at is None or answer_line_at < final_step_at)
+    skipped = len(first_value) < expected
+    missing = (
+        None
+        if final_answer_parsed is None and final_answer_correct is None
+        else (final_answer_parsed is False)
+    )
+    wrong_reasons = None
+    if final_answer_correct is not None:
+        wrong_reasons = final_answer_correct and correct < expected
+    return TraceAnalysis(
+        expected_steps=expected,
+        executed_steps=executed,
+        execution=execution,
+        correct_steps=correct,
+        hallucinated_steps=hallucinated,
+        unparsed_lines=unparsed,
+        premature_answer=premature,
+        leaked_answer=answered and skipped,
+        first_error_state=first_error,
+        final_state_correct=n in first_value and _same(first_value[n], states[n - 1]),
+        missing_answer=missing,
+        right_for_wrong_reasons=wrong_reasons,
+    )

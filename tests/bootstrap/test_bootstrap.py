@@ -1,0 +1,59 @@
+import json
+
+import pytest
+
+from planlift.bootstrap import Bootstrap
+from planlift.errors import ConfigError
+from planlift.models import load_policy
+from planlift.models.loading import load_model_and_tokenizer
+
+
+def same_config(bootstrap: Bootstrap, **changes) -> Bootstrap:
+    kwargs = {
+        "task": bootstrap.task,
+        "cache_dir": str(bootstrap.cache_dir),
+        "architecture": bootstrap.architecture,
+        "executor": vars(bootstrap.executor),
+        "planner": vars(bootstrap.planner),
+        "eval_problems": bootstrap.eval_problems,
+        "accelerator": "cpu",
+        "progress_bar": False,
+    }
+    kwargs.update(changes)
+    return Bootstrap(**kwargs)
+
+
+def test_bootstrap_writes_models_and_the_three_numbers(trained_bootstrap):
+    artifacts = trained_bootstrap.ensure()
+    metrics = json.loads((artifacts.directory / "metrics.json").read_text())
+    for key in ("executor_alone", "executor_gold", "planner_executor"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["eval_problems"] == 20
+    assert metrics["config"] == trained_bootstrap.config()
+    model, _ = load_model_and_tokenizer(str(artifacts.checkpoint("executor")), "executor.pretrained")
+    assert model.config.model_type == "qwen2" and model.config.hidden_size == 64
+    assert load_policy(str(artifacts.checkpoint("planner"))).model.config.num_hidden_layers == 2
+    with pytest.raises(ConfigError, match="role"):
+        artifacts.checkpoint("critic")
+
+
+def test_same_config_loads_from_cache_without_training(trained_bootstrap, monkeypatch):
+    def no_training(self):
+        raise AssertionError("the cached bootstrap was retrained")
+
+    monkeypatch.setattr(Bootstrap, "_build", no_training)
+    again = same_config(trained_bootstrap)
+    assert again.key == trained_bootstrap.key
+    assert again.ensure().metrics == trained_bootstrap.ensure().metrics
+
+
+def test_config_changes_change_the_cache_key(trained_bootstrap):
+    assert (
+        same_config(trained_bootstrap, planner={"steps": 31, "batch_size": 16}).key != trained_bootstrap.key
+    )
+    assert same_config(trained_bootstrap, no_reasoning_fraction=0.3).key != trained_bootstrap.key
+
+
+def test_invalid_settings(trained_bootstrap):
+    with pytest.raises(ConfigError, match="no_reasoning_fraction"):
+        same_config(trained_bootstrap, no_reasoning_fraction=1.5)

@@ -1,0 +1,53 @@
+"""Shared fixtures. Tests run single-threaded (two threads on two busy cores cost 10x)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def procedural_task():
+    from planlift.tasks import ProceduralTask
+
+    return ProceduralTask(sizes={"train": 300, "validation": 60, "test": 60})
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A randomly initialised tiny Qwen2 with the character tokenizer, saved as an HF directory."""
+    from planlift.models import build_char_tokenizer, build_tiny_qwen2
+
+    path = tmp_path_factory.mktemp("tiny_qwen2")
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_qwen2(tokenizer, hidden_size=64, intermediate_size=128, num_hidden_layers=2, seed=1)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_bootstrap(tmp_path_factory, procedural_task):
+    """A short real bootstrap (trained tiny executor and planner) shared by the tests that need one."""
+    from planlift.bootstrap import Bootstrap
+
+    bootstrap = Bootstrap(
+        procedural_task,
+        cache_dir=str(tmp_path_factory.mktemp("bootstrap")),
+        architecture={"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2},
+        executor={"steps": 30, "batch_size": 16},
+        planner={"steps": 30, "batch_size": 16},
+        eval_problems=20,
+        accelerator="cpu",
+        progress_bar=False,
+    )
+    bootstrap.ensure()
+    return bootstrap

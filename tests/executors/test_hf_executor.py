@@ -1,0 +1,67 @@
+import pytest
+
+from planlift.errors import ConfigError
+from planlift.executors import HFExecutor
+from planlift.tasks.base import ChatPrompt
+
+PROMPTS = [
+    ChatPrompt(user="S1=3 S2=7 S3=S1+S2 S3?\n", prefill="answer="),
+    ChatPrompt(user="S1=1\n", prefill="answer="),
+    ChatPrompt(
+        user="S1=3 S2=7 S3=S1+S2 S4=S3-S1 S5=S4+S4 S5?\n<reasoning>\nS3=3+7=0\n</reasoning>\n", prefill="x"
+    ),
+    ChatPrompt(user="", prefill="answer="),
+]
+
+
+@pytest.fixture(scope="module")
+def executor(tiny_checkpoint):
+    return HFExecutor(str(tiny_checkpoint), max_new_tokens=12, device="cpu")
+
+
+def test_greedy_batched_equals_one_by_one(executor):
+    batched = executor.generate(PROMPTS, n=1, greedy=True)
+    single = [executor.generate([p], n=1, greedy=True)[0] for p in PROMPTS]
+    assert [r.texts for r in batched] == [r.texts for r in single]
+    assert all(len(r.texts[0]) > 0 for r in batched)
+
+
+def test_n_samples_per_prompt_in_one_call(executor):
+    calls = executor.stats.calls
+    results = executor.generate(PROMPTS[:3], n=4)
+    assert executor.stats.calls == calls + 1
+    assert [len(r.texts) for r in results] == [4, 4, 4]
+    assert executor.stats.by_call[-1] == 12
+
+
+def test_stop_strings_cut_the_text(tiny_checkpoint):
+    executor = HFExecutor(str(tiny_checkpoint), max_new_tokens=12, device="cpu")
+    free = executor.generate([PROMPTS[0]], n=1, greedy=True)[0].texts[0]
+    stop = free[3]  # a character the greedy continuation is known to produce
+    cut = executor.generate([ChatPrompt(PROMPTS[0].user, prefill="answer=", stop=(stop,))], 1, greedy=True)
+    assert cut[0].texts[0] == free[: free.index(stop)]
+
+
+def test_executor_is_frozen(executor):
+    assert not executor.model.training
+    assert not any(p.requires_grad for p in executor.model.parameters())
+
+
+def test_backend_failure_is_reported_per_prompt_not_raised(executor, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(executor.model, "generate", boom)
+    failed = executor.stats.failed_prompts
+    results = executor.generate(PROMPTS[:2], n=2)
+    assert [r.ok for r in results] == [False, False]
+    assert "out of memory" in results[0].error
+    assert executor.stats.failed_prompts == failed + 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"), [({"temperature": -1}, "temperature"), ({"max_new_tokens": 0}, "max_new_tokens")]
+)
+def test_invalid_sampling_config(tiny_checkpoint, kwargs, key):
+    with pytest.raises(ConfigError, match=f"executor.{key}"):
+        HFExecutor(str(tiny_checkpoint), **kwargs)

@@ -1,0 +1,179 @@
+import pytest
+
+from planlift.errors import ConfigError, TooManyMaskedError
+from planlift.rewards import ExecutorGroundedReward
+from planlift.rm import ConstantRM, ReasoningRM
+from planlift.tasks import ProceduralTask
+
+from .scripted import ScriptedExecutor
+
+
+@pytest.fixture(scope="module")
+def task():
+    return ProceduralTask(sizes={"train": 20, "validation": 5, "test": 5})
+
+
+@pytest.fixture
+def problem(task):
+    return task.problems("train")[0]
+
+
+def wrong(answer: str) -> str:
+    return str((int(answer) + 1) % 10)
+
+
+def make(task, problem, mode="grounded", rm=None, **kwargs):
+    """Two completions: GOOD makes the executor right 4/4, BAD right 1/4; alone it is right 1/3."""
+    good, bad = "GOOD\n", "BAD\n"
+    right, off = problem.answer, wrong(problem.answer)
+    script = {good: [right], bad: [off, right, off, off], None: [right, off, off]}
+    executor = ScriptedExecutor(task, script, fail=kwargs.pop("fail", ()))
+    reward = ExecutorGroundedReward(executor, task, rm=rm or ConstantRM(0.8), mode=mode, **kwargs)
+    return reward, executor, [good + "</reasoning>", bad + "</reasoning>"]
+
+
+def test_grounded_exact_values(task, problem):
+    reward, executor, completions = make(task, problem)
+    batch = reward([problem], completions, group_size=2)
+    good, bad = batch.records
+    # GOOD: e2e 1, w = 3/3, b = 1/3 -> uplift 2/3 -> 0.5 + 0.5 * 0.8 * 2/3
+    assert (good.e2e, good.w, good.b) == (1.0, 1.0, pytest.approx(1 / 3))
+    assert good.final == pytest.approx(0.5 + 0.4 * (2 / 3))
+    # BAD: samples [off, right, off, off] -> e2e 0, w = 1/3, uplift 0 -> 0
+    assert (bad.e2e, bad.w, bad.uplift) == (0.0, pytest.approx(1 / 3), pytest.approx(0.0))
+    assert bad.final == pytest.approx(0.0)
+    # one call with reasoning (k + 1 = 4 samples each), one baseline call (3 samples, once per problem)
+    assert executor.calls == [(2, 4), (1, 3)]
+
+
+def test_pooled_e2e_uses_the_k_repeats(task, problem):
+    reward, executor, completions = make(task, problem, pool_e2e=True)
+    _, bad = reward([problem], completions, group_size=2).records
+    # BAD now has samples [off, right, off]: e2e = 0, w = 1/3
+    assert (bad.e2e, bad.w) == (0.0, pytest.approx(1 / 3))
+    assert executor.calls[0] == (2, 3)
+
+
+def test_baseline_is_computed_once_per_problem_and_cached(task):
+    problems = task.problems("train")[:3]
+    script = {None: ["0"], "R\n": ["1"]}
+    executor = ScriptedExecutor(task, script)
+    reward = ExecutorGroundedReward(executor, task, rm=ConstantRM(1.0), repeats=3, baseline_samples=5)
+    group = 4
+    completions = ["R\n</reasoning>"] * (len(problems) * group)
+    reward(problems, completions, group)
+    first = executor.stats.generations
+    assert first == len(problems) * (group * 4 + 5)  # G * (k + 1) + baseline
+    assert first / len(problems) <= group * 4 + 5
+    reward(problems, completions, group)
+    assert executor.stats.generations - first == len(problems) * group * 4  # baseline cached
+    assert len(executor.calls) == 3  # 2 calls, then 1
+    assert reward.baseline_cache.hits == 3
+
+
+def test_baseline_cache_off_recomputes_once_per_problem_per_step(task):
+    problems = task.problems("train")[:2]
+    executor = ScriptedExecutor(task, {None: ["0"], "R\n": ["1"]})
+    reward = ExecutorGroundedReward(executor, task, rm=ConstantRM(1.0), baseline_cache=False)
+    reward(problems, ["R\n"] * 8, 4)
+    reward(problems, ["R\n"] * 8, 4)
+    assert executor.calls == [(8, 4), (2, 3), (8, 4), (2, 3)]
+
+
+def test_exec_only_needs_one_sample_and_no_baseline(task, problem):
+    reward, executor, completions = make(task, problem, mode="exec_only")
+    good, bad = reward([problem], completions, 2).records
+    assert (good.final, bad.final) == (1.0, 0.0)
+    assert good.uplift is None and good.rm is None
+    assert executor.calls == [(2, 1)]
+
+
+def test_uplift_only_and_rm_only(task, problem):
+    reward, _, completions = make(task, problem, mode="uplift_only")
+    good, _ = reward([problem], completions, 2).records
+    assert good.final == pytest.approx(0.5 + 0.5 * (2 / 3))
+    reward, executor, completions = make(task, problem, mode="rm_only")
+    _, bad = reward([problem], completions, 2).records
+    assert bad.final == pytest.approx(0.0 + 0.5 * 0.8)
+    assert executor.calls == [(2, 1)]
+
+
+def test_code_gated_formula_on_math_verdicts(task, problem):
+    reward, _, completions = make(task, problem, mode="code_gated")
+    good, bad = reward([problem], completions, 2).records
+    # GOOD: exec = 0.8 * 1 + 0.2 (status correct); 3/3 with vs 1/3 without -> coeff +1 -> clamp(1 + 0.16) = 1
+    assert (good.exec, good.coeff, good.final) == (pytest.approx(1.0), 1.0, 1.0)
+    # BAD: e2e wrong ("wrong" status has no bonus) -> exec 0; 1/3 vs 1/3 tie -> coeff 0.5 -> 0.2*0.8*0.5
+    assert (bad.exec, bad.coeff, bad.final) == (0.0, 0.5, pytest.approx(0.08))
+
+
+def test_executor_failure_masks_and_counts(task, problem):
+    reward, _, completions = make(task, problem, fail={"BAD\n"})
+    batch = reward([problem], completions, 2)
+    good, bad = batch.records
+    assert not good.masked and bad.masked and bad.mask_reason == "executor_error" and bad.final is None
+    assert batch.mask.tolist() == [True, False]
+    metrics = batch.metrics()
+    assert metrics["train/reward/masked"] == 1.0
+    assert metrics["train/reward/masked/executor_error"] == 1.0
+
+
+def test_baseline_failure_masks_the_group(task, problem):
+    reward, _, completions = make(task, problem, fail={None}, max_masked_fraction=1.0)
+    batch = reward([problem], completions, 2)
+    assert [r.mask_reason for r in batch.records] == ["baseline_executor_error"] * 2
+    assert not reward.baseline_cache.entries  # a failed baseline is retried next step, not cached
+
+
+class FlakyRM(ReasoningRM):
+    def score(self, items):
+        return [None if "BAD" in item.reasoning else 0.5 for item in items]
+
+
+def test_rm_failure_masks(task, problem):
+    reward, _, completions = make(task, problem, rm=FlakyRM())
+    good, bad = reward([problem], completions, 2).records
+    assert good.rm == 0.5 and bad.mask_reason == "rm_error"
+
+
+def test_too_many_masked_stops_the_run(task, problem):
+    reward, _, completions = make(task, problem, fail={"GOOD\n", "BAD\n"}, max_masked_fraction=0.5)
+    with pytest.raises(TooManyMaskedError, match="max_masked_fraction"):
+        reward([problem], completions, 2)
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected_final", "reason"),
+    [("metric", 0.0, None), ("penalty", -0.5, None), ("mask", None, "leakage")],
+)
+def test_leakage_policies(task, problem, policy, expected_final, reason):
+    leak = f"answer={problem.answer}\n"
+    executor = ScriptedExecutor(task, {leak: [wrong(problem.answer)], None: ["0"]})
+    reward = ExecutorGroundedReward(
+        executor, task, mode="exec_only", leakage_policy=policy, max_masked_fraction=1.0
+    )
+    record = reward([problem], [leak, leak], 2).records[0]
+    assert record.leakage == 1.0
+    assert record.final == expected_final and record.mask_reason == reason
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"repeats": -1}, "reward.repeats"),
+        ({"mode": "magic"}, "reward.mode"),
+        ({"baseline_samples": 0}, "reward.baseline_samples"),
+        ({"uplift_bounds": (1, -1)}, "reward.uplift_bounds"),
+        ({"e2e_weight": -0.5}, "reward.e2e_weight"),
+        ({"leakage_policy": "ignore"}, "reward.leakage_policy"),
+        ({"max_masked_fraction": 0}, "reward.max_masked_fraction"),
+    ],
+)
+def test_invalid_config_is_a_clear_error(task, kwargs, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        ExecutorGroundedReward(ScriptedExecutor(task, {}), task, rm=ConstantRM(), **kwargs)
+
+
+def test_grounded_without_rm_is_a_config_error(task):
+    with pytest.raises(ConfigError, match="needs a reasoning RM"):
+        ExecutorGroundedReward(ScriptedExecutor(task, {}), task, rm=None, mode="grounded")

@@ -1,0 +1,28 @@
+import pytest
+
+from planlift.rewards import RewardBatch, RewardRecord
+
+
+def test_metrics_keys_and_group_health():
+    records = [
+        RewardRecord(e2e=1.0, w=1.0, b=0.0, uplift=1.0, rm=1.0, leakage=0.0, final=1.0),
+        RewardRecord(e2e=0.0, w=0.0, b=0.0, uplift=0.0, rm=1.0, leakage=0.0, final=0.0),
+        RewardRecord(e2e=0.0, w=0.0, b=1.0, uplift=-1.0, rm=1.0, leakage=0.0, final=-0.5),
+        RewardRecord(e2e=0.0, leakage=1.0, mask_reason="executor_error"),
+    ]
+    batch = RewardBatch(records, group_size=2)
+    metrics = batch.metrics("train")
+    for term in ("e2e", "w", "b", "uplift", "rm", "leakage", "final"):
+        assert f"train/reward/{term}" in metrics and f"train/reward/{term}_std" in metrics
+    assert metrics["train/reward/final"] == pytest.approx(0.5 / 3)
+    # group 1 has std 0.5, group 2 has one unmasked sample (no std)
+    assert metrics["train/reward_std"] == pytest.approx(0.5)
+    assert metrics["train/frac_reward_zero_std"] == 0.0
+    assert metrics["train/reward/masked"] == 1.0 and metrics["train/reward/masked_frac"] == 0.25
+    assert batch.rewards.tolist() == [1.0, 0.0, -0.5, 0.0]
+    assert batch.mask.tolist() == [True, True, True, False]
+
+
+def test_group_size_must_divide():
+    with pytest.raises(ValueError, match="groups of 2"):
+        RewardBatch([RewardRecord(final=1.0)] * 3, group_size=2)

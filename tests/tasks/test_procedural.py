@@ -1,0 +1,191 @@
+import math
+
+import pytest
+
+from planlift.errors import ConfigError
+from planlift.tasks import ProceduralTask
+from planlift.tasks.procedural import format_number
+from planlift.tasks.procedural_trace import analyze_trace
+
+
+def small(**kwargs):
+    kwargs.setdefault("sizes", {"train": 200, "validation": 50, "test": 50})
+    return ProceduralTask(**kwargs)
+
+
+def test_generation_is_deterministic_by_seed():
+    a, b, c = small(seed=3), small(seed=3), small(seed=4)
+    assert [p.text for p in a.problems("train")] == [p.text for p in b.problems("train")]
+    assert [p.text for p in a.problems("train")] != [p.text for p in c.problems("train")]
+
+
+def test_splits_are_disjoint_and_sized():
+    task = small()
+    texts = {split: {p.text for p in task.problems(split)} for split in ("train", "validation", "test")}
+    assert [len(texts[s]) for s in ("train", "validation", "test")] == [200, 50, 50]
+    assert not texts["train"] & texts["validation"]
+    assert not texts["train"] & texts["test"]
+    assert not texts["validation"] & texts["test"]
+
+
+@pytest.mark.parametrize("lookback", [1, 2, 5])
+def test_steps_respect_lookback_and_chain(lookback):
+    task = small(length=12, lookback=lookback)
+    for problem in task.problems("train")[:50]:
+        program = problem.meta["program"]
+        assert program.length == 12
+        for step in program.steps:
+            assert step.index - 1 in (step.a, step.b)  # always uses the previous state
+            assert min(step.a, step.b) >= max(1, step.index - lookback)
+            if lookback >= 2:
+                assert step.a != step.b
+
+
+def test_states_follow_the_program_modular():
+    task = small(ops="+-*", modulus=7, length=8)
+    for problem in task.problems("train")[:30]:
+        states = problem.meta["states"]
+        for step in problem.meta["program"].steps:
+            a, b = states[step.a - 1], states[step.b - 1]
+            expected = {"+": a + b, "-": a - b, "*": a * b}[step.op] % 7
+            assert states[step.index - 1] == expected
+        assert problem.answer == format_number(states[-1])
+
+
+def test_float_benchmark_variant_rounds_and_avoids_division_by_zero():
+    task = small(ops="+-*/", modulus=None, number_type="float", value_range=(0, 1), length=10)
+    for problem in task.problems("train")[:50]:
+        states = problem.meta["states"]
+        assert all(math.isfinite(v) and round(v, 3) == v for v in states[2:])
+        for step in problem.meta["program"].steps:
+            if step.op == "/":
+                assert states[step.b - 1] != 0
+        # the reference answer is S_N rounded to 3 decimals
+        assert float(problem.answer) == pytest.approx(round(states[-1], 3))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"length": 2}, "task.length"),
+        ({"lookback": 0}, "task.lookback"),
+        ({"ops": "+^"}, "task.ops"),
+        ({"ops": "+/", "modulus": 10}, "task.ops"),
+        ({"number_type": "complex"}, "task.number_type"),
+        ({"sizes": {"train": -1}}, "task.sizes.train"),
+        ({"sizes": {"dev": 3}}, "task.sizes"),
+    ],
+)
+def test_invalid_config_names_the_key(kwargs, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        ProceduralTask(**kwargs)
+
+
+def test_prompts_and_gold_trace_render_compactly():
+    task = small()
+    problem = task.problems("train")[0]
+    gold = task.gold_reasoning(problem)
+    assert len(gold.splitlines()) == task.length - 2
+    assert task.planner_prompt(problem).prefill == "<reasoning>\n"
+    executor_prompt = task.executor_prompt(problem, gold)
+    assert f"<reasoning>\n{gold}</reasoning>\n" in executor_prompt.user
+    assert "<reasoning>" not in task.executor_prompt(problem, None).user
+    assert task.extract_reasoning(gold + "</reasoning>junk") == gold
+
+
+def test_verifier_exact_match_after_rounding():
+    task = small(modulus=None, number_type="float", ops="+-*/", value_range=(0, 1))
+    problem = task.problems("train")[0]
+    answer = float(problem.answer)
+    assert task.verify(problem, f"{answer}").correct
+    assert task.verify(problem, f" {answer:.3f}\nmore text 42").correct
+    assert not task.verify(problem, f"{answer + 0.001:.3f}").correct
+    assert task.verify(problem, "no number").status == "no_answer"
+
+
+# ---- trace analyzer on crafted traces ---------------------------------------------------------------
+
+
+@pytest.fixture
+def program_and_states():
+    task = small(length=6)
+    problem = task.problems("train")[0]
+    return task, problem, problem.meta["program"], problem.meta["states"]
+
+
+def analyze(reasoning, problem, **kwargs):
+    return analyze_trace(reasoning, problem.meta["program"], problem.meta["states"], **kwargs)
+
+
+def test_gold_trace_is_exact(program_and_states):
+    task, problem, _, _ = program_and_states
+    a = analyze(task.gold_reasoning(problem), problem, final_answer_correct=True, final_answer_parsed=True)
+    assert (a.execution, a.step_accuracy, a.hallucinated_steps) == ("exact", 1.0, 0)
+    assert not (a.premature_answer or a.leaked_answer or a.missing_answer or a.right_for_wrong_reasons)
+    assert a.final_state_correct and a.first_error_state is None
+
+
+def test_under_execution_and_leaked_answer(program_and_states):
+    task, problem, _, states = program_and_states
+    lines = task.gold_reasoning(problem).splitlines()
+    trace = "\n".join(lines[:2]) + f"\nanswer={format_number(states[-1])}\n"
+    a = analyze(trace, problem, final_answer_correct=True, final_answer_parsed=True)
+    assert a.execution == "under"
+    assert a.executed_steps == 2
+    assert a.step_accuracy == 2 / 4
+    assert a.premature_answer and a.leaked_answer
+    assert a.right_for_wrong_reasons  # correct final answer, states S5 and S6 never established
+
+
+def test_over_execution_and_hallucinated_steps(program_and_states):
+    task, problem, _, _ = program_and_states
+    trace = task.gold_reasoning(problem) + "S7=1+1=2\nS9=2+2=4\n"
+    a = analyze(trace, problem)
+    assert a.execution == "over" and a.hallucinated_steps == 2 and a.step_accuracy == 1.0
+
+
+def test_wrong_intermediate_state_right_final_answer(program_and_states):
+    task, problem, _, states = program_and_states
+    lines = task.gold_reasoning(problem).splitlines()
+    wrong = (int(states[2]) + 1) % 10
+    lines[0] = lines[0].rsplit("=", 1)[0] + f"={wrong}"
+    a = analyze("\n".join(lines) + "\n", problem, final_answer_correct=True, final_answer_parsed=True)
+    assert a.execution == "exact" and a.step_accuracy == 3 / 4 and a.first_error_state == 3
+    assert a.right_for_wrong_reasons
+
+
+def test_answer_after_all_steps_is_not_premature(program_and_states):
+    task, problem, _, states = program_and_states
+    a = analyze(task.gold_reasoning(problem) + f"answer: {format_number(states[-1])}\n", problem)
+    assert not a.premature_answer and not a.leaked_answer
+
+
+def test_missing_answer_from_executor(program_and_states):
+    task, problem, _, _ = program_and_states
+    metrics = task.trace_metrics(problem, task.gold_reasoning(problem), "???")
+    assert metrics["trace/missing_answer"] == 1.0
+    assert metrics["trace/step_acc"] == 1.0
+
+
+def test_trace_metrics_keys_are_stable(program_and_states):
+    task, problem, _, _ = program_and_states
+    assert sorted(task.trace_metrics(problem, "garbage", "3")) == sorted(
+        [
+            "trace/step_acc",
+            "trace/steps_ratio",
+            "trace/exact_exec",
+            "trace/under_exec",
+            "trace/over_exec",
+            "trace/hallucinated_steps",
+            "trace/premature_answer",
+            "trace/leaked_answer",
+            "trace/missing_answer",
+            "trace/right_wrong_reasons",
+        ]
+    )
+
+
+def test_leakage_detection(program_and_states):
+    task, problem, _, states = program_and_states
+    assert not task.detect_leakage(problem, task.gold_reasoning(problem))
+    assert task.detect_leakage(problem, f"answer={format_number(states[-1])}\n")

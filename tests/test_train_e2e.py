@@ -1,0 +1,138 @@
+"""`python src/train.py` end to end in subprocesses, with the debug preset and a shared bootstrap cache."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("planlift_cache")
+
+
+def train(run_dir: Path, cache_dir: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PLANLIFT_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        "debug=fast",
+        "torch_threads=1",
+        f"hydra.run.dir={run_dir}",
+        "callbacks.rich_progress_bar=null",
+        *overrides,
+    ]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"train.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+        )
+    return result
+
+
+def scalars(run_dir: Path):
+    from tbparse import SummaryReader
+
+    frame = SummaryReader(str(run_dir / "tensorboard")).scalars
+    return {tag: list(zip(group.step, group.value, strict=True)) for tag, group in frame.groupby("tag")}
+
+
+@pytest.mark.parametrize("reward", ["exec_only", "grounded"])
+def test_debug_run_trains_logs_checkpoints_and_exports(tmp_path, cache_dir, reward):
+    run_dir = tmp_path / "run"
+    train(run_dir, cache_dir, f"reward={reward}")
+    logged = scalars(run_dir)
+    for tag in (
+        "train/reward/final",
+        "train/reward/e2e",
+        "train/reward_std",
+        "train/frac_reward_zero_std",
+        "train/reward/masked",
+        "train/loss",
+        "train/kl",
+        "train/clip_fraction",
+        "train/entropy",
+        "train/time/rollout",
+        "train/time/executor",
+        "train/time/update",
+        "val/e2e_acc",
+        "val/baseline_acc",
+        "val/uplift",
+        "val/leakage",
+        "val/trace/step_acc",
+        "val/trace/exact_exec",
+        "final/val/e2e_acc",
+    ):
+        assert tag in logged, tag
+    if reward == "grounded":
+        for term in ("w", "b", "uplift", "rm"):
+            assert f"train/reward/{term}" in logged
+    assert [step for step, _ in logged["train/loss"]] == [0, 1, 2, 3]
+    assert logged["val/e2e_acc"][0][0] == 0  # validation before training
+    assert all(torch.isfinite(torch.tensor([v for _, v in logged["train/loss"]])))
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+    exported = run_dir / "planner_hf"
+    assert (exported / "config.json").is_file() and (exported / "tokenizer.json").is_file()
+    from planlift.models import load_policy
+
+    assert load_policy(str(exported)).model.config.model_type == "qwen2"
+
+
+def test_resume_continues_the_step_count(tmp_path, cache_dir):
+    first = tmp_path / "first"
+    train(first, cache_dir)
+    resumed = tmp_path / "resumed"
+    train(resumed, cache_dir, f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}", "trainer.max_steps=6")
+    assert torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
+    steps = [step for step, _ in scalars(resumed)["train/loss"]]
+    assert steps == [4, 5]
+
+
+def test_same_seed_gives_the_same_metrics(tmp_path, cache_dir):
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(a, cache_dir, "seed=3")
+    train(b, cache_dir, "seed=3")
+    logged_a, logged_b = scalars(a), scalars(b)
+    for tag in (
+        "train/reward/final",
+        "train/loss",
+        "train/completion_length",
+        "val/e2e_acc",
+        "val/trace/step_acc",
+    ):
+        assert logged_a[tag] == logged_b[tag], tag
+
+
+def test_offline_hub_model_fails_with_a_clear_error(tmp_path, cache_dir):
+    result = train(tmp_path / "run", cache_dir, "model=qwen2_5_7b", check=False)
+    assert result.returncode == 2
+    assert "weights not found offline" in result.stderr and "Qwen/Qwen2.5-7B" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_invalid_reward_value_fails_with_the_key(tmp_path, cache_dir):
+    result = train(tmp_path / "run", cache_dir, "reward.repeats=-1", check=False)
+    assert result.returncode == 2
+    assert "reward.repeats must be >= 1, got -1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_ddp_sim_two_processes(tmp_path, cache_dir):
+    run_dir = tmp_path / "runs" / "ddp"
+    train(run_dir, cache_dir, "hardware=ddp_sim", "algorithm.micro_batch_size=2")
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["ddp"]  # one Hydra output dir
+    events = list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    writers = {event.name.split(".")[-2] for event in events}  # events.out.tfevents.<time>.<host>.<pid>.<n>
+    assert events and len(writers) == 1  # rank-0 logging only
+    assert (run_dir / "train_ddp_process_1.log").is_file()  # rank 1 wrote into the same Hydra dir
+    logged = scalars(run_dir)
+    assert [step for step, _ in logged["train/loss"]] == [0, 1, 2, 3]
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
