@@ -40,3 +40,30 @@ def test_render_prompt_plain_and_chat():
     )
     assert render_prompt(tokenizer, prompt, None) == "<system>S<user>Q\n<assistant>answer="
     assert render_prompt(tokenizer, prompt, False) == "S\nQ\nanswer="
+
+
+def test_shared_prefill_matches_repeated_prompts(tiny_checkpoint):
+    """Prefilling each prompt once and copying its cache to n samples changes nothing but speed
+    (top_k=1 makes sampling deterministic, so both paths must produce the same tokens)."""
+    from planlift.generation import generate
+    from planlift.models.loading import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(str(tiny_checkpoint), "model.pretrained")
+    texts = ["S1=3 S2=7 S3=S1+S2 S3?\n<reasoning>\n", "S1=1\n", "x"]
+    kwargs = {"do_sample": True, "top_k": 1, "max_new_tokens": 10, "stop": ["\n"]}
+    shared = generate(model, tokenizer, texts, 3, share_prefill=True, **kwargs)
+    repeated = generate(model, tokenizer, texts, 3, share_prefill=False, **kwargs)
+    assert shared.texts == repeated.texts
+    assert torch.equal(shared.completion_ids, repeated.completion_ids)
+    assert torch.equal(shared.completion_mask, repeated.completion_mask)
+    assert len(shared.texts) == 9 and shared.texts[0] == shared.texts[2]
+
+
+def test_greedy_with_several_samples_decodes_once(tiny_checkpoint):
+    from planlift.generation import generate
+    from planlift.models.loading import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(str(tiny_checkpoint), "model.pretrained")
+    out = generate(model, tokenizer, ["S1=3\n", "S2=1 S3?\n"], 4, max_new_tokens=6)
+    assert out.completion_ids.shape[0] == 8
+    assert out.texts[:4] == [out.texts[0]] * 4 and out.texts[4:] == [out.texts[4]] * 4

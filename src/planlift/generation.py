@@ -6,6 +6,7 @@ call, `n` samples per prompt sharing it (rows grouped per prompt: [p0s0, p0s1, .
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -88,8 +89,22 @@ def generate(
     top_k: int | None = None,
     max_new_tokens: int = 64,
     stop: Sequence[str] = (),
+    share_prefill: bool = True,
 ) -> Generation:
-    """Generate `n` completions for each text in one left-padded batch."""
+    """Generate `n` completions for each text in one left-padded batch.
+
+    With `share_prefill`, each prompt is encoded once and its KV cache copied to its n samples
+    (Hugging Face would otherwise run the prompt n times).
+    """
+    if not do_sample and n > 1:  # greedy samples are identical: decode once, repeat
+        once = generate(model, tokenizer, texts, 1, max_new_tokens=max_new_tokens, stop=stop)
+        return Generation(
+            prompt_ids=once.prompt_ids.repeat_interleave(n, dim=0),
+            prompt_mask=once.prompt_mask.repeat_interleave(n, dim=0),
+            completion_ids=once.completion_ids.repeat_interleave(n, dim=0),
+            completion_mask=once.completion_mask.repeat_interleave(n, dim=0),
+            texts=[text for text in once.texts for _ in range(n)],
+        )
     if tokenizer.padding_side != "left":
         tokenizer.padding_side = "left"
     device = next(model.parameters()).device
@@ -106,9 +121,12 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        output = model.generate(
-            **encoded, eos_token_id=eos_ids, pad_token_id=pad_id, use_cache=True, **kwargs
-        )
+        if n > 1 and share_prefill and encoded["input_ids"].shape[1] > 1:
+            output = _generate_from_shared_prefill(model, encoded, n, eos_ids, pad_id, kwargs)
+        else:
+            output = model.generate(
+                **encoded, eos_token_id=eos_ids, pad_token_id=pad_id, use_cache=True, **kwargs
+            )
     finally:
         model.train(was_training)
     prompt_len = encoded["input_ids"].shape[1]
@@ -124,4 +142,29 @@ def generate(
         completion_ids=completion_ids,
         completion_mask=mask,
         texts=[cut_at_stop(text, stop) for text in decoded],
+    )
+
+
+def _generate_from_shared_prefill(model, encoded, n: int, eos_ids, pad_id, kwargs):
+    """Prefill all but the last prompt token once per prompt, repeat the cache n times, then sample."""
+    input_ids, attention_mask = encoded["input_ids"], encoded["attention_mask"]
+    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    prefix = model(
+        input_ids=input_ids[:, :-1],
+        attention_mask=attention_mask[:, :-1],
+        position_ids=position_ids[:, :-1],
+        use_cache=True,
+    )
+    # transformers >= 5.x names the KV cache `cache` (`past_key_values` before)
+    cache_key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    cache = getattr(prefix, cache_key, None) or prefix.past_key_values
+    cache.batch_repeat_interleave(n)
+    kwargs = {**kwargs, "num_return_sequences": 1, cache_key: cache}
+    return model.generate(
+        input_ids=input_ids.repeat_interleave(n, dim=0),
+        attention_mask=attention_mask.repeat_interleave(n, dim=0),
+        eos_token_id=eos_ids,
+        pad_token_id=pad_id,
+        use_cache=True,
+        **kwargs,
     )

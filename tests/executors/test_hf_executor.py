@@ -31,7 +31,7 @@ def test_n_samples_per_prompt_in_one_call(executor):
     results = executor.generate(PROMPTS[:3], n=4)
     assert executor.stats.calls == calls + 1
     assert [len(r.texts) for r in results] == [4, 4, 4]
-    assert executor.stats.by_call[-1] == 12
+    assert executor.stats.last_call_generations == 12
 
 
 def test_stop_strings_cut_the_text(tiny_checkpoint):

@@ -64,9 +64,11 @@ def test_baseline_is_computed_once_per_problem_and_cached(task):
     reward(problems, completions, group)
     first = executor.stats.generations
     assert first == len(problems) * (group * 4 + 5)  # G * (k + 1) + baseline
+    assert reward.last_generations_per_problem == group * 4 + 5
     assert first / len(problems) <= group * 4 + 5
     reward(problems, completions, group)
     assert executor.stats.generations - first == len(problems) * group * 4  # baseline cached
+    assert reward.last_generations_per_problem == group * 4
     assert len(executor.calls) == 3  # 2 calls, then 1
     assert reward.baseline_cache.hits == 3
 

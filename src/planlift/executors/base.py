@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from planlift.tasks.base import ChatPrompt
 
@@ -35,7 +35,7 @@ class ExecutorStats:
     generations: int = 0
     failed_prompts: int = 0
     seconds: float = 0.0
-    by_call: list[int] = field(default_factory=list)
+    last_call_generations: int = 0
 
 
 class Executor(abc.ABC):
@@ -72,5 +72,5 @@ class Executor(abc.ABC):
         self.stats.generations += len(prompts) * n
         self.stats.failed_prompts += sum(not r.ok for r in results)
         self.stats.seconds += time.perf_counter() - start
-        self.stats.by_call.append(len(prompts) * n)
+        self.stats.last_call_generations = len(prompts) * n
         return results

@@ -315,9 +315,7 @@ class GRPOModule(pl.LightningModule):
         metrics["train/completion_length"] = lengths.mean().item()
         metrics["train/advantage_abs"] = advantages.abs().mean().item()
         metrics["train/lr"] = self.optimizers().param_groups[0]["lr"]
-        metrics["train/executor_generations"] = (
-            float(self.reward.executor.stats.by_call[-1]) if (self.reward.executor.stats.by_call) else 0.0
-        )
+        metrics["train/executor_generations_per_problem"] = self.reward.last_generations_per_problem
         metrics["train/baseline_cache_size"] = float(len(self.reward.baseline_cache.entries))
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(rollout.problems))
         self.log(

@@ -183,6 +183,7 @@ class ExecutorGroundedReward:
         self.leakage_penalty = leakage_penalty
         self.max_masked_fraction = max_masked_fraction
         self.timings: dict[str, float] = {}
+        self.last_generations_per_problem = 0.0
 
     @property
     def uses_uplift(self) -> bool:
@@ -209,6 +210,7 @@ class ExecutorGroundedReward:
         reasonings = [self.task.extract_reasoning(c) for c in completions]
 
         start = time.perf_counter()
+        generations_before = self.executor.stats.generations
         prompts = [self.task.executor_prompt(p, r) for p, r in zip(rows, reasonings, strict=True)]
         with_results = self.executor.generate(prompts, self.samples_with_reasoning)
         baselines = (
@@ -217,6 +219,9 @@ class ExecutorGroundedReward:
             else [None] * len(problems)
         )
         self.timings["executor"] = time.perf_counter() - start
+        self.last_generations_per_problem = (self.executor.stats.generations - generations_before) / len(
+            problems
+        )
 
         start = time.perf_counter()
         rm_scores: list[float | None] = [None] * len(rows)
