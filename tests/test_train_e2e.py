@@ -110,10 +110,64 @@ def test_same_seed_gives_the_same_metrics(tmp_path, cache_dir):
         assert logged_a[tag] == logged_b[tag], tag
 
 
-def test_offline_hub_model_fails_with_a_clear_error(tmp_path, cache_dir):
-    result = train(tmp_path / "run", cache_dir, "model=qwen2_5_7b", check=False)
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["reward=uplift_only"],
+        ["reward=rm_only", "rm=constant"],
+        ["reward=code_gated"],
+        ["algorithm.kl_coef=0.05", "algorithm.loss_aggregation=dr_grpo", "algorithm.scale_rewards=false"],
+        [
+            "algorithm.num_iterations=2",
+            "algorithm.micro_batch_size=3",
+            "algorithm.loss_aggregation=sequence_mean",
+        ],
+    ],
+    ids=lambda overrides: ",".join(overrides),
+)
+def test_other_cpu_options_train(tmp_path, cache_dir, overrides):
+    run_dir = tmp_path / "run"
+    train(run_dir, cache_dir, *overrides, "trainer.max_steps=2")
+    logged = scalars(run_dir)
+    # max_steps counts optimizer steps: two per rollout batch when num_iterations=2
+    expected = [0] if "algorithm.num_iterations=2" in overrides else [0, 1]
+    assert [step for step, _ in logged["train/loss"]] == expected
+    assert all(torch.isfinite(torch.tensor([v for _, v in logged["train/loss"]])))
+    if "algorithm.kl_coef=0.05" in overrides:
+        assert all(v >= 0 for _, v in logged["train/kl"])
+
+
+@pytest.mark.slow
+def test_lora_planner_checkpoints_the_adapter_resumes_and_exports_merged(tmp_path, cache_dir):
+    lora = "model.lora={r:4,alpha:8,dropout:0.0}"
+    first = tmp_path / "first"
+    train(first, cache_dir, lora, "algorithm.kl_coef=0.05", "trainer.max_steps=2")
+    checkpoint = torch.load(first / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["state_dict"] and all("lora_" in key for key in checkpoint["state_dict"])
+    resumed = tmp_path / "resumed"
+    train(
+        resumed, cache_dir, lora, "algorithm.kl_coef=0.05", f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}"
+    )
+    assert torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+    from planlift.models import load_policy
+
+    exported = load_policy(str(resumed / "planner_hf")).model
+    assert not any("lora" in name for name, _ in exported.named_parameters())
+
+
+@pytest.mark.parametrize(
+    ("override", "name"),
+    [
+        ("model=qwen2_5_7b", "Qwen/Qwen2.5-7B"),
+        ("model=qwen2_5_0_5b", "Qwen/Qwen2.5-0.5B"),
+        ("executor=qwen", "Qwen/Qwen2.5-7B-Instruct"),
+    ],
+)
+def test_offline_hub_model_fails_with_a_clear_error(tmp_path, cache_dir, override, name):
+    result = train(tmp_path / "run", cache_dir, override, check=False)
     assert result.returncode == 2
-    assert "weights not found offline" in result.stderr and "Qwen/Qwen2.5-7B" in result.stderr
+    assert "weights not found offline" in result.stderr and f"{name}'" in result.stderr
     assert "Traceback" not in result.stderr
 
 
