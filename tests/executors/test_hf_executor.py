@@ -65,3 +65,12 @@ def test_backend_failure_is_reported_per_prompt_not_raised(executor, monkeypatch
 def test_invalid_sampling_config(tiny_checkpoint, kwargs, key):
     with pytest.raises(ConfigError, match=f"executor.{key}"):
         HFExecutor(str(tiny_checkpoint), **kwargs)
+
+
+def test_zero_temperature_repeats_the_greedy_text_n_times(tiny_checkpoint):
+    executor = HFExecutor(str(tiny_checkpoint), temperature=0.0, max_new_tokens=6, device="cpu")
+    results = executor.generate(PROMPTS[:2], n=3)
+    assert all(len(r.texts) == 3 and len(set(r.texts)) == 1 for r in results)
+    assert [r.texts[0] for r in results] == [
+        r.texts[0] for r in executor.generate(PROMPTS[:2], 1, greedy=True)
+    ]

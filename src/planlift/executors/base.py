@@ -49,6 +49,14 @@ class Executor(abc.ABC):
         """Names the frozen model and sampling settings; keys the no-reasoning baseline cache."""
         return type(self).__name__
 
+    def metrics(self) -> dict[str, float]:
+        """Counters for the training log (`train/executor/<name>`): cumulative over the run."""
+        return {
+            "calls": float(self.stats.calls),
+            "failed_prompts": float(self.stats.failed_prompts),
+            "prompt_failure_rate": self.stats.failed_prompts / max(self.stats.prompts, 1),
+        }
+
     @abc.abstractmethod
     def _generate(self, prompts: Sequence[ChatPrompt], n: int, greedy: bool) -> list[ExecutorResult]:
         """Backend call; one result per prompt."""

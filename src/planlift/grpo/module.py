@@ -271,6 +271,18 @@ class GRPOModule(pl.LightningModule):
     ) -> list[Problem]:
         return batch  # problems are text; tensors are made on the right device when sampling
 
+    def configure_model(self) -> None:
+        """Shard the planner with FSDP2 under ModelParallelStrategy (hardware=fsdp / fsdp_sim); no-op otherwise."""
+        from planlift.grpo.sharding import is_sharded, shard_planner
+
+        mesh = self.device_mesh
+        if mesh is None or is_sharded(self.planner):
+            return
+        dtype = next(self.planner.parameters()).dtype
+        shard_planner(
+            self.planner, mesh["data_parallel"], param_dtype=dtype if dtype != torch.float32 else None
+        )
+
     def configure_optimizers(self):
         params = [p for p in self.planner.parameters() if p.requires_grad]
         optimizer = self.optimizer_factory(params=params)
@@ -317,6 +329,7 @@ class GRPOModule(pl.LightningModule):
         metrics["train/lr"] = self.optimizers().param_groups[0]["lr"]
         metrics["train/executor_generations_per_problem"] = self.reward.last_generations_per_problem
         metrics["train/baseline_cache_size"] = float(len(self.reward.baseline_cache.entries))
+        metrics.update({f"train/executor/{k}": v for k, v in self.reward.executor.metrics().items()})
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(rollout.problems))
         self.log(
             "train/reward",

@@ -37,6 +37,40 @@ class LoraSettings:
             raise ConfigError(f"model.lora.dropout must be in [0, 1), got {self.dropout}")
 
 
+@dataclass
+class QuantizationSettings:
+    """bitsandbytes 4-bit loading of the frozen base (QLoRA): nf4, double quantization, bf16 compute."""
+
+    bits: int = 4
+    quant_type: str = "nf4"
+    compute_dtype: str = "bfloat16"
+    double_quant: bool = True
+
+    def __post_init__(self) -> None:
+        if self.bits != 4:
+            raise ConfigError(f"model.quantization.bits must be 4 (QLoRA), got {self.bits}")
+        if self.quant_type not in ("nf4", "fp4"):
+            raise ConfigError(f"model.quantization.quant_type must be nf4 or fp4, got {self.quant_type!r}")
+
+    def config(self):
+        from transformers import BitsAndBytesConfig
+
+        from planlift.models.loading import resolve_dtype
+
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=self.quant_type,
+            bnb_4bit_compute_dtype=resolve_dtype(self.compute_dtype, "model.quantization.compute_dtype"),
+            bnb_4bit_use_double_quant=self.double_quant,
+        )
+
+
+def _this_rank_device() -> str:
+    import os
+
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+
+
 class Policy:
     """A planner model with its tokenizer. (A plain class: Hydra would treat a dataclass kwarg as config.)"""
 
@@ -66,12 +100,42 @@ def load_policy(
     use_chat_template: bool | None = None,
     allow_download: bool = False,
     bootstrap: Bootstrap | None = None,
+    quantization: dict[str, Any] | None = None,
 ) -> Policy:
-    """Load the planner. With `lora`, only the adapter trains and the adapter-disabled model is the reference."""
+    """Load the planner. With `lora`, only the adapter trains and the adapter-disabled model is the reference.
+
+    `quantization` (hardware=qlora4bit) loads the base in 4 bits with bitsandbytes on this rank's device and
+    prepares it for k-bit training (`prepare_model_for_kbit_training`); it needs `lora`.
+    """
     source = resolve_pretrained(pretrained, bootstrap, "model.pretrained")
-    model, tokenizer = load_model_and_tokenizer(source, "model.pretrained", dtype, allow_download)
-    if gradient_checkpointing:
+    model_kwargs = None
+    if quantization is not None:
+        if lora is None:
+            raise ConfigError(
+                "model.quantization needs model.lora: a 4-bit base only trains through an adapter"
+            )
+        settings = QuantizationSettings(**quantization)
+        model_kwargs = {"quantization_config": settings.config(), "device_map": {"": _this_rank_device()}}
+    model, tokenizer = load_model_and_tokenizer(
+        source, "model.pretrained", dtype, allow_download, model_kwargs
+    )
+    if quantization is not None:
+        from peft import prepare_model_for_kbit_training
+
+        # bitsandbytes 0.50 on CPU repacks 4-bit weights for inference at the first eval-mode forward
+        # (our rollouts); training forwards after that fail ("a view of a leaf Variable ... in-place").
+        for module in model.modules():
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
+
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if gradient_checkpointing:
         model.config.use_cache = False
     if lora is not None:
         from peft import LoraConfig, get_peft_model

@@ -1,0 +1,253 @@
+"""Comparing the arms of a sweep from its TensorBoard event tree.
+
+A sweep's jobs log under `<sweep dir>/tensorboard/<run name>`, the run name being the job's overrides
+(`reward=grounded,seed=1`). An *arm* is a run name without its `seed` (and without `task.length`, which
+becomes a column: the length-collapse sweep). Final numbers are the `final/*` scalars every run logs with
+its HParams; curves are the `val/*` scalars. Statistics over seeds: mean and a 95% Student-t interval.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from planlift.errors import DataError
+
+SEED_KEY = "seed"
+LENGTH_KEY = "task.length"
+
+
+@dataclass
+class Run:
+    """One job's scalars: tag -> [(step, value)] sorted by step (the last write wins for a step)."""
+
+    name: str
+    params: dict[str, str]
+    scalars: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+    @property
+    def arm(self) -> str:
+        kept = [f"{k}={v}" for k, v in self.params.items() if k not in (SEED_KEY, LENGTH_KEY)]
+        return ",".join(kept) or "default"
+
+    @property
+    def length(self) -> str | None:
+        return self.params.get(LENGTH_KEY)
+
+    def final(self, tag: str) -> float | None:
+        points = self.scalars.get(tag)
+        return points[-1][1] if points else None
+
+
+def parse_run_name(name: str) -> dict[str, str]:
+    """`reward=grounded,seed=1` -> {"reward": "grounded", "seed": "1"} (a part without `=` keeps its text)."""
+    params = {}
+    for part in name.split(","):
+        key, sep, value = part.partition("=")
+        params[key] = value if sep else ""
+    return params
+
+
+def event_root(sweep_dir: str | Path) -> Path:
+    """The sweep's event tree: `<sweep>/tensorboard` when present, else the directory itself."""
+    root = Path(sweep_dir)
+    if (root / "tensorboard").is_dir():
+        root = root / "tensorboard"
+    if not root.is_dir() or not any(root.rglob("events.out.tfevents.*")):
+        raise DataError(f"{sweep_dir}: no TensorBoard event files (expected <sweep dir>/tensorboard/<run>/)")
+    return root
+
+
+def load_runs(sweep_dir: str | Path) -> list[Run]:
+    """Every run of the sweep with all its scalars, read with tbparse."""
+    from tbparse import SummaryReader
+
+    root = event_root(sweep_dir)
+    frame = SummaryReader(str(root), extra_columns={"dir_name", "wall_time"}).scalars
+    runs: dict[str, Run] = {}
+    for (name, tag), group in frame.sort_values("wall_time").groupby(["dir_name", "tag"]):
+        name = name or "default"
+        run = runs.setdefault(name, Run(name, parse_run_name(name)))
+        by_step = {int(step): float(value) for step, value in zip(group.step, group.value, strict=True)}
+        run.scalars[tag] = sorted(by_step.items())
+    return [runs[name] for name in sorted(runs)]
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """(mean, half-width of the Student-t interval); the half-width is nan for a single value."""
+    from scipy import stats
+
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, math.nan
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, float(stats.t.ppf((1 + confidence) / 2, n - 1)) * sd / math.sqrt(n)
+
+
+@dataclass
+class Row:
+    arm: str
+    length: str | None
+    seeds: list[str]
+    values: list[float]
+
+    @property
+    def stats(self) -> tuple[float, float]:
+        return mean_ci(self.values)
+
+
+def metric_rows(runs: Sequence[Run], tag: str) -> list[Row]:
+    """One row per arm (and length), pooling the seeds; runs without the tag are left out."""
+    grouped: dict[tuple[str, str | None], Row] = {}
+    for run in runs:
+        value = run.final(tag)
+        if value is None:
+            continue
+        row = grouped.setdefault((run.arm, run.length), Row(run.arm, run.length, [], []))
+        row.seeds.append(run.params.get(SEED_KEY, "?"))
+        row.values.append(value)
+    return sorted(grouped.values(), key=lambda r: (r.arm, _as_number(r.length)))
+
+
+def _as_number(text: str | None) -> float:
+    try:
+        return float(text) if text is not None else 0.0
+    except ValueError:
+        return 0.0
+
+
+def markdown_table(tag: str, rows: Sequence[Row]) -> str:
+    with_length = any(r.length is not None for r in rows)
+    head = ["arm", *(["length"] if with_length else []), "n", "mean", "95% CI"]
+    lines = [f"### {tag}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        mean, half = row.stats
+        ci = "n/a (1 seed)" if math.isnan(half) else f"± {half:.4f} [{mean - half:.4f}, {mean + half:.4f}]"
+        cells = [
+            row.arm,
+            *([row.length or ""] if with_length else []),
+            str(len(row.values)),
+            f"{mean:.4f}",
+            ci,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def final_tags(runs: Sequence[Run]) -> list[str]:
+    return sorted({tag for run in runs for tag in run.scalars if tag.startswith("final/")})
+
+
+def plot_curves(runs: Sequence[Run], tag: str, path: Path) -> None:
+    """Mean validation curve per arm (and length) over seeds, with the 95% band where there are seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        label = run.arm if run.length is None else f"{run.arm},length={run.length}"
+        for step, value in run.scalars.get(tag, []):
+            series[label][step].append(value)
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for label in sorted(series):
+        steps = sorted(series[label])
+        stats = [mean_ci(series[label][s]) for s in steps]
+        means = [m for m, _ in stats]
+        axes.plot(steps, means, marker="o", label=label)
+        halves = [0.0 if math.isnan(h) else h for _, h in stats]
+        axes.fill_between(
+            steps,
+            [m - h for m, h in zip(means, halves, strict=True)],
+            [m + h for m, h in zip(means, halves, strict=True)],
+            alpha=0.2,
+        )
+    axes.set_xlabel("optimizer step")
+    axes.set_ylabel(tag)
+    axes.set_title(f"{tag} per arm (mean over seeds, 95% CI)")
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_length_collapse(rows: Sequence[Row], tag: str, path: Path) -> None:
+    """`tag` against the program length N, one line per arm, 95% CI error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for arm in sorted({r.arm for r in rows}):
+        mine = sorted((r for r in rows if r.arm == arm), key=lambda r: _as_number(r.length))
+        lengths = [_as_number(r.length) for r in mine]
+        stats = [r.stats for r in mine]
+        errors = [0.0 if math.isnan(h) else h for _, h in stats]
+        axes.errorbar(lengths, [m for m, _ in stats], yerr=errors, marker="o", capsize=3, label=arm)
+    axes.set_xlabel("program length N (states)")
+    axes.set_ylabel(tag)
+    axes.set_title("length collapse: final accuracy vs program length")
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+@dataclass
+class Comparison:
+    markdown: str
+    files: list[Path]
+    used: dict[str, dict[str, list[tuple[int, float]]]]  # run -> tag -> points the tables and plots used
+
+
+def compare(
+    sweep_dir: str | Path,
+    out_dir: str | Path | None = None,
+    curve_tags: Sequence[str] = ("val/e2e_acc",),
+    length_tag: str = "final/val/e2e_acc",
+) -> Comparison:
+    """Tables for every `final/*` metric, curve plots for `curve_tags`, the length-collapse plot when the
+    sweep varies task.length; written to `out_dir` (default `<sweep dir>/compare`)."""
+    runs = load_runs(sweep_dir)
+    out = Path(out_dir) if out_dir is not None else Path(sweep_dir) / "compare"
+    out.mkdir(parents=True, exist_ok=True)
+    tags = final_tags(runs)
+    if not tags:
+        raise DataError(f"{sweep_dir}: no run logged final/* metrics (did the jobs finish?)")
+    sections = [
+        f"# Sweep comparison: {Path(sweep_dir).resolve()}",
+        "",
+        f"{len(runs)} runs, arms x seeds.",
+        "",
+    ]
+    used: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(dict)
+    for tag in tags:
+        sections += [markdown_table(tag, metric_rows(runs, tag)), ""]
+        for run in runs:
+            if tag in run.scalars:
+                used[run.name][tag] = run.scalars[tag]
+    files = [out / "comparison.md"]
+    for tag in curve_tags:
+        if any(tag in run.scalars for run in runs):
+            path = out / f"curves_{tag.replace('/', '_')}.png"
+            plot_curves(runs, tag, path)
+            files.append(path)
+            for run in runs:
+                if tag in run.scalars:
+                    used[run.name][tag] = run.scalars[tag]
+    if any(run.length is not None for run in runs) and length_tag in tags:
+        path = out / "length_collapse.png"
+        plot_length_collapse(metric_rows(runs, length_tag), length_tag, path)
+        files.append(path)
+    markdown = "\n".join(sections)
+    (out / "comparison.md").write_text(markdown)
+    (out / "comparison.json").write_text(json.dumps(used, indent=1))
+    files.append(out / "comparison.json")
+    return Comparison(markdown, files, dict(used))

@@ -1,0 +1,382 @@
+"""An executor behind any OpenAI-compatible HTTP server (`vllm serve` in production).
+
+One `generate` call sends its requests through a bounded thread pool. Each prompt asks for its `n`
+samples in one request (`n=k`); a server that returns fewer choices than asked (llama.cpp ignores `n`)
+is detected on the first such reply and the rest is fanned out as single-sample requests from then on.
+Every request has a timeout and is retried with exponential backoff on timeouts, connection errors,
+429/5xx replies and malformed JSON; 4xx replies are not retried. A circuit breaker stops sending for
+`breaker_cooldown_s` after `breaker_threshold` consecutive failed attempts, so a dead server costs one
+timeout per prompt instead of every retry. A prompt with any failed sample becomes
+`ExecutorResult(error=...)`: the reward masks and counts it; `metrics()` reports the failure rates.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from planlift.errors import ConfigError
+from planlift.executors.base import Executor, ExecutorResult
+from planlift.generation import cut_at_stop, render_prompt
+from planlift.tasks.base import ChatPrompt
+
+if TYPE_CHECKING:
+    from planlift.bootstrap import Bootstrap
+
+log = logging.getLogger(__name__)
+
+APIS = ("completions", "chat")
+N_MODES = ("auto", "native", "fanout")
+
+
+class RequestFailed(Exception):
+    """One attempt failed; `kind` names the failure (http_500, timeout, malformed, ...)."""
+
+    def __init__(self, kind: str, detail: str, retriable: bool = True) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.retriable = retriable
+
+
+class CircuitBreaker:
+    """Opens after `threshold` consecutive failed attempts; lets one probe through after `cooldown_s`."""
+
+    def __init__(self, threshold: int, cooldown_s: float) -> None:
+        self.threshold = threshold
+        self.cooldown_s = cooldown_s
+        self.consecutive_failures = 0
+        self.open_until = 0.0
+        self.trips = 0
+        self._probing = False
+        self._lock = threading.Lock()
+
+    def allow(self) -> bool:
+        with self._lock:
+            if self.consecutive_failures < self.threshold:
+                return True
+            if time.monotonic() < self.open_until or self._probing:
+                return False
+            self._probing = True  # half-open: one request decides
+            return True
+
+    def record(self, ok: bool) -> None:
+        with self._lock:
+            self._probing = False
+            if ok:
+                self.consecutive_failures = 0
+                return
+            self.consecutive_failures += 1
+            if self.consecutive_failures >= self.threshold:
+                if time.monotonic() >= self.open_until:
+                    self.trips += 1
+                self.open_until = time.monotonic() + self.cooldown_s
+
+
+@dataclass
+class _Request:
+    prompt_index: int
+    samples: int  # choices asked for
+    seed: int | None
+
+
+class OpenAIExecutor(Executor):
+    """A frozen executor served over the OpenAI completions or chat API.
+
+    Args:
+        base_url: server root, e.g. http://127.0.0.1:8000/v1.
+        model: the served model name (vLLM: the path or --served-model-name).
+        api: "completions" (the prompt rendered here, prefill included) or "chat" (messages; the prefill is
+            sent as a final assistant message continued by the server: vLLM's `continue_final_message`).
+        tokenizer: a checkpoint whose chat template renders completion prompts (None = plain
+            `system\\nuser` + prefill, as `HFExecutor` renders a tokenizer without a template).
+        n_mode: auto (ask for n, fall back to n single requests when the server ignores n) | native | fanout.
+        max_concurrency: requests in flight at once.
+        timeout_s / max_retries / backoff_s / backoff_max_s: per attempt; retry waits backoff_s * 2^i
+            (capped, with jitter).
+        breaker_threshold / breaker_cooldown_s: the circuit breaker.
+        seed: base of the per-request seeds (request i gets seed + i), None = no seed sent.
+        api_key_env: environment variable holding the bearer token (unset = no auth header).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api: str = "completions",
+        temperature: float = 0.5,
+        top_p: float = 1.0,
+        max_new_tokens: int = 16,
+        tokenizer: str | None = None,
+        use_chat_template: bool | None = None,
+        n_mode: str = "auto",
+        max_concurrency: int = 16,
+        timeout_s: float = 60.0,
+        max_retries: int = 3,
+        backoff_s: float = 0.5,
+        backoff_max_s: float = 8.0,
+        breaker_threshold: int = 20,
+        breaker_cooldown_s: float = 30.0,
+        seed: int | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        extra_body: dict[str, Any] | None = None,
+        bootstrap: Bootstrap | None = None,
+    ) -> None:
+        super().__init__()
+        if api not in APIS:
+            raise ConfigError(f"executor.api must be one of {list(APIS)}, got {api!r}")
+        if n_mode not in N_MODES:
+            raise ConfigError(f"executor.n_mode must be one of {list(N_MODES)}, got {n_mode!r}")
+        if temperature < 0:
+            raise ConfigError(f"executor.temperature must be >= 0, got {temperature}")
+        if not 0 < top_p <= 1:
+            raise ConfigError(f"executor.top_p must be in (0, 1], got {top_p}")
+        if max_new_tokens < 1:
+            raise ConfigError(f"executor.max_new_tokens must be >= 1, got {max_new_tokens}")
+        for key, value, low in (
+            ("max_concurrency", max_concurrency, 1),
+            ("max_retries", max_retries, 0),
+            ("breaker_threshold", breaker_threshold, 1),
+        ):
+            if value < low:
+                raise ConfigError(f"executor.{key} must be >= {low}, got {value}")
+        if timeout_s <= 0 or backoff_s < 0 or backoff_max_s < 0 or breaker_cooldown_s < 0:
+            raise ConfigError("executor.timeout_s must be > 0 and the backoff/cooldown times >= 0")
+        import requests
+        from requests.adapters import HTTPAdapter
+
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.api = api
+        self.temperature = temperature
+        self.top_p = top_p
+        self.max_new_tokens = max_new_tokens
+        self.use_chat_template = use_chat_template
+        self.n_mode = n_mode
+        self.n_supported: bool | None = {"auto": None, "native": True, "fanout": False}[n_mode]
+        self.max_concurrency = max_concurrency
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.breaker = CircuitBreaker(breaker_threshold, breaker_cooldown_s)
+        self.seed = seed
+        self.extra_body = dict(extra_body or {})
+        self.tokenizer = None
+        if tokenizer is not None:
+            from planlift.models.loading import load_tokenizer, locate_checkpoint, resolve_pretrained
+
+            source = resolve_pretrained(tokenizer, bootstrap, "executor.tokenizer")
+            self.tokenizer = load_tokenizer(locate_checkpoint(source, "executor.tokenizer"))
+        self.session = requests.Session()
+        self.session.mount("http://", HTTPAdapter(pool_maxsize=max_concurrency))
+        self.session.mount("https://", HTTPAdapter(pool_maxsize=max_concurrency))
+        key = os.environ.get(api_key_env) if api_key_env else None
+        if key:
+            self.session.headers["Authorization"] = f"Bearer {key}"
+        self.requests_sent = 0
+        self.attempts = 0
+        self.retries = 0
+        self.attempt_failures: Counter[str] = Counter()  # every failed attempt, by kind
+        self.request_failures: Counter[str] = Counter()  # requests that failed after their retries
+        self.n_fallback_requests = 0
+        self._seed_counter = 0
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+
+    @property
+    def identity(self) -> str:
+        return (
+            f"openai:{self.base_url}:{self.model}:{self.api}:t={self.temperature}:p={self.top_p}"
+            f":max={self.max_new_tokens}"
+        )
+
+    # ---- one generate call ------------------------------------------------------------------------
+
+    def _generate(self, prompts: Sequence[ChatPrompt], n: int, greedy: bool) -> list[ExecutorResult]:
+        # Greedy decoding is deterministic: one sample, repeated (vLLM refuses n > 1 when greedy).
+        asked = 1 if greedy else n
+        texts: list[list[str]] = [[] for _ in prompts]
+        errors: list[str | None] = [None] * len(prompts)
+        first = [_Request(i, asked, self._next_seed()) for i in range(len(prompts))]
+        if self.n_supported is False and asked > 1:
+            first = [_Request(i, 1, self._next_seed()) for i in range(len(prompts)) for _ in range(asked)]
+        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+            shortfall = self._run(pool, first, prompts, greedy, texts, errors)
+            if shortfall:
+                if self.n_supported is not False:
+                    log.warning(
+                        "openai executor: %s returned fewer choices than n; fanning out single-sample "
+                        "requests from now on",
+                        self.base_url,
+                    )
+                    self.n_supported = False
+                more = [_Request(i, 1, self._next_seed()) for i, missing in shortfall for _ in range(missing)]
+                self.n_fallback_requests += len(more)
+                if self._run(pool, more, prompts, greedy, texts, errors):
+                    raise AssertionError("single-sample requests cannot fall short")
+        results = []
+        for i, prompt in enumerate(prompts):
+            if errors[i] is not None:
+                results.append(ExecutorResult(error=errors[i]))
+                continue
+            found = [cut_at_stop(text, prompt.stop) for text in texts[i]]
+            results.append(ExecutorResult(texts=tuple(found * n if greedy else found[:n])))
+        failed = sum(e is not None for e in errors)
+        if failed:
+            log.warning(
+                "openai executor: %d of %d prompts failed (%s)",
+                failed,
+                len(prompts),
+                ", ".join(
+                    f"{k}={v}" for k, v in sorted(Counter(e.split(":")[0] for e in errors if e).items())
+                ),
+            )
+        return results
+
+    def _run(
+        self,
+        pool: ThreadPoolExecutor,
+        batch: list[_Request],
+        prompts: Sequence[ChatPrompt],
+        greedy: bool,
+        texts: list[list[str]],
+        errors: list[str | None],
+    ) -> list[tuple[int, int]]:
+        """Send `batch`; fill `texts` / `errors`; return (prompt index, missing samples) for short replies."""
+        futures = [(r, pool.submit(self._request, prompts[r.prompt_index], r, greedy)) for r in batch]
+        shortfall = []
+        for request, future in futures:
+            i = request.prompt_index
+            try:
+                got = future.result()
+            except RequestFailed as error:
+                errors[i] = errors[i] or str(error)
+                continue
+            texts[i].extend(got)
+            if len(got) >= request.samples > 1 and self.n_supported is None:
+                self.n_supported = True
+            if len(got) < request.samples:
+                if self.n_mode == "native":
+                    errors[i] = errors[i] or f"short_reply: {len(got)} of n={request.samples} choices"
+                else:
+                    shortfall.append((i, request.samples - len(got)))
+        return shortfall
+
+    def _next_seed(self) -> int | None:
+        if self.seed is None:
+            return None
+        with self._lock:
+            self._seed_counter += 1
+            return (self.seed * 1_000_003 + self._seed_counter) % (2**31 - 1)
+
+    # ---- one request with retries -----------------------------------------------------------------
+
+    def _request(self, prompt: ChatPrompt, request: _Request, greedy: bool) -> list[str]:
+        body = self._body(prompt, request, greedy)
+        url = f"{self.base_url}/{'chat/completions' if self.api == 'chat' else 'completions'}"
+        with self._lock:
+            self.requests_sent += 1
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                with self._lock:
+                    self.retries += 1
+                delay = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
+                time.sleep(delay * (0.5 + self._rng.random() / 2))
+            if not self.breaker.allow():
+                error = RequestFailed("circuit_open", f"{self.base_url} failed repeatedly", retriable=False)
+            else:
+                try:
+                    choices = self._post(url, body)
+                except RequestFailed as failed:
+                    error = failed
+                else:
+                    self.breaker.record(ok=True)
+                    with self._lock:
+                        self.attempts += 1
+                    return choices
+                self.breaker.record(ok=False)
+            with self._lock:
+                self.attempts += 1
+                self.attempt_failures[error.kind] += 1
+            if not error.retriable:
+                break
+        with self._lock:
+            self.request_failures[error.kind] += 1
+        raise error
+
+    def _post(self, url: str, body: dict[str, Any]) -> list[str]:
+        import requests
+
+        try:
+            response = self.session.post(url, json=body, timeout=self.timeout_s)
+        except requests.Timeout as error:
+            raise RequestFailed("timeout", f"no reply in {self.timeout_s}s") from error
+        except requests.RequestException as error:
+            raise RequestFailed("connection", type(error).__name__) from error
+        if response.status_code != 200:
+            code = response.status_code
+            retriable = code == 429 or code >= 500
+            raise RequestFailed(f"http_{code}", response.text[:200].replace("\n", " "), retriable)
+        try:
+            choices = response.json()["choices"]
+            if self.api == "chat":
+                found = [str(c["message"]["content"] or "") for c in choices]
+            else:
+                found = [str(c["text"]) for c in choices]
+        except (ValueError, KeyError, TypeError, IndexError) as error:
+            raise RequestFailed("malformed", f"{type(error).__name__} in the reply body") from error
+        return found
+
+    def _body(self, prompt: ChatPrompt, request: _Request, greedy: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "n": request.samples,
+            "temperature": 0.0 if greedy else self.temperature,
+            "top_p": 1.0 if greedy else self.top_p,
+            "max_tokens": self.max_new_tokens,
+            **self.extra_body,
+        }
+        if prompt.stop:
+            body["stop"] = list(prompt.stop)
+        if request.seed is not None:
+            body["seed"] = request.seed
+        if self.api == "completions":
+            if self.tokenizer is not None:
+                body["prompt"] = render_prompt(self.tokenizer, prompt, self.use_chat_template)
+            else:
+                text = f"{prompt.system}\n{prompt.user}" if prompt.system else prompt.user
+                body["prompt"] = text + prompt.prefill
+            return body
+        messages = [{"role": "system", "content": prompt.system}] if prompt.system else []
+        messages.append({"role": "user", "content": prompt.user})
+        if prompt.prefill:
+            messages.append({"role": "assistant", "content": prompt.prefill})
+            body.update(continue_final_message=True, add_generation_prompt=False)
+        body["messages"] = messages
+        return body
+
+    def metrics(self) -> dict[str, float]:
+        out = super().metrics()
+        with self._lock:
+            sent = max(self.requests_sent, 1)
+            out.update(
+                {
+                    "requests": float(self.requests_sent),
+                    "retries": float(self.retries),
+                    "failed_requests": float(sum(self.request_failures.values())),
+                    "request_failure_rate": sum(self.request_failures.values()) / sent,
+                    "attempt_failure_rate": sum(self.attempt_failures.values()) / max(self.attempts, 1),
+                    "breaker_trips": float(self.breaker.trips),
+                    "n_fallback_requests": float(self.n_fallback_requests),
+                }
+            )
+            out.update({f"failed_attempts/{k}": float(v) for k, v in self.attempt_failures.items()})
+        return out

@@ -1,0 +1,185 @@
+"""vLLM's offline engine as the executor: one engine per process, `n` samples per prompt sharing the prompt.
+
+`SamplingParams(n=k)` lets the k repeats of a prompt share its prefill, and prefix caching shares the
+problem text between the with-reasoning and no-reasoning prompts. vLLM is imported lazily: the package and
+every other backend work without it (`pip install planlift[vllm]`, or `make venv-vllm` for the CPU build).
+
+Checkpoints whose tokenizer was saved as a generic `tokenizers` backend (our character tokenizer) get a
+tokenizer-only directory: vLLM's AutoTokenizer would otherwise rebuild it as the model type's tokenizer and
+drop spaces (the same trap `planlift.models.loading.load_tokenizer` avoids).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from planlift.errors import ConfigError
+from planlift.executors.base import Executor, ExecutorResult
+from planlift.generation import cut_at_stop, render_prompt
+from planlift.models.loading import (
+    GENERIC_TOKENIZER_CLASSES,
+    load_tokenizer,
+    locate_checkpoint,
+    resolve_dtype,
+    resolve_pretrained,
+)
+from planlift.tasks.base import ChatPrompt
+
+if TYPE_CHECKING:
+    from planlift.bootstrap import Bootstrap
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+)
+
+
+def standalone_tokenizer_dir(checkpoint: str) -> str | None:
+    """A directory with only the tokenizer files when `checkpoint` saved a generic tokenizers backend
+    (so AutoTokenizer takes the declared class, not the model type's); None when vLLM can load it as is."""
+    import json
+
+    config = Path(checkpoint) / "tokenizer_config.json"
+    if not config.is_file():
+        return None
+    if json.loads(config.read_text()).get("tokenizer_class") not in GENERIC_TOKENIZER_CLASSES:
+        return None
+    target = Path(tempfile.mkdtemp(prefix="planlift-tokenizer-"))
+    for name in TOKENIZER_FILES:
+        if (Path(checkpoint) / name).is_file():
+            shutil.copy(Path(checkpoint) / name, target / name)
+    return str(target)
+
+
+def import_vllm() -> Any:
+    try:
+        import vllm
+    except ImportError as error:
+        raise ConfigError(
+            "executor=vllm needs vLLM: `pip install planlift[vllm]` on GPU machines, or `make venv-vllm` "
+            f"for the CPU build in .venv-vllm ({error})"
+        ) from None
+    return vllm
+
+
+class VLLMExecutor(Executor):
+    """A frozen causal LM in vLLM's offline engine (`vllm.LLM`), created once per process.
+
+    Args:
+        pretrained: checkpoint directory, cached hub id, or `bootstrap:executor`.
+        temperature / top_p / max_new_tokens: sampling (authors: temperature 0.5).
+        use_chat_template: None = the tokenizer's template when it has one.
+        dtype: float32 on CPU (no AVX-512 bf16 here), bfloat16 on GPUs.
+        seed: the engine's seed (the run's seed; ranks add their rank so their streams differ).
+        enable_prefix_caching / gpu_memory_utilization / max_model_len / tensor_parallel_size /
+        enforce_eager: vLLM engine arguments; `engine_kwargs` passes any other.
+    """
+
+    def __init__(
+        self,
+        pretrained: str,
+        temperature: float = 0.5,
+        top_p: float = 1.0,
+        max_new_tokens: int = 16,
+        dtype: str = "float32",
+        use_chat_template: bool | None = None,
+        seed: int = 0,
+        enable_prefix_caching: bool = True,
+        gpu_memory_utilization: float = 0.3,
+        max_model_len: int | None = None,
+        tensor_parallel_size: int = 1,
+        enforce_eager: bool = True,
+        engine_kwargs: dict[str, Any] | None = None,
+        allow_download: bool = False,
+        bootstrap: Bootstrap | None = None,
+    ) -> None:
+        super().__init__()
+        if temperature < 0:
+            raise ConfigError(f"executor.temperature must be >= 0, got {temperature}")
+        if not 0 < top_p <= 1:
+            raise ConfigError(f"executor.top_p must be in (0, 1], got {top_p}")
+        if max_new_tokens < 1:
+            raise ConfigError(f"executor.max_new_tokens must be >= 1, got {max_new_tokens}")
+        if not 0 < gpu_memory_utilization <= 1:
+            raise ConfigError(
+                f"executor.gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}"
+            )
+        resolve_dtype(dtype, "executor.dtype")
+        vllm = import_vllm()
+        self.source = locate_checkpoint(
+            resolve_pretrained(pretrained, bootstrap, "executor.pretrained"),
+            "executor.pretrained",
+            allow_download,
+        )
+        self.tokenizer = load_tokenizer(self.source, local_files_only=not allow_download)
+        self.temperature = temperature
+        self.top_p = top_p
+        self.max_new_tokens = max_new_tokens
+        self.use_chat_template = use_chat_template
+        self.seed = seed + int(os.environ.get("RANK", 0))
+        engine_args: dict[str, Any] = {
+            "model": self.source,
+            "dtype": dtype,
+            "seed": self.seed,
+            "enable_prefix_caching": enable_prefix_caching,
+            "max_model_len": max_model_len,
+            "tensor_parallel_size": tensor_parallel_size,
+            "enforce_eager": enforce_eager,
+            **(engine_kwargs or {}),
+        }
+        if _has_cuda():
+            engine_args["gpu_memory_utilization"] = gpu_memory_utilization
+        tokenizer_dir = standalone_tokenizer_dir(self.source)
+        if tokenizer_dir is not None:
+            engine_args["tokenizer"] = tokenizer_dir
+        log.info("vllm executor: starting the engine for %s", self.source)
+        self.llm = vllm.LLM(**engine_args)
+        self._sampling_params = vllm.SamplingParams
+
+    @property
+    def identity(self) -> str:
+        return f"vllm:{self.source}:t={self.temperature}:p={self.top_p}:max={self.max_new_tokens}"
+
+    def render(self, prompt: ChatPrompt) -> str:
+        return render_prompt(self.tokenizer, prompt, self.use_chat_template)
+
+    def _generate(self, prompts: Sequence[ChatPrompt], n: int, greedy: bool) -> list[ExecutorResult]:
+        # One engine call; prompts with different stop strings get their own SamplingParams.
+        greedy = greedy or self.temperature == 0
+        params = {}
+        for stop in {p.stop for p in prompts}:
+            params[stop] = self._sampling_params(
+                n=1 if greedy else n,  # greedy is deterministic: one sample, repeated
+                temperature=0.0 if greedy else self.temperature,
+                top_p=1.0 if greedy else self.top_p,
+                max_tokens=self.max_new_tokens,
+                stop=list(stop) or None,
+            )
+        try:
+            outputs = self.llm.generate(
+                [self.render(p) for p in prompts], [params[p.stop] for p in prompts], use_tqdm=False
+            )
+        except (RuntimeError, ValueError) as error:  # e.g. a prompt longer than max_model_len
+            log.exception("vllm executor: generate failed for %d prompts", len(prompts))
+            return [ExecutorResult(error=f"{type(error).__name__}: {error}") for _ in prompts]
+        results = []
+        for prompt, output in zip(prompts, outputs, strict=True):
+            texts = [cut_at_stop(c.text, prompt.stop) for c in output.outputs]
+            results.append(ExecutorResult(texts=tuple(texts * n if greedy else texts)))
+        return results
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

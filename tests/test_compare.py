@@ -1,0 +1,104 @@
+"""src/compare.py on event files written with TensorBoard's own writer (known numbers, exact statistics)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from planlift.compare import compare, load_runs, mean_ci, metric_rows, parse_run_name
+from planlift.errors import DataError
+
+ROOT = Path(__file__).resolve().parents[1]
+T_975_DF2 = 4.302652729911275  # Student t quantile, 2 degrees of freedom
+
+
+def write_run(root: Path, name: str, final: float, curve: list[float]) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(root / "tensorboard" / name))
+    for step, value in enumerate(curve):
+        writer.add_scalar("val/e2e_acc", value, step * 10)
+    writer.add_scalar("final/val/e2e_acc", final, 0)
+    writer.close()
+
+
+@pytest.fixture
+def reward_sweep(tmp_path):
+    finals = {"exec_only": [0.25, 0.5, 0.75], "grounded": [0.5, 0.625, 0.75]}
+    for reward, values in finals.items():
+        for seed, value in enumerate(values):
+            write_run(tmp_path, f"reward={reward},seed={seed}", value, [0.1 * seed, value])
+    return tmp_path, finals
+
+
+def test_parse_run_name():
+    assert parse_run_name("reward=grounded,seed=1,task.length=15") == {
+        "reward": "grounded",
+        "seed": "1",
+        "task.length": "15",
+    }
+
+
+def test_mean_and_student_t_interval():
+    mean, half = mean_ci([0.25, 0.5, 0.75])
+    assert mean == pytest.approx(0.5)
+    assert half == pytest.approx(T_975_DF2 * 0.25 / math.sqrt(3))
+    assert math.isnan(mean_ci([0.3])[1])
+
+
+def test_rows_pool_seeds_per_arm(reward_sweep):
+    root, finals = reward_sweep
+    runs = load_runs(root)
+    assert len(runs) == 6 and runs[0].scalars["val/e2e_acc"] == [(0, 0.0), (10, 0.25)]
+    rows = metric_rows(runs, "final/val/e2e_acc")
+    assert [(r.arm, sorted(r.seeds)) for r in rows] == [
+        ("reward=exec_only", ["0", "1", "2"]),
+        ("reward=grounded", ["0", "1", "2"]),
+    ]
+    for row, values in zip(rows, finals.values(), strict=True):
+        assert row.stats == pytest.approx(mean_ci(values))
+
+
+def test_cli_writes_tables_json_and_curves(reward_sweep):
+    root, _ = reward_sweep
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "compare.py"), str(root)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    half = T_975_DF2 * 0.125 / math.sqrt(3)
+    assert (
+        f"| reward=grounded | 3 | 0.6250 | ± {half:.4f} [{0.625 - half:.4f}, {0.625 + half:.4f}] |"
+        in result.stdout
+    )
+    out = root / "compare"
+    assert (out / "comparison.md").read_text().strip() == result.stdout.strip()
+    png = (out / "curves_val_e2e_acc.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / "length_collapse.png").exists()
+
+
+def test_length_sweep_gets_a_length_column_and_curve(tmp_path):
+    for length in (5, 15):
+        for reward in ("exec_only", "grounded"):
+            for seed in (0, 1):
+                write_run(
+                    tmp_path,
+                    f"reward={reward},seed={seed},task.length={length}",
+                    1 / length + seed / 10,
+                    [0.0],
+                )
+    result = compare(tmp_path)
+    assert "| arm | length | n | mean | 95% CI |" in result.markdown
+    assert "| reward=grounded | 15 | 2 |" in result.markdown
+    assert (tmp_path / "compare" / "length_collapse.png").is_file()
+
+
+def test_a_directory_without_events_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="no TensorBoard event files"):
+        compare(tmp_path)

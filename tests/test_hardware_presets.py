@@ -1,0 +1,101 @@
+"""Hardware presets that run on CPU, end to end (slow tier): FSDP2 through ModelParallelStrategy on two
+gloo processes (equal to DDP step for step) and QLoRA with the bitsandbytes CPU backend.
+Every preset composes and binds in tests/test_configs.py; GPU presets are checked by scripts/gpu_check.sh."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.test_train_e2e import scalars, train
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("planlift_cache")
+
+
+def test_fsdp_sim_shards_and_matches_ddp_step_for_step(tmp_path, cache_dir):
+    fsdp, ddp = tmp_path / "fsdp", tmp_path / "ddp"
+    train(fsdp, cache_dir, "hardware=fsdp_sim")
+    train(ddp, cache_dir, "hardware=ddp_sim")
+    for log in (fsdp / "train.log", fsdp / "train_ddp_process_1.log"):
+        assert "sharded the planner: 2 Qwen2DecoderLayer blocks + root" in log.read_text()  # both ranks
+    writers = {e.name.split(".")[-2] for e in (fsdp / "tensorboard").rglob("events.out.tfevents.*")}
+    assert len(writers) == 1  # rank-0 logging only
+    logged_fsdp, logged_ddp = scalars(fsdp), scalars(ddp)
+    for tag in ("train/loss", "train/reward/final", "val/e2e_acc"):
+        assert [s for s, _ in logged_fsdp[tag]] == [s for s, _ in logged_ddp[tag]]
+        assert [v for _, v in logged_fsdp[tag]] == pytest.approx([v for _, v in logged_ddp[tag]], abs=1e-5)
+    sharded = torch.load(fsdp / "checkpoints" / "last.ckpt", weights_only=False)
+    replicated = torch.load(ddp / "checkpoints" / "last.ckpt", weights_only=False)
+    assert sharded["global_step"] == 4 and sharded["state_dict"].keys() == replicated["state_dict"].keys()
+    for key, value in replicated["state_dict"].items():
+        assert torch.allclose(sharded["state_dict"][key], value, atol=1e-5), key
+    from planlift.models import load_policy
+
+    exported = load_policy(str(fsdp / "planner_hf")).model.state_dict()  # gathered from the shards
+    for key, value in sharded["state_dict"].items():
+        assert torch.equal(exported[key.removeprefix("planner.")], value), key
+
+
+def test_qlora4bit_trains_on_cpu(tmp_path, cache_dir):
+    run = tmp_path / "qlora"
+    result = train(run, cache_dir, "hardware=qlora4bit", "trainer.accelerator=cpu")
+    logged = scalars(run)
+    assert [s for s, _ in logged["train/loss"]] == [0, 1, 2, 3]
+    assert all(torch.isfinite(torch.tensor([v for _, v in logged["train/loss"]])))
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert state and all("lora_" in key for key in state)  # only the adapter trains and is saved
+    assert any(value.abs().sum() > 0 for key, value in state.items() if "lora_B" in key)  # it moved from 0
+    config = json.loads((run / "planner_hf" / "config.json").read_text())
+    assert config["quantization_config"]["bnb_4bit_quant_type"] == "nf4"
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
+def test_ddp_job_in_a_local_multirun_relaunches_only_itself(tmp_path, cache_dir, launcher):
+    """Lightning re-runs sys.argv (or `python -m <__main__>`) for rank 1: inside a multirun that is the
+    whole sweep again, under submitit_local submitit's entry point (planlift.runtime.prepare_ddp_relaunch
+    turns either into this job, in this job's directory)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_train_e2e import ROOT
+
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "PLANLIFT_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        "-m",
+        "-cd",
+        str(ROOT / "sweeps"),
+        "-cn",
+        "hardware",
+    ]
+    command += [
+        "debug=fast",
+        "torch_threads=1",
+        "callbacks.rich_progress_bar=null",
+        f"hydra.sweep.dir={sweep}",
+        f"hydra/launcher={launcher}",
+    ]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit())
+    assert jobs == ["0_hardware=cpu,seed=0", "1_hardware=ddp_sim,seed=0"]
+    ddp = sweep / jobs[1]
+    assert (ddp / "train_ddp_process_1.log").is_file()  # rank 1 ran this job, in this job's dir
+    if launcher == "basic":
+        assert (result.stdout + result.stderr).count("Launching 2 jobs locally") == 1  # no sweep of its own
+    assert sorted(p.name for p in (sweep / "tensorboard").iterdir()) == [
+        "hardware=cpu,seed=0",
+        "hardware=ddp_sim,seed=0",
+    ]
+    assert torch.load(ddp / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4

@@ -1,0 +1,274 @@
+"""The `slurm` tier: sweeps through submitit on a real single-node SLURM with accounting.
+
+Start it first (`make test-slurm` does): `bash scripts/slurm/start.sh` ... `bash scripts/slurm/stop.sh`.
+Every job runs the debug preset on the tiny bootstrap (one shared cache for the session).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slurm
+SLURM_DIR = Path(os.environ.get("PLANLIFT_SLURM_DIR", "/tmp/planlift-slurm"))
+
+
+@pytest.fixture(scope="session")
+def slurm_env(tmp_path_factory):
+    conf = os.environ.get("SLURM_CONF") or str(SLURM_DIR / "slurm.conf")
+    env = {
+        **os.environ,
+        "SLURM_CONF": conf,
+        "PLANLIFT_CACHE": str(tmp_path_factory.mktemp("planlift_cache")),
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
+    probe = subprocess.run(["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True)
+    if probe.returncode != 0 or ("idle" not in probe.stdout.split() and "mix" not in probe.stdout.split()):
+        pytest.fail(f"no idle SLURM node ({probe.stdout}{probe.stderr}); run `bash scripts/slurm/start.sh`")
+    cpus = subprocess.run(["sinfo", "-h", "-o", "%c"], env=env, capture_output=True, text=True).stdout.split()
+    if not cpus or int(cpus[0].rstrip("+")) < 2:
+        pytest.fail(f"the SLURM node has {cpus} CPUs; the DDP job of the hardware sweep needs 2 tasks")
+    return env
+
+
+def sweep_command(name: str, sweep_dir: Path, *overrides: str) -> list[str]:
+    return [
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        "-m",
+        "-cd",
+        str(ROOT / "sweeps"),
+        "-cn",
+        name,
+        "debug=fast",
+        "torch_threads=1",
+        "callbacks.rich_progress_bar=null",
+        "hydra/launcher=slurm",
+        f"hydra.sweep.dir={sweep_dir}",
+        *overrides,
+    ]
+
+
+def run_sweep(env, name: str, sweep_dir: Path, *overrides: str, timeout: float = 420):
+    return subprocess.run(
+        sweep_command(name, sweep_dir, *overrides),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def job_states(env, sweep_dir: Path) -> dict[str, list[str]]:
+    """sacct states of the sweep's jobs (every attempt, -D), keyed by array job id `<id>_<task>`."""
+    arrays = sorted(
+        {p.name.split("_")[0] for p in (sweep_dir / ".submitit").iterdir() if p.name[0].isdigit()}
+    )
+    states: dict[str, list[str]] = {}
+    for array in arrays:
+        out = subprocess.run(
+            ["sacct", "-n", "-X", "-D", "-P", "-j", array, "--format=JobID,State"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for line in out.splitlines():
+            job_id, state = line.split("|")
+            states.setdefault(job_id, []).append(state.split()[0])
+    return states
+
+
+def wait_until_done(env, sweep_dir: Path, count: int, timeout: float = 300) -> dict[str, list[str]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = job_states(env, sweep_dir)
+        finals = [s[-1] for s in states.values()]
+        if len(finals) >= count and not {"PENDING", "RUNNING", "REQUEUED", "COMPLETING"} & set(finals):
+            return states
+        time.sleep(1)
+    raise AssertionError(f"jobs still running after {timeout}s: {job_states(env, sweep_dir)}")
+
+
+def sweep_job_ids(sweep_dir: Path) -> set[str]:
+    """The SLURM job ids (`<array>_<task>`) submitit created for this sweep (its .submitit folders)."""
+    folder = sweep_dir / ".submitit"
+    return {p.name for p in folder.iterdir() if p.name[0].isdigit()} if folder.is_dir() else set()
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    return sorted(
+        (p for p in sweep_dir.iterdir() if p.is_dir() and p.name[0].isdigit()),
+        key=lambda p: int(p.name.split("_")[0]),
+    )
+
+
+def final_step(job_dir: Path) -> int:
+    return torch.load(job_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+
+
+def check_completed(result, sweep_dir: Path, jobs: int) -> None:
+    assert result.returncode == 0, result.stderr[-4000:]
+    dirs = job_dirs(sweep_dir)
+    assert len(dirs) == jobs
+    assert all(final_step(d) == 4 for d in dirs)
+    runs = sorted(p.name for p in (sweep_dir / "tensorboard").iterdir())
+    assert runs == sorted(d.name.split("_", 1)[1] for d in dirs)  # one event tree, runs named by overrides
+    logs = "".join(p.read_text() for p in (sweep_dir / ".submitit").rglob("*_log.err"))
+    assert "SLURM auto-requeueing enabled" in logs  # Lightning runs under SLURMEnvironment
+
+
+def test_reward_ablation_sweep(slurm_env, tmp_path):
+    result = run_sweep(slurm_env, "reward_ablation", tmp_path / "sweep", "seed=0")
+    check_completed(result, tmp_path / "sweep", 4)
+    states = job_states(slurm_env, tmp_path / "sweep")
+    assert len(states) == 4 and all(s == ["COMPLETED"] for s in states.values()), states
+
+
+def test_executor_ablation_sweep(slurm_env, tmp_path):
+    result = run_sweep(
+        slurm_env,
+        "executor_ablation",
+        tmp_path / "sweep",
+        "seed=0",
+        "reward=grounded",
+        "executor.temperature=0.0,1.0",
+    )
+    check_completed(result, tmp_path / "sweep", 2)
+
+
+def test_length_collapse_sweep(slurm_env, tmp_path):
+    result = run_sweep(
+        slurm_env, "length_collapse", tmp_path / "sweep", "seed=0", "reward=grounded", "task.length=5,7"
+    )
+    check_completed(result, tmp_path / "sweep", 2)
+
+
+def test_hardware_sweep_gives_ddp_jobs_one_task_per_device(slurm_env, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_sweep(slurm_env, "hardware", sweep)
+    check_completed(result, sweep, 2)
+    ddp = next(p for p in (sweep / ".submitit").iterdir() if len(list(p.glob("*_result.pkl"))) == 2)
+    assert "--ntasks-per-node=2" in next(ddp.glob("*_submission.sh")).read_text()
+    writers = {
+        e.name.split(".")[-2] for e in (sweep / "tensorboard" / "hardware=ddp_sim,seed=0").glob("events.*")
+    }
+    assert len(writers) == 1  # rank-0 logging only
+
+
+def test_crashing_job_fails_cleanly_without_sinking_the_others(slurm_env, tmp_path):
+    sweep = tmp_path / "sweep"
+    start = time.monotonic()
+    # problems_per_step=0 is a config error: that job exits 2 without a result
+    result = run_sweep(
+        slurm_env, "reward_ablation", sweep, "seed=0", "reward=exec_only", "data.problems_per_step=2,0,3"
+    )
+    assert result.returncode != 0 and time.monotonic() - start < 300
+    assert "data.problems_per_step must be >= 1" in (
+        result.stdout + result.stderr + "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
+    )
+    finals = {job: s[-1] for job, s in wait_until_done(slurm_env, sweep, 3).items()}
+    assert sorted(finals.values()) == ["COMPLETED", "COMPLETED", "FAILED"], finals
+    steps = {d.name.split("_")[0]: final_step(d) for d in job_dirs(sweep) if (d / "checkpoints").is_dir()}
+    assert steps == {"0": 4, "2": 4}
+
+
+def test_sigkilled_job_fails_cleanly_without_hanging(slurm_env, tmp_path):
+    sweep = tmp_path / "sweep"
+    driver = subprocess.Popen(
+        sweep_command("reward_ablation", sweep, "reward=exec_only", "seed=0,1,2"),
+        cwd=ROOT,
+        env=slurm_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    victim = None
+    deadline = time.monotonic() + 180
+    while victim is None and time.monotonic() < deadline:
+        running = subprocess.run(
+            ["squeue", "-h", "-t", "R", "-o", "%i"], env=slurm_env, capture_output=True, text=True
+        ).stdout.split()
+        victim = next((job for job in running if job.endswith("_1") and job in sweep_job_ids(sweep)), None)
+        time.sleep(0.5)
+    assert victim, "the second job never ran"
+    subprocess.run(["scancel", "--signal=KILL", victim], env=slurm_env, check=True)
+    try:
+        output, _ = driver.communicate(timeout=240)  # accounting lets submitit see the death: no hang
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode != 0, output[-3000:]
+    finals = {job: s[-1] for job, s in wait_until_done(slurm_env, sweep, 3).items()}
+    assert finals.pop(victim) in ("FAILED", "CANCELLED", "NODE_FAIL"), finals
+    assert sorted(finals.values()) == ["COMPLETED", "COMPLETED"], finals
+
+
+def test_preempted_job_is_requeued_and_resumes_from_its_checkpoint(slurm_env, tmp_path):
+    sweep = tmp_path / "sweep"
+    driver = subprocess.Popen(
+        sweep_command(
+            "reward_ablation",
+            sweep,
+            "reward=exec_only",
+            "seed=0",
+            "trainer.max_steps=40",
+            "trainer.val_check_interval=10",
+        ),
+        cwd=ROOT,
+        env=slurm_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not list(sweep.glob("0_*/checkpoints/last.ckpt")):
+        time.sleep(0.2)
+    job = sorted(sweep_job_ids(sweep))
+    assert len(job) == 1, job
+    # what SLURM sends before a time limit (launcher: signal USR1@120): Lightning saves and requeues
+    subprocess.run(["scancel", "--signal=USR1", job[0]], env=slurm_env, check=True)
+    # SLURM holds a requeued job for ~2 minutes (BeginTime); as the cluster's admin, release it now
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = subprocess.run(
+            ["squeue", "-h", "-j", job[0], "-o", "%T %r"], env=slurm_env, capture_output=True, text=True
+        ).stdout.split()
+        if state[:1] == ["PENDING"]:
+            subprocess.run(
+                ["scontrol", "update", f"JobId={job[0]}", "StartTime=now"], env=slurm_env, check=True
+            )
+            break
+        time.sleep(0.2)
+    try:
+        output, _ = driver.communicate(timeout=400)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 0, output[-4000:]
+    (job_dir,) = job_dirs(sweep)
+    hpc = list(job_dir.glob("hpc_ckpt_*.ckpt"))
+    assert hpc, list(job_dir.iterdir())
+    resumed_at = torch.load(hpc[0], weights_only=False)["global_step"]
+    assert 10 <= resumed_at < 40
+    assert final_step(job_dir) == 40
+    states = job_states(slurm_env, sweep)[job[0]]
+    assert states[0] == "REQUEUED" and states[-1] == "COMPLETED", states
+    log = (job_dir / "train.log").read_text()
+    assert "resuming from" in log and "hpc_ckpt_1.ckpt" in log
+
+    from tbparse import SummaryReader
+
+    frame = SummaryReader(str(sweep / "tensorboard")).scalars
+    steps = sorted(frame[frame.tag == "train/loss"].step)
+    assert steps[0] == 0 and steps[-1] == 39 and set(range(40)) <= set(steps)

@@ -1,0 +1,135 @@
+"""A finished debug sweep, compared with src/compare.py and served by a real TensorBoard on 127.0.0.1:
+every run and scalar the comparison used is served with the same values (slow tier)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def sweep(tmp_path: Path, cache: Path, name: str, *overrides: str) -> Path:
+    sweep_dir = tmp_path / name
+    env = {**os.environ, "PLANLIFT_CACHE": str(cache), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        "-m",
+        "-cd",
+        str(ROOT / "sweeps"),
+        "-cn",
+        name,
+        "debug=fast",
+        "torch_threads=1",
+        "callbacks.rich_progress_bar=null",
+        f"hydra.sweep.dir={sweep_dir}",
+        *overrides,
+    ]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return sweep_dir
+
+
+def run_compare(sweep_dir: Path) -> tuple[str, dict]:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "compare.py"), str(sweep_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout, json.loads((sweep_dir / "compare" / "comparison.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("planlift_cache")
+
+
+def get(url: str, data: bytes | None = None):
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def test_reward_sweep_compared_and_served_by_tensorboard(tmp_path, cache):
+    sweep_dir = sweep(tmp_path, cache, "reward_ablation", "reward=exec_only,grounded", "seed=0,1")
+    markdown, used = run_compare(sweep_dir)
+    assert sorted(used) == [
+        "reward=exec_only,seed=0",
+        "reward=exec_only,seed=1",
+        "reward=grounded,seed=0",
+        "reward=grounded,seed=1",
+    ]
+    assert "| reward=grounded | 2 |" in markdown and "### final/val/e2e_acc" in markdown
+    assert (sweep_dir / "compare" / "curves_val_e2e_acc.png").is_file()
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tensorboard = Path(sys.executable).with_name("tensorboard")
+    server = subprocess.Popen(
+        [
+            str(tensorboard),
+            "--logdir",
+            str(sweep_dir / "tensorboard"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--reload_interval",
+            "2",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        runs = []
+        while time.monotonic() < deadline:
+            try:
+                runs = get(f"{base}/data/runs")
+                tags = get(f"{base}/data/plugin/scalars/tags")
+                if sorted(runs) == sorted(used) and all(set(used[r]) <= set(tags.get(r, {})) for r in used):
+                    break
+            except OSError:
+                pass
+            time.sleep(1)
+        assert sorted(runs) == sorted(used)
+        for run, by_tag in used.items():
+            for tag, points in by_tag.items():
+                query = urllib.parse.urlencode({"run": run, "tag": tag})
+                served = get(f"{base}/data/plugin/scalars/scalars?{query}")
+                assert [(step, pytest.approx(value, rel=1e-6)) for _, step, value in served] == [
+                    (step, value) for step, value in points
+                ], (run, tag)
+        experiment = get(
+            f"{base}/data/plugin/hparams/experiment", json.dumps({"experimentName": ""}).encode()
+        )
+        metrics = {m["name"]["tag"] for m in experiment["metricInfos"]}
+        assert "final/val/e2e_acc" in metrics
+        assert {h["name"] for h in experiment["hparamInfos"]} >= {"choice/reward", "seed"}
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_length_sweep_table_has_a_length_column_and_a_collapse_curve(tmp_path, cache):
+    sweep_dir = sweep(tmp_path, cache, "length_collapse", "reward=grounded", "task.length=5,7", "seed=0,1")
+    markdown, used = run_compare(sweep_dir)
+    assert len(used) == 4
+    assert "| arm | length | n | mean | 95% CI |" in markdown
+    assert "| reward=grounded | 5 | 2 |" in markdown and "| reward=grounded | 7 | 2 |" in markdown
+    assert (sweep_dir / "compare" / "length_collapse.png").read_bytes()[:4] == b"\x89PNG"

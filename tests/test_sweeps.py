@@ -1,0 +1,83 @@
+"""Every sweep in sweeps/ composes: each of its jobs binds like a single run (tests/test_configs.py), and
+the SLURM launcher gives each job one task per trainer device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from tests.test_configs import CONF, check_targets, compose_with
+
+SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
+EXPECTED_JOBS = {"reward_ablation": 12, "executor_ablation": 18, "length_collapse": 60, "hardware": 2}
+
+
+def sweep_jobs(name: str) -> list[list[str]]:
+    """The sweep's jobs as override lists, expanded the way Hydra's basic sweeper does."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(SWEEPS), version_base="1.3"):
+        cfg = compose(name, overrides=[f"hydra.searchpath=[file://{CONF}]"], return_hydra_config=True)
+    params = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()]
+    parsed = OverridesParser.create().parse_overrides(params)
+    (batch,) = BasicSweeper.split_arguments(parsed, None)
+    return [list(job) for job in batch]
+
+
+def test_every_sweep_file_is_known():
+    assert sorted(p.stem for p in SWEEPS.glob("*.yaml")) == sorted(EXPECTED_JOBS)
+
+
+def covering(jobs: list[list[str]]) -> list[list[str]]:
+    """Jobs such that every swept value appears in at least one (composing all 60 length jobs is slow)."""
+    chosen, seen = [], set()
+    for job in jobs:
+        if not set(job) <= seen:
+            chosen.append(job)
+            seen |= set(job)
+    return chosen
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_JOBS))
+def test_sweep_jobs_compose_and_bind(name, tmp_path):
+    jobs = sweep_jobs(name)
+    assert len(jobs) == EXPECTED_JOBS[name]
+    assert len({",".join(job) for job in jobs}) == len(jobs)  # every job is a distinct run
+    for job in covering(jobs):
+        cfg = compose_with([*job], tmp_path)
+        assert check_targets(cfg) >= 10
+
+
+def test_sweep_config_sets_its_own_directory(tmp_path):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(SWEEPS), version_base="1.3"):
+        cfg = compose(
+            "length_collapse", overrides=[f"hydra.searchpath=[file://{CONF}]"], return_hydra_config=True
+        )
+    assert "/multirun/length_collapse/" in cfg.hydra.sweep.dir
+    assert cfg.task.length == 6 and cfg.reward.mode == "grounded"  # the base run is train.yaml's
+
+
+@pytest.mark.parametrize(
+    ("hardware", "expected"),
+    [
+        ("cpu", {"tasks_per_node": 1, "nodes": 1, "gpus_per_node": None, "cpus_per_task": 2}),
+        ("ddp_sim", {"tasks_per_node": 2, "nodes": 1, "gpus_per_node": None, "cpus_per_task": 1}),
+        ("gpu", {"tasks_per_node": 1, "nodes": 1, "gpus_per_node": 1, "cpus_per_task": 4}),
+        ("ddp", {"tasks_per_node": 8, "nodes": 1, "gpus_per_node": 8, "cpus_per_task": 4}),
+        ("fsdp", {"tasks_per_node": 8, "nodes": 1, "gpus_per_node": 8, "cpus_per_task": 4}),
+    ],
+)
+def test_slurm_launcher_resources_follow_the_trainer(hardware, expected, tmp_path):
+    from hydra_plugins.planlift_launcher.slurm_launcher import job_resources
+
+    cfg = compose_with([f"hardware={hardware}", "hydra/launcher=slurm"], tmp_path)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("PlanliftSlurmLauncher")
+    assert launcher.additional_parameters.signal == "USR1@120"
+    assert job_resources(cfg, {"gpus_per_node": None, "cpus_per_task": None}) == expected
