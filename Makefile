@@ -67,6 +67,7 @@ format: venv
 
 bench: venv  ## benchmark scripts (numbers reported in the README)
 	OMP_NUM_THREADS=1 $(BIN)/python bench/reward_throughput.py
+	OMP_NUM_THREADS=1 $(BIN)/python bench/sandbox_throughput.py
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .ruff_cache

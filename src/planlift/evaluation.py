@@ -50,11 +50,13 @@ def evaluate_reasonings(
         greedy=greedy,
     )
     baselines = executor_baseline(executor, task, problems, cache, samples, greedy)
+    judged = [(p, text) for p, r in zip(problems, results, strict=True) if r.ok for text in r.texts]
+    verdicts = iter(task.verify_batch([p for p, _ in judged], [t for _, t in judged], early_exit=True))
     records = []
     for problem, reasoning, result, baseline in zip(problems, reasonings, results, baselines, strict=True):
         e2e = None
         if result.ok:
-            e2e = sum(task.verify(problem, text).correct for text in result.texts) / len(result.texts)
+            e2e = sum(next(verdicts).correct for _ in result.texts) / len(result.texts)
         records.append(
             EvalRecord(
                 problem_id=problem.id,

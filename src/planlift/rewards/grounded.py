@@ -89,11 +89,15 @@ def executor_baseline(
     if missing:
         prompts = [task.executor_prompt(p, None) for p in missing.values()]
         results = executor.generate(prompts, samples, greedy=greedy)
-        for (key, problem), result in zip(missing.items(), results, strict=True):
+        judged = [
+            (p, text) for p, r in zip(missing.values(), results, strict=True) if r.ok for text in r.texts
+        ]
+        verdicts = iter(task.verify_batch([p for p, _ in judged], [t for _, t in judged], early_exit=True))
+        for (key, _), result in zip(missing.items(), results, strict=True):
             if not result.ok:
                 outcomes[key] = None
                 continue
-            found = tuple(task.verify(problem, text).correct for text in result.texts)
+            found = tuple(next(verdicts).correct for _ in result.texts)
             cache.put(key, found)
             outcomes[key] = found
     return [outcomes[key] for key in keys]
@@ -233,10 +237,13 @@ class ExecutorGroundedReward:
             rm_scores = self._score_rm(items)
         self.timings["rm"] = time.perf_counter() - start
 
+        start = time.perf_counter()
+        verdicts = self._verdicts(rows, with_results)
+        self.timings["verify"] = time.perf_counter() - start
         records = [
-            self._record(problem, reasoning, result, baselines[i // group_size], rm_score)
-            for i, (problem, reasoning, result, rm_score) in enumerate(
-                zip(rows, reasonings, with_results, rm_scores, strict=True)
+            self._record(problem, reasoning, result, verdict, baselines[i // group_size], rm_score)
+            for i, (problem, reasoning, result, verdict, rm_score) in enumerate(
+                zip(rows, reasonings, with_results, verdicts, rm_scores, strict=True)
             )
         ]
         batch = RewardBatch(records, group_size)
@@ -254,6 +261,22 @@ class ExecutorGroundedReward:
                 f"{self.max_masked_fraction}); reasons: {sorted({r.mask_reason for r in records if r.masked})}"
             )
         return batch
+
+    def _verdicts(self, rows: Sequence[Problem], results: Sequence[ExecutorResult]) -> list[list[Verdict]]:
+        """Every executor text judged in one `verify_batch` call; only the e2e sample (the first) needs
+        a full pass rate, the repeats need success only."""
+        flat = [
+            (p, text, j > 0)
+            for p, r in zip(rows, results, strict=True)
+            if r.ok
+            for j, text in enumerate(r.texts)
+        ]
+        judged = iter(
+            self.task.verify_batch(
+                [p for p, _, _ in flat], [t for _, t, _ in flat], early_exit=[e for *_, e in flat]
+            )
+        )
+        return [[next(judged) for _ in r.texts] if r.ok else [] for r in results]
 
     def _score_rm(self, items: list[RMItem]) -> list[float | None]:
         assert self.rm is not None
@@ -273,13 +296,13 @@ class ExecutorGroundedReward:
         problem: Problem,
         reasoning: str,
         result: ExecutorResult,
+        verdicts: list[Verdict],
         baseline: tuple[bool, ...] | None,
         rm_score: float | None,
     ) -> RewardRecord:
         leak = float(self.task.detect_leakage(problem, reasoning))
         if not result.ok:
             return RewardRecord(leakage=leak, mask_reason="executor_error")
-        verdicts = [self.task.verify(problem, text) for text in result.texts]
         e2e_verdict = verdicts[0]
         e2e = float(e2e_verdict.correct)
         if self.uses_uplift and baseline is None:

@@ -82,6 +82,13 @@ class Task(abc.ABC):
     def verify(self, problem: Problem, executor_output: str) -> Verdict:
         """Judge one executor output against the reference."""
 
+    def verify_batch(
+        self, problems: Sequence[Problem], outputs: Sequence[str], early_exit: bool | Sequence[bool] = False
+    ) -> list[Verdict]:
+        """`verify` for many outputs at once (code tasks run them in parallel). `early_exit`: only
+        `correct` is needed (a code task may stop at the first failing test; pass_rate is then a lower bound)."""
+        return [self.verify(p, o) for p, o in zip(problems, outputs, strict=True)]
+
     def detect_leakage(self, problem: Problem, reasoning: str) -> bool:
         """True when the reasoning hands the executor the final answer instead of a plan."""
         return False

@@ -1,0 +1,387 @@
+"""Offline evaluation of a planner + frozen executor pair on one split of a task (`src/evaluate.py`).
+
+Arms, per problem:
+- planner: the planner's reasoning (greedy or sampled), then the executor with it (k samples);
+- alone:   the executor without reasoning (k samples), cached on disk per executor + task + split, so
+           comparing several planners pays for it once;
+- gold:    the executor with the data's reference reasoning (GSM8K solutions), the executor's ceiling
+           (only for tasks that have gold reasoning).
+Outputs in `output_dir`: problems.jsonl (every prompt's texts and verdicts), summary.json, and TensorBoard
+scalars / a histogram of the per-problem uplift under tensorboard/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import statistics
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from planlift.errors import ConfigError
+from planlift.evaluation import EvalRecord, summarize
+from planlift.executors.base import Executor
+from planlift.grpo.rollout import sample_rollout
+from planlift.models.policy import Policy
+from planlift.tasks.base import SPLITS, Problem, Task, Verdict
+
+log = logging.getLogger(__name__)
+
+ARMS = ("planner", "alone", "gold")
+
+
+class Evaluator:
+    """Args:
+    task / executor / policy: the parts (policy None: the planner arm is skipped).
+    split / limit: which problems (the first `limit` of the split).
+    arms: a subset of planner | alone | gold.
+    executor_samples: k executor samples per prompt; executor_greedy: greedy decoding (then k = 1).
+    planner_greedy / planner_temperature / planner_top_p / planner_max_new_tokens: planner decoding.
+    batch_size: problems per step (the planner's batch; the executor splits by max_batch_prompts).
+    output_dir: where the outputs go; cache_dir: the executor-alone cache (None = no cache).
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        executor: Executor,
+        policy: Policy | None,
+        output_dir: str,
+        split: str = "test",
+        limit: int | None = None,
+        arms: Sequence[str] = ARMS,
+        executor_samples: int = 1,
+        executor_greedy: bool = True,
+        planner_greedy: bool = True,
+        planner_temperature: float = 0.7,
+        planner_top_p: float = 1.0,
+        planner_max_new_tokens: int = 192,
+        batch_size: int = 16,
+        cache_dir: str | None = None,
+        progress_bar: bool = True,
+    ) -> None:
+        if split not in SPLITS:
+            raise ConfigError(f"split must be one of {list(SPLITS)}, got {split!r}")
+        if limit is not None and limit < 1:
+            raise ConfigError(f"limit must be >= 1 or null, got {limit}")
+        unknown = [a for a in arms if a not in ARMS]
+        if unknown or not arms:
+            raise ConfigError(f"arms must be a non-empty subset of {list(ARMS)}, got {list(arms)}")
+        if executor_samples < 1:
+            raise ConfigError(f"executor_samples must be >= 1, got {executor_samples}")
+        if executor_greedy and executor_samples > 1:
+            raise ConfigError("executor_greedy=true gives identical samples: set executor_samples=1")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if "planner" in arms and policy is None:
+            raise ConfigError("arms include 'planner' but no planner model is configured (model=...)")
+        self.task = task
+        self.executor = executor
+        self.policy = policy
+        self.output_dir = Path(output_dir)
+        self.split = split
+        self.limit = limit
+        self.arms = tuple(arms)
+        self.k = executor_samples
+        self.executor_greedy = executor_greedy
+        self.planner_greedy = planner_greedy
+        self.planner_temperature = planner_temperature
+        self.planner_top_p = planner_top_p
+        self.planner_max_new_tokens = planner_max_new_tokens
+        self.batch_size = batch_size
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.progress_bar = progress_bar
+        self.timings: dict[str, float] = Counter()
+        self.alone_cached = 0
+
+    # ---- the run ----------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        problems = list(self.task.problems(self.split))[: self.limit]
+        if not problems:
+            raise ConfigError(f"task {self.task.name!r} has no {self.split} problems")
+        arms = list(self.arms)
+        if "gold" in arms and self.task.gold_reasoning(problems[0]) is None:
+            log.info("task %s has no gold reasoning: the gold arm is skipped", self.task.name)
+            arms.remove("gold")
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        alone_cache = self._load_alone_cache()
+        rows: list[dict[str, Any]] = []
+        records: dict[str, list[EvalRecord]] = {arm: [] for arm in arms if arm != "alone"}
+        start = time.perf_counter()
+        # rows are written as batches finish, so an interrupted run keeps what it judged
+        with (
+            self._progress(len(problems)) as advance,
+            (self.output_dir / "problems.jsonl").open("w") as jsonl,
+        ):
+            for offset in range(0, len(problems), self.batch_size):
+                batch = problems[offset : offset + self.batch_size]
+                batch_rows = self._evaluate_batch(batch, arms, alone_cache, records)
+                for row in batch_rows:
+                    jsonl.write(json.dumps(row) + "\n")
+                jsonl.flush()
+                rows += batch_rows
+                self._save_alone_cache(alone_cache)
+                advance(len(batch))
+        self.timings["total"] = time.perf_counter() - start
+        summary = self._summary(rows, records, arms, len(problems))
+        self._write(rows, summary)
+        return summary
+
+    def _evaluate_batch(self, batch, arms, alone_cache, records) -> list[dict[str, Any]]:
+        rows = [{"id": p.id, "problem": p.text, "answer": p.answer} for p in batch]
+        baseline = self._alone(batch, alone_cache)
+        for row, outcome in zip(rows, baseline, strict=True):
+            row["alone"] = outcome
+        reasonings: dict[str, list[str]] = {}
+        if "planner" in arms:
+            tick = time.perf_counter()
+            rollout = sample_rollout(
+                self.policy,
+                self.task,
+                batch,
+                1,
+                greedy=self.planner_greedy,
+                temperature=self.planner_temperature,
+                top_p=self.planner_top_p,
+                max_new_tokens=self.planner_max_new_tokens,
+            )
+            self.timings["planner"] += time.perf_counter() - tick
+            reasonings["planner"] = [self.task.extract_reasoning(t) for t in rollout.texts]
+            lengths = rollout.completion_lengths.tolist()
+            for row, text, length in zip(rows, rollout.texts, lengths, strict=True):
+                row["planner_completion"] = text
+                row["planner_tokens"] = int(length)
+        if "gold" in arms:
+            reasonings["gold"] = [self.task.gold_reasoning(p) for p in batch]
+        for arm, texts in reasonings.items():
+            judged = self._with_reasoning(batch, texts)
+            for problem, row, reasoning, (outputs, verdicts), alone in zip(
+                batch, rows, texts, judged, baseline, strict=True
+            ):
+                e2e = None if verdicts is None else sum(v.correct for v in verdicts) / len(verdicts)
+                record = EvalRecord(
+                    problem_id=problem.id,
+                    reasoning=reasoning,
+                    executor_outputs=outputs,
+                    e2e=e2e,
+                    baseline=alone["accuracy"],
+                    leakage=float(self.task.detect_leakage(problem, reasoning)),
+                    trace=self.task.trace_metrics(problem, reasoning, outputs[0] if outputs else None),
+                )
+                records[arm].append(record)
+                row[arm] = {
+                    "reasoning": reasoning,
+                    "executor_outputs": list(outputs),
+                    "verdicts": _verdicts_json(verdicts),
+                    "accuracy": e2e,
+                    "uplift": record.uplift,
+                    "leakage": record.leakage,
+                    "trace": record.trace,
+                }
+        return rows
+
+    def _with_reasoning(self, batch: list[Problem], reasonings: list[str]):
+        """[(texts, verdicts or None on executor failure)] per problem."""
+        tick = time.perf_counter()
+        results = self.executor.generate(
+            [self.task.executor_prompt(p, r) for p, r in zip(batch, reasonings, strict=True)],
+            self.k,
+            greedy=self.executor_greedy,
+        )
+        self.timings["executor"] += time.perf_counter() - tick
+        tick = time.perf_counter()
+        judged = [(p, t) for p, r in zip(batch, results, strict=True) if r.ok for t in r.texts]
+        verdicts = iter(self.task.verify_batch([p for p, _ in judged], [t for _, t in judged]))
+        self.timings["verify"] += time.perf_counter() - tick
+        return [(r.texts, [next(verdicts) for _ in r.texts] if r.ok else None) for r in results]
+
+    # ---- executor alone, cached -------------------------------------------------------------------
+
+    def _alone_key(self) -> str:
+        identity = {
+            "executor": self.executor.identity,
+            "task": self.task.fingerprint(),
+            "split": self.split,
+            "k": self.k,
+            "greedy": self.executor_greedy,
+        }
+        return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def _load_alone_cache(self) -> dict[str, dict[str, Any]]:
+        if self.cache_dir is None:
+            return {}
+        path = self.cache_dir / "eval_alone" / f"{self.task.name}-{self._alone_key()}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        return {}
+
+    def _save_alone_cache(self, cache: dict[str, dict[str, Any]]) -> None:
+        if self.cache_dir is None:
+            return
+        path = self.cache_dir / "eval_alone" / f"{self.task.name}-{self._alone_key()}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(cache))
+
+    def _alone(self, batch: list[Problem], cache: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        """The executor without reasoning: its texts, verdicts and accuracy, from the cache when there."""
+        missing = [p for p in batch if p.id not in cache]
+        self.alone_cached += len(batch) - len(missing)
+        if missing:
+            judged = self._with_reasoning_none(missing)
+            for problem, (texts, verdicts) in zip(missing, judged, strict=True):
+                if verdicts is None:
+                    continue  # failed: not cached, retried next time
+                cache[problem.id] = {
+                    "executor_outputs": list(texts),
+                    "verdicts": _verdicts_json(verdicts),
+                    "accuracy": sum(v.correct for v in verdicts) / len(verdicts),
+                }
+        empty = {"executor_outputs": [], "verdicts": None, "accuracy": None}
+        return [cache.get(problem.id, empty) for problem in batch]
+
+    def _with_reasoning_none(self, batch: list[Problem]):
+        tick = time.perf_counter()
+        results = self.executor.generate(
+            [self.task.executor_prompt(p, None) for p in batch], self.k, greedy=self.executor_greedy
+        )
+        self.timings["executor_alone"] += time.perf_counter() - tick
+        judged = [(p, t) for p, r in zip(batch, results, strict=True) if r.ok for t in r.texts]
+        verdicts = iter(self.task.verify_batch([p for p, _ in judged], [t for _, t in judged]))
+        return [(r.texts, [next(verdicts) for _ in r.texts] if r.ok else None) for r in results]
+
+    # ---- outputs ----------------------------------------------------------------------------------
+
+    def _summary(self, rows, records, arms, n) -> dict[str, Any]:
+        summary: dict[str, Any] = {
+            "task": self.task.name,
+            "split": self.split,
+            "problems": n,
+            "executor": self.executor.identity,
+            "planner": getattr(self.policy, "source", None),
+            "executor_samples": self.k,
+            "executor_greedy": self.executor_greedy,
+            "planner_greedy": self.planner_greedy,
+        }
+        alone = [r["alone"]["accuracy"] for r in rows if r["alone"]["accuracy"] is not None]
+        summary["alone/acc"] = _mean(alone)
+        summary["alone/statuses"] = _statuses(r["alone"]["verdicts"] for r in rows)
+        if self.task.task_type == "code":
+            summary["alone/pass_rate"] = _mean(
+                [v["pass_rate"] for r in rows for v in (r["alone"]["verdicts"] or [])]
+            )
+        for arm in arms:
+            if arm == "alone":
+                continue
+            metrics = summarize(records[arm])
+            summary[f"{arm}/acc"] = metrics.get("e2e_acc")
+            summary[f"{arm}/uplift"] = metrics.get("uplift")
+            summary[f"{arm}/leakage"] = metrics.get("leakage")
+            summary[f"{arm}/executor_failed"] = metrics.get("executor_failed")
+            for key, value in metrics.items():
+                if key.startswith("trace/"):
+                    summary[f"{arm}/{key}"] = value
+            uplifts = [r.uplift for r in records[arm] if r.uplift is not None]
+            summary[f"{arm}/uplift_distribution"] = _distribution(uplifts)
+            summary[f"{arm}/statuses"] = _statuses(r[arm]["verdicts"] for r in rows)
+            rates = [v["pass_rate"] for r in rows for v in (r[arm]["verdicts"] or [])]
+            if self.task.task_type == "code":
+                summary[f"{arm}/pass_rate"] = _mean(rates)
+        if "planner" in arms:
+            summary["e2e_acc"] = summary["planner/acc"]
+            summary["planner/mean_tokens"] = _mean([r["planner_tokens"] for r in rows])
+        summary["executor_alone_acc"] = summary["alone/acc"]
+        summary["seconds"] = {k: round(v, 2) for k, v in self.timings.items()}
+        summary["executor_generations"] = self.executor.stats.generations
+        summary["alone/from_cache"] = self.alone_cached
+        return summary
+
+    def _write(self, rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+        (self.output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(self.output_dir / "tensorboard"))
+        try:
+            for key, value in summary.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    writer.add_scalar(f"eval/{key}", value, 0)
+            for arm in ("planner", "gold"):
+                uplifts = [r[arm]["uplift"] for r in rows if arm in r and r[arm]["uplift"] is not None]
+                if uplifts:
+                    import torch
+
+                    writer.add_histogram(f"eval/{arm}/uplift", torch.tensor(uplifts), 0)
+            writer.add_text("eval/summary", "```\n" + json.dumps(summary, indent=2) + "\n```", 0)
+        finally:
+            writer.close()
+
+    def _progress(self, total: int):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def bar():
+            if not self.progress_bar:
+                yield lambda n: None
+                return
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            columns = (
+                TextColumn(f"[bold]{self.task.name}/{self.split}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+            )
+            with Progress(*columns) as progress:
+                task_id = progress.add_task("problems", total=total)
+                yield lambda n: progress.advance(task_id, n)
+
+        return bar()
+
+
+def _verdicts_json(verdicts: list[Verdict] | None) -> list[dict[str, Any]] | None:
+    if verdicts is None:
+        return None
+    return [
+        {"correct": v.correct, "pass_rate": v.pass_rate, "status": v.status, "parsed": v.parsed}
+        for v in verdicts
+    ]
+
+
+def _statuses(groups) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    for verdicts in groups:
+        for verdict in verdicts or []:
+            counts[verdict["status"]] += 1
+    return dict(sorted(counts.items()))
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _distribution(values: Sequence[float]) -> dict[str, Any]:
+    """Uplift per problem: mean, std, quantiles and the share that is negative / zero / positive."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+
+    def quantile(q: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.pstdev(values),
+        "min": ordered[0],
+        "p25": quantile(0.25),
+        "median": quantile(0.5),
+        "p75": quantile(0.75),
+        "max": ordered[-1],
+        "negative": sum(v < 0 for v in values) / len(values),
+        "zero": sum(v == 0 for v in values) / len(values),
+        "positive": sum(v > 0 for v in values) / len(values),
+    }

@@ -1,0 +1,77 @@
+"""Math answers: extraction and equivalence with the `math-verify` library, and answer-leak detection.
+
+The executor's reply is cut at its stop string; `math_verify.parse` extracts the answer expression
+(plain numbers, LaTeX, `\\boxed{}`; thousands separators and units tolerated) and `math_verify.verify`
+decides equivalence symbolically, so "18", "$18.", "18.00" and "18 dollars" all match a gold "18".
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+_PRED_CONFIG = (ExprExtractionConfig(), LatexExtractionConfig())
+_GOLD_CONFIG = (ExprExtractionConfig(),)
+# Numbers as written in prose: 1,234.5 / -3 / .5 (the comma must group thousands).
+_NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?![\w])")
+# Phrases that state a final answer outright.
+_ANSWER_STATEMENT = re.compile(
+    r"(?:final answer|the answer is|answer\s*[:=]|####|\\boxed\{)\s*\$?\s*(?P<value>[^\n]*)", re.IGNORECASE
+)
+
+
+@lru_cache(maxsize=65536)
+def parse_gold(answer: str) -> tuple:
+    """The parsed reference answer (cached: every sample of a problem compares to it)."""
+    return tuple(parse(answer, extraction_config=list(_GOLD_CONFIG)))
+
+
+def extract_answer(text: str) -> list:
+    """math-verify's parse of a reply (an empty list when it finds no answer)."""
+    return parse(text, extraction_config=list(_PRED_CONFIG))
+
+
+def answers_match(gold: str, text: str) -> tuple[bool, str | None]:
+    """(equivalent?, the extracted answer as a string or None when nothing was found)."""
+    predicted = extract_answer(text)
+    if not predicted:
+        return False, None
+    shown = str(predicted[-1])
+    return bool(verify(list(parse_gold(gold)), predicted)), shown
+
+
+def numbers_in(text: str) -> list[float]:
+    """Every number written in `text` (commas as thousands separators)."""
+    values = []
+    for match in _NUMBER.finditer(text):
+        token = match.group(0)
+        if token in ("", "-", ".", "-."):
+            continue
+        try:
+            values.append(float(token.replace(",", "")))
+        except ValueError:
+            continue
+    return values
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-6 * max(1.0, abs(b))
+
+
+def states_answer_value(reasoning: str, answer: str, problem_text: str) -> bool:
+    """The reference answer's value is written in the reasoning, and not merely copied from the problem."""
+    try:
+        target = float(answer.replace(",", ""))
+    except ValueError:
+        return False
+    if any(_close(v, target) for v in numbers_in(problem_text)):
+        # the answer is a quantity of the problem itself: only an explicit statement counts
+        return states_final_answer(reasoning)
+    return any(_close(v, target) for v in numbers_in(reasoning))
+
+
+def states_final_answer(reasoning: str) -> bool:
+    """The reasoning announces a final answer ("the answer is", "####", "\\boxed{...}")."""
+    return _ANSWER_STATEMENT.search(reasoning) is not None

@@ -1,0 +1,334 @@
+"""Code tasks (HumanEval+, MBPP+): the planner writes a plan, the executor the program, tests decide.
+
+Programs run in `planlift.sandbox` (a pool: `verify_batch` judges a whole rollout's programs in
+parallel). The verdict carries `pass_rate` and the program status (correct | failed_tests |
+runtime_error | timeout | syntax_error | no_tests), which is what the `code_gated` reward needs.
+
+Expected outputs of the EvalPlus call tests are computed once by running the reference solution in the
+sandbox, cached under `<cache_dir>/code_expected/` (keyed by the data and the harness), and inputs on
+which the reference itself fails are dropped (counted in the log). Each test's time limit is
+max(limits.test_timeout, time_factor x the reference's time on it) (the asserts are timed in the same run).
+
+Leakage: the plan contains code — a fenced block, a definition of the function to write, or
+`code_lines` or more lines that read as Python statements.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import pickle
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from planlift.datasets.code import CodeRecord, load_humaneval, load_mbpp, load_mbpp_plus
+from planlift.errors import ConfigError
+from planlift.models.packaged import default_cache_dir
+from planlift.sandbox import CodeTest, ProgramJob, Sandbox
+from planlift.sandbox.runner import HARNESS_SOURCE
+from planlift.tasks.base import (
+    REASONING_CLOSE,
+    REASONING_OPEN,
+    SPLITS,
+    ChatPrompt,
+    Problem,
+    Split,
+    Task,
+    Verdict,
+)
+
+log = logging.getLogger(__name__)
+
+FENCE = "```"
+# Completions that wander past the function into demo code are cut there.
+EXECUTOR_STOPS = (FENCE, "\nif __name__", "\nassert ", "\nprint(")
+DEFAULT_PLANNER_INSTRUCTION = (
+    "Write a short plan for implementing the Python function below: the approach, the steps and the "
+    f"edge cases, in plain words. Do not write code. Close with {REASONING_CLOSE}."
+)
+DEFAULT_EXECUTOR_INSTRUCTION = "Write the Python function. Follow the plan."
+DEFAULT_EXECUTOR_ALONE_INSTRUCTION = "Write the Python function."
+_CODE_LINE = re.compile(
+    r"^\s*(?:return\b.*|(?:for|while|if|elif|with|def|class)\b.*:\s*$|else:\s*$|"
+    r"(?:import|from)\s+\w+.*|[A-Za-z_][\w.\[\]]*\s*(?:[-+*/]?=)\s*[^=].*)$"
+)
+
+
+class CodeTask(Task):
+    """Shared machinery of the code tasks. Subclasses provide `_records(split)`.
+
+    Args:
+        sandbox: the Sandbox (or its kwargs) that runs the programs.
+        plus: include the EvalPlus extra inputs (False: the original tests only).
+        max_inputs: keep at most this many call inputs per problem (None = all; the base inputs first).
+        time_factor: a call test may take this many times the reference's time (at least
+            sandbox limits.test_timeout).
+        code_lines: plan lines that read as code before the plan counts as leaking the program.
+        cache_dir: where the expected outputs are cached (None = outputs/cache).
+    """
+
+    task_type = "code"
+
+    def __init__(
+        self,
+        sandbox: Sandbox | dict[str, Any] | None = None,
+        plus: bool = True,
+        max_inputs: int | None = None,
+        time_factor: float = 4.0,
+        code_lines: int = 3,
+        cache_dir: str | None = None,
+        system_prompt: str | None = None,
+        planner_instruction: str = DEFAULT_PLANNER_INSTRUCTION,
+        executor_instruction: str = DEFAULT_EXECUTOR_INSTRUCTION,
+        executor_alone_instruction: str = DEFAULT_EXECUTOR_ALONE_INSTRUCTION,
+    ) -> None:
+        if max_inputs is not None and max_inputs < 0:
+            raise ConfigError(f"task.max_inputs must be >= 0 or null, got {max_inputs}")
+        if time_factor <= 0:
+            raise ConfigError(f"task.time_factor must be > 0, got {time_factor}")
+        if code_lines < 1:
+            raise ConfigError(f"task.code_lines must be >= 1, got {code_lines}")
+        self.sandbox = sandbox if isinstance(sandbox, Sandbox) else Sandbox(**(sandbox or {}))
+        self.plus = plus
+        self.max_inputs = max_inputs
+        self.time_factor = time_factor
+        self.code_lines = code_lines
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.system_prompt = system_prompt
+        self.planner_instruction = planner_instruction
+        self.executor_instruction = executor_instruction
+        self.executor_alone_instruction = executor_alone_instruction
+        self._splits: dict[str, list[Problem]] = {}
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "plus": self.plus,
+            "max_inputs": self.max_inputs,
+            "time_factor": self.time_factor,
+            "system_prompt": self.system_prompt,
+            "planner_instruction": self.planner_instruction,
+            "executor_instruction": self.executor_instruction,
+            "executor_alone_instruction": self.executor_alone_instruction,
+        }
+
+    # ---- data -------------------------------------------------------------------------------------
+
+    def _records(self, split: Split) -> list[CodeRecord]:
+        raise NotImplementedError
+
+    def problems(self, split: Split) -> list[Problem]:
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r}; known: {list(SPLITS)}")
+        if split not in self._splits:
+            records = self._records(split)
+            expected = self._expected_outputs(records)
+            self._splits[split] = [self._problem(r, expected.get(r.id)) for r in records]
+        return self._splits[split]
+
+    def _inputs(self, record: CodeRecord) -> tuple[Any, ...]:
+        return record.inputs if self.max_inputs is None else record.inputs[: self.max_inputs]
+
+    def _timeout(self, reference_seconds: float | None) -> float:
+        floor = self.sandbox.limits.test_timeout
+        return floor if reference_seconds is None else max(floor, self.time_factor * reference_seconds)
+
+    def _problem(self, record: CodeRecord, expected: dict[str, Any] | None) -> Problem:
+        assert_seconds = (expected or {}).get("assert_seconds") or [None] * len(record.asserts)
+        tests = [
+            CodeTest(code=snippet, timeout=self._timeout(seconds))
+            for snippet, seconds in zip(record.asserts, assert_seconds, strict=True)
+        ]
+        dropped = 0
+        if expected is not None:
+            for args, output, seconds in zip(
+                self._inputs(record), expected["outputs"], expected["seconds"], strict=True
+            ):
+                if seconds is None:  # the reference failed on this input
+                    dropped += 1
+                    continue
+                tests.append(
+                    CodeTest(
+                        args=args,
+                        expected=output,
+                        oracle=record.oracle,
+                        atol=record.atol,
+                        timeout=self._timeout(seconds),
+                    )
+                )
+        return Problem(
+            id=record.id,
+            text=record.prompt,
+            answer=record.reference,
+            meta={"record": record, "tests": tuple(tests), "dropped_inputs": dropped},
+        )
+
+    def _expected_outputs(self, records: list[CodeRecord]) -> dict[str, dict[str, Any]]:
+        """{problem id: {"outputs": [...], "seconds": [... or None]}} for records with call inputs."""
+        todo = [r for r in records if self._inputs(r) or r.asserts]
+        if not todo:
+            return {}
+        digest = hashlib.sha256()
+        digest.update(HARNESS_SOURCE.encode())
+        for record in todo:
+            digest.update(pickle.dumps((record.id, record.reference, self._inputs(record), record.oracle)))
+        path = self.cache_dir / "code_expected" / f"{self.name}-{digest.hexdigest()[:16]}.pkl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock"):
+            if path.is_file():
+                with path.open("rb") as handle:
+                    return pickle.load(handle)
+            log.info("%s: computing expected outputs of %d reference solutions (once)", self.name, len(todo))
+            expected = self._run_references(todo)
+            with path.open("wb") as handle:
+                pickle.dump(expected, handle)
+        return expected
+
+    def _run_references(self, records: list[CodeRecord]) -> dict[str, dict[str, Any]]:
+        limits = dataclasses.replace(
+            self.sandbox.limits,
+            timeout=600.0,
+            cpu_seconds=600,
+            test_timeout=60.0,
+            file_size_mb=1024,
+            memory_mb=max(self.sandbox.limits.memory_mb, 4096),
+        )
+        # the asserts run too, so their time limits also scale with the reference's time
+        jobs = [
+            ProgramJob(
+                program=r.reference,
+                tests=[CodeTest(code=a) for a in r.asserts]
+                + [CodeTest(args=args, oracle=r.oracle) for args in self._inputs(r)],
+                entry_point=r.entry_point,
+                record_outputs=True,
+            )
+            for r in records
+        ]
+        expected = {}
+        failures = 0
+        for record, result in zip(records, self.sandbox.run_many(jobs, limits), strict=True):
+            n, skip = len(self._inputs(record)), len(record.asserts)
+            recorded = list(result.outputs or []) + [(False, None)] * (skip + n)
+            outputs = [output for _, output in recorded[skip : skip + n]]
+            seconds = [
+                result.test_seconds.get(i) if i not in result.failed_tests and recorded[i][0] else None
+                for i in range(skip + n)
+            ]
+            failures += sum(s is None for s in seconds[skip:])
+            expected[record.id] = {
+                "outputs": outputs,
+                "seconds": seconds[skip:],
+                "assert_seconds": seconds[:skip],
+            }
+        if failures:
+            log.warning(
+                "%s: the reference solutions fail on %d inputs (or return no plain data, or too much); "
+                "those tests are dropped",
+                self.name,
+                failures,
+            )
+        return expected
+
+    # ---- prompts ----------------------------------------------------------------------------------
+
+    def _record(self, problem: Problem) -> CodeRecord:
+        return problem.meta["record"]
+
+    def planner_prompt(self, problem: Problem) -> ChatPrompt:
+        return ChatPrompt(
+            user=f"{self.planner_instruction}\n\n{FENCE}python\n{problem.text.rstrip()}\n{FENCE}",
+            system=self.system_prompt,
+            prefill=f"{REASONING_OPEN}\n",
+            stop=(REASONING_CLOSE,),
+        )
+
+    def executor_prompt(self, problem: Problem, reasoning: str | None) -> ChatPrompt:
+        task = f"{FENCE}python\n{problem.text.rstrip()}\n{FENCE}"
+        if reasoning is None:
+            user = f"{self.executor_alone_instruction}\n\n{task}"
+        else:
+            user = f"{self.executor_instruction}\n\n{task}\n\nPlan:\n{reasoning.strip()}"
+        # Only the fence is prefilled: prefilling HumanEval's signature and docstring too made SmolLM2
+        # close the block at once (it reads as finished code).
+        return ChatPrompt(
+            user=user, system=self.system_prompt, prefill=f"{FENCE}python\n", stop=EXECUTOR_STOPS
+        )
+
+    def executor_target(self, problem: Problem) -> str:
+        return f"{self._record(problem).reference.rstrip()}\n{FENCE}"
+
+    def program(self, problem: Problem, executor_output: str) -> str:
+        """The program a reply stands for. HumanEval: the prompt (its imports and helper functions) and
+        then the reply, which either redefines the function or continues its body."""
+        record = self._record(problem)
+        code = executor_output.split(FENCE, 1)[0]
+        return f"{record.prompt}\n{code}" if record.completion_style else code
+
+    # ---- judging ----------------------------------------------------------------------------------
+
+    def extract_reasoning(self, completion: str) -> str:
+        reasoning = completion.split(REASONING_CLOSE, 1)[0]
+        if reasoning and not reasoning.endswith("\n"):
+            reasoning += "\n"
+        return reasoning
+
+    def verify(self, problem: Problem, executor_output: str) -> Verdict:
+        return self.verify_batch([problem], [executor_output])[0]
+
+    def verify_batch(
+        self, problems: Sequence[Problem], outputs: Sequence[str], early_exit: bool | Sequence[bool] = False
+    ) -> list[Verdict]:
+        flags = [early_exit] * len(problems) if isinstance(early_exit, bool) else list(early_exit)
+        jobs = [
+            ProgramJob(
+                program=self.program(problem, output),
+                tests=problem.meta["tests"],
+                entry_point=self._record(problem).entry_point,
+                stop_on_failure=flag,
+            )
+            for problem, output, flag in zip(problems, outputs, flags, strict=True)
+        ]
+        return [
+            Verdict(correct=r.ok, pass_rate=r.pass_rate, status=r.status, parsed=r.error)
+            for r in self.sandbox.run_many(jobs)
+        ]
+
+    def detect_leakage(self, problem: Problem, reasoning: str) -> bool:
+        if FENCE in reasoning:
+            return True
+        if re.search(rf"\bdef\s+{re.escape(self._record(problem).entry_point)}\s*\(", reasoning):
+            return True
+        return sum(bool(_CODE_LINE.match(line)) for line in reasoning.splitlines()) >= self.code_lines
+
+
+class HumanEvalTask(CodeTask):
+    """HumanEval+ (164 problems; `plus: false` = the original HumanEval tests). Evaluation only:
+    it has a test split and no train or validation split (train on task=mbpp)."""
+
+    name = "humaneval"
+
+    def _records(self, split: Split) -> list[CodeRecord]:
+        if split != "test":
+            raise ConfigError(
+                f"task=humaneval has only a test split (asked for {split!r}): train with task=mbpp and "
+                "evaluate on HumanEval with `python src/evaluate.py task=humaneval`"
+            )
+        return load_humaneval(plus=self.plus)
+
+
+class MBPPTask(CodeTask):
+    """MBPP: test = the 378 MBPP+ problems (base assertions + EvalPlus inputs); train / validation =
+    MBPP's own train (601-974) / validation (511-600) problems that are not in MBPP+ (their 3 asserts)."""
+
+    name = "mbpp"
+
+    def _records(self, split: Split) -> list[CodeRecord]:
+        test = load_mbpp_plus(plus=self.plus)
+        if split == "test":
+            return test
+        return load_mbpp(split, exclude_ids={r.meta["mbpp_id"] for r in test})

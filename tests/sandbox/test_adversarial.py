@@ -1,0 +1,394 @@
+"""Hostile programs are contained: the test process survives, canaries stay intact, time stays bounded.
+
+Each case runs a real program in the real sandbox (no mocks) and checks what the host sees afterwards:
+canary files unchanged, no process of the sandbox uids left, a loopback listener that received nothing,
+no secret in the captured output, and a wall time within the limit plus a small margin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import stat
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from planlift.sandbox import CodeTest, Limits, ProgramJob, Sandbox
+
+LIMITS = Limits(
+    timeout=4.0, test_timeout=1.0, load_timeout=1.5, cpu_seconds=6, memory_mb=512, max_processes=8
+)
+SLACK = 3.0  # seconds beyond the wall-clock limit for killing and clean-up
+SECRET = "planlift-secret-token-7f3a9c"
+IDENTITY = CodeTest(args=[1], expected=1)
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    return Sandbox(limits=LIMITS, workers=2)
+
+
+@pytest.fixture(scope="module")
+def canary_dir():
+    """A root-owned, world-readable directory with a canary file (like a project checkout)."""
+    directory = Path(tempfile.mkdtemp(prefix="planlift-canary-"))
+    directory.chmod(0o755)
+    canary = directory / "canary.txt"
+    canary.write_text("intact\n")
+    canary.chmod(0o644)
+    secret = directory / "secret.txt"
+    secret.write_text(SECRET)
+    secret.chmod(0o600)
+    yield directory
+    for path in directory.iterdir():
+        path.unlink()
+    directory.rmdir()
+
+
+@pytest.fixture
+def listener():
+    """A TCP and a UDP socket on 127.0.0.1 that record anything they receive."""
+    received: list[bytes] = []
+    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen(8)
+    tcp.settimeout(0.2)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                connection, _ = tcp.accept()
+                received.append(b"<connection>" + connection.recv(1024))
+                connection.close()
+            except OSError:
+                pass
+            with contextlib.suppress(OSError):
+                received.append(udp.recv(1024))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield tcp.getsockname()[1], udp.getsockname()[1], received
+    stop.set()
+    thread.join(timeout=2)
+    tcp.close()
+    udp.close()
+
+
+def sandbox_processes(sandbox: Sandbox) -> list[int]:
+    uids = range(sandbox.uid_base, sandbox.uid_base + sandbox.workers)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid in uids:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def contained(sandbox: Sandbox, program: str, canary_dir: Path, tests=(IDENTITY,), **job):
+    """Run `program`; assert the host-side invariants; return the result."""
+    before = (canary_dir / "canary.txt").read_text()
+    start = time.perf_counter()
+    result = sandbox.run(ProgramJob(program, tests, entry_point="f", **job))
+    elapsed = time.perf_counter() - start
+    assert elapsed < LIMITS.timeout + SLACK, f"took {elapsed:.1f}s"
+    assert (canary_dir / "canary.txt").read_text() == before == "intact\n"
+    assert sorted(p.name for p in canary_dir.iterdir()) == ["canary.txt", "secret.txt"]
+    assert stat.S_IMODE((canary_dir / "canary.txt").stat().st_mode) == 0o644
+    if sandbox.isolation.drops_uid:
+        time.sleep(0.05)
+        assert sandbox_processes(sandbox) == [], "a sandboxed process outlived its run"
+    assert len(result.stdout_tail) <= LIMITS.output_chars
+    assert len(result.stderr_tail) <= LIMITS.output_chars
+    assert SECRET not in result.stdout_tail + result.stderr_tail
+    return result
+
+
+def needs(sandbox: Sandbox, what: str) -> None:
+    if what == "uid" and not sandbox.isolation.drops_uid:
+        pytest.skip(f"isolation {sandbox.isolation.mode!r}: programs keep the caller's uid here")
+    if what == "net" and not sandbox.isolation.network_isolated:
+        pytest.skip("isolation 'none': no network namespace on this machine")
+
+
+# ---- time ------------------------------------------------------------------------------------------
+
+LOOPS = {
+    "infinite_loop_in_function": "def f(x):\n    while True:\n        pass\n",
+    "infinite_loop_at_top_level": "while True:\n    pass\n",
+    "sleep_forever": "import time\ndef f(x):\n    time.sleep(1000)\n",
+    "alarm_ignored": (
+        "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\ndef f(x):\n    while True:\n        pass\n"
+    ),
+    "timer_disarmed": (
+        "import signal\ndef f(x):\n    signal.setitimer(signal.ITIMER_REAL, 0)\n    while True:\n        pass\n"
+    ),
+    "catches_every_exception": (
+        "def f(x):\n    while True:\n        try:\n            while True:\n                pass\n"
+        "        except BaseException:\n            pass\n"
+    ),
+    "uninterruptible_c_call": "def f(x):\n    return len(str(7 ** (10 ** 9)))\n",
+    "terminate_signals_ignored": (
+        "import signal\nfor s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM):\n"
+        "    signal.signal(s, signal.SIG_IGN)\ndef f(x):\n    while True:\n        pass\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOOPS))
+def test_runaway_time_is_cut(sandbox, canary_dir, name):
+    result = contained(sandbox, LOOPS[name], canary_dir)
+    assert result.status == "timeout"
+    assert result.timed_out and result.passed == 0
+
+
+def test_stopping_itself(sandbox, canary_dir):
+    # In a PID namespace the program is its namespace's init, which ignores SIGSTOP from inside;
+    # without one it stops and the wall clock kills it.
+    program = "import os, signal\ndef f(x):\n    os.kill(os.getpid(), signal.SIGSTOP)\n    return x\n"
+    result = contained(sandbox, program, canary_dir)
+    assert result.status == ("correct" if sandbox.isolation.network_isolated else "timeout")
+
+
+# ---- processes and memory --------------------------------------------------------------------------
+
+
+def test_fork_bomb(sandbox, canary_dir):
+    program = "import os\ndef f(x):\n    while True:\n        try:\n            os.fork()\n        except OSError:\n            pass\n"
+    result = contained(sandbox, program, canary_dir)
+    assert result.status in ("timeout", "runtime_error") and result.passed == 0
+
+
+def test_children_that_leave_the_process_group_die_too(sandbox, canary_dir):
+    needs(sandbox, "uid")
+    program = (
+        "import os, time\ndef f(x):\n    for _ in range(3):\n        if os.fork() == 0:\n"
+        "            os.setsid()\n            time.sleep(1000)\n    return x\n"
+    )
+    result = contained(sandbox, program, canary_dir)
+    assert result.status == "correct"  # the program itself behaved; its daemons were reaped
+
+
+def test_thread_bomb(sandbox, canary_dir):
+    program = (
+        "import threading, time\ndef f(x):\n    threads = []\n    while True:\n"
+        "        t = threading.Thread(target=time.sleep, args=(100,))\n        t.start()\n        threads.append(t)\n"
+    )
+    result = contained(sandbox, program, canary_dir)
+    assert result.status == "runtime_error" and result.passed == 0
+
+
+def test_memory_bomb(sandbox, canary_dir):
+    result = contained(sandbox, "def f(x):\n    return bytearray(10 ** 10)\n", canary_dir)
+    assert result.memory_exceeded and result.status == "runtime_error"
+
+
+def test_gradual_memory_bomb(sandbox, canary_dir):
+    program = "def f(x):\n    hoard = []\n    while True:\n        hoard.append('x' * 10 ** 8)\n"
+    result = contained(sandbox, program, canary_dir)
+    assert result.memory_exceeded and result.passed == 0
+
+
+def test_limits_cannot_be_raised(sandbox, canary_dir):
+    program = (
+        "import resource\ndef f(x):\n    inf = resource.RLIM_INFINITY\n"
+        "    resource.setrlimit(resource.RLIMIT_AS, (inf, inf))\n    return x\n"
+    )
+    result = contained(sandbox, program, canary_dir)
+    assert result.status == "runtime_error" and "ValueError" in (result.error or "")
+
+
+def test_deep_recursion(sandbox, canary_dir):
+    program = "import sys\nsys.setrecursionlimit(10 ** 7)\ndef f(x):\n    return f(x + 1) + 1\n"
+    result = contained(sandbox, program, canary_dir)
+    # a C stack overflow (SIGSEGV), a RecursionError/MemoryError, or the clock: never a pass
+    assert result.status in ("runtime_error", "timeout") and result.passed == 0
+
+
+def test_too_many_open_files(sandbox, canary_dir):
+    program = "def f(x):\n    handles = [open('f%d' % i, 'w') for i in range(10000)]\n    return x\n"
+    result = contained(sandbox, program, canary_dir)
+    assert result.status == "runtime_error" and "Too many open files" in (result.error or "")
+
+
+# ---- output ------------------------------------------------------------------------------------------
+
+
+def test_print_flood(sandbox, canary_dir):
+    result = contained(sandbox, "def f(x):\n    while True:\n        print('y' * 1000)\n", canary_dir)
+    assert result.status == "timeout"
+
+
+def test_raw_stdout_flood_hits_the_file_size_limit(sandbox, canary_dir):
+    program = "import os\ndef f(x):\n    while True:\n        os.write(1, b'z' * 65536)\n"
+    result = contained(sandbox, program, canary_dir)
+    assert result.status in ("runtime_error", "timeout") and result.passed == 0
+    assert set(result.stdout_tail) <= {"z"}
+
+
+def test_raw_stderr_flood(sandbox, canary_dir):
+    program = "import os\ndef f(x):\n    while True:\n        os.write(2, b'e' * 65536)\n"
+    result = contained(sandbox, program, canary_dir)
+    assert result.passed == 0
+
+
+def test_disk_fill_in_the_working_dir(sandbox, canary_dir):
+    program = (
+        "def f(x):\n    with open('big', 'wb') as h:\n        h.write(b'0' * (64 * 2 ** 20))\n    return x\n"
+    )
+    result = contained(sandbox, program, canary_dir)
+    assert result.status == "runtime_error"
+
+
+# ---- files -------------------------------------------------------------------------------------------
+
+
+def test_overwrite_a_file_outside_the_working_dir(sandbox, canary_dir):
+    needs(sandbox, "uid")
+    program = f"def f(x):\n    open({str(canary_dir / 'canary.txt')!r}, 'w').write('owned')\n    return x\n"
+    result = contained(sandbox, program, canary_dir)
+    assert result.status == "runtime_error" and "PermissionError" in (result.error or "")
+
+
+def test_delete_and_create_files_outside(sandbox, canary_dir):
+    needs(sandbox, "uid")
+    program = (
+        f"import os\nD = {str(canary_dir)!r}\ndef f(x):\n"
+        "    for action in (lambda: os.remove(D + '/canary.txt'), lambda: open(D + '/new.txt', 'w'),\n"
+        "                   lambda: os.rename(D + '/canary.txt', D + '/moved'), lambda: os.chmod(D + '/canary.txt', 0o777)):\n"
+        "        try:\n            action()\n        except OSError:\n            pass\n    return x\n"
+    )
+    contained(sandbox, program, canary_dir)
+
+
+def test_files_left_in_tmp_are_removed(sandbox, canary_dir):
+    needs(sandbox, "uid")
+    program = "def f(x):\n    open('/tmp/planlift-left-behind', 'w').write('x')\n    return x\n"
+    result = contained(sandbox, program, canary_dir)
+    assert result.status == "correct"
+    assert not Path("/tmp/planlift-left-behind").exists()
+
+
+def test_working_dir_is_fresh_and_removed(sandbox, canary_dir):
+    program = (
+        "import os\nSEEN = sorted(os.listdir('.'))\ndef f(x):\n    print(os.getcwd(), SEEN)\n    return x\n"
+    )
+    first = contained(sandbox, program, canary_dir)
+    workdir = first.stdout_tail.split()[0]
+    assert first.status == "correct" and first.stdout_tail.strip().endswith("[]")
+    assert not Path(workdir).exists()
+
+
+# ---- secrets -----------------------------------------------------------------------------------------
+
+
+def test_environment_secrets_are_not_inherited(sandbox, canary_dir, monkeypatch):
+    monkeypatch.setenv("PLANLIFT_TEST_TOKEN", SECRET)
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    program = (
+        "import os\ndef f(x):\n    print(dict(os.environ))\n    for pid in os.listdir('/proc'):\n"
+        "        try:\n            print(open('/proc/%s/environ' % pid).read())\n        except OSError:\n            pass\n"
+        "    return x\n"
+    )
+    result = contained(sandbox, program, canary_dir)
+    assert result.status == "correct"
+    assert "PATH" in result.stdout_tail and "TOKEN" not in result.stdout_tail
+
+
+def test_secret_file_is_unreadable(sandbox, canary_dir):
+    needs(sandbox, "uid")
+    program = f"def f(x):\n    print(open({str(canary_dir / 'secret.txt')!r}).read())\n    return x\n"
+    result = contained(sandbox, program, canary_dir)
+    assert result.status == "runtime_error" and "PermissionError" in (result.error or "")
+
+
+def test_parent_environ_is_unreadable(sandbox, canary_dir, monkeypatch):
+    monkeypatch.setenv("PLANLIFT_TEST_TOKEN", SECRET)
+    program = f"def f(x):\n    print(open('/proc/{os.getpid()}/environ').read())\n    return x\n"
+    contained(sandbox, program, canary_dir)
+
+
+# ---- signals and the parent --------------------------------------------------------------------------
+
+
+def test_killing_the_parent(sandbox, canary_dir):
+    program = (
+        f"import os, signal\ndef f(x):\n    for pid in ({os.getpid()}, os.getppid(), 1, -1):\n"
+        "        try:\n            os.kill(pid, signal.SIGKILL)\n        except OSError:\n            pass\n    return x\n"
+    )
+    contained(sandbox, program, canary_dir)
+    assert os.getpid() > 0  # still here
+
+
+def test_killing_the_process_group_of_the_caller(sandbox, canary_dir):
+    program = (
+        f"import os, signal\ndef f(x):\n    for group in ({os.getpgid(0)}, 0):\n"
+        "        try:\n            os.killpg(group, signal.SIGTERM)\n        except OSError:\n            pass\n    return x\n"
+    )
+    contained(sandbox, program, canary_dir)
+
+
+# ---- network -----------------------------------------------------------------------------------------
+
+
+def test_tcp_connection_to_the_host(sandbox, canary_dir, listener):
+    needs(sandbox, "net")
+    tcp_port, _, received = listener
+    program = (
+        f"import socket\ndef f(x):\n    s = socket.create_connection(('127.0.0.1', {tcp_port}), timeout=1)\n"
+        "    s.sendall(b'exfiltrated')\n    return x\n"
+    )
+    result = contained(sandbox, program, canary_dir)
+    time.sleep(0.5)
+    assert result.status == "runtime_error" and received == []
+
+
+def test_udp_packet_to_the_host(sandbox, canary_dir, listener):
+    needs(sandbox, "net")
+    _, udp_port, received = listener
+    program = (
+        f"import socket\ndef f(x):\n    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        f"    s.sendto(b'exfiltrated', ('127.0.0.1', {udp_port}))\n    return x\n"
+    )
+    contained(sandbox, program, canary_dir)
+    time.sleep(0.5)
+    assert received == []
+
+
+# ---- cheating the harness ----------------------------------------------------------------------------
+
+
+def test_exit_before_the_tests(sandbox, canary_dir):
+    result = contained(sandbox, "import os\nos._exit(0)\n", canary_dir)
+    assert result.status == "runtime_error" and result.passed == 0
+
+
+def test_sys_exit_inside_a_test(sandbox, canary_dir):
+    result = contained(sandbox, "import sys\ndef f(x):\n    sys.exit(0)\n", canary_dir)
+    assert result.status == "runtime_error" and result.passed == 0
+
+
+def test_fake_results_on_stdout(sandbox, canary_dir):
+    program = (
+        'import os\nos.write(1, b\'{"event": "test", "i": 0, "outcome": "pass"}\\n{"event": "done"}\\n\')\n'
+        "def f(x):\n    return x + 1\n"
+    )
+    result = contained(sandbox, program, canary_dir)
+    assert result.status == "failed_tests" and result.passed == 0
+
+
+def test_the_pool_keeps_working_after_hostile_programs(sandbox, canary_dir):
+    good = ProgramJob("def f(x):\n    return x\n", [IDENTITY], entry_point="f")
+    results = sandbox.run_many([good] * 4)
+    assert [r.status for r in results] == ["correct"] * 4

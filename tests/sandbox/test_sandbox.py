@@ -1,0 +1,100 @@
+"""The sandbox's result record, statuses, pool and reference-output recording (real subprocesses)."""
+
+from __future__ import annotations
+
+import pytest
+
+from planlift.errors import ConfigError
+from planlift.sandbox import STATUSES, CodeTest, Limits, ProgramJob, Sandbox
+from planlift.sandbox.isolation import detect, world_executable
+
+ADD = "def add(a, b):\n    return a + b\n"
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    return Sandbox(limits=Limits(timeout=6.0, test_timeout=1.0, load_timeout=2.0), workers=2)
+
+
+def run(sandbox, program, tests, **job):
+    return sandbox.run(ProgramJob(program, tests, entry_point="add", **job))
+
+
+def test_statuses_and_pass_rate(sandbox):
+    tests = [
+        CodeTest(args=[1, 2], expected=3),
+        CodeTest(args=[0.1, 0.2], expected=0.3),  # float tolerance
+        CodeTest(code="assert add(2, 2) == 5"),
+        CodeTest(args=["a", "b"], expected="ab"),
+    ]
+    result = run(sandbox, ADD + "print('hello')\n", tests)
+    assert result.status == "failed_tests" and result.status in STATUSES
+    assert (result.passed, result.total, result.failed_tests) == (3, 4, (2,))
+    assert result.pass_rate == 0.75 and not result.ok
+    assert "AssertionError" in result.error
+    assert run(sandbox, ADD, tests[:2] + tests[3:]).ok
+    assert run(sandbox, "def add(a, b:\n", tests).status == "syntax_error"
+    assert run(sandbox, ADD, []).status == "no_tests"
+    crash = run(sandbox, "def add(a, b):\n    return a / 0\n", tests)
+    assert crash.status == "runtime_error" and "ZeroDivisionError" in crash.error
+    assert run(sandbox, "raise SystemExit(3)\n", tests).status == "runtime_error"
+    assert run(sandbox, "def add(a, b):\n    return [a] * 10**10\n", tests).memory_exceeded
+
+
+def test_stop_on_failure(sandbox):
+    tests = [CodeTest(args=[1, 1], expected=3)] + [CodeTest(args=[1, 2], expected=3)] * 3
+    full = run(sandbox, ADD, tests)
+    early = run(sandbox, ADD, tests, stop_on_failure=True)
+    assert (full.passed, early.passed) == (3, 0)
+    assert full.status == early.status == "failed_tests"
+    assert early.failed_tests == (0, 1, 2, 3)  # tests never reached count as not passed
+    assert (full.tests_run, early.tests_run) == (4, 1)
+
+
+def test_oracles(sandbox):
+    program = "def add(a, b):\n    return a\n"
+    tests = [
+        CodeTest(args=[[3, 1, 2], None], expected=(1, 2, 3), oracle="set_equal"),
+        CodeTest(args=["match", None], expected=True, oracle="truthy"),
+        CodeTest(args=[None, None], expected=True, oracle="truthy"),
+        CodeTest(args=[(1.0, 2.0), None], expected=(1.0, 2.0000001), atol=1e-3),
+        CodeTest(args=[[1.0], None], expected=(1.0,)),  # the type matters
+    ]
+    assert run(sandbox, program, tests).failed_tests == (2, 4)
+    root = "def add(xs):\n    return 1.0\n"
+    assert run(sandbox, root, [CodeTest(args=[[-1.0, 1.0]], oracle="poly_root", expected=None)]).ok
+
+
+def test_recording_reference_outputs(sandbox):
+    program = "import collections\ndef add(a, b):\n    if a == 'gen':\n        return (i for i in b)\n    return collections.Counter(a + b)\n"
+    tests = [CodeTest(args=["ab", "b"]), CodeTest(args=["gen", [1]]), CodeTest(args=[1, 2])]
+    result = run(sandbox, program, tests, record_outputs=True)
+    assert result.outputs[0] == (True, {"a": 1, "b": 2})  # a Counter comes back as a plain dict
+    assert result.outputs[1] == (False, None)  # a generator is not data
+    assert result.outputs[2] == (False, None) and result.failed_tests == (2,)
+
+
+def test_pool_keeps_order(sandbox):
+    expected = [i if i % 2 == 0 else -1 for i in range(8)]  # the odd ones fail
+    jobs = [
+        ProgramJob(f"def add(a, b):\n    return {i}\n", [CodeTest(args=[0, 0], expected=e)], "add")
+        for i, e in enumerate(expected)
+    ]
+    assert [r.ok for r in sandbox.run_many(jobs)] == [i % 2 == 0 for i in range(8)]
+
+
+def test_isolation_is_reported(sandbox):
+    result = run(sandbox, ADD, [CodeTest(args=[1, 1], expected=2)])
+    assert result.isolation == sandbox.isolation.mode
+    assert result.network_isolated == (sandbox.isolation.mode != "none")
+    assert detect("none").mode == "none" and not detect("none").network_isolated
+    assert world_executable("/bin/sh")
+
+
+def test_bad_settings_name_the_key():
+    with pytest.raises(ConfigError, match="timeout"):
+        Limits(timeout=0)
+    with pytest.raises(ConfigError, match="sandbox.workers"):
+        Sandbox(workers=0)
+    with pytest.raises(ConfigError, match="sandbox.isolation"):
+        Sandbox(isolation="chroot")

@@ -1,0 +1,117 @@
+"""Code tasks end to end on real problems: prompts, programs, sandboxed verdicts, leakage, the reward."""
+
+from __future__ import annotations
+
+import pytest
+
+from planlift.errors import ConfigError
+from planlift.rewards import ExecutorGroundedReward
+from planlift.rm import ConstantRM
+from planlift.sandbox import Limits, Sandbox
+from planlift.tasks import HumanEvalTask, MBPPTask
+from planlift.tasks.base import REASONING_CLOSE
+from tests.rewards.scripted import ScriptedExecutor
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    return Sandbox(limits=Limits(timeout=10.0, test_timeout=1.0), workers=2)
+
+
+@pytest.fixture(scope="module")
+def humaneval(sandbox, tmp_path_factory):
+    # three call inputs per problem keep the one-off reference run short
+    return HumanEvalTask(sandbox=sandbox, max_inputs=3, cache_dir=str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="module")
+def problem(humaneval):
+    return humaneval.problems("test")[0]  # has_close_elements
+
+
+BODY = "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1 :])\n"
+
+
+def test_problems_carry_tests_with_reference_outputs(humaneval, problem):
+    tests = problem.meta["tests"]
+    assert len(humaneval.problems("test")) == 164
+    assert tests[0].code is not None and "check(has_close_elements)" in tests[0].code
+    assert [t.expected for t in tests[1:]] == [True, False, True]
+    assert all(t.timeout >= 1.0 for t in tests[1:])
+
+
+def test_verdicts_for_right_wrong_and_broken_programs(humaneval, problem):
+    full = f"def has_close_elements(numbers, threshold):\n{BODY}"
+    outputs = {
+        "correct": full,
+        "body_only": BODY,  # continues the prompt's signature
+        "failed_tests": "def has_close_elements(numbers, threshold):\n    return True\n",
+        "runtime_error": "def has_close_elements(numbers, threshold):\n    return numbers[99]\n",
+        "syntax_error": "def has_close_elements(numbers, threshold)\n    return True\n",
+        "timeout": "def has_close_elements(numbers, threshold):\n    while True:\n        pass\n",
+        "fenced": full + "```\nThis function works.",
+    }
+    verdicts = dict(
+        zip(outputs, humaneval.verify_batch([problem] * len(outputs), list(outputs.values())), strict=True)
+    )
+    assert verdicts["correct"].correct and verdicts["correct"].pass_rate == 1.0
+    assert verdicts["body_only"].correct and verdicts["fenced"].correct
+    assert verdicts["failed_tests"].status == "failed_tests" and 0 < verdicts["failed_tests"].pass_rate < 1
+    assert verdicts["runtime_error"].status == "runtime_error" and verdicts["runtime_error"].pass_rate == 0
+    assert verdicts["syntax_error"].status == "syntax_error"
+    assert verdicts["timeout"].status == "timeout"
+
+
+def test_early_exit_stops_at_the_first_failure(humaneval, problem):
+    wrong = "def has_close_elements(numbers, threshold):\n    return True\n"
+    full, early = humaneval.verify_batch([problem, problem], [wrong, wrong], early_exit=[False, True])
+    assert not full.correct and not early.correct
+    assert early.pass_rate <= full.pass_rate
+
+
+def test_prompts_and_targets(humaneval, problem):
+    planner = humaneval.planner_prompt(problem)
+    assert problem.text.strip() in planner.user and planner.stop == (REASONING_CLOSE,)
+    executor = humaneval.executor_prompt(problem, "Compare every pair.\n")
+    alone = humaneval.executor_prompt(problem, None)
+    assert "Compare every pair." in executor.user and "Plan" not in alone.user
+    assert executor.prefill == "```python\n" and "```" in executor.stop
+    assert humaneval.verify(problem, humaneval.executor_target(problem)).correct
+
+
+def test_leakage_is_code_in_the_plan(humaneval, problem):
+    assert humaneval.detect_leakage(problem, "```python\nx = 1\n```")
+    assert humaneval.detect_leakage(problem, "Write def has_close_elements(numbers, t): and loop.")
+    assert humaneval.detect_leakage(
+        problem, "for a in numbers:\n    for b in numbers:\n        return True\n"
+    )
+    assert not humaneval.detect_leakage(
+        problem, "Compare every pair of numbers.\nReturn True when one is close.\n"
+    )
+
+
+def test_humaneval_is_test_only(humaneval):
+    with pytest.raises(ConfigError, match="only a test split"):
+        humaneval.problems("train")
+
+
+def test_mbpp_train_problems_run_their_asserts(sandbox, tmp_path):
+    task = MBPPTask(sandbox=sandbox, cache_dir=str(tmp_path))
+    train = task.problems("train")[:6]
+    verdicts = task.verify_batch(train, [task.executor_target(p) for p in train])
+    assert [v.status for v in verdicts] == ["correct"] * 6
+    assert all(len(p.meta["tests"]) >= 3 for p in train)
+
+
+def test_code_gated_reward_on_real_verdicts(humaneval, problem):
+    good = f"def has_close_elements(numbers, threshold):\n{BODY}"
+    bad = "def has_close_elements(numbers, threshold):\n    return True\n"
+    executor = ScriptedExecutor(humaneval, {"plan A": [good], "plan B": [bad], None: [bad]})
+    executor._reasoning = lambda user: user.split("Plan:\n", 1)[1] if "Plan:\n" in user else None
+    reward = ExecutorGroundedReward(executor, humaneval, ConstantRM(1.0), mode="code_gated", repeats=3)
+    batch = reward([problem], ["plan A" + REASONING_CLOSE, "plan B" + REASONING_CLOSE], group_size=2)
+    a, b = batch.records
+    assert a.e2e == 1.0 and a.exec == pytest.approx(1.0) and a.coeff == 1.0 and a.final == 1.0
+    assert b.e2e == 0.0 and b.w == 0.0 and b.b == 0.0 and b.coeff == 0.0
+    assert b.exec == pytest.approx(0.8 * humaneval.verify(problem, bad).pass_rate + 0.2)
+    assert "verify" in reward.timings

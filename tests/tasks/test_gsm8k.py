@@ -1,0 +1,111 @@
+"""GSM8K task: deterministic splits, prompts, math-verify equivalence and the leakage detector (real data)."""
+
+from __future__ import annotations
+
+import pytest
+
+from planlift.errors import ConfigError
+from planlift.generation import render_prompt
+from planlift.models import build_char_tokenizer
+from planlift.rm import OracleRM
+from planlift.rm.base import RMItem
+from planlift.tasks import GSM8KTask
+from planlift.tasks.base import REASONING_CLOSE
+
+
+@pytest.fixture(scope="module")
+def task():
+    return GSM8KTask()
+
+
+def test_splits_are_carved_deterministically(task):
+    sizes = {split: len(task.problems(split)) for split in ("train", "validation", "test")}
+    assert sizes == {"train": 7273, "validation": 200, "test": 1319}
+    train = {p.id for p in task.problems("train")}
+    validation = {p.id for p in task.problems("validation")}
+    assert not train & validation
+    assert [p.id for p in GSM8KTask().problems("validation")] == [p.id for p in task.problems("validation")]
+    assert all(p.id.startswith("gsm8k-test-") for p in task.problems("test"))
+
+
+def test_gold_reasoning_is_the_worked_solution(task):
+    problem = task.problems("test")[0]
+    assert problem.answer == "18"
+    gold = task.gold_reasoning(problem)
+    assert "16 - 3 - 4 = 9" in gold and "<<" not in gold and "####" not in gold
+    assert task.planner_target(problem) == gold + REASONING_CLOSE
+
+
+def test_prompts(task):
+    problem = task.problems("test")[0]
+    planner = task.planner_prompt(problem)
+    assert (
+        problem.text in planner.user
+        and planner.prefill == "<reasoning>\n"
+        and planner.stop == (REASONING_CLOSE,)
+    )
+    with_reasoning = task.executor_prompt(problem, "Step one.\n")
+    alone = task.executor_prompt(problem, None)
+    assert "Step one." in with_reasoning.user and "Reasoning" not in alone.user
+    assert with_reasoning.prefill == "The answer is " and with_reasoning.stop == ("\n",)
+    assert GSM8KTask(answer_prefix="").executor_prompt(problem, None).stop == ()
+    # a plain tokenizer (no chat template) gets user text + prefill
+    rendered = render_prompt(build_char_tokenizer(), alone, None)
+    assert rendered.endswith(alone.user + "The answer is ")
+
+
+@pytest.mark.parametrize(
+    ("output", "correct", "status"),
+    [
+        ("18.", True, "correct"),
+        ("$18", True, "correct"),
+        ("18 dollars a day.", True, "correct"),
+        ("18.00", True, "correct"),
+        ("9 * 2 = 18", True, "correct"),
+        ("\\boxed{18}", True, "correct"),
+        ("64 cents.", False, "wrong"),
+        ("eighteen", False, "no_answer"),
+        ("", False, "no_answer"),
+    ],
+)
+def test_verify_uses_math_verify(task, output, correct, status):
+    verdict = task.verify(task.problems("test")[0], output)
+    assert (verdict.correct, verdict.status, verdict.pass_rate) == (correct, status, float(correct))
+
+
+def test_thousands_and_decimals(task):
+    by_answer = {p.answer: p for p in task.problems("test")}
+    big = next(p for a, p in by_answer.items() if a.isdigit() and int(a) >= 1000)
+    with_commas = f"{int(big.answer):,}"
+    assert "," in with_commas and task.verify(big, with_commas + ".").correct
+    assert not task.verify(big, str(int(big.answer) + 1)).correct
+
+
+def test_leakage_value_and_statement(task):
+    problem = task.problems("test")[0]  # answer 18; 16, 3, 4 and 2 are given in the problem
+    assert task.detect_leakage(problem, task.gold_reasoning(problem))  # solutions end with the answer
+    assert task.detect_leakage(problem, "She sells 9 eggs for 2 dollars each, 18 dollars.\n")
+    assert not task.detect_leakage(problem, "Subtract the eggs she uses from 16, then multiply by 2.\n")
+    assert not task.detect_leakage(problem, "The answer is 64.\n")  # a wrong value is not the answer
+    statement = GSM8KTask(leakage="statement")
+    assert statement.detect_leakage(problem, "The answer is 64.\n")
+    assert not statement.detect_leakage(problem, "9 * 2 = 18\n")
+
+
+def test_answer_that_is_a_given_quantity_needs_a_statement(task):
+    problem = next(p for p in task.problems("test") if p.answer in p.text.split())
+    assert not task.detect_leakage(problem, f"Start from {problem.answer} and compare.\n")
+    assert task.detect_leakage(problem, f"The answer is {problem.answer}.\n")
+
+
+def test_bad_config_names_the_key():
+    with pytest.raises(ConfigError, match="task.leakage"):
+        GSM8KTask(leakage="vibes")
+    with pytest.raises(ConfigError, match="task.validation_size"):
+        GSM8KTask(validation_size=10**6).problems("train")
+
+
+def test_oracle_rm_refuses_gsm8k(task):
+    problem = task.problems("test")[0]
+    with pytest.raises(ConfigError, match="rm=oracle"):
+        OracleRM().score([RMItem(problem, "x", task.name, task.task_type)])

@@ -1,0 +1,124 @@
+"""Evaluation: every arm, the outputs (JSONL, JSON summary, TensorBoard), the executor-alone cache, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from planlift.errors import ConfigError
+from planlift.evaluator import Evaluator
+from planlift.executors import HFExecutor
+from planlift.models import load_policy
+from tests.test_configs import CONF, check_targets
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def parts(trained_bootstrap, procedural_task):
+    executor = HFExecutor("bootstrap:executor", bootstrap=trained_bootstrap, max_new_tokens=8)
+    policy = load_policy("bootstrap:planner", bootstrap=trained_bootstrap)
+    return procedural_task, executor, policy
+
+
+def test_all_arms_and_outputs(parts, tmp_path):
+    task, executor, policy = parts
+    evaluator = Evaluator(
+        task,
+        executor,
+        policy,
+        str(tmp_path / "run"),
+        limit=6,
+        batch_size=4,
+        planner_max_new_tokens=48,
+        cache_dir=str(tmp_path / "cache"),
+        progress_bar=False,
+    )
+    summary = evaluator.run()
+    for key in (
+        "e2e_acc",
+        "executor_alone_acc",
+        "planner/uplift",
+        "planner/leakage",
+        "gold/acc",
+        "gold/leakage",
+    ):
+        assert 0 <= abs(summary[key]) <= 1, key
+    assert summary["problems"] == 6 and summary["alone/from_cache"] == 0
+    assert summary["planner/uplift"] == pytest.approx(summary["planner/acc"] - summary["alone/acc"])
+    assert "planner/trace/step_acc" in summary  # the procedural task's trace metrics
+    assert set(summary["planner/uplift_distribution"]) >= {"mean", "median", "negative", "zero", "positive"}
+    rows = [json.loads(line) for line in (tmp_path / "run" / "problems.jsonl").read_text().splitlines()]
+    assert len(rows) == 6
+    for row in rows:
+        assert row["planner_completion"] and row["planner"]["reasoning"] is not None
+        assert len(row["alone"]["executor_outputs"]) == len(row["planner"]["executor_outputs"]) == 1
+        assert row["gold"]["verdicts"][0]["status"] in ("correct", "wrong", "no_answer")
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert saved["e2e_acc"] == summary["e2e_acc"]
+
+    from tbparse import SummaryReader
+
+    tags = set(SummaryReader(str(tmp_path / "run" / "tensorboard")).scalars.tag)
+    assert {"eval/e2e_acc", "eval/alone/acc", "eval/planner/uplift", "eval/gold/acc"} <= tags
+
+    # a second evaluation with the same executor takes the executor-alone arm from the cache
+    again = Evaluator(
+        task,
+        executor,
+        None,
+        str(tmp_path / "again"),
+        limit=6,
+        arms=["alone", "gold"],
+        cache_dir=str(tmp_path / "cache"),
+        progress_bar=False,
+    ).run()
+    assert again["alone/from_cache"] == 6 and again["alone/acc"] == summary["alone/acc"]
+    assert "planner/acc" not in again
+
+
+def test_bad_settings_are_clear(parts, tmp_path):
+    task, executor, policy = parts
+    with pytest.raises(ConfigError, match="no planner model"):
+        Evaluator(task, executor, None, str(tmp_path))
+    with pytest.raises(ConfigError, match="executor_samples=1"):
+        Evaluator(task, executor, policy, str(tmp_path), executor_samples=3)
+    with pytest.raises(ConfigError, match="arms"):
+        Evaluator(task, executor, policy, str(tmp_path), arms=["oracle"])
+
+
+@pytest.mark.parametrize("task", ["gsm8k", "humaneval", "mbpp", "procedural"])
+def test_evaluate_config_composes_and_binds(task):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"task={task}"])
+    assert check_targets(cfg.task) >= 1 and check_targets(cfg.model) == 1 and check_targets(cfg.executor) == 1
+    assert cfg.arms == ["planner", "alone", "gold"]
+
+
+@pytest.mark.slow
+def test_cli_on_gsm8k_with_smollm2(tmp_path):
+    command = [
+        sys.executable,
+        str(ROOT / "src" / "evaluate.py"),
+        "task=gsm8k",
+        "limit=2",
+        "batch_size=2",
+        "planner_max_new_tokens=32",
+        "torch_threads=1",
+        "progress_bar=false",
+        f"hydra.run.dir={tmp_path}",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["problems"] == 2 and summary["gold/leakage"] == 1.0
+    assert {"e2e_acc", "executor_alone_acc", "gold/acc", "planner/leakage"} <= set(summary)
