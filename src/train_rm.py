@@ -1,6 +1,7 @@
 """Train the rubric reasoning RM on TraceLift-Groups (Lightning under Hydra).
 
     python src/train_rm.py                                           # tiny Qwen2, procedural groups
+    python src/train_rm.py rm_backbone=tiny_pretrained              # the bootstrap's tiny planner as backbone
     python src/train_rm.py rm_data=gsm8k rm_backbone=smollm2         # SmolLM2-135M on GSM8K groups
 
 Exports the trained RM (authors' layout) to <run dir>/reward_model; returns `optimized_metric`.
@@ -28,7 +29,10 @@ def train_rm(cfg: DictConfig) -> float | None:
     runtime.quiet_libraries()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    model = hydra.utils.instantiate(cfg.rm_backbone)
+    bootstrap = None
+    if cfg.get("bootstrap"):  # rm_backbone=tiny_pretrained starts from the bootstrap's tiny planner
+        bootstrap = hydra.utils.instantiate(cfg.bootstrap, task=hydra.utils.instantiate(cfg.task))
+    model = hydra.utils.instantiate(cfg.rm_backbone, bootstrap=bootstrap)
     datamodule = hydra.utils.instantiate(
         cfg.rm_data, tokenizer=model.tokenizer, dimension_names=model.dimension_names
     )

@@ -3,6 +3,7 @@ rollouts with the learned tiny RM (build_groups.py -> train_rm.py -> train.py rm
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,11 +17,12 @@ from tests.test_train_e2e import scalars, train
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run(script: str, *overrides: str) -> None:
+def run(script: str, *overrides: str) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, str(ROOT / "src" / script), *overrides]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"{script} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+    return result.stdout
 
 
 @pytest.mark.slow
@@ -39,6 +41,17 @@ def test_grpo_with_the_learned_rm(tmp_path):
     )
     reward_model = rm_run / "reward_model"
     assert (reward_model / "model.safetensors").is_file()
+
+    output = tmp_path / "rm_eval.json"
+    limits = [
+        f"evaluation.limits.{name}=20"
+        for name in ("processbench_gsm8k", "processbench_math", "bbm_multistep_arithmetic")
+    ]
+    printed = run("eval_rm.py", f"rm_path={reward_model}", f"dev_groups={groups / 'dev.jsonl'}", f"output={output}",
+                  f"hydra.run.dir={tmp_path / 'eval'}", *limits)  # fmt: skip
+    results = json.loads(output.read_text())
+    assert set(results["heldout"]) == {"processbench_gsm8k", "processbench_math", "bbm_multistep_arithmetic"}
+    assert "AUROC" in printed and 0 <= results["dev"]["pairwise_acc"] <= 1
 
     run_dir = tmp_path / "grpo"
     train(

@@ -18,6 +18,7 @@ import torch
 from planlift.errors import ConfigError
 from planlift.rewards import ExecutorGroundedReward
 from planlift.rm import HttpRM, LearnedRM, RMItem
+from planlift.rm.http import RMServiceError, parse_scores
 from planlift.rm.learned import RMInput
 from planlift.rm.model import RubricRewardModel
 from planlift.tasks import ProceduralTask
@@ -120,8 +121,11 @@ def payload(batch):
 
 def test_service_scores_as_in_process(server, tiny_rm_dir, task):
     batch = items(task, 4)
+    before = requests.get(f"{server}/health", timeout=5).json()
     answer = requests.post(f"{server}/score", json=payload(batch), timeout=30)
     assert answer.status_code == 200
+    after = requests.get(f"{server}/health", timeout=5).json()
+    assert after["forwards"] - before["forwards"] == 3  # 8 items in batches of the request's batch_size 3
     scores = answer.json()["scores"]
     local = LearnedRM(str(tiny_rm_dir), max_length=256, device="cpu").score(batch)
     assert scores == pytest.approx(local, abs=1e-5)
@@ -183,6 +187,19 @@ def test_http_rm_failures_become_none(task):
         for connection in held:
             connection.close()
         listener.close()
+
+
+def test_parse_scores():
+    assert parse_scores({"scores": [0.5, None, 1]}, 3) == [0.5, None, 1.0]
+    assert parse_scores([0.25], 1) == [0.25]
+    for answer, message in (
+        ({"scores": [0.5]}, "1 scores for 2 items"),
+        ({"score": [0.5, 0.5]}, "expected"),
+        ([0.5, "high"], "not a finite number"),
+        ([0.5, float("nan")], "not a finite number"),
+    ):
+        with pytest.raises(RMServiceError, match=message):
+            parse_scores(answer, 2)
 
 
 def test_http_rm_rejects_bad_answers(server, task):

@@ -95,6 +95,7 @@ class RMEvaluation:
     """Args:
     rm_path: the reward-model directory.
     dev_groups: a TraceLift-Groups JSONL to report group metrics on (null: skip).
+    dev_limit: only its first N groups (null: all).
     heldout: held-out set names (processbench_gsm8k, processbench_math, bbm_multistep_arithmetic).
     limits: {set name: first N items} (default: all items).
     num_negatives / seed: the fixed dev negatives.
@@ -105,6 +106,7 @@ class RMEvaluation:
         self,
         rm_path: str | None = None,
         dev_groups: str | None = None,
+        dev_limit: int | None = None,
         heldout: Sequence[str] = tuple(HELDOUT_SETS),
         limits: dict[str, int] | None = None,
         num_negatives: int = 4,
@@ -123,6 +125,7 @@ class RMEvaluation:
             raise ConfigError(f"evaluation: unknown held-out sets {unknown}; known: {sorted(HELDOUT_SETS)}")
         self.rm_path = rm_path
         self.dev_groups = dev_groups
+        self.dev_limit = dev_limit
         self.heldout = list(heldout)
         self.limits = dict(limits or {})
         self.num_negatives = num_negatives
@@ -144,9 +147,9 @@ class RMEvaluation:
         if self.dev_groups:
             names = scorer.model.dimension_names or MATH_DIMENSIONS
             start = time.perf_counter()
-            results["dev"] = evaluate_groups(
-                scorer, read_groups(self.dev_groups, names), self.num_negatives, self.seed
-            )
+            groups = read_groups(self.dev_groups, names)[: self.dev_limit]
+            results["dev"] = evaluate_groups(scorer, groups, self.num_negatives, self.seed)
+            results["dev"]["groups"] = len(groups)
             results["dev"]["seconds"] = time.perf_counter() - start
             results["dev_groups"] = self.dev_groups
         for name in self.heldout:

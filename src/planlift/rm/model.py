@@ -22,13 +22,16 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from planlift.errors import ConfigError, WeightsNotFoundError
 from planlift.rm.base import MATH_DIMENSIONS
+
+if TYPE_CHECKING:
+    from planlift.bootstrap import Bootstrap
 
 log = logging.getLogger(__name__)
 
@@ -274,11 +277,12 @@ def build_reward_model(
     gradient_checkpointing: bool = False,
     allow_download: bool = False,
     seed: int = 0,
+    bootstrap: Bootstrap | None = None,
 ) -> RubricRewardModel:
     """The RM to train (the `rm_backbone` config group).
 
-    `pretrained`: an RM checkpoint (continue training it), a causal-LM checkpoint directory, hub id or
-    `packaged:<name>` (backbone weights, fresh heads); or null with `tiny` (kwargs of
+    `pretrained`: an RM checkpoint (continue training it), a causal-LM checkpoint directory, hub id,
+    `packaged:<name>` or `bootstrap:<role>` (backbone weights, fresh heads); or null with `tiny` (kwargs of
     `build_tiny_qwen2`) for a randomly initialised tiny Qwen2 with the character tokenizer.
     `lora` (r, alpha, dropout, target_modules) trains an adapter plus the heads; `train_top_layers`
     trains only the last N blocks (and the final norm) plus the heads. Both off: full fine-tuning.
@@ -301,7 +305,7 @@ def build_reward_model(
         model.tokenizer = tokenizer
     else:
         source = locate_checkpoint(
-            resolve_pretrained(pretrained, None, "rm_backbone.pretrained"),
+            resolve_pretrained(pretrained, bootstrap, "rm_backbone.pretrained"),
             "rm_backbone.pretrained",
             allow_download,
         )
@@ -338,6 +342,7 @@ def build_reward_model(
                 task_type="FEATURE_EXTRACTION",
             ),
         )
+    model.train()  # from_pretrained returns eval mode; Lightning keeps submodules' modes as they are
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info(
         "reward model: %s backbone, %.2f M parameters, %.2f M trainable",

@@ -3,7 +3,7 @@
     POST /score  {"items": [{"problem", "reasoning", "task_name", "task_type"}, ...],
                   "max_length": int (optional), "batch_size": int (optional)}
               -> {"scores": [float | null, ...]}      (null: that item's batch failed to score)
-    GET  /health -> {"status": "ok", "model": <path>, "device": <device>}
+    GET  /health -> {"status": "ok", "model", "device", "requests", "items", "forwards", "failed_items"}
 
 Requests are validated by pydantic: a missing or mistyped field is a 422 whose `detail[].loc` names it
 (e.g. ["body", "items", 0, "reasoning"]). Each request is scored in batches of `batch_size` (capped by
@@ -50,7 +50,15 @@ def create_app(scorer: LearnedRM, max_batch_size: int = 64, max_length_limit: in
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "model": scorer.path, "device": str(scorer.device)}
+        return {
+            "status": "ok",
+            "model": scorer.path,
+            "device": str(scorer.device),
+            "requests": app.state.requests,
+            "items": app.state.items,
+            "forwards": scorer.forwards,
+            "failed_items": scorer.failed_items,
+        }
 
     @app.post("/score", response_model=ScoreResponse)
     def score(request: ScoreRequest) -> ScoreResponse:

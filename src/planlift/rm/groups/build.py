@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from planlift.errors import ConfigError, DataError
+from planlift.rm.base import MATH_DIMENSIONS
 from planlift.rm.groups import gsm8k as gsm8k_negatives
 from planlift.rm.groups import procedural as procedural_negatives
 from planlift.rm.groups.schema import Group, stable_fraction, write_groups
@@ -221,7 +222,7 @@ def build_groups(
     `judge_failures.jsonl`."""
     if min_negatives < 1:
         raise ConfigError(f"min_negatives must be >= 1, got {min_negatives}")
-    rules = RuleLabeler(getattr(labeler, "dimension_names", None) or RuleLabeler().dimension_names)
+    rules = RuleLabeler(getattr(labeler, "dimension_names", MATH_DIMENSIONS))
     labeler = labeler or rules
     output_dir = Path(output_dir)
     summary: dict[str, Any] = {
