@@ -1,0 +1,191 @@
+"""Batches of TraceLift-Groups for the RM: each group gives 1 positive + `num_negatives` negatives.
+
+Rows are grouped per problem ([g0 pos, g0 neg1..negK-1, g1 pos, ...]), so scores reshape to [G, K]
+with the positive in column 0. Training draws the positive and the negatives with a seeded stream;
+evaluation draws them from `Random(f"{seed}/{problem_id}")`, so every evaluation of a group sees the
+same negatives whatever the batch order (the authors' evaluation negatives were random).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from planlift.errors import ConfigError, DataError
+from planlift.rm.groups.schema import Group, read_groups
+from planlift.rm.inputs import encode_rm_input, pad_batch
+from planlift.rm.rubric import TOTAL
+
+
+class GroupCollator:
+    """Groups -> a tokenized batch.
+
+    Output keys: input_ids / attention_mask [G*K, T]; dimension_labels [G*K, D] (long);
+    gold_total [G*K]; kinds (list of G*K negative kinds, "positive" for column 0); group_size K.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        dimension_names: Sequence[str],
+        num_negatives: int = 4,
+        max_length: int = 512,
+        task_name: str | None = None,
+        seed: int = 0,
+        fixed: bool = False,
+    ) -> None:
+        if num_negatives < 1:
+            raise ConfigError(f"rm_data.num_negatives must be >= 1, got {num_negatives}")
+        self.tokenizer = tokenizer
+        self.dimension_names = list(dimension_names)
+        self.num_negatives = num_negatives
+        self.max_length = max_length
+        self.task_name = task_name
+        self.seed = seed
+        self.fixed = fixed
+        self.stream = random.Random(seed)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def choose(self, group: Group) -> list[tuple[dict, str]]:
+        """[(candidate, kind)]: the positive first, then the negatives (with replacement if too few)."""
+        rng = random.Random(f"{self.seed}/{group['problem_id']}") if self.fixed else self.stream
+        positive = rng.choice(group["positive_pool"])
+        bank = group["negative_bank"]
+        if len(bank) >= self.num_negatives:
+            negatives = rng.sample(bank, self.num_negatives)
+        else:
+            negatives = [rng.choice(bank) for _ in range(self.num_negatives)]
+        return [(positive, "positive")] + [(n, n.get("negative_kind") or "negative") for n in negatives]
+
+    def __call__(self, groups: Sequence[Group]) -> dict[str, Any]:
+        sequences, labels, totals, kinds = [], [], [], []
+        for group in groups:
+            task_name = self.task_name or group["task_type"]
+            for candidate, kind in self.choose(group):
+                sequences.append(
+                    encode_rm_input(
+                        self.tokenizer,
+                        group["problem"],
+                        candidate["reasoning"],
+                        task_name,
+                        group["task_type"],
+                        self.max_length,
+                        group.get("tests"),
+                    )
+                )
+                rubric = candidate["rubric"]
+                labels.append([int(rubric[name]) for name in self.dimension_names])
+                totals.append(float(rubric[TOTAL]))
+                kinds.append(kind)
+        input_ids, attention_mask = pad_batch(sequences, self.pad_id, self.tokenizer.padding_side)
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "dimension_labels": torch.tensor(labels, dtype=torch.long),
+            "gold_total": torch.tensor(totals, dtype=torch.float32),
+            "kinds": kinds,
+            "group_size": 1 + self.num_negatives,
+        }
+
+
+class GroupsDataModule(pl.LightningDataModule):
+    """Train and dev TraceLift-Groups files (`python src/build_groups.py` writes them).
+
+    Args:
+        train_path / dev_path: the JSONL files.
+        tokenizer / dimension_names: from the reward model (injected by src/train_rm.py).
+        num_negatives: negatives per group in a batch (authors: 4).
+        groups_per_batch / dev_groups_per_batch: groups per training / evaluation batch.
+        max_length: token budget per input (the problem is cut first).
+        task_name: the `<task>` tag (null: the group's task_type, e.g. "math").
+        limit_train / limit_dev: use only the first N groups (null: all).
+        padding_side: "right" or "left" (pooling handles both).
+    """
+
+    def __init__(
+        self,
+        train_path: str,
+        dev_path: str,
+        tokenizer,
+        dimension_names: Sequence[str],
+        num_negatives: int = 4,
+        groups_per_batch: int = 4,
+        dev_groups_per_batch: int = 8,
+        max_length: int = 512,
+        task_name: str | None = None,
+        limit_train: int | None = None,
+        limit_dev: int | None = None,
+        padding_side: str = "right",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if groups_per_batch < 1 or dev_groups_per_batch < 1:
+            raise ConfigError("rm_data.groups_per_batch and rm_data.dev_groups_per_batch must be >= 1")
+        if padding_side not in ("left", "right"):
+            raise ConfigError(f"rm_data.padding_side must be 'left' or 'right', got {padding_side!r}")
+        self.train_path = train_path
+        self.dev_path = dev_path
+        self.tokenizer = tokenizer
+        self.tokenizer.padding_side = padding_side
+        self.dimension_names = list(dimension_names)
+        self.num_negatives = num_negatives
+        self.groups_per_batch = groups_per_batch
+        self.dev_groups_per_batch = dev_groups_per_batch
+        self.max_length = max_length
+        self.task_name = task_name
+        self.limit_train = limit_train
+        self.limit_dev = limit_dev
+        self.seed = seed
+        self.train_groups: list[Group] = []
+        self.dev_groups: list[Group] = []
+
+    def _read(self, path: str, limit: int | None) -> list[Group]:
+        try:
+            groups = read_groups(path, self.dimension_names)
+        except DataError as error:
+            if "no such data file" in str(error):
+                raise DataError(f"{error} (build it: python src/build_groups.py groups=<source>)") from None
+            raise
+        return groups[:limit] if limit is not None else groups
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.train_groups and stage in (None, "fit"):
+            self.train_groups = self._read(self.train_path, self.limit_train)
+        if not self.dev_groups:
+            self.dev_groups = self._read(self.dev_path, self.limit_dev)
+            shared = {g["problem_id"] for g in self.train_groups} & {g["problem_id"] for g in self.dev_groups}
+            if shared:
+                raise DataError(f"{self.dev_path}: {len(shared)} dev problems are also in {self.train_path}")
+
+    def collator(self, fixed: bool) -> GroupCollator:
+        return GroupCollator(
+            self.tokenizer,
+            self.dimension_names,
+            self.num_negatives,
+            self.max_length,
+            self.task_name,
+            seed=self.seed,
+            fixed=fixed,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.train_groups,
+            batch_size=self.groups_per_batch,
+            shuffle=True,
+            collate_fn=self.collator(fixed=False),
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.dev_groups,
+            batch_size=self.dev_groups_per_batch,
+            shuffle=False,
+            collate_fn=self.collator(fixed=True),
+        )

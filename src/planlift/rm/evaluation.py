@@ -1,0 +1,159 @@
+"""Evaluating a trained RM: dev groups (fixed negatives) and held-out AUROC sets.
+
+`RMEvaluation.run()` returns {"dev": {...}, "heldout": {name: {...}}} and `src/eval_rm.py` prints it
+as a table and writes it as JSON. Held-out AUROC: the RM score separating correct traces (positive
+class) from flawed ones, computed with torchmetrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from planlift.errors import ConfigError
+from planlift.rm import metrics
+from planlift.rm.base import MATH_DIMENSIONS
+from planlift.rm.data import GroupCollator
+from planlift.rm.groups.schema import read_groups
+from planlift.rm.heldout import HELDOUT_SETS, load_heldout
+from planlift.rm.learned import LearnedRM, RMInput
+from planlift.rm.training import summarize_group_scores
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_groups(
+    scorer: LearnedRM,
+    groups: Sequence[dict],
+    num_negatives: int = 4,
+    seed: int = 0,
+    task_name: str | None = None,
+) -> dict[str, float]:
+    """Pairwise / group accuracy, total MAE / RMSE, per-dimension and per-kind accuracy on groups whose
+    negatives are drawn from `Random(f"{seed}/{problem_id}")`."""
+    names = scorer.model.dimension_names
+    collator = GroupCollator(
+        scorer.tokenizer, names, num_negatives, scorer.max_length, task_name, seed, fixed=True
+    )
+    inputs, labels, gold, kinds = [], [], [], []
+    for group in groups:
+        for candidate, kind in collator.choose(group):
+            inputs.append(
+                RMInput(
+                    group["problem"],
+                    candidate["reasoning"],
+                    task_name or group["task_type"],
+                    group["task_type"],
+                )
+            )
+            labels.append([int(candidate["rubric"][n]) for n in names])
+            gold.append(float(candidate["rubric"]["total"]))
+            kinds.append(kind)
+    sequences = scorer.encode(inputs)
+    scores, logits = [], []
+    for start in range(0, len(sequences), scorer.batch_size):
+        out = scorer.forward(sequences[start : start + scorer.batch_size])
+        scores.append(out.score.float().cpu())
+        logits.append(out.dimension_logits.float().cpu())
+    return summarize_group_scores(
+        torch.cat(scores),
+        torch.tensor(gold),
+        torch.cat(logits),
+        torch.tensor(labels),
+        kinds,
+        1 + num_negatives,
+        names,
+    )
+
+
+def evaluate_heldout(scorer: LearnedRM, name: str, limit: int | None = None, task_name: str = "math") -> dict:
+    items = load_heldout(name, limit)
+    start = time.perf_counter()
+    scores = scorer.score_inputs([RMInput(i.problem, i.reasoning, task_name, "math") for i in items])
+    seconds = time.perf_counter() - start
+    failed = sum(s is None for s in scores)
+    if failed:
+        raise RuntimeError(f"{name}: {failed} items could not be scored (see the log)")
+    correct = [s for s, i in zip(scores, items, strict=True) if i.correct]
+    flawed = [s for s, i in zip(scores, items, strict=True) if not i.correct]
+    return {
+        "auroc": metrics.auroc(scores, [i.correct for i in items]),
+        "items": len(items),
+        "correct": len(correct),
+        "flawed": len(flawed),
+        "mean_score_correct": sum(correct) / len(correct),
+        "mean_score_flawed": sum(flawed) / len(flawed),
+        "seconds": seconds,
+    }
+
+
+class RMEvaluation:
+    """Args:
+    rm_path: the reward-model directory.
+    dev_groups: a TraceLift-Groups JSONL to report group metrics on (null: skip).
+    dev_limit: only its first N groups (null: all).
+    heldout: held-out set names (processbench_gsm8k, processbench_math, bbm_multistep_arithmetic).
+    limits: {set name: first N items} (default: all items).
+    num_negatives / seed: the fixed dev negatives.
+    max_length / batch_size / device / dtype: scoring settings.
+    """
+
+    def __init__(
+        self,
+        rm_path: str | None = None,
+        dev_groups: str | None = None,
+        dev_limit: int | None = None,
+        heldout: Sequence[str] = tuple(HELDOUT_SETS),
+        limits: dict[str, int] | None = None,
+        num_negatives: int = 4,
+        seed: int = 0,
+        max_length: int = 1024,
+        batch_size: int = 16,
+        device: str = "auto",
+        dtype: str = "float32",
+    ) -> None:
+        if not rm_path:
+            raise ConfigError(
+                "evaluation.rm_path is required: python src/eval_rm.py rm_path=<reward-model dir>"
+            )
+        unknown = sorted(set(heldout) - set(HELDOUT_SETS)) + sorted(set(limits or {}) - set(HELDOUT_SETS))
+        if unknown:
+            raise ConfigError(f"evaluation: unknown held-out sets {unknown}; known: {sorted(HELDOUT_SETS)}")
+        self.rm_path = rm_path
+        self.dev_groups = dev_groups
+        self.dev_limit = dev_limit
+        self.heldout = list(heldout)
+        self.limits = dict(limits or {})
+        self.num_negatives = num_negatives
+        self.seed = seed
+        self.scorer_kwargs = {
+            "max_length": max_length,
+            "batch_size": batch_size,
+            "device": device,
+            "dtype": dtype,
+        }
+
+    def run(self) -> dict[str, Any]:
+        scorer = LearnedRM(self.rm_path, **self.scorer_kwargs)
+        results: dict[str, Any] = {
+            "rm_path": self.rm_path,
+            "settings": dict(self.scorer_kwargs),
+            "heldout": {},
+        }
+        if self.dev_groups:
+            names = scorer.model.dimension_names or MATH_DIMENSIONS
+            start = time.perf_counter()
+            groups = read_groups(self.dev_groups, names)[: self.dev_limit]
+            results["dev"] = evaluate_groups(scorer, groups, self.num_negatives, self.seed)
+            results["dev"]["groups"] = len(groups)
+            results["dev"]["seconds"] = time.perf_counter() - start
+            results["dev_groups"] = self.dev_groups
+        for name in self.heldout:
+            log.info("scoring held-out set %s", name)
+            results["heldout"][name] = evaluate_heldout(scorer, name, self.limits.get(name))
+            results["heldout"][name]["limit"] = self.limits.get(name)
+        return results

@@ -1,0 +1,37 @@
+"""The RM's training losses (REFERENCE 3), as pure functions of its outputs.
+
+Shapes: N = G * K rows grouped per problem (G groups of K candidates, the positive in column 0),
+D dimensions, L labels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def dimension_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum over dimensions of the mean cross-entropy. logits [N, D, L], labels [N, D]."""
+    return sum(F.cross_entropy(logits[:, d], labels[:, d]) for d in range(logits.shape[1]))
+
+
+def total_huber(predicted: torch.Tensor, gold: torch.Tensor, delta: float = 1.0) -> torch.Tensor:
+    """Huber(delta) between the predicted total in [0, 1] and the gold total. Both [N]."""
+    return F.huber_loss(predicted, gold, delta=delta)
+
+
+def pairwise_pos_neg(scores: torch.Tensor) -> torch.Tensor:
+    """mean over groups and negatives of -log sigmoid(s_pos - s_neg). scores [G, K]."""
+    return -F.logsigmoid(scores[:, :1] - scores[:, 1:]).mean()
+
+
+def neg_neg_ranking(scores: torch.Tensor, gold: torch.Tensor, margin: float = 0.15) -> torch.Tensor:
+    """Rank negatives by their gold totals: mean over pairs whose gold gap >= margin of
+    -log sigmoid(s_higher - s_lower); 0 when no pair qualifies. scores, gold [G, K]."""
+    neg_scores, neg_gold = scores[:, 1:], gold[:, 1:]
+    score_gap = neg_scores.unsqueeze(2) - neg_scores.unsqueeze(1)  # [G, K-1, K-1]: s_i - s_j
+    gold_gap = neg_gold.unsqueeze(2) - neg_gold.unsqueeze(1)
+    pairs = gold_gap >= margin  # i should score above j (each unordered pair counted once)
+    if not pairs.any():
+        return scores.new_zeros(())
+    return -F.logsigmoid(score_gap[pairs]).mean()

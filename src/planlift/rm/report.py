@@ -1,0 +1,25 @@
+"""The RM evaluation results as a rich table (src/eval_rm.py prints it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+
+def results_table(results: dict[str, Any]) -> Table:
+    table = Table(title=f"reasoning RM: {results['rm_path']}")
+    table.add_column("set")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in sorted(results.get("dev", {}).items()):
+        table.add_row("dev groups", name, f"{value:.3f}" if isinstance(value, float) else str(value))
+    for set_name, numbers in results.get("heldout", {}).items():
+        table.add_row(set_name, "AUROC", f"{numbers['auroc']:.3f}")
+        table.add_row(set_name, "items (correct / flawed)", f"{numbers['correct']} / {numbers['flawed']}")
+        table.add_row(
+            set_name,
+            "mean score (correct / flawed)",
+            f"{numbers['mean_score_correct']:.3f} / {numbers['mean_score_flawed']:.3f}",
+        )
+    return table

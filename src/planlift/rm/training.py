@@ -1,0 +1,170 @@
+"""Training the rubric RM with Lightning: the loss of REFERENCE 3 and the dev-group metrics.
+
+    loss = dim_weight * sum_d CE(logits_d, label_d)                       (1.0)
+         + total_weight * Huber(sigmoid(total), gold total)               (0.5; derived without a total head)
+         + posneg_weight * mean -log sigmoid(score_pos - score_neg)       (0.7)
+         + negneg_weight * ranking of negatives by gold total (margin)    (0.0)
+
+Logged: train/loss and train/loss/<term>, train/pairwise_acc; on the dev groups (fixed negatives)
+val/loss, val/pairwise_acc, val/group_acc, val/total_mae, val/total_rmse, val/dim_acc/<dimension>,
+val/pair_acc/<negative kind>.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_only
+
+from planlift.errors import ConfigError
+from planlift.rm import losses, metrics
+from planlift.rm.model import RubricOutput, RubricRewardModel
+
+log = logging.getLogger(__name__)
+
+
+class RubricRMModule(pl.LightningModule):
+    """Args: the model (injected by src/train_rm.py), an optimizer factory (partial), an optional
+    scheduler factory (partial, stepped every optimizer step), and the loss weights."""
+
+    def __init__(
+        self,
+        model: RubricRewardModel,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        dim_weight: float = 1.0,
+        total_weight: float = 0.5,
+        posneg_weight: float = 0.7,
+        negneg_weight: float = 0.0,
+        negneg_margin: float = 0.15,
+        huber_delta: float = 1.0,
+    ) -> None:
+        super().__init__()
+        for key, value in (
+            ("dim_weight", dim_weight),
+            ("total_weight", total_weight),
+            ("posneg_weight", posneg_weight),
+            ("negneg_weight", negneg_weight),
+        ):
+            if value < 0:
+                raise ConfigError(f"module.{key} must be >= 0, got {value}")
+        self.model = model
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.weights = {
+            "dim": dim_weight,
+            "total": total_weight,
+            "posneg": posneg_weight,
+            "negneg": negneg_weight,
+        }
+        self.negneg_margin = negneg_margin
+        self.huber_delta = huber_delta
+        self._val: list[dict[str, Any]] = []
+
+    def losses(self, batch: dict[str, Any], out: RubricOutput) -> dict[str, torch.Tensor]:
+        k = batch["group_size"]
+        scores = out.score.view(-1, k)
+        gold = batch["gold_total"]
+        predicted_total = out.total if out.total is not None else out.derived
+        terms = {
+            "dim": losses.dimension_ce(out.dimension_logits, batch["dimension_labels"]),
+            "total": losses.total_huber(predicted_total, gold, self.huber_delta),
+            "posneg": losses.pairwise_pos_neg(scores),
+            "negneg": losses.neg_neg_ranking(scores, gold.view(-1, k), self.negneg_margin)
+            if self.weights["negneg"] > 0
+            else scores.new_zeros(()),
+        }
+        terms["loss"] = sum(self.weights[name] * value for name, value in terms.items())
+        return terms
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        out = self.model(batch["input_ids"], batch["attention_mask"])
+        terms = self.losses(batch, out)
+        groups = out.score.shape[0] // batch["group_size"]
+        self.log("train/loss", terms["loss"], prog_bar=True, batch_size=groups)
+        for name in ("dim", "total", "posneg", "negneg"):
+            self.log(f"train/loss/{name}", terms[name], batch_size=groups)
+        scores = out.score.detach().view(-1, batch["group_size"])
+        self.log("train/pairwise_acc", metrics.pairwise_accuracy(scores), batch_size=groups)
+        return terms["loss"]
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        out = self.model(batch["input_ids"], batch["attention_mask"])
+        terms = self.losses(batch, out)
+        self._val.append(
+            {
+                "loss": terms["loss"].item(),
+                "scores": out.score.float().cpu(),
+                "logits": out.dimension_logits.float().cpu(),
+                "labels": batch["dimension_labels"].cpu(),
+                "gold": batch["gold_total"].cpu(),
+                "kinds": batch["kinds"],
+                "k": batch["group_size"],
+            }
+        )
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        summary = summarize_group_scores(
+            torch.cat([v["scores"] for v in self._val]),
+            torch.cat([v["gold"] for v in self._val]),
+            torch.cat([v["logits"] for v in self._val]),
+            torch.cat([v["labels"] for v in self._val]),
+            [kind for v in self._val for kind in v["kinds"]],
+            self._val[0]["k"],
+            self.model.dimension_names,
+        )
+        summary["loss"] = sum(v["loss"] for v in self._val) / len(self._val)
+        self._val.clear()
+        for name, value in summary.items():
+            self.log(f"val/{name}", value, prog_bar=name == "pairwise_acc")
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"},
+        }
+
+
+def summarize_group_scores(
+    scores: torch.Tensor,
+    gold: torch.Tensor,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    kinds: list[str],
+    group_size: int,
+    names: list[str],
+) -> dict[str, float]:
+    """Every dev-group metric from flat rows (N = G * K): scores/gold [N], logits [N, D, L], labels [N, D]."""
+    grouped = scores.view(-1, group_size)
+    return {
+        "pairwise_acc": metrics.pairwise_accuracy(grouped),
+        "group_acc": metrics.group_accuracy(grouped),
+        **metrics.total_errors(scores, gold),
+        **metrics.dimension_accuracy(logits, labels, names),
+        **metrics.pairwise_accuracy_by_kind(grouped, kinds),
+    }
+
+
+class ExportRewardModel(pl.Callback):
+    """Writes the trained RM (LoRA merged) in the authors' layout, with its tokenizer, when fitting ends."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        model: RubricRewardModel = pl_module.model
+        model.merge_lora()
+        model.save_pretrained(self.dirpath)
+        log.info("exported the reward model to %s", self.dirpath)

@@ -1,0 +1,89 @@
+"""Pure parts of the RM: input rendering and truncation, padding, losses and metrics (exact values)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from planlift.models import build_char_tokenizer
+from planlift.rm import losses, metrics
+from planlift.rm.inputs import CUT_MARK, encode_rm_input, pad_batch, render_rm_text
+
+PROBLEM = "S1=3 S2=0 S3=S1+S2 S4=S3-S2 S5=S4-S3 S6=S4-S5 S6?"
+REASONING = "S3=3+0=3\nS4=3-0=3\nS5=3-3=0\nS6=3-0=3\n"
+
+
+def test_render_matches_the_authors_format():
+    assert render_rm_text("2+2?", " 2+2=4 \n", "math", "math") == (
+        "<task>math</task>\n<type>math</type>\n<problem>\n2+2?\n</problem>\n<reasoning>\n2+2=4\n</reasoning>"
+    )
+    assert "<problem>\np\n</problem>\n<tests>\nassert f()\n</tests>\n<reasoning>" in render_rm_text(
+        "p", "r", "code", "code", tests="assert f()"
+    )
+
+
+def test_truncation_cuts_the_problem_and_keeps_the_reasoning():
+    tokenizer = build_char_tokenizer()
+    full = encode_rm_input(tokenizer, PROBLEM, REASONING, "math", "math", 10_000)
+    assert tokenizer.decode(full) == render_rm_text(PROBLEM, REASONING, "math", "math")
+    for budget in (len(full) - 1, len(full) - 30):
+        text = tokenizer.decode(encode_rm_input(tokenizer, PROBLEM, REASONING, "math", "math", budget))
+        assert len(text) <= budget
+        assert text.endswith("<reasoning>\n" + REASONING.strip() + "\n</reasoning>")  # reasoning whole
+        assert CUT_MARK in text and PROBLEM[:10] in text  # the problem's head survives, its tail is cut
+
+
+def test_an_over_long_reasoning_keeps_its_end():
+    tokenizer = build_char_tokenizer()
+    reasoning = "\n".join(f"S{i}=1+1=2" for i in range(3, 60))
+    text = tokenizer.decode(encode_rm_input(tokenizer, PROBLEM, reasoning, "math", "math", 120))
+    assert len(text) == 120 and text.startswith("<task>math</task>\n<type>math</type>\n<problem>\n[...]")
+    assert text.endswith("S59=1+1=2\n</reasoning>")
+
+
+def test_pad_batch_both_sides():
+    ids, mask = pad_batch([[5, 6, 7], [8]], pad_id=0, side="left")
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    ids, mask = pad_batch([[5, 6, 7], [8]], pad_id=0, side="right")
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_losses():
+    assert losses.pairwise_pos_neg(torch.zeros(3, 5)).item() == pytest.approx(math.log(2))
+    assert losses.pairwise_pos_neg(torch.tensor([[1.0, 0.0]])).item() == pytest.approx(
+        math.log1p(math.exp(-1))
+    )
+    scores = torch.tensor([[0.9, 0.2, 0.5, 0.1]])
+    gold = torch.tensor([[1.0, 0.6, 0.3, 0.25]])
+    # negative pairs with a gold gap >= 0.15: (0.6 vs 0.3) and (0.6 vs 0.25); (0.3 vs 0.25) is too close
+    expected = (-F.logsigmoid(torch.tensor(0.2 - 0.5)) - F.logsigmoid(torch.tensor(0.2 - 0.1))) / 2
+    assert losses.neg_neg_ranking(scores, gold, 0.15).item() == pytest.approx(expected.item())
+    assert losses.neg_neg_ranking(scores, torch.full((1, 4), 0.5), 0.15).item() == 0.0
+    logits = torch.randn(4, 5, 5, generator=torch.Generator().manual_seed(0))
+    labels = torch.randint(0, 5, (4, 5), generator=torch.Generator().manual_seed(1))
+    manual = sum(F.cross_entropy(logits[:, d], labels[:, d]) for d in range(5))
+    assert losses.dimension_ce(logits, labels).item() == pytest.approx(manual.item())
+    assert losses.total_huber(torch.tensor([0.5]), torch.tensor([1.0])).item() == pytest.approx(0.125)
+
+
+def test_metrics():
+    scores = torch.tensor([[0.9, 0.1, 0.95, 0.5], [0.8, 0.1, 0.2, 0.3]])
+    assert metrics.pairwise_accuracy(scores) == pytest.approx(5 / 6)
+    assert metrics.group_accuracy(scores) == pytest.approx(0.5)
+    errors = metrics.total_errors(torch.tensor([0.5, 1.0]), torch.tensor([1.0, 1.0]))
+    assert errors["total_mae"] == pytest.approx(0.25) and errors["total_rmse"] == pytest.approx(
+        math.sqrt(0.125)
+    )
+    kinds = ["positive", "a", "b", "a", "positive", "a", "b", "a"]
+    assert metrics.pairwise_accuracy_by_kind(scores, kinds) == {"pair_acc/a": 1.0, "pair_acc/b": 0.5}
+    logits = torch.zeros(2, 2, 5)
+    logits[0, 0, 3] = logits[1, 0, 1] = logits[0, 1, 2] = logits[1, 1, 2] = 1
+    accuracy = metrics.dimension_accuracy(logits, torch.tensor([[3, 2], [0, 2]]), ["x", "y"])
+    assert accuracy == {"dim_acc/x": 0.5, "dim_acc/y": 1.0}
+    # (0.9 > 0.8, 0.9 > 0.1, 0.3 < 0.8, 0.3 > 0.1): 3 of 4 correct-vs-flawed pairs ordered
+    assert metrics.auroc([0.9, 0.8, 0.3, 0.1], [True, False, True, False]) == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="both"):
+        metrics.auroc([0.1, 0.2], [True, True])

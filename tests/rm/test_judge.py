@@ -1,0 +1,96 @@
+"""The judge labeler: strict JSON replies; invalid ones retried, then reported (never guessed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from planlift.executors.base import Executor, ExecutorResult
+from planlift.rm.base import MATH_DIMENSIONS
+from planlift.rm.groups import (
+    JudgeLabeler,
+    JudgeReplyError,
+    ProceduralGroupSource,
+    build_groups,
+    parse_judge_reply,
+)
+from planlift.rm.rubric import LabelRequest
+from planlift.tasks import ProceduralTask
+
+VALID = {**dict.fromkeys(MATH_DIMENSIONS, 7), "solution_strategy": 10, "answer_support": 1, "total": 6.5}
+
+
+class ScriptedJudge(Executor):
+    """Plumbing stand-in: replies from a script, one list per call (text after the prefilled "{")."""
+
+    def __init__(self, script: list[list[str]]) -> None:
+        super().__init__()
+        self.script = script
+        self.greedy: list[bool] = []
+
+    def _generate(self, prompts, n, greedy):
+        self.greedy.append(greedy)
+        replies = self.script.pop(0)
+        assert len(replies) == len(prompts) and n == 1
+        return [ExecutorResult(texts=(reply,)) for reply in replies]
+
+
+def body(reply: dict) -> str:
+    return json.dumps(reply)[1:]  # the executor writes what follows the prefilled "{"
+
+
+def request(kind: str = "skipped_step") -> LabelRequest:
+    return LabelRequest("p1", "S1=1 S2=2 S3=S1+S2 S3?", "3", "S3=1+2=3\n", kind)
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        ("{'total': 1}", "invalid JSON"),
+        ('{"total": 5}', "missing"),
+        (json.dumps({**VALID, "extra": 1}), "unexpected \\['extra'\\]"),
+        (json.dumps({**VALID, "total": 11}), "total must be a number in 0..10"),
+        (json.dumps({**VALID, "step_coherence": True}), "step_coherence must be a number"),
+        (json.dumps(VALID) + " Hope this helps!", "invalid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+    ],
+)
+def test_parse_rejects_anything_but_the_object(reply, error):
+    with pytest.raises(JudgeReplyError, match=error):
+        parse_judge_reply(reply, MATH_DIMENSIONS)
+
+
+def test_labels_use_the_authors_mapping_and_retries_are_sampled():
+    executor = ScriptedJudge([[body(VALID), "oops"], [body({**VALID, "total": 10})]])
+    judge = JudgeLabeler(executor, retries=2)
+    first, second = judge.label_batch([request(), request("answer_leaked")])
+    # label = min(4, floor(score / 2)); total = score / 10
+    assert [first[n] for n in MATH_DIMENSIONS] == [3, 4, 3, 3, 0] and first["total"] == 0.65
+    assert second["total"] == 1.0
+    assert executor.greedy == [True, False] and judge.failures == []
+
+
+def test_invalid_replies_are_reported_not_guessed():
+    executor = ScriptedJudge([["no json"], ['"total": 3}'], [body({**VALID, "total": -1})]])
+    judge = JudgeLabeler(executor, retries=2)
+    assert judge.label_batch([request()]) == [None]
+    assert len(judge.failures) == 1 and judge.failures[0]["attempts"] == 3
+    assert "total must be a number in 0..10" in judge.failures[0]["error"]
+
+
+def test_a_real_executor_that_cannot_write_json(tmp_path, tiny_checkpoint):
+    """A real (untrained tiny) HF executor as judge: every reply is invalid, so every candidate is
+    retried, reported in judge_failures.jsonl, and its group dropped — no label is made up."""
+    from planlift.executors import HFExecutor
+
+    executor = HFExecutor(str(tiny_checkpoint), max_new_tokens=12, device="cpu")
+    judge = JudgeLabeler(executor, retries=1)
+    task = ProceduralTask(sizes={"train": 2, "validation": 1, "test": 0})
+    summary = build_groups(ProceduralGroupSource(task, sizes={"train": 2, "dev": 1}), tmp_path, labeler=judge)
+    assert summary["splits"]["train"]["groups"] == 0 and summary["splits"]["train"]["dropped"] == {
+        "too_few_negatives": 2
+    }
+    failures = [json.loads(line) for line in (tmp_path / "judge_failures.jsonl").read_text().splitlines()]
+    assert summary["judge_failures"] == len(failures) > 0 and all(f["attempts"] == 2 for f in failures)
+    assert executor.stats.calls == 2 * 2  # per split: the first attempt and one retry, each one batched call

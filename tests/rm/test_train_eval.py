@@ -1,0 +1,125 @@
+"""Collation, then `build_groups.py` -> `train_rm` -> `eval_rm` end to end with a tiny backbone."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from planlift.models import build_char_tokenizer
+from planlift.rm.base import MATH_DIMENSIONS
+from planlift.rm.data import GroupCollator
+from planlift.rm.groups import ProceduralGroupSource, build_groups, read_groups
+from planlift.tasks import ProceduralTask
+from tests.rm.test_rm_configs import compose_primary
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def groups_dir(tmp_path_factory):
+    """`python src/build_groups.py` (the CLI) with small procedural splits."""
+    out = tmp_path_factory.mktemp("groups")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(ROOT / "src" / "build_groups.py"), f"output_dir={out}",
+               "groups.sizes.train=24", "groups.sizes.dev=8"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((out / "summary.json").read_text())["splits"]["dev"]["groups"] == 8
+    assert (out / ".hydra" / "config.yaml").is_file()  # the data carries the config that made it
+    return out
+
+
+def test_collator_groups_rows_and_fixes_eval_negatives(tmp_path):
+    task = ProceduralTask(sizes={"train": 6, "validation": 2, "test": 0})
+    build_groups(ProceduralGroupSource(task, sizes={"train": 6, "dev": 2}), tmp_path)
+    groups = read_groups(tmp_path / "train.jsonl", MATH_DIMENSIONS)
+    tokenizer = build_char_tokenizer()
+    fixed = GroupCollator(tokenizer, MATH_DIMENSIONS, num_negatives=4, max_length=128, seed=5, fixed=True)
+    batch = fixed(groups[:3])
+    assert batch["input_ids"].shape[0] == 15 and batch["dimension_labels"].shape == (15, 5)
+    assert batch["kinds"][0::5] == ["positive"] * 3 and "positive" not in batch["kinds"][1:5]
+    assert batch["gold_total"].view(3, 5)[:, 0].tolist() == [1.0, 1.0, 1.0]
+    # fixed negatives: the same whatever the batch composition or order
+    again = fixed([groups[2], groups[0]])
+    assert again["kinds"][:5] == batch["kinds"][10:] and again["kinds"][5:] == batch["kinds"][:5]
+    training = GroupCollator(tokenizer, MATH_DIMENSIONS, num_negatives=4, max_length=128, seed=5)
+    draws = {tuple(training([groups[0]])["kinds"]) for _ in range(10)}
+    assert len(draws) > 1  # training draws fresh negatives each time
+
+
+def test_train_then_evaluate(tmp_path, groups_dir):
+    from planlift.rm.evaluation import RMEvaluation
+    from planlift.rm.report import results_table
+
+    spec = importlib.util.spec_from_file_location("train_rm_entry", ROOT / "src" / "train_rm.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)  # the entry point's own function, run in this process
+
+    overrides = [
+        f"rm_data.train_path={groups_dir / 'train.jsonl'}",
+        f"rm_data.dev_path={groups_dir / 'dev.jsonl'}",
+        "rm_data.groups_per_batch=4",
+        "rm_data.dev_groups_per_batch=4",
+        "rm_backbone.tiny.hidden_size=32",
+        "rm_backbone.tiny.intermediate_size=64",
+        "rm_backbone.tiny.num_hidden_layers=1",
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=2",
+        "torch_threads=1",
+        "callbacks.model_checkpoint.save_last=false",
+        "logger.tensorboard.name=rm",
+    ]
+    cfg = compose_primary("train_rm", overrides, tmp_path)
+    metric = entry.train_rm(cfg)
+    assert metric is not None and 0 <= metric <= 1
+    exported = tmp_path / "reward_model"
+    assert (exported / "config.json").is_file() and (exported / "tokenizer.json").is_file()
+
+    from tbparse import SummaryReader
+
+    logged = SummaryReader(str(tmp_path / "tensorboard" / "rm")).scalars
+    tags = set(logged.tag)
+    for tag in ("train/loss", "train/loss/dim", "train/loss/total", "train/loss/posneg", "train/pairwise_acc",
+                "val/pairwise_acc", "val/group_acc", "val/total_mae", "val/total_rmse", "val/loss",
+                "val/dim_acc/calculation_correctness", "val/pair_acc/skipped_step"):  # fmt: skip
+        assert tag in tags, tag
+    validations = sorted(logged[logged.tag == "val/pairwise_acc"].step.tolist())
+    assert len(validations) == 3 and validations[0] == 0  # before training, then every 2 steps
+    assert torch.isfinite(torch.tensor(logged[logged.tag == "train/loss"].value.tolist())).all()
+
+    evaluation = RMEvaluation(
+        str(exported),
+        dev_groups=str(groups_dir / "dev.jsonl"),
+        limits={"processbench_gsm8k": 30, "processbench_math": 30, "bbm_multistep_arithmetic": 30},
+        max_length=256,
+        device="cpu",
+    )
+    results = evaluation.run()
+    assert set(results["heldout"]) == {"processbench_gsm8k", "processbench_math", "bbm_multistep_arithmetic"}
+    for numbers in results["heldout"].values():
+        assert 0 <= numbers["auroc"] <= 1 and numbers["items"] == 30 and numbers["correct"] > 0
+    assert 0 <= results["dev"]["pairwise_acc"] <= 1 and "dim_acc/answer_support" in results["dev"]
+    from rich.console import Console
+
+    console = Console(record=True, width=120)
+    console.print(results_table(results))
+    text = console.export_text()
+    assert "AUROC" in text and "pairwise_acc" in text and "processbench_gsm8k" in text
+
+
+def test_missing_groups_file_is_a_clear_error(tmp_path):
+    from planlift.errors import DataError
+    from planlift.rm.data import GroupsDataModule
+
+    data = GroupsDataModule(
+        str(tmp_path / "none.jsonl"), str(tmp_path / "dev.jsonl"), build_char_tokenizer(), MATH_DIMENSIONS
+    )
+    with pytest.raises(DataError, match=rf"{tmp_path}/none.jsonl: no such data file .*build_groups.py"):
+        data.setup("fit")
