@@ -191,3 +191,30 @@ def test_smollm2_backbone_without_lm_head():
         alone, padded = scores_alone_and_padded(model, sequences)
     torch.testing.assert_close(padded["left"], alone, atol=1e-4, rtol=0)
     torch.testing.assert_close(padded["right"], alone, atol=1e-4, rtol=0)
+
+
+def test_backbone_from_the_bootstrap_planner(trained_bootstrap):
+    """rm_backbone=tiny_pretrained: `bootstrap:planner` gives the planner's transformer under fresh heads."""
+    from transformers import AutoModelForCausalLM
+
+    model = build_reward_model(
+        pretrained="bootstrap:planner",
+        tiny=None,
+        dimension_names=MATH_DIMENSIONS,
+        bootstrap=trained_bootstrap,
+    )
+    planner = AutoModelForCausalLM.from_pretrained(trained_bootstrap.ensure().checkpoint("planner"))
+    ours = model.model.state_dict()
+    theirs = {k.removeprefix("model."): v for k, v in planner.state_dict().items() if k != "lm_head.weight"}
+    assert set(ours) == set(theirs)
+    assert all(torch.equal(ours[name], theirs[name]) for name in ours)
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    assert model.tokenizer.encode("S3=4+1=5") == planner_tokens(trained_bootstrap, "S3=4+1=5")
+    with pytest.raises(ConfigError, match="bootstrap"):
+        build_reward_model(pretrained="bootstrap:planner", tiny=None, dimension_names=MATH_DIMENSIONS)
+
+
+def planner_tokens(bootstrap, text: str) -> list[int]:
+    from planlift.models.loading import load_tokenizer
+
+    return load_tokenizer(str(bootstrap.ensure().checkpoint("planner"))).encode(text)

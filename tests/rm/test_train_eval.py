@@ -114,6 +114,40 @@ def test_train_then_evaluate(tmp_path, groups_dir):
     assert "AUROC" in text and "pairwise_acc" in text and "processbench_gsm8k" in text
 
 
+def test_train_from_the_bootstrap_planner(tmp_path, groups_dir):
+    """rm_backbone=tiny_pretrained through the entry point: the bootstrap is built from the task config
+    (here a 10-step one in a private cache) and its planner becomes the RM's backbone."""
+    spec = importlib.util.spec_from_file_location("train_rm_entry", ROOT / "src" / "train_rm.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    overrides = [
+        "rm_backbone=tiny_pretrained",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "bootstrap.architecture.hidden_size=32",
+        "bootstrap.architecture.intermediate_size=64",
+        "bootstrap.executor.steps=10",
+        "bootstrap.planner.steps=10",
+        "bootstrap.eval_problems=4",
+        "bootstrap.accelerator=cpu",
+        "task.sizes.train=40",
+        f"rm_data.train_path={groups_dir / 'train.jsonl'}",
+        f"rm_data.dev_path={groups_dir / 'dev.jsonl'}",
+        "rm_data.groups_per_batch=4",
+        "rm_data.dev_groups_per_batch=4",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "torch_threads=1",
+        "callbacks.model_checkpoint.save_last=false",
+    ]
+    cfg = compose_primary("train_rm", overrides, tmp_path)
+    metric = entry.train_rm(cfg)
+    assert metric is not None and 0 <= metric <= 1
+    planners = list((tmp_path / "cache" / "bootstrap").glob("*/planner/config.json"))
+    assert len(planners) == 1
+    exported = json.loads((tmp_path / "reward_model" / "config.json").read_text())
+    assert exported["hidden_size"] == 32 and exported["rm_dimension_names"] == list(MATH_DIMENSIONS)
+
+
 def test_missing_groups_file_is_a_clear_error(tmp_path):
     from planlift.errors import DataError
     from planlift.rm.data import GroupsDataModule
