@@ -172,6 +172,8 @@ def test_unreachable_server_is_a_connection_failure():
         ({"n_mode": "sometimes"}, "executor.n_mode"),
         ({"max_concurrency": 0}, "executor.max_concurrency"),
         ({"temperature": -1.0}, "executor.temperature"),
+        ({"top_p": 0.0}, "executor.top_p"),
+        ({"max_new_tokens": 0}, "executor.max_new_tokens"),
         ({"timeout_s": 0}, "executor.timeout_s"),
     ],
 )

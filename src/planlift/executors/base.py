@@ -11,7 +11,18 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from planlift.errors import ConfigError
 from planlift.tasks.base import ChatPrompt
+
+
+def check_sampling(temperature: float, top_p: float, max_new_tokens: int) -> None:
+    """The sampling settings every backend shares: a clear error naming the key when one is invalid."""
+    if temperature < 0:
+        raise ConfigError(f"executor.temperature must be >= 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise ConfigError(f"executor.top_p must be in (0, 1], got {top_p}")
+    if max_new_tokens < 1:
+        raise ConfigError(f"executor.max_new_tokens must be >= 1, got {max_new_tokens}")
 
 
 @dataclass(frozen=True)

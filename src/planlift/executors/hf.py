@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from planlift.errors import ConfigError
-from planlift.executors.base import Executor, ExecutorResult
+from planlift.executors.base import Executor, ExecutorResult, check_sampling
 from planlift.generation import generate, render_prompt
 from planlift.models.loading import load_model_and_tokenizer, resolve_pretrained
 from planlift.tasks.base import ChatPrompt
@@ -52,12 +52,7 @@ class HFExecutor(Executor):
         bootstrap: Bootstrap | None = None,
     ) -> None:
         super().__init__()
-        if temperature < 0:
-            raise ConfigError(f"executor.temperature must be >= 0, got {temperature}")
-        if not 0 < top_p <= 1:
-            raise ConfigError(f"executor.top_p must be in (0, 1], got {top_p}")
-        if max_new_tokens < 1:
-            raise ConfigError(f"executor.max_new_tokens must be >= 1, got {max_new_tokens}")
+        check_sampling(temperature, top_p, max_new_tokens)
         if max_batch_prompts is not None and max_batch_prompts < 1:
             raise ConfigError(f"executor.max_batch_prompts must be >= 1 or null, got {max_batch_prompts}")
         self.source = resolve_pretrained(pretrained, bootstrap, "executor.pretrained")

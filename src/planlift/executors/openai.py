@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from planlift.errors import ConfigError
-from planlift.executors.base import Executor, ExecutorResult
+from planlift.executors.base import Executor, ExecutorResult, check_sampling
 from planlift.generation import cut_at_stop, render_prompt
 from planlift.tasks.base import ChatPrompt
 
@@ -134,12 +134,7 @@ class OpenAIExecutor(Executor):
             raise ConfigError(f"executor.api must be one of {list(APIS)}, got {api!r}")
         if n_mode not in N_MODES:
             raise ConfigError(f"executor.n_mode must be one of {list(N_MODES)}, got {n_mode!r}")
-        if temperature < 0:
-            raise ConfigError(f"executor.temperature must be >= 0, got {temperature}")
-        if not 0 < top_p <= 1:
-            raise ConfigError(f"executor.top_p must be in (0, 1], got {top_p}")
-        if max_new_tokens < 1:
-            raise ConfigError(f"executor.max_new_tokens must be >= 1, got {max_new_tokens}")
+        check_sampling(temperature, top_p, max_new_tokens)
         for key, value, low in (
             ("max_concurrency", max_concurrency, 1),
             ("max_retries", max_retries, 0),

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from planlift.errors import ConfigError
-from planlift.executors.base import Executor, ExecutorResult
+from planlift.executors.base import Executor, ExecutorResult, check_sampling
 from planlift.generation import cut_at_stop, render_prompt
 from planlift.models.loading import (
     GENERIC_TOKENIZER_CLASSES,
@@ -104,12 +104,7 @@ class VLLMExecutor(Executor):
         bootstrap: Bootstrap | None = None,
     ) -> None:
         super().__init__()
-        if temperature < 0:
-            raise ConfigError(f"executor.temperature must be >= 0, got {temperature}")
-        if not 0 < top_p <= 1:
-            raise ConfigError(f"executor.top_p must be in (0, 1], got {top_p}")
-        if max_new_tokens < 1:
-            raise ConfigError(f"executor.max_new_tokens must be >= 1, got {max_new_tokens}")
+        check_sampling(temperature, top_p, max_new_tokens)
         if not 0 < gpu_memory_utilization <= 1:
             raise ConfigError(
                 f"executor.gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}"
