@@ -64,28 +64,12 @@ def test_ddp_job_in_a_local_multirun_relaunches_only_itself(tmp_path, cache_dir,
     turns either into this job, in this job's directory)."""
     import os
     import subprocess
-    import sys
 
-    from tests.test_train_e2e import ROOT
+    from tests.test_train_e2e import ROOT, sweep_command
 
     sweep = tmp_path / "sweep"
     env = {**os.environ, "PLANLIFT_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [
-        sys.executable,
-        str(ROOT / "src" / "train.py"),
-        "-m",
-        "-cd",
-        str(ROOT / "sweeps"),
-        "-cn",
-        "hardware",
-    ]
-    command += [
-        "debug=fast",
-        "torch_threads=1",
-        "callbacks.rich_progress_bar=null",
-        f"hydra.sweep.dir={sweep}",
-        f"hydra/launcher={launcher}",
-    ]
+    command = sweep_command("hardware", sweep, f"hydra/launcher={launcher}")
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit())

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+
+from tests.test_train_e2e import sweep_command as debug_sweep_command
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slurm
@@ -41,21 +42,7 @@ def slurm_env(tmp_path_factory):
 
 
 def sweep_command(name: str, sweep_dir: Path, *overrides: str) -> list[str]:
-    return [
-        sys.executable,
-        str(ROOT / "src" / "train.py"),
-        "-m",
-        "-cd",
-        str(ROOT / "sweeps"),
-        "-cn",
-        name,
-        "debug=fast",
-        "torch_threads=1",
-        "callbacks.rich_progress_bar=null",
-        "hydra/launcher=slurm",
-        f"hydra.sweep.dir={sweep_dir}",
-        *overrides,
-    ]
+    return debug_sweep_command(name, sweep_dir, "hydra/launcher=slurm", *overrides)
 
 
 def run_sweep(env, name: str, sweep_dir: Path, *overrides: str, timeout: float = 420):

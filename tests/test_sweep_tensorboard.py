@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_train_e2e import sweep_command
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
@@ -23,20 +25,7 @@ pytestmark = pytest.mark.slow
 def sweep(tmp_path: Path, cache: Path, name: str, *overrides: str) -> Path:
     sweep_dir = tmp_path / name
     env = {**os.environ, "PLANLIFT_CACHE": str(cache), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [
-        sys.executable,
-        str(ROOT / "src" / "train.py"),
-        "-m",
-        "-cd",
-        str(ROOT / "sweeps"),
-        "-cn",
-        name,
-        "debug=fast",
-        "torch_threads=1",
-        "callbacks.rich_progress_bar=null",
-        f"hydra.sweep.dir={sweep_dir}",
-        *overrides,
-    ]
+    command = sweep_command(name, sweep_dir, *overrides)
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     return sweep_dir

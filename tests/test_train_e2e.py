@@ -18,6 +18,24 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("planlift_cache")
 
 
+def sweep_command(name: str, sweep_dir: Path, *overrides: str) -> list[str]:
+    """`python src/train.py -m` over sweeps/<name>.yaml with the debug preset, into `sweep_dir`."""
+    return [
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        "-m",
+        "-cd",
+        str(ROOT / "sweeps"),
+        "-cn",
+        name,
+        "debug=fast",
+        "torch_threads=1",
+        "callbacks.rich_progress_bar=null",
+        f"hydra.sweep.dir={sweep_dir}",
+        *overrides,
+    ]
+
+
 def train(run_dir: Path, cache_dir: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "PLANLIFT_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     command = [
