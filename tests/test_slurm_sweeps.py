@@ -118,7 +118,8 @@ def check_completed(result, sweep_dir: Path, jobs: int) -> None:
 def test_reward_ablation_sweep(slurm_env, tmp_path):
     result = run_sweep(slurm_env, "reward_ablation", tmp_path / "sweep", "seed=0")
     check_completed(result, tmp_path / "sweep", 4)
-    states = job_states(slurm_env, tmp_path / "sweep")
+    # submitit returns once the results are pickled; sacct may still say RUNNING for a moment.
+    states = wait_until_done(slurm_env, tmp_path / "sweep", 4)
     assert len(states) == 4 and all(s == ["COMPLETED"] for s in states.values()), states
 
 
@@ -249,7 +250,7 @@ def test_preempted_job_is_requeued_and_resumes_from_its_checkpoint(slurm_env, tm
     resumed_at = torch.load(hpc[0], weights_only=False)["global_step"]
     assert 10 <= resumed_at < 40
     assert final_step(job_dir) == 40
-    states = job_states(slurm_env, sweep)[job[0]]
+    states = wait_until_done(slurm_env, sweep, 1)[job[0]]
     assert states[0] == "REQUEUED" and states[-1] == "COMPLETED", states
     log = (job_dir / "train.log").read_text()
     assert "resuming from" in log and "hpc_ckpt_1.ckpt" in log
