@@ -69,6 +69,25 @@ def test_losses():
     assert losses.total_huber(torch.tensor([0.5]), torch.tensor([1.0])).item() == pytest.approx(0.125)
 
 
+def test_positive_lm_scores_only_the_positives_next_tokens():
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(6, 4, 8, generator=generator, requires_grad=True)  # 2 groups of K=3
+    embeddings = torch.randn(11, 8, generator=generator)
+    input_ids = torch.randint(0, 11, (6, 4), generator=generator)
+    attention_mask = torch.ones(6, 4, dtype=torch.long)
+    attention_mask[3, 3] = 0  # the second positive is right-padded by one token
+    loss = losses.positive_lm(hidden, input_ids, attention_mask, embeddings, group_size=3)
+    logits = hidden @ embeddings.T
+    by_hand = torch.cat([
+        F.cross_entropy(logits[0, :3], input_ids[0, 1:], reduction="none"),
+        F.cross_entropy(logits[3, :2], input_ids[3, 1:3], reduction="none"),
+    ]).mean()  # fmt: skip
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-5)
+    loss.backward()
+    assert hidden.grad[[1, 2, 4, 5]].abs().sum() == 0  # negatives teach no tokens
+    assert hidden.grad[0].abs().sum() > 0 and hidden.grad[3, 2].abs().sum() == 0  # nor predict padding
+
+
 def test_metrics():
     scores = torch.tensor([[0.9, 0.1, 0.95, 0.5], [0.8, 0.1, 0.2, 0.3]])
     assert metrics.pairwise_accuracy(scores) == pytest.approx(5 / 6)

@@ -73,12 +73,14 @@ def test_train_then_evaluate(tmp_path, groups_dir):
         "trainer.max_steps=4",
         "trainer.val_check_interval=2",
         "torch_threads=1",
-        "callbacks.model_checkpoint.save_last=false",
+        "module.lm_weight=0.5",
         "logger.tensorboard.name=rm",
     ]
     cfg = compose_primary("train_rm", overrides, tmp_path)
     metric = entry.train_rm(cfg)
     assert metric is not None and 0 <= metric <= 1
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 4  # the latest state, whether or not the last validation improved
     exported = tmp_path / "reward_model"
     assert (exported / "config.json").is_file() and (exported / "tokenizer.json").is_file()
 
@@ -86,7 +88,8 @@ def test_train_then_evaluate(tmp_path, groups_dir):
 
     logged = SummaryReader(str(tmp_path / "tensorboard" / "rm")).scalars
     tags = set(logged.tag)
-    for tag in ("train/loss", "train/loss/dim", "train/loss/total", "train/loss/posneg", "train/pairwise_acc",
+    for tag in ("train/loss", "train/loss/dim", "train/loss/total", "train/loss/posneg", "train/loss/lm",
+                "train/pairwise_acc",
                 "val/pairwise_acc", "val/group_acc", "val/total_mae", "val/total_rmse", "val/loss",
                 "val/dim_acc/calculation_correctness", "val/pair_acc/skipped_step"):  # fmt: skip
         assert tag in tags, tag
@@ -106,6 +109,15 @@ def test_train_then_evaluate(tmp_path, groups_dir):
     for numbers in results["heldout"].values():
         assert 0 <= numbers["auroc"] <= 1 and numbers["items"] == 30 and numbers["correct"] > 0
     assert 0 <= results["dev"]["pairwise_acc"] <= 1 and "dim_acc/answer_support" in results["dev"]
+    probe = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "probe_trace_lm.py"), str(exported), str(groups_dir / "dev.jsonl")],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    digits = json.loads(probe.stdout)  # 8 dev traces of 4 computed steps: 2 operands + 1 value each
+    assert digits["operand_digits"] == 2 * digits["value_digits"] == 2 * 8 * 4
+    assert 0 <= digits["operand_acc"] <= 1 and 0 <= digits["value_acc"] <= 1
+
     from rich.console import Console
 
     console = Console(record=True, width=120)

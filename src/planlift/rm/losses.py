@@ -35,3 +35,21 @@ def neg_neg_ranking(scores: torch.Tensor, gold: torch.Tensor, margin: float = 0.
     if not pairs.any():
         return scores.new_zeros(())
     return -F.logsigmoid(score_gap[pairs]).mean()
+
+
+def positive_lm(
+    hidden: torch.Tensor,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    embeddings: torch.Tensor,
+    group_size: int,
+) -> torch.Tensor:
+    """Next-token cross-entropy of the positives (column 0 of every group), read out through the
+    backbone's input embeddings (no new parameters; the LM head itself of tied-embedding backbones such
+    as the tiny Qwen2 and SmolLM2). Teaches the body what a correct trace predicts
+    token by token, which the sequence-level terms alone give too weakly to a small model.
+    hidden [N, T, H], input_ids / attention_mask [N, T], embeddings [V, H]."""
+    rows = torch.arange(0, hidden.shape[0], group_size, device=hidden.device)
+    logits = hidden[rows, :-1].float() @ embeddings.float().T  # [G, T-1, V]
+    targets = input_ids[rows, 1:].masked_fill(attention_mask[rows, 1:] == 0, -100)
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)

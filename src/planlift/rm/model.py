@@ -50,6 +50,7 @@ class RubricOutput:
     derived: torch.Tensor  # [B] in [0, 1]
     total: torch.Tensor | None  # [B] sigmoid(total head), None without a total head
     score: torch.Tensor  # [B] in [0, 1]
+    hidden: torch.Tensor | None = None  # [B, T, H] last hidden states, when asked for (the LM term)
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -121,7 +122,9 @@ class RubricRewardModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.dimension_heads.parameters()).device
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> RubricOutput:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, return_hidden: bool = False
+    ) -> RubricOutput:
         """input_ids, attention_mask: [B, T] (either padding side)."""
         position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
         hidden = self.model(
@@ -137,7 +140,7 @@ class RubricRewardModel(nn.Module):
         if self.total_head is not None:
             total = torch.sigmoid(self.total_head(pooled).squeeze(-1))
             score = 0.5 * derived + 0.5 * total
-        return RubricOutput(logits, expected, derived, total, score)
+        return RubricOutput(logits, expected, derived, total, score, hidden if return_hidden else None)
 
     # ---- checkpoints in the authors' layout ---------------------------------------------------------
 

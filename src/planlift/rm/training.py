@@ -4,6 +4,7 @@
          + total_weight * Huber(sigmoid(total), gold total)               (0.5; derived without a total head)
          + posneg_weight * mean -log sigmoid(score_pos - score_neg)       (0.7)
          + negneg_weight * ranking of negatives by gold total (margin)    (0.0)
+         + lm_weight * next-token CE of the positives (training only)     (0.0; not in the authors' loss)
 
 Logged: train/loss and train/loss/<term>, train/pairwise_acc; on the dev groups (fixed negatives)
 val/loss, val/pairwise_acc, val/group_acc, val/total_mae, val/total_rmse, val/dim_acc/<dimension>,
@@ -43,6 +44,7 @@ class RubricRMModule(pl.LightningModule):
         negneg_weight: float = 0.0,
         negneg_margin: float = 0.15,
         huber_delta: float = 1.0,
+        lm_weight: float = 0.0,
     ) -> None:
         super().__init__()
         for key, value in (
@@ -50,6 +52,7 @@ class RubricRMModule(pl.LightningModule):
             ("total_weight", total_weight),
             ("posneg_weight", posneg_weight),
             ("negneg_weight", negneg_weight),
+            ("lm_weight", lm_weight),
         ):
             if value < 0:
                 raise ConfigError(f"module.{key} must be >= 0, got {value}")
@@ -62,6 +65,7 @@ class RubricRMModule(pl.LightningModule):
             "posneg": posneg_weight,
             "negneg": negneg_weight,
         }
+        self.lm_weight = lm_weight
         self.negneg_margin = negneg_margin
         self.huber_delta = huber_delta
         self._val: list[dict[str, Any]] = []
@@ -83,12 +87,22 @@ class RubricRMModule(pl.LightningModule):
         return terms
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        out = self.model(batch["input_ids"], batch["attention_mask"])
+        out = self.model(batch["input_ids"], batch["attention_mask"], return_hidden=self.lm_weight > 0)
         terms = self.losses(batch, out)
         groups = out.score.shape[0] // batch["group_size"]
+        if self.lm_weight > 0:
+            terms["lm"] = losses.positive_lm(
+                out.hidden,
+                batch["input_ids"],
+                batch["attention_mask"],
+                self.model.model.get_input_embeddings().weight,
+                batch["group_size"],
+            )
+            terms["loss"] = terms["loss"] + self.lm_weight * terms["lm"]
         self.log("train/loss", terms["loss"], prog_bar=True, batch_size=groups)
-        for name in ("dim", "total", "posneg", "negneg"):
-            self.log(f"train/loss/{name}", terms[name], batch_size=groups)
+        for name in ("dim", "total", "posneg", "negneg", "lm"):
+            if name in terms:
+                self.log(f"train/loss/{name}", terms[name], batch_size=groups)
         scores = out.score.detach().view(-1, batch["group_size"])
         self.log("train/pairwise_acc", metrics.pairwise_accuracy(scores), batch_size=groups)
         return terms["loss"]
