@@ -64,8 +64,8 @@ class RubricRMModule(pl.LightningModule):
             "total": total_weight,
             "posneg": posneg_weight,
             "negneg": negneg_weight,
+            "lm": lm_weight,
         }
-        self.lm_weight = lm_weight
         self.negneg_margin = negneg_margin
         self.huber_delta = huber_delta
         self._val: list[dict[str, Any]] = []
@@ -83,22 +83,21 @@ class RubricRMModule(pl.LightningModule):
             if self.weights["negneg"] > 0
             else scores.new_zeros(()),
         }
-        terms["loss"] = sum(self.weights[name] * value for name, value in terms.items())
-        return terms
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        out = self.model(batch["input_ids"], batch["attention_mask"], return_hidden=self.lm_weight > 0)
-        terms = self.losses(batch, out)
-        groups = out.score.shape[0] // batch["group_size"]
-        if self.lm_weight > 0:
+        if out.hidden is not None:  # training with the LM term (validation does not ask for it)
             terms["lm"] = losses.positive_lm(
                 out.hidden,
                 batch["input_ids"],
                 batch["attention_mask"],
                 self.model.model.get_input_embeddings().weight,
-                batch["group_size"],
+                k,
             )
-            terms["loss"] = terms["loss"] + self.lm_weight * terms["lm"]
+        terms["loss"] = sum(self.weights[name] * value for name, value in terms.items())
+        return terms
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        out = self.model(batch["input_ids"], batch["attention_mask"], return_hidden=self.weights["lm"] > 0)
+        terms = self.losses(batch, out)
+        groups = out.score.shape[0] // batch["group_size"]
         self.log("train/loss", terms["loss"], prog_bar=True, batch_size=groups)
         for name in ("dim", "total", "posneg", "negneg", "lm"):
             if name in terms:
