@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 PYTEST := OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
-.PHONY: venv venv-vllm demo train test test-slow test-slurm test-vllm test-all lint format bench clean
+.PHONY: venv venv-vllm demo train rm-tiny test test-slow test-slurm test-vllm test-all lint format bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,15 @@ demo: venv  ## the default training run on CPU (tiny planner + tiny executor, pr
 	$(BIN)/python src/train.py
 
 train: demo
+
+RM_TINY ?= outputs/rm_tiny
+rm-tiny: venv  ## the tiny procedural RM of docs/reasoning_rm.md: LM warm-up script, dense rubric stage, dev table
+	$(BIN)/python src/build_groups.py
+	$(BIN)/python scripts/warmup_trace_lm.py outputs/groups/procedural/train.jsonl $(RM_TINY)/warmup
+	$(BIN)/python src/train_rm.py rm_stage=dense_rubric rm_backbone.pretrained=$(RM_TINY)/warmup \
+		torch_threads=1 rm_data.limit_dev=200 hydra.run.dir=$(RM_TINY)/dense_rubric
+	$(BIN)/python src/eval_rm.py rm_path=$(RM_TINY)/dense_rubric/reward_model \
+		dev_groups=outputs/groups/procedural/dev.jsonl 'evaluation.heldout=[]' hydra.run.dir=$(RM_TINY)/eval
 
 test: venv  ## fast tier
 	$(PYTEST) -m "not slow and not slurm and not gpu and not vllm" -q

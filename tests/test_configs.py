@@ -17,7 +17,7 @@ import planlift.runtime  # noqa: F401  (registers resolvers, sets PROJECT_ROOT)
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SKIP_GROUPS = {"hydra", "local"}
 # groups of the reward-model entry points (build_groups / train_rm), composed by tests/rm/test_rm_configs.py
-SKIP_GROUPS |= {"groups", "labeler", "rm_backbone", "rm_data"}
+SKIP_GROUPS |= {"groups", "labeler", "rm_backbone", "rm_data", "rm_stage"}
 # Keyword arguments the entry point passes at instantiation time, per target.
 RUNTIME_KWARGS = {
     "planlift.grpo.GRPOModule": {"policy", "reward", "task"},

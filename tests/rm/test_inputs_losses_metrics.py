@@ -88,6 +88,46 @@ def test_positive_lm_scores_only_the_positives_next_tokens():
     assert hidden.grad[0].abs().sum() > 0 and hidden.grad[3, 2].abs().sum() == 0  # nor predict padding
 
 
+def test_positive_lm_target_mask_keeps_only_the_masked_targets():
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(4, 5, 8, generator=generator, requires_grad=True)  # 2 groups of K=2
+    embeddings = torch.randn(11, 8, generator=generator)
+    input_ids = torch.randint(0, 11, (4, 5), generator=generator)
+    attention_mask = torch.ones(4, 5, dtype=torch.long)
+    span = torch.tensor([[0, 0, 1, 1, 1], [0] * 5, [0, 0, 0, 1, 1], [0] * 5])  # the reasoning's tokens
+    loss = losses.positive_lm(hidden, input_ids, attention_mask, embeddings, 2, target_mask=span)
+    logits = hidden @ embeddings.T
+    by_hand = torch.cat([
+        F.cross_entropy(logits[0, 1:4], input_ids[0, 2:5], reduction="none"),
+        F.cross_entropy(logits[2, 2:4], input_ids[2, 3:5], reduction="none"),
+    ]).mean()  # fmt: skip
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-5)
+    loss.backward()
+    assert hidden.grad[0, 0].abs().sum() == 0 and hidden.grad[2, :2].abs().sum() == 0  # problem tokens
+    assert hidden.grad[0, 1].abs().sum() > 0  # predicts the reasoning's first token
+
+
+def test_prefix_rubric_labels_each_token_by_whether_the_candidate_has_departed():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 4, 2, 3, generator=generator)  # 1 group of K=2, T=4, D=2 dimensions, L=3
+    total = torch.randn(2, 4, generator=generator)
+    labels = torch.tensor([[2, 2], [0, 1]])
+    gold = torch.tensor([1.0, 0.3])
+    span = torch.tensor([[0, 1, 1, 1], [0, 1, 1, 1]])
+    departs = torch.tensor([4, 2])  # the positive never departs; the negative from position 2 on
+    loss = losses.prefix_rubric(logits, total, labels, gold, span, departs, group_size=2)
+
+    def term(row, position, label, target):
+        ce = sum(F.cross_entropy(logits[row, position, d][None], torch.tensor([label[d]])) for d in range(2))
+        return ce + F.binary_cross_entropy_with_logits(total[row, position], torch.tensor(target))
+
+    by_hand = [term(0, p, [2, 2], 1.0) for p in (1, 2, 3)]
+    by_hand += [term(1, 1, [2, 2], 1.0), term(1, 2, [0, 1], 0.3), term(1, 3, [0, 1], 0.3)]
+    assert loss.item() == pytest.approx(torch.stack(by_hand).mean().item(), rel=1e-5)
+    without_total = losses.prefix_rubric(logits, None, labels, gold, span, departs, group_size=2)
+    assert without_total.item() < loss.item()
+
+
 def test_metrics():
     scores = torch.tensor([[0.9, 0.1, 0.95, 0.5], [0.8, 0.1, 0.2, 0.3]])
     assert metrics.pairwise_accuracy(scores) == pytest.approx(5 / 6)

@@ -16,7 +16,7 @@ from tests.test_configs import CONF, check_targets
 # primary config -> the groups it selects options from
 PRIMARIES = {
     "build_groups": ("groups", "labeler"),
-    "train_rm": ("rm_backbone", "rm_data", "hardware", "trainer", "logger"),
+    "train_rm": ("rm_backbone", "rm_data", "hardware", "trainer", "logger", "rm_stage"),
     "eval_rm": (),
     "serve_rm": (),
 }
@@ -67,3 +67,22 @@ def test_procedural_groups_reuse_the_task_config(tmp_path):
     assert cfg.groups.task._target_ == "planlift.tasks.ProceduralTask"
     assert cfg.groups.task.sizes.train == 50 and cfg.groups.task.length == 9
     assert cfg.output_dir.endswith("groups/procedural")
+
+
+def test_stages_set_their_terms_and_override_the_backbone_rate(tmp_path):
+    for stage, render in (("lm_reasoning", "reasoning"), ("lm_full", "full")):
+        cfg = compose_primary("train_rm", [f"rm_stage={stage}"], tmp_path)
+        module = cfg.module
+        assert (module.dim_weight, module.total_weight, module.posneg_weight) == (0.0, 0.0, 0.0)
+        assert (module.lm_weight, module.lm_span, cfg.rm_data.render) == (1.0, "reasoning", render)
+        assert module.optimizer.lr == 1e-3  # after the backbone option, whichever backbone is chosen
+        assert module.scheduler.num_cycles == 0.0  # constant after warm-up
+    dense = compose_primary("train_rm", ["rm_stage=dense_rubric", "rm_backbone=smollm2"], tmp_path)
+    assert (dense.module.prefix_weight, dense.module.lm_weight, dense.module.lm_span) == (
+        1.0,
+        1.0,
+        "reasoning",
+    )
+    assert (dense.module.dim_weight, dense.module.posneg_weight, dense.rm_data.num_negatives) == (1.0, 0.7, 7)
+    default = compose_primary("train_rm", [], tmp_path)
+    assert (default.module.lm_weight, default.module.lm_span, default.rm_data.render) == (0.0, "all", "full")

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from planlift.errors import ConfigError
 from planlift.models import build_char_tokenizer
 from planlift.rm.base import MATH_DIMENSIONS
-from planlift.rm.data import GroupCollator
+from planlift.rm.data import GroupCollator, first_difference
 from planlift.rm.groups import ProceduralGroupSource, build_groups, read_groups
 from planlift.tasks import ProceduralTask
 from tests.rm.test_rm_configs import compose_primary
@@ -54,6 +55,57 @@ def test_collator_groups_rows_and_fixes_eval_negatives(tmp_path):
     assert len(draws) > 1  # training draws fresh negatives each time
 
 
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_reasoning_mask_and_the_reasoning_only_rendering(tmp_path, side):
+    task = ProceduralTask(sizes={"train": 4, "validation": 2, "test": 0})
+    build_groups(ProceduralGroupSource(task, sizes={"train": 4, "dev": 2}), tmp_path)
+    groups = read_groups(tmp_path / "train.jsonl", MATH_DIMENSIONS)
+    tokenizer = build_char_tokenizer()
+    tokenizer.padding_side = side
+    for render in ("full", "reasoning"):
+        collator = GroupCollator(
+            tokenizer, MATH_DIMENSIONS, num_negatives=4, max_length=256, fixed=True, render=render
+        )
+        batch = collator(groups)
+        for row, (group, kind) in enumerate(
+            zip([g for g in groups for _ in range(5)], batch["kinds"], strict=True)
+        ):
+            candidate = (
+                group["positive_pool"][0]
+                if kind == "positive"
+                else next(n for n in group["negative_bank"] if n["negative_kind"] == kind)
+            )
+            ids = batch["input_ids"][row][batch["attention_mask"][row] == 1]
+            spanned = batch["input_ids"][row][batch["reasoning_mask"][row] == 1]
+            tail = "" if render == "reasoning" else "\n</reasoning>"
+            assert tokenizer.decode(spanned) == candidate["reasoning"].strip() + tail
+            # where the candidate departs from its positive: the same tokens before, a different one there
+            positive = batch["input_ids"][row - row % 5][batch["reasoning_mask"][row - row % 5] == 1].tolist()
+            start = int(batch["reasoning_mask"][row].nonzero()[0])
+            departs = int(batch["departs_at"][row]) - start
+            assert spanned[:departs].tolist() == positive[:departs]
+            if kind == "positive":
+                assert departs == len(spanned)
+            else:
+                assert departs < len(spanned) and (
+                    departs == len(positive) or spanned[departs] != positive[departs]
+                )
+            text = tokenizer.decode(ids)
+            if render == "reasoning":
+                assert text == candidate["reasoning"].strip()
+            else:
+                assert text.startswith("<task>math</task>") and group["problem"] in text
+    with pytest.raises(ConfigError, match="rm_data.render"):
+        GroupCollator(tokenizer, MATH_DIMENSIONS, render="problem")
+
+
+def test_first_difference():
+    assert first_difference([1, 2, 3], [1, 2, 4]) == 2
+    assert first_difference([1, 2], [1, 2, 3]) == 2  # a prefix of the reference: never departs
+    assert first_difference([1, 2, 3], [1, 2, 3]) == 3
+    assert first_difference([1, 2, 3, 4], [1, 2]) == 2  # goes on past the reference's end
+
+
 def test_train_then_evaluate(tmp_path, groups_dir):
     from planlift.rm.evaluation import RMEvaluation
     from planlift.rm.report import results_table
@@ -74,6 +126,7 @@ def test_train_then_evaluate(tmp_path, groups_dir):
         "trainer.val_check_interval=2",
         "torch_threads=1",
         "module.lm_weight=0.5",
+        "module.prefix_weight=0.5",
         "logger.tensorboard.name=rm",
     ]
     cfg = compose_primary("train_rm", overrides, tmp_path)
@@ -89,6 +142,7 @@ def test_train_then_evaluate(tmp_path, groups_dir):
     logged = SummaryReader(str(tmp_path / "tensorboard" / "rm")).scalars
     tags = set(logged.tag)
     for tag in ("train/loss", "train/loss/dim", "train/loss/total", "train/loss/posneg", "train/loss/lm",
+                "train/loss/prefix",
                 "train/pairwise_acc",
                 "val/pairwise_acc", "val/group_acc", "val/total_mae", "val/total_rmse", "val/loss",
                 "val/dim_acc/calculation_correctness", "val/pair_acc/skipped_step"):  # fmt: skip
@@ -114,9 +168,9 @@ def test_train_then_evaluate(tmp_path, groups_dir):
         capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert probe.returncode == 0, probe.stderr[-3000:]
-    digits = json.loads(probe.stdout)  # 8 dev traces of 4 computed steps: 2 operands + 1 value each
-    assert digits["operand_digits"] == 2 * digits["value_digits"] == 2 * 8 * 4
-    assert 0 <= digits["operand_acc"] <= 1 and 0 <= digits["value_acc"] <= 1
+    digits = json.loads(probe.stdout)  # 8 dev traces of 4 computed steps: 2 operands, 1 op, 1 value each
+    assert digits["operand_digits"] == 2 * digits["value_digits"] == 2 * digits["op_digits"] == 2 * 8 * 4
+    assert all(0 <= digits[f"{kind}_acc"] <= 1 for kind in ("operand", "op", "value"))
 
     from rich.console import Console
 
@@ -169,3 +223,70 @@ def test_missing_groups_file_is_a_clear_error(tmp_path):
     )
     with pytest.raises(DataError, match=rf"{tmp_path}/none.jsonl: no such data file .*build_groups.py"):
         data.setup("fit")
+
+
+def test_lm_warmup_stages_then_the_rm(tmp_path, groups_dir):
+    """rm_stage=lm_reasoning -> lm_full from its export -> dense_rubric from that one (the tiny recipe)."""
+    spec = importlib.util.spec_from_file_location("train_rm_entry", ROOT / "src" / "train_rm.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    from tbparse import SummaryReader
+
+    common = [
+        f"rm_data.train_path={groups_dir / 'train.jsonl'}",
+        f"rm_data.dev_path={groups_dir / 'dev.jsonl'}",
+        "rm_data.groups_per_batch=4",
+        "rm_data.dev_groups_per_batch=4",
+        "trainer.max_steps=3",
+        "trainer.val_check_interval=3",
+        "torch_threads=1",
+        "logger.tensorboard.name=rm",
+    ]
+    tiny = ["rm_backbone.tiny.hidden_size=32", "rm_backbone.tiny.intermediate_size=64",
+            "rm_backbone.tiny.num_hidden_layers=1"]  # fmt: skip
+    previous = None
+    for stage in ("lm_reasoning", "lm_full", "dense_rubric"):
+        out = tmp_path / stage
+        overrides = [*common, f"rm_stage={stage}"]
+        overrides += [f"rm_backbone.pretrained={previous}"] if previous else tiny
+        cfg = compose_primary("train_rm", overrides, out)
+        entry.train_rm(cfg)
+        logged = SummaryReader(str(out / "tensorboard" / "rm")).scalars
+        total = logged[logged.tag == "train/loss"].value.tolist()
+        if stage.startswith("lm_"):  # only the LM term counts; the rubric terms are logged at weight 0
+            assert total == pytest.approx(logged[logged.tag == "train/loss/lm"].value.tolist())
+            assert total[-1] > 0 and "train/loss/prefix" not in set(logged.tag)
+        else:
+            assert {"train/loss/lm", "train/loss/prefix", "train/loss/posneg"} <= set(logged.tag)
+        previous = out / "reward_model"
+        assert (previous / "model.safetensors").is_file()
+
+
+def test_warmup_script_is_deterministic_and_feeds_the_dense_stage(tmp_path, groups_dir):
+    """scripts/warmup_trace_lm.py twice gives the same bytes; its export trains under rm_stage=dense_rubric."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    outs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        command = [sys.executable, str(ROOT / "scripts" / "warmup_trace_lm.py"), str(groups_dir / "train.jsonl"),
+                   str(out), "--reasoning-steps", "2", "--full-steps", "2", "--batch", "4"]  # fmt: skip
+        result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "(full) loss" in result.stderr or "(reasoning) loss" in result.stderr
+        outs.append((out / "model.safetensors").read_bytes())
+    assert outs[0] == outs[1]
+    spec = importlib.util.spec_from_file_location("train_rm_entry", ROOT / "src" / "train_rm.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    overrides = [
+        "rm_stage=dense_rubric",
+        f"rm_backbone.pretrained={tmp_path / 'a'}",
+        f"rm_data.train_path={groups_dir / 'train.jsonl'}",
+        f"rm_data.dev_path={groups_dir / 'dev.jsonl'}",
+        "rm_data.groups_per_batch=2",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "torch_threads=1",
+    ]
+    metric = entry.train_rm(compose_primary("train_rm", overrides, tmp_path / "rm"))
+    assert 0 <= metric <= 1 and (tmp_path / "rm" / "reward_model" / "model.safetensors").is_file()

@@ -18,15 +18,31 @@ from torch.utils.data import DataLoader
 
 from planlift.errors import ConfigError, DataError
 from planlift.rm.groups.schema import Group, read_groups
-from planlift.rm.inputs import encode_rm_input, pad_batch
+from planlift.rm.inputs import encode_reasoning_only, encode_rm_input, pad_batch, reasoning_token_count
 from planlift.rm.rubric import TOTAL
+
+RENDERINGS = ("full", "reasoning")
+
+
+def first_difference(tokens: Sequence[int], reference: Sequence[int]) -> int:
+    """Index of the first token that differs from `reference`; len(tokens) if none does (a prefix
+    of the reference, or equal to it); the reference's length if `tokens` continues past it."""
+    for index, (token, expected) in enumerate(zip(tokens, reference, strict=False)):
+        if token != expected:
+            return index
+    return len(tokens) if len(tokens) <= len(reference) else len(reference)
 
 
 class GroupCollator:
     """Groups -> a tokenized batch.
 
-    Output keys: input_ids / attention_mask [G*K, T]; dimension_labels [G*K, D] (long);
-    gold_total [G*K]; kinds (list of G*K negative kinds, "positive" for column 0); group_size K.
+    Output keys: input_ids / attention_mask [G*K, T]; reasoning_mask [G*K, T] (1 on the reasoning
+    and its closing tag); departs_at [G*K] (the position of the first reasoning token in which a
+    candidate differs from its group's positive; past its last token if it never does);
+    dimension_labels [G*K, D] (long); gold_total [G*K]; kinds (list of G*K
+    negative kinds, "positive" for column 0); group_size K.
+    `render`: "full" (the authors' input, what the RM scores) or "reasoning" (the reasoning text
+    alone, no tags; for the first stage of a language-model warm-up of a small backbone).
     """
 
     def __init__(
@@ -38,9 +54,12 @@ class GroupCollator:
         task_name: str | None = None,
         seed: int = 0,
         fixed: bool = False,
+        render: str = "full",
     ) -> None:
         if num_negatives < 1:
             raise ConfigError(f"rm_data.num_negatives must be >= 1, got {num_negatives}")
+        if render not in RENDERINGS:
+            raise ConfigError(f"rm_data.render must be one of {RENDERINGS}, got {render!r}")
         self.tokenizer = tokenizer
         self.dimension_names = list(dimension_names)
         self.num_negatives = num_negatives
@@ -48,6 +67,7 @@ class GroupCollator:
         self.task_name = task_name
         self.seed = seed
         self.fixed = fixed
+        self.render = render
         self.stream = random.Random(seed)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
@@ -62,30 +82,48 @@ class GroupCollator:
             negatives = [rng.choice(bank) for _ in range(self.num_negatives)]
         return [(positive, "positive")] + [(n, n.get("negative_kind") or "negative") for n in negatives]
 
+    def encode(self, group: Group, reasoning: str) -> list[int]:
+        if self.render == "reasoning":
+            return encode_reasoning_only(self.tokenizer, reasoning, self.max_length)
+        task_name = self.task_name or group["task_type"]
+        return encode_rm_input(
+            self.tokenizer,
+            group["problem"],
+            reasoning,
+            task_name,
+            group["task_type"],
+            self.max_length,
+            group.get("tests"),
+        )
+
     def __call__(self, groups: Sequence[Group]) -> dict[str, Any]:
-        sequences, labels, totals, kinds = [], [], [], []
+        sequences, spans, departures, labels, totals, kinds = [], [], [], [], [], []
         for group in groups:
-            task_name = self.task_name or group["task_type"]
+            positive_span: list[int] = []
             for candidate, kind in self.choose(group):
-                sequences.append(
-                    encode_rm_input(
-                        self.tokenizer,
-                        group["problem"],
-                        candidate["reasoning"],
-                        task_name,
-                        group["task_type"],
-                        self.max_length,
-                        group.get("tests"),
-                    )
-                )
+                ids = self.encode(group, candidate["reasoning"])
+                reasoning = min(reasoning_token_count(self.tokenizer, candidate["reasoning"]), len(ids))
+                span = ids[len(ids) - reasoning :]
+                if kind == "positive":
+                    positive_span = span
+                sequences.append(ids)
+                spans.append([0] * (len(ids) - reasoning) + [1] * reasoning)
+                departures.append(len(ids) - reasoning + first_difference(span, positive_span))
                 rubric = candidate["rubric"]
                 labels.append([int(rubric[name]) for name in self.dimension_names])
                 totals.append(float(rubric[TOTAL]))
                 kinds.append(kind)
         input_ids, attention_mask = pad_batch(sequences, self.pad_id, self.tokenizer.padding_side)
+        reasoning_mask, _ = pad_batch(spans, 0, self.tokenizer.padding_side)
+        if self.tokenizer.padding_side == "left":  # positions shift by each row's padding
+            departures = [
+                d + input_ids.shape[1] - len(ids) for d, ids in zip(departures, sequences, strict=True)
+            ]
         return {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
+            "reasoning_mask": reasoning_mask,
+            "departs_at": torch.tensor(departures, dtype=torch.long),
             "dimension_labels": torch.tensor(labels, dtype=torch.long),
             "gold_total": torch.tensor(totals, dtype=torch.float32),
             "kinds": kinds,
@@ -105,6 +143,8 @@ class GroupsDataModule(pl.LightningDataModule):
         task_name: the `<task>` tag (null: the group's task_type, e.g. "math").
         limit_train / limit_dev: use only the first N groups (null: all).
         padding_side: "right" or "left" (pooling handles both).
+        render: "full" (default: the authors' input) or "reasoning" (the reasoning alone, train and dev;
+            only for a language-model warm-up stage, see docs/reasoning_rm.md).
     """
 
     def __init__(
@@ -122,12 +162,15 @@ class GroupsDataModule(pl.LightningDataModule):
         limit_dev: int | None = None,
         padding_side: str = "right",
         seed: int = 0,
+        render: str = "full",
     ) -> None:
         super().__init__()
         if groups_per_batch < 1 or dev_groups_per_batch < 1:
             raise ConfigError("rm_data.groups_per_batch and rm_data.dev_groups_per_batch must be >= 1")
         if padding_side not in ("left", "right"):
             raise ConfigError(f"rm_data.padding_side must be 'left' or 'right', got {padding_side!r}")
+        if render not in RENDERINGS:
+            raise ConfigError(f"rm_data.render must be one of {RENDERINGS}, got {render!r}")
         self.train_path = train_path
         self.dev_path = dev_path
         self.tokenizer = tokenizer
@@ -141,6 +184,7 @@ class GroupsDataModule(pl.LightningDataModule):
         self.limit_train = limit_train
         self.limit_dev = limit_dev
         self.seed = seed
+        self.render = render
         self.train_groups: list[Group] = []
         self.dev_groups: list[Group] = []
 
@@ -171,6 +215,7 @@ class GroupsDataModule(pl.LightningDataModule):
             self.task_name,
             seed=self.seed,
             fixed=fixed,
+            render=self.render,
         )
 
     def train_dataloader(self) -> DataLoader:

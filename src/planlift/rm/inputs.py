@@ -99,6 +99,24 @@ def encode_rm_input(
     return head + full[len(head) :][-keep:]
 
 
+def render_reasoning_only(reasoning: str) -> str:
+    """The reasoning alone, without tags, task, problem or tests: the input of the first stage of a
+    language-model warm-up of a small backbone (`rm_data.render=reasoning`), never what the RM scores."""
+    return reasoning.strip()
+
+
+def encode_reasoning_only(tokenizer, reasoning: str, max_length: int) -> list[int]:
+    """Token ids of `render_reasoning_only`; an over-long one keeps its last `max_length` tokens."""
+    return _ids(tokenizer, render_reasoning_only(reasoning))[-max_length:]
+
+
+def reasoning_token_count(tokenizer, reasoning: str) -> int:
+    """How many tokens at the end of an authors' input are the reasoning and its closing tag (a
+    reasoning-only rendering is all reasoning: callers clip to its length). Exact for the character
+    tokenizer; a BPE merge across the opening tag's newline may shift the boundary by one token."""
+    return len(_ids(tokenizer, reasoning.strip() + "\n</reasoning>", special=False))
+
+
 def pad_batch(
     sequences: Sequence[Sequence[int]], pad_id: int, side: str = "right"
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -43,13 +43,51 @@ def positive_lm(
     attention_mask: torch.Tensor,
     embeddings: torch.Tensor,
     group_size: int,
+    target_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Next-token cross-entropy of the positives (column 0 of every group), read out through the
     backbone's input embeddings (no new parameters; the LM head itself of tied-embedding backbones such
     as the tiny Qwen2 and SmolLM2). Teaches the body what a correct trace predicts
     token by token, which the sequence-level terms alone give too weakly to a small model.
-    hidden [N, T, H], input_ids / attention_mask [N, T], embeddings [V, H]."""
+    hidden [N, T, H], input_ids / attention_mask [N, T], embeddings [V, H]; `target_mask` [N, T]
+    (optional) keeps only the targets where it is 1, e.g. the reasoning span."""
     rows = torch.arange(0, hidden.shape[0], group_size, device=hidden.device)
     logits = hidden[rows, :-1].float() @ embeddings.float().T  # [G, T-1, V]
-    targets = input_ids[rows, 1:].masked_fill(attention_mask[rows, 1:] == 0, -100)
+    keep = attention_mask[rows, 1:] == 1
+    if target_mask is not None:
+        keep &= target_mask[rows, 1:] == 1
+    targets = input_ids[rows, 1:].masked_fill(~keep, -100)
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+
+
+def prefix_rubric(
+    dimension_logits: torch.Tensor,
+    total_logit: torch.Tensor | None,
+    labels: torch.Tensor,
+    gold_total: torch.Tensor,
+    reasoning_mask: torch.Tensor,
+    departs_at: torch.Tensor,
+    group_size: int,
+) -> torch.Tensor:
+    """The rubric of every reasoning prefix: at each reasoning token of each candidate, the heads read
+    the hidden state and are taught the positive's rubric while the candidate still equals its group's
+    positive, and the candidate's own rubric from the first token in which it departs (where its flaw
+    is introduced). Mean over those tokens of sum_d CE + BCE(total logit, gold total). At the last
+    token this is the usual label of the whole candidate; before it, a dense, per-token form of the
+    same labels that the localized negatives make available.
+    dimension_logits [N, T, D, L], total_logit [N, T] or None, labels [N, D], gold_total [N],
+    reasoning_mask [N, T], departs_at [N]."""
+    n, t = reasoning_mask.shape
+    positive = torch.arange(n, device=labels.device) // group_size * group_size
+    before = torch.arange(t, device=labels.device)[None, :] < departs_at[:, None]  # [N, T]
+    token_labels = torch.where(before[..., None], labels[positive][:, None, :], labels[:, None, :])
+    token_total = torch.where(before, gold_total[positive][:, None], gold_total[:, None])
+    counted = reasoning_mask == 1
+    logits = dimension_logits[counted]  # [M, D, L]
+    loss = F.cross_entropy(logits.flatten(0, 1), token_labels[counted].flatten(), reduction="none")
+    loss = loss.view(-1, logits.shape[1]).sum(dim=1)
+    if total_logit is not None:
+        loss = loss + F.binary_cross_entropy_with_logits(
+            total_logit[counted], token_total[counted], reduction="none"
+        )
+    return loss.mean()

@@ -132,15 +132,23 @@ class RubricRewardModel(nn.Module):
         ).last_hidden_state  # [B, T, H]
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         pooled = hidden[rows, last_token_index(attention_mask)].float()  # [B, H]
-        logits = torch.stack([head(pooled) for head in self.dimension_heads], dim=1)  # [B, D, L]
+        logits, total_logit = self.heads(pooled)  # [B, D, L], [B]
         expected = (logits.softmax(dim=-1) * self.label_values).sum(dim=-1)  # [B, D]
         derived = (expected * self.dimension_weights).sum(dim=-1) / (self.num_labels - 1)  # [B]
         total = None
         score = derived
-        if self.total_head is not None:
-            total = torch.sigmoid(self.total_head(pooled).squeeze(-1))
+        if total_logit is not None:
+            total = torch.sigmoid(total_logit)
             score = 0.5 * derived + 0.5 * total
         return RubricOutput(logits, expected, derived, total, score, hidden if return_hidden else None)
+
+    def heads(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The rubric heads on hidden states [..., H] (float32): dimension logits [..., D, L] and the
+        total head's logit [...] (None without a total head)."""
+        features = features.float()
+        logits = torch.stack([head(features) for head in self.dimension_heads], dim=-2)
+        total = self.total_head(features).squeeze(-1) if self.total_head is not None else None
+        return logits, total
 
     # ---- checkpoints in the authors' layout ---------------------------------------------------------
 

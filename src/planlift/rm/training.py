@@ -4,7 +4,11 @@
          + total_weight * Huber(sigmoid(total), gold total)               (0.5; derived without a total head)
          + posneg_weight * mean -log sigmoid(score_pos - score_neg)       (0.7)
          + negneg_weight * ranking of negatives by gold total (margin)    (0.0)
-         + lm_weight * next-token CE of the positives (training only)     (0.0; not in the authors' loss)
+         + lm_weight * next-token CE of the positives (training only)     (0.0; not in the authors' loss;
+                                                                           lm_span: all tokens | reasoning)
+         + prefix_weight * the rubric of every reasoning prefix (training only) (0.0; not in the authors'
+                                        loss: the positive's labels until a candidate departs from it,
+                                        the candidate's own from there; losses.prefix_rubric)
 
 Logged: train/loss and train/loss/<term>, train/pairwise_acc; on the dev groups (fixed negatives)
 val/loss, val/pairwise_acc, val/group_acc, val/total_mae, val/total_rmse, val/dim_acc/<dimension>,
@@ -28,6 +32,8 @@ from planlift.rm.model import RubricOutput, RubricRewardModel
 
 log = logging.getLogger(__name__)
 
+LM_SPANS = ("all", "reasoning")
+
 
 class RubricRMModule(pl.LightningModule):
     """Args: the model (injected by src/train_rm.py), an optimizer factory (partial), an optional
@@ -45,14 +51,19 @@ class RubricRMModule(pl.LightningModule):
         negneg_margin: float = 0.15,
         huber_delta: float = 1.0,
         lm_weight: float = 0.0,
+        lm_span: str = "all",
+        prefix_weight: float = 0.0,
     ) -> None:
         super().__init__()
+        if lm_span not in LM_SPANS:
+            raise ConfigError(f"module.lm_span must be one of {LM_SPANS}, got {lm_span!r}")
         for key, value in (
             ("dim_weight", dim_weight),
             ("total_weight", total_weight),
             ("posneg_weight", posneg_weight),
             ("negneg_weight", negneg_weight),
             ("lm_weight", lm_weight),
+            ("prefix_weight", prefix_weight),
         ):
             if value < 0:
                 raise ConfigError(f"module.{key} must be >= 0, got {value}")
@@ -65,7 +76,9 @@ class RubricRMModule(pl.LightningModule):
             "posneg": posneg_weight,
             "negneg": negneg_weight,
             "lm": lm_weight,
+            "prefix": prefix_weight,
         }
+        self.lm_span = lm_span
         self.negneg_margin = negneg_margin
         self.huber_delta = huber_delta
         self._val: list[dict[str, Any]] = []
@@ -83,23 +96,36 @@ class RubricRMModule(pl.LightningModule):
             if self.weights["negneg"] > 0
             else scores.new_zeros(()),
         }
-        if out.hidden is not None:  # training with the LM term (validation does not ask for it)
+        if out.hidden is not None and self.weights["lm"] > 0:  # training only (validation: no hidden)
             terms["lm"] = losses.positive_lm(
                 out.hidden,
                 batch["input_ids"],
                 batch["attention_mask"],
                 self.model.model.get_input_embeddings().weight,
                 k,
+                batch["reasoning_mask"] if self.lm_span == "reasoning" else None,
+            )
+        if out.hidden is not None and self.weights["prefix"] > 0:
+            token_logits, token_total = self.model.heads(out.hidden)
+            terms["prefix"] = losses.prefix_rubric(
+                token_logits,
+                token_total,
+                batch["dimension_labels"],
+                gold,
+                batch["reasoning_mask"] * batch["attention_mask"],
+                batch["departs_at"],
+                k,
             )
         terms["loss"] = sum(self.weights[name] * value for name, value in terms.items())
         return terms
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        out = self.model(batch["input_ids"], batch["attention_mask"], return_hidden=self.weights["lm"] > 0)
+        dense = self.weights["lm"] > 0 or self.weights["prefix"] > 0
+        out = self.model(batch["input_ids"], batch["attention_mask"], return_hidden=dense)
         terms = self.losses(batch, out)
         groups = out.score.shape[0] // batch["group_size"]
         self.log("train/loss", terms["loss"], prog_bar=True, batch_size=groups)
-        for name in ("dim", "total", "posneg", "negneg", "lm"):
+        for name in ("dim", "total", "posneg", "negneg", "lm", "prefix"):
             if name in terms:
                 self.log(f"train/loss/{name}", terms[name], batch_size=groups)
         scores = out.score.detach().view(-1, batch["group_size"])
