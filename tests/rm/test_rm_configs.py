@@ -86,3 +86,15 @@ def test_stages_set_their_terms_and_override_the_backbone_rate(tmp_path):
     assert (dense.module.dim_weight, dense.module.posneg_weight, dense.rm_data.num_negatives) == (1.0, 0.7, 7)
     default = compose_primary("train_rm", [], tmp_path)
     assert (default.module.lm_weight, default.module.lm_span, default.rm_data.render) == (0.0, "all", "full")
+
+
+def test_unknown_lm_span_and_negative_weights_name_their_key():
+    import torch
+
+    from planlift.errors import ConfigError
+    from planlift.rm.training import RubricRMModule
+
+    with pytest.raises(ConfigError, match="module.lm_span"):
+        RubricRMModule(torch.nn.Linear(1, 1), torch.optim.AdamW, lm_span="problem")
+    with pytest.raises(ConfigError, match="module.prefix_weight"):
+        RubricRMModule(torch.nn.Linear(1, 1), torch.optim.AdamW, prefix_weight=-1.0)
