@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 PYTEST := OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
-.PHONY: venv venv-vllm demo train rm-tiny test test-slow test-slurm test-vllm test-all lint format bench clean
+.PHONY: venv venv-vllm demo train rm-tiny test test-slow test-slurm test-vllm test-all lint format bench gpu-wheels clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,12 @@ format: venv
 bench: venv  ## benchmark scripts (numbers reported in the README)
 	OMP_NUM_THREADS=1 $(BIN)/python bench/reward_throughput.py
 	OMP_NUM_THREADS=1 $(BIN)/python bench/sandbox_throughput.py
+
+# The wheels a bare, offline lent GPU machine lacks (hydra, omegaconf, antlr4, math-verify, bitsandbytes, ...)
+# into the git-ignored gpu_wheels/, carried to it for scripts/gpu_check.sh (docs/scale-out.md). Checks that
+# the working tree plus the wheels fit the 64 MiB that travel. GPU_WHEELS_ARGS: e.g. --python-version 3.11
+gpu-wheels:  ## wheels for the GPU check on a lent machine (CPython 3.12, manylinux x86_64)
+	bash scripts/gpu_wheels.sh $(GPU_WHEELS_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .ruff_cache

@@ -12,14 +12,14 @@ import argparse
 import sys
 
 from planlift import runtime
-from planlift.compare import compare
+from planlift.compare import CURVE_TAGS, compare
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Compare the arms of a sweep from its TensorBoard events.")
     parser.add_argument("sweep_dir", help="a multirun directory (holding tensorboard/<run>/)")
     parser.add_argument("--out", default=None, help="output directory (default: <sweep_dir>/compare)")
-    parser.add_argument("--curves", nargs="*", default=["val/e2e_acc"], help="validation curves to plot")
+    parser.add_argument("--curves", nargs="*", default=list(CURVE_TAGS), help="validation curves to plot")
     args = parser.parse_args(argv)
     with runtime.user_errors():
         result = compare(args.sweep_dir, args.out, curve_tags=args.curves)

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from planlift import runtime
 from planlift.hparams import final_metrics, run_hparams
+from planlift.summary import RunSummary
 
 log = logging.getLogger("planlift.train")
 
@@ -33,11 +34,13 @@ def train(cfg: DictConfig, executor=None) -> float | None:
     runtime.quiet_libraries()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
+    summary = RunSummary()
     task = hydra.utils.instantiate(cfg.task)
     bootstrap = hydra.utils.instantiate(cfg.bootstrap, task=task) if cfg.get("bootstrap") else None
-    policy = hydra.utils.instantiate(cfg.model, bootstrap=bootstrap)
-    if executor is None:
-        executor = hydra.utils.instantiate(cfg.executor, bootstrap=bootstrap)
+    with summary.phase("models (bootstrap included)"):
+        policy = hydra.utils.instantiate(cfg.model, bootstrap=bootstrap)
+        if executor is None:
+            executor = hydra.utils.instantiate(cfg.executor, bootstrap=bootstrap)
     rm = hydra.utils.instantiate(cfg.rm) if cfg.get("rm") else None
     reward = hydra.utils.instantiate(cfg.reward, executor=executor, task=task, rm=rm)
     module = hydra.utils.instantiate(cfg.algorithm, policy=policy, reward=reward, task=task)
@@ -55,8 +58,12 @@ def train(cfg: DictConfig, executor=None) -> float | None:
         if ckpt_path:
             log.info("resuming from %s", ckpt_path)
     if cfg.validate_before_training and not ckpt_path:
-        trainer.validate(module, datamodule=datamodule, verbose=False)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        with summary.phase("step-0 validation"):
+            trainer.validate(module, datamodule=datamodule, verbose=False)
+        summary.before = summary.validation_metrics(trainer.callback_metrics)
+    with summary.phase("training"):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    summary.after = summary.validation_metrics(trainer.callback_metrics)
 
     bootstrap_numbers = {}
     if bootstrap is not None and bootstrap.ensured:
@@ -70,12 +77,8 @@ def train(cfg: DictConfig, executor=None) -> float | None:
             final_metrics(trainer.callback_metrics, bootstrap_numbers),
         )
     metric = trainer.callback_metrics.get(cfg.optimized_metric)
-    log.info(
-        "%s = %s; outputs in %s",
-        cfg.optimized_metric,
-        None if metric is None else float(metric),
-        cfg.paths.output_dir,
-    )
+    if trainer.is_global_zero:
+        log.info(summary.render(cfg.paths.output_dir, getattr(trainer.logger, "save_dir", None)))
     return None if metric is None else float(metric)
 
 

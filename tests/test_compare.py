@@ -102,3 +102,19 @@ def test_length_sweep_gets_a_length_column_and_curve(tmp_path):
 def test_a_directory_without_events_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="no TensorBoard event files"):
         compare(tmp_path)
+
+
+def test_headline_table_and_overlap_notes(reward_sweep, tmp_path):
+    from planlift.compare import headline_table, overlap_notes
+
+    root, finals = reward_sweep
+    runs = load_runs(root)
+    table = headline_table(runs)
+    mean, half = mean_ci(finals["grounded"])
+    assert f"| reward=grounded | 3 | {mean:.3f} ± {half:.3f} |" in table
+    assert overlap_notes(runs) == ["- val/e2e_acc: CIs overlap for reward=exec_only ~ reward=grounded"]
+    separated = tmp_path / "separated"
+    for reward, values in {"exec_only": [0.1, 0.11, 0.12], "grounded": [0.5, 0.51, 0.52]}.items():
+        for seed, value in enumerate(values):
+            write_run(separated, f"reward={reward},seed={seed}", value, [value])
+    assert overlap_notes(load_runs(separated)) == ["- val/e2e_acc: every pair of arms is separated"]

@@ -53,16 +53,18 @@ def get(url: str, data: bytes | None = None):
 
 
 def test_reward_sweep_compared_and_served_by_tensorboard(tmp_path, cache):
-    sweep_dir = sweep(tmp_path, cache, "reward_ablation", "reward=exec_only,grounded", "seed=0,1")
+    sweep_dir = sweep(tmp_path, cache, "reward_ablation", "arm=exec_only,grounded_oracle", "seed=0,1")
     markdown, used = run_compare(sweep_dir)
     assert sorted(used) == [
-        "reward=exec_only,seed=0",
-        "reward=exec_only,seed=1",
-        "reward=grounded,seed=0",
-        "reward=grounded,seed=1",
+        "arm=exec_only,seed=0",
+        "arm=exec_only,seed=1",
+        "arm=grounded_oracle,seed=0",
+        "arm=grounded_oracle,seed=1",
     ]
-    assert "| reward=grounded | 2 |" in markdown and "### final/val/e2e_acc" in markdown
-    assert (sweep_dir / "compare" / "curves_val_e2e_acc.png").is_file()
+    assert "| arm=grounded_oracle | 2 |" in markdown and "### final/val/e2e_acc" in markdown
+    assert "## Final metrics per arm" in markdown and "| arm=exec_only | 2 |" in markdown
+    for tag in ("val_e2e_acc", "val_trace_step_acc", "val_leakage", "val_trace_right_wrong_reasons"):
+        assert (sweep_dir / "compare" / f"curves_{tag}.png").is_file(), tag
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -62,10 +62,25 @@ def scalars(run_dir: Path):
     return {tag: list(zip(group.step, group.value, strict=True)) for tag, group in frame.groupby("tag")}
 
 
+def text_steps(run_dir: Path) -> dict[str, list[int]]:
+    from tbparse import SummaryReader
+
+    frame = SummaryReader(str(run_dir / "tensorboard")).text
+    return {tag: sorted(group.step) for tag, group in frame.groupby("tag")}
+
+
+# The reward terms each mode logs (train/reward/<term>); every other term must be absent.
+MODE_TERMS = {
+    "exec_only": {"e2e", "leakage", "final"},
+    "grounded": {"e2e", "w", "b", "uplift", "rm", "leakage", "final"},
+}
+ALL_TERMS = {"e2e", "w", "b", "uplift", "rm", "leakage", "exec", "coeff", "final"}
+
+
 @pytest.mark.parametrize("reward", ["exec_only", "grounded"])
 def test_debug_run_trains_logs_checkpoints_and_exports(tmp_path, cache_dir, reward):
     run_dir = tmp_path / "run"
-    train(run_dir, cache_dir, f"reward={reward}")
+    result = train(run_dir, cache_dir, f"reward={reward}")
     logged = scalars(run_dir)
     for tag in (
         "train/reward/final",
@@ -86,12 +101,29 @@ def test_debug_run_trains_logs_checkpoints_and_exports(tmp_path, cache_dir, rewa
         "val/leakage",
         "val/trace/step_acc",
         "val/trace/exact_exec",
+        "val/pass@4",
+        "val/sampled/e2e_acc",
+        "val/trace/kind/faithful",
+        "val/sampled/trace/kind/leaked",
+        "train/trace/kind/faithful",
+        "train/trace/step_acc",
+        "train/trace/right_wrong_reasons",
         "final/val/e2e_acc",
     ):
         assert tag in logged, tag
-    if reward == "grounded":
-        for term in ("w", "b", "uplift", "rm"):
-            assert f"train/reward/{term}" in logged
+    terms = {tag.split("/")[2] for tag in logged if tag.startswith("train/reward/") and tag.count("/") == 2}
+    assert terms & ALL_TERMS == MODE_TERMS[reward]
+    if reward == "exec_only":  # the reward is the e2e sample, step by step
+        assert logged["train/reward/final"] == logged["train/reward/e2e"]
+    else:
+        assert all(-0.5 <= value <= 1.0 for _, value in logged["train/reward/final"])
+        assert all(-1.0 <= value <= 1.0 for _, value in logged["train/reward/uplift"])
+    kind_tags = [tag for tag in logged if tag.startswith("train/trace/kind/")]
+    for step in range(4):  # every sampled trace has exactly one kind
+        assert sum(dict(logged[tag])[step] for tag in kind_tags) == pytest.approx(1.0)
+    # debug=fast logs samples every step (log_samples_every: 1)
+    assert text_steps(run_dir)["train/samples"] == [0, 1, 2, 3]
+    assert "run summary" in result.stdout and "val/e2e_acc" in result.stdout
     assert [step for step, _ in logged["train/loss"]] == [0, 1, 2, 3]
     assert logged["val/e2e_acc"][0][0] == 0  # validation before training
     assert all(torch.isfinite(torch.tensor([v for _, v in logged["train/loss"]])))

@@ -200,6 +200,69 @@ def plot_length_collapse(rows: Sequence[Row], tag: str, path: Path) -> None:
     plt.close(figure)
 
 
+# The ablation's headline: the final value of each, per arm, with its 95% CI (present tags only).
+HEADLINE_TAGS = (
+    "final/val/e2e_acc",
+    "final/val/trace/step_acc",
+    "final/val/leakage",
+    "final/val/trace/premature_answer",
+    "final/val/trace/under_exec",
+    "final/val/trace/right_wrong_reasons",
+    "final/val/pass@4",
+)
+# Curves plotted by default: the same metrics over training steps.
+CURVE_TAGS = tuple(tag.removeprefix("final/") for tag in HEADLINE_TAGS[:-1])
+
+
+def _ci_cell(row: Row) -> str:
+    mean, half = row.stats
+    return f"{mean:.3f}" if math.isnan(half) else f"{mean:.3f} ± {half:.3f}"
+
+
+def headline_table(runs: Sequence[Run], tags: Sequence[str] = HEADLINE_TAGS) -> str:
+    """One row per arm, one column per metric: mean ± 95% CI half-width over seeds."""
+    present = [tag for tag in tags if any(tag in run.scalars for run in runs)]
+    if not present:
+        return ""
+    columns = {tag: {(r.arm, r.length): r for r in metric_rows(runs, tag)} for tag in present}
+    keys = sorted({key for rows in columns.values() for key in rows}, key=lambda k: (k[0], _as_number(k[1])))
+    with_length = any(length is not None for _, length in keys)
+    head = [
+        "arm",
+        *(["length"] if with_length else []),
+        "seeds",
+        *(t.removeprefix("final/val/") for t in present),
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for arm, length in keys:
+        seeds = max(len(rows[(arm, length)].values) for rows in columns.values() if (arm, length) in rows)
+        cells = [_ci_cell(columns[t][(arm, length)]) if (arm, length) in columns[t] else "" for t in present]
+        lines.append(
+            "| " + " | ".join([arm, *([length or ""] if with_length else []), str(seeds), *cells]) + " |"
+        )
+    return "\n".join(lines)
+
+
+def overlap_notes(runs: Sequence[Run], tags: Sequence[str] = HEADLINE_TAGS) -> list[str]:
+    """For each metric, which pairs of arms have overlapping 95% CIs (no separation at this many seeds)."""
+    notes = []
+    for tag in tags:
+        rows = [r for r in metric_rows(runs, tag) if len(r.values) >= 2]
+        pairs = []
+        for i, a in enumerate(rows):
+            for b in rows[i + 1 :]:
+                if a.length != b.length:
+                    continue
+                (ma, ha), (mb, hb) = a.stats, b.stats
+                if ma - ha <= mb + hb and mb - hb <= ma + ha:
+                    pairs.append(f"{a.arm} ~ {b.arm}" + (f" (length {a.length})" if a.length else ""))
+        if pairs:
+            notes.append(f"- {tag.removeprefix('final/')}: CIs overlap for " + "; ".join(pairs))
+        elif len(rows) >= 2:
+            notes.append(f"- {tag.removeprefix('final/')}: every pair of arms is separated")
+    return notes
+
+
 @dataclass
 class Comparison:
     markdown: str
@@ -210,7 +273,7 @@ class Comparison:
 def compare(
     sweep_dir: str | Path,
     out_dir: str | Path | None = None,
-    curve_tags: Sequence[str] = ("val/e2e_acc",),
+    curve_tags: Sequence[str] = CURVE_TAGS,
     length_tag: str = "final/val/e2e_acc",
 ) -> Comparison:
     """Tables for every `final/*` metric, curve plots for `curve_tags`, the length-collapse plot when the
@@ -227,6 +290,13 @@ def compare(
         f"{len(runs)} runs, arms x seeds.",
         "",
     ]
+    headline = headline_table(runs)
+    if headline:
+        sections += ["## Final metrics per arm (mean ± 95% CI half-width over seeds)", "", headline, ""]
+        notes = overlap_notes(runs)
+        if notes:
+            sections += ["Where the intervals overlap:", "", *notes, ""]
+        sections += ["## Every final metric", ""]
     used: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(dict)
     for tag in tags:
         sections += [markdown_table(tag, metric_rows(runs, tag)), ""]

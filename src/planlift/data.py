@@ -19,6 +19,8 @@ class ProblemDataModule(pl.LightningDataModule):
 
     Args:
         val_problems: how many validation problems each validation pass judges (None = the whole split).
+        train_limit: train on the first N training problems only (None = all): a memorization probe, where
+            GRPO must raise the reward on problems it sees again and again (the learning canary).
     """
 
     def __init__(
@@ -28,20 +30,24 @@ class ProblemDataModule(pl.LightningDataModule):
         val_problems: int | None = 64,
         val_batch_size: int = 64,
         seed: int = 0,
+        train_limit: int | None = None,
     ) -> None:
         super().__init__()
         if problems_per_step < 1:
             raise ConfigError(f"data.problems_per_step must be >= 1, got {problems_per_step}")
         if val_problems is not None and val_problems < 1:
             raise ConfigError(f"data.val_problems must be >= 1 or null, got {val_problems}")
+        if train_limit is not None and train_limit < 1:
+            raise ConfigError(f"data.train_limit must be >= 1 or null, got {train_limit}")
         self.task = task
+        self.train_limit = train_limit
         self.problems_per_step = problems_per_step
         self.val_problems = val_problems
         self.val_batch_size = val_batch_size
         self.seed = seed
 
     def train_dataloader(self) -> DataLoader:
-        problems = self.task.problems("train")
+        problems = list(self.task.problems("train"))[: self.train_limit]
         if not problems:
             raise ConfigError(f"task {self.task.name!r} has no training problems")
         return DataLoader(

@@ -87,3 +87,12 @@ def summarize(records: Sequence[EvalRecord]) -> dict[str, float]:
     summary = {key: sum(values) / len(values) for key, values in sums.items()}
     summary["executor_failed"] = float(sum(r.e2e is None for r in records))
     return summary
+
+
+def pass_at_k(records: Sequence[EvalRecord], k: int) -> float:
+    """Share of problems with at least one success among their k records (records grouped per problem:
+    [p0 x k, p1 x k, ...]); a record whose executor call failed counts as a failure."""
+    if not records or len(records) % k:
+        raise ValueError(f"{len(records)} records do not split into groups of {k}")
+    groups = [records[start : start + k] for start in range(0, len(records), k)]
+    return sum(any((r.e2e or 0.0) > 0 for r in group) for group in groups) / len(groups)

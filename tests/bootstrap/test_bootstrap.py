@@ -57,3 +57,36 @@ def test_config_changes_change_the_cache_key(trained_bootstrap):
 def test_invalid_settings(trained_bootstrap):
     with pytest.raises(ConfigError, match="no_reasoning_fraction"):
         same_config(trained_bootstrap, no_reasoning_fraction=1.5)
+
+
+def test_planner_mixture_draws_kinds_in_proportion(tmp_path):
+    from collections import Counter
+
+    from planlift.models.char_tokenizer import build_char_tokenizer
+    from planlift.tasks import ProceduralTask
+
+    task = ProceduralTask(executor_steps=1, sizes={"train": 2000, "validation": 10, "test": 10})
+    mixture = {"faithful": 0.2, "early_stop": 0.1, "wrong_state": 0.1, "leaked": 0.6}
+    bootstrap = Bootstrap(task, cache_dir=str(tmp_path), planner_mixture=mixture)
+    examples = bootstrap._examples("planner", build_char_tokenizer())
+    problems = {p.text: p for p in task.problems("train")}
+    kinds = Counter(
+        task.analyze(problems[e.prompt.split("\n")[0]], task.extract_reasoning(e.target)).kind
+        for e in examples
+    )
+    assert len(examples) == 2000
+    for kind, trace_kind in [("faithful", "faithful"), ("leaked", "leaked"), ("early_stop", "under")]:
+        assert kinds[trace_kind] / 2000 == pytest.approx(mixture[kind], abs=0.04)
+    assert kinds["wrong_state"] / 2000 == pytest.approx(0.1, abs=0.04)
+    assert bootstrap.key != Bootstrap(task, cache_dir=str(tmp_path)).key
+
+
+def test_mixture_errors_name_the_key(trained_bootstrap):
+    with pytest.raises(ConfigError, match=r"bootstrap\.planner_mixture has unknown kinds \['sloppy'\]"):
+        same_config(trained_bootstrap, planner_mixture={"sloppy": 1.0})
+    with pytest.raises(ConfigError, match=r"bootstrap\.executor_mixture weights"):
+        same_config(trained_bootstrap, executor_mixture={"faithful": -1.0, "leaked": 2.0})
+    with pytest.raises(ConfigError, match="no reasoning kinds"):
+        from planlift.tasks import GSM8KTask
+
+        Bootstrap(GSM8KTask.__new__(GSM8KTask), cache_dir="unused", planner_mixture={"faithful": 1.0})

@@ -1,4 +1,5 @@
 import math
+import random
 
 import pytest
 
@@ -74,6 +75,8 @@ def test_float_benchmark_variant_rounds_and_avoids_division_by_zero():
         ({"number_type": "complex"}, "task.number_type"),
         ({"sizes": {"train": -1}}, "task.sizes.train"),
         ({"sizes": {"dev": 3}}, "task.sizes"),
+        ({"executor_steps": 4, "length": 6}, "task.executor_steps"),
+        ({"executor_steps": -1}, "task.executor_steps"),
     ],
 )
 def test_invalid_config_names_the_key(kwargs, key):
@@ -181,6 +184,11 @@ def test_trace_metrics_keys_are_stable(program_and_states):
             "trace/leaked_answer",
             "trace/missing_answer",
             "trace/right_wrong_reasons",
+            "trace/kind/faithful",
+            "trace/kind/wrong_state",
+            "trace/kind/under",
+            "trace/kind/leaked",
+            "trace/kind/other",
         ]
     )
 
@@ -189,3 +197,69 @@ def test_leakage_detection(program_and_states):
     task, problem, _, states = program_and_states
     assert not task.detect_leakage(problem, task.gold_reasoning(problem))
     assert task.detect_leakage(problem, f"answer={format_number(states[-1])}\n")
+
+
+# ---- the executor's share (executor_steps) and reasoning kinds ----------------------------------------
+
+
+@pytest.fixture
+def shared_task():
+    task = small(length=6, executor_steps=1)
+    return task, task.problems("train")[0]
+
+
+def test_executor_share_gold_trace_stops_before_the_last_state(shared_task):
+    task, problem = shared_task
+    gold = task.gold_reasoning(problem)
+    assert [line.split("=")[0] for line in gold.splitlines()] == ["S3", "S4", "S5"]
+    prompt = task.executor_prompt(problem, gold)
+    assert prompt.prefill == "S6="
+    target = task.executor_target(problem)
+    last = problem.meta["program"].steps[-1]
+    states = problem.meta["states"]
+    a, b = format_number(states[last.a - 1]), format_number(states[last.b - 1])
+    assert target == f"{a}{last.op}{b}={problem.answer}"
+    assert task.verify(problem, target).correct
+    wrong = (int(problem.answer) + 1) % 10
+    assert task.verify(problem, f"{a}{last.op}{b}={wrong}").status == "wrong"
+    assert task.verify(problem, problem.answer).status == "no_answer"  # a bare number is not an S6 line
+    analysis = task.analyze(problem, gold, final_answer_correct=True, final_answer_parsed=True)
+    assert (analysis.execution, analysis.step_accuracy, analysis.kind) == ("exact", 1.0, "faithful")
+
+
+def test_executor_share_stating_its_states_or_an_answer_is_leakage(shared_task):
+    task, problem = shared_task
+    gold = task.gold_reasoning(problem)
+    full = small(length=6).gold_reasoning(problem)  # the planner doing the executor's step too
+    assert not task.detect_leakage(problem, gold)
+    assert task.detect_leakage(problem, full)
+    assert task.analyze(problem, full).executor_states_stated == 1
+    assert task.detect_leakage(problem, gold + f"answer={problem.answer}\n")
+
+
+@pytest.mark.parametrize(
+    ("kind", "trace_kind"),
+    [("faithful", "faithful"), ("early_stop", "under"), ("wrong_state", "wrong_state"), ("leaked", "leaked")],
+)
+def test_reasoning_kinds_are_the_behaviours_they_name(kind, trace_kind):
+    task = small(length=6, executor_steps=1)
+    rng = random.Random(0)
+    for problem in task.problems("train")[:30]:
+        reasoning = task.reasoning(problem, kind, rng)
+        analysis = task.analyze(problem, reasoning)
+        assert analysis.kind == trace_kind
+        if kind == "wrong_state":  # one wrong state the executor never reads: the answer stays right
+            assert analysis.step_accuracy == pytest.approx(2 / 3) and analysis.final_state_correct
+        if kind == "leaked":
+            assert reasoning == f"answer={problem.answer}\n"
+
+
+def test_reasoning_kind_errors_name_the_problem():
+    task = small(length=4, executor_steps=1)  # one planned step: no early stop, no unread state
+    problem = task.problems("train")[0]
+    with pytest.raises(ConfigError, match="early_stop"):
+        task.reasoning(problem, "early_stop", random.Random(0))
+    with pytest.raises(ConfigError, match="wrong_state"):
+        task.reasoning(problem, "wrong_state", random.Random(0))
+    with pytest.raises(ConfigError, match="unknown reasoning kind"):
+        task.reasoning(problem, "sloppy", random.Random(0))

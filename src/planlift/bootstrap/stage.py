@@ -2,8 +2,12 @@
 
 (a) The executor learns to read `problem + reasoning` and answer. It is trained on gold traces and on
     the bare problem, so it is strong with a correct trace and weak alone: the uplift is real.
-(b) The planner is warm-started on gold traces for a short while: it writes the format but makes
-    arithmetic slips, leaving room for RL below the executor-with-gold-trace ceiling.
+(b) The planner is warm-started for a short while: it writes the format but makes arithmetic slips,
+    leaving room for RL below the executor-with-gold-trace ceiling. With `planner_mixture` it is
+    warm-started on traces of several kinds (faithful, early_stop, wrong_state, leaked; see
+    `ProceduralTask.reasoning`) in the given proportions, so that its samples differ in kind and in
+    correctness and GRPO has behaviours to select among; `executor_mixture` does the same for the
+    executor's with-reasoning examples (default: gold traces only).
 
 Both are saved as Hugging Face directories under `cache_dir/<hash of the config>/`; a run whose
 config hashes the same loads them instead of training. A file lock lets parallel processes (DDP ranks,
@@ -25,13 +29,15 @@ from typing import Any
 from filelock import FileLock
 
 from planlift.errors import ConfigError
-from planlift.tasks.base import Task
+from planlift.tasks.base import REASONING_CLOSE, Task
 
 log = logging.getLogger(__name__)
 
 ROLES = ("executor", "planner")
 # Bump when the bootstrap's training code changes what it produces.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 3
+# Samples per problem for the warm-started planner's pass@G (GRPO's default group size).
+PASS_AT = 4
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,11 @@ class Bootstrap:
         architecture: kwargs of `build_tiny_qwen2` (hidden_size, num_hidden_layers, ...).
         executor / planner: SFT settings (steps, batch_size, lr, warmup_steps, weight_decay).
         no_reasoning_fraction: share of executor examples shown without a trace (it learns a prior there).
+        planner_mixture / executor_mixture: {reasoning kind: weight} for the warm-start traces (null: gold
+            traces only); kinds are the task's (`ProceduralTask.reasoning`).
+        shared_base: train one model on both roles' examples (with the planner's SFT settings) and start
+            the executor and the planner from it, as when both come from one pretrained base. The executor's
+            share of the work is the same skill as writing a step line, so it learns it from both roles' data.
         eval_problems: validation problems for the reported numbers.
         max_length: SFT sequence cap in tokens.
     """
@@ -79,6 +90,9 @@ class Bootstrap:
         executor: dict[str, Any] | None = None,
         planner: dict[str, Any] | None = None,
         no_reasoning_fraction: float = 0.5,
+        planner_mixture: dict[str, float] | None = None,
+        executor_mixture: dict[str, float] | None = None,
+        shared_base: bool = False,
         eval_problems: int = 200,
         max_length: int = 512,
         seed: int = 0,
@@ -95,6 +109,9 @@ class Bootstrap:
                 f"bootstrap.no_reasoning_fraction must be in [0, 1], got {no_reasoning_fraction}"
             )
         self.no_reasoning_fraction = no_reasoning_fraction
+        self.planner_mixture = _mixture(task, "planner_mixture", planner_mixture)
+        self.executor_mixture = _mixture(task, "executor_mixture", executor_mixture)
+        self.shared_base = shared_base
         self.eval_problems = eval_problems
         self.max_length = max_length
         self.seed = seed
@@ -111,6 +128,9 @@ class Bootstrap:
             "executor": vars(self.executor),
             "planner": vars(self.planner),
             "no_reasoning_fraction": self.no_reasoning_fraction,
+            "planner_mixture": self.planner_mixture,
+            "executor_mixture": self.executor_mixture,
+            "shared_base": self.shared_base,
             "eval_problems": self.eval_problems,
             "max_length": self.max_length,
             "seed": self.seed,
@@ -152,11 +172,12 @@ class Bootstrap:
         shutil.rmtree(staging, ignore_errors=True)
         tokenizer = build_char_tokenizer()
         seconds = {}
-        for role in ROLES:
+        for role in ("shared",) if self.shared_base else ROLES:
             role_start = time.perf_counter()
             model = self._train(role, tokenizer, staging / "logs")
-            model.save_pretrained(staging / role)
-            tokenizer.save_pretrained(staging / role)
+            for saved_as in ROLES if role == "shared" else (role,):
+                model.save_pretrained(staging / saved_as)
+                tokenizer.save_pretrained(staging / saved_as)
             seconds[role] = time.perf_counter() - role_start
         metrics = self._measure(staging)
         metrics["train_seconds"] = seconds
@@ -179,28 +200,31 @@ class Bootstrap:
 
         examples = []
         for problem in self.task.problems("train"):
+            rng = random.Random(f"{self.seed}/{problem.id}")
             if role == "executor":
-                # Each problem once, with its gold trace or bare (seen twice, the model stalls at chance).
-                gold = self.task.gold_reasoning(problem)
-                bare = (
-                    gold is None
-                    or random.Random(f"{self.seed}/{problem.id}").random() < self.no_reasoning_fraction
-                )
-                prompt = render_prompt(
-                    tokenizer, self.task.executor_prompt(problem, None if bare else gold), None
-                )
+                # Each problem once, with a trace or bare (seen twice, the model stalls at chance).
+                bare = rng.random() < self.no_reasoning_fraction
+                reasoning = None if bare else self._reasoning(problem, self.executor_mixture, rng)
+                prompt = render_prompt(tokenizer, self.task.executor_prompt(problem, reasoning), None)
                 examples.append(SFTExample(prompt, self.task.executor_target(problem)))
             else:
-                target = self.task.planner_target(problem)
-                if target is None:
+                reasoning = self._reasoning(problem, self.planner_mixture, rng)
+                if reasoning is None:
                     continue
                 prompt = render_prompt(tokenizer, self.task.planner_prompt(problem), None)
-                examples.append(SFTExample(prompt, target))
+                examples.append(SFTExample(prompt, f"{reasoning}{REASONING_CLOSE}"))
         if not examples:
             raise ConfigError(
                 f"bootstrap: task {self.task.name!r} gives no {role} training examples (no gold reasoning)"
             )
         return examples
+
+    def _reasoning(self, problem, mixture: dict[str, float] | None, rng: random.Random) -> str | None:
+        """A warm-start trace: gold without a mixture, else one of the mixture's kinds drawn by weight."""
+        if mixture is None:
+            return self.task.gold_reasoning(problem)
+        kind = rng.choices(list(mixture), weights=list(mixture.values()))[0]
+        return self.task.reasoning(problem, kind, rng)
 
     def _train(self, role: str, tokenizer, log_dir: Path):
         import pytorch_lightning as pl
@@ -209,12 +233,16 @@ class Bootstrap:
         from planlift.bootstrap.sft import SFTDataset, SupervisedFineTuning
         from planlift.models.tiny import build_tiny_qwen2
 
-        settings: SFTSettings = getattr(self, role)
-        seed = self.seed + ROLES.index(role)
+        if role == "shared":
+            settings, seed = self.planner, self.seed
+            examples = self._examples("executor", tokenizer) + self._examples("planner", tokenizer)
+        else:
+            settings, seed = getattr(self, role), self.seed + ROLES.index(role)
+            examples = self._examples(role, tokenizer)
         model = build_tiny_qwen2(tokenizer, seed=seed, **self.architecture)
         if settings.steps == 0:
             return model
-        dataset = SFTDataset(self._examples(role, tokenizer), tokenizer, self.max_length)
+        dataset = SFTDataset(examples, tokenizer, self.max_length)
         module = SupervisedFineTuning(
             model, settings.lr, settings.steps, settings.warmup_steps, settings.weight_decay
         )
@@ -233,7 +261,7 @@ class Bootstrap:
 
     def _measure(self, directory: Path) -> dict[str, Any]:
         """Greedy accuracies on validation problems: executor alone, with gold traces, after the planner."""
-        from planlift.evaluation import evaluate_reasonings, summarize
+        from planlift.evaluation import evaluate_reasonings, pass_at_k, summarize
         from planlift.executors.hf import HFExecutor
         from planlift.grpo.rollout import sample_rollout
         from planlift.models.policy import load_policy
@@ -256,10 +284,40 @@ class Bootstrap:
                 self.task, executor, problems, [self.task.extract_reasoning(t) for t in rollout.texts], cache
             )
         )
+        # The warm-started planner's headroom: G samples at GRPO's temperature, judged greedily.
+        sampled = sample_rollout(planner, self.task, problems, PASS_AT, max_new_tokens=self.max_length // 2)
+        sampled_records = evaluate_reasonings(
+            self.task,
+            executor,
+            [p for p in problems for _ in range(PASS_AT)],
+            [self.task.extract_reasoning(t) for t in sampled.texts],
+            cache,
+        )
+        sampled_summary = summarize(sampled_records)
         return {
             "eval_problems": len(problems),
             "executor_alone": gold["baseline_acc"],
             "executor_gold": gold["e2e_acc"],
             "planner_executor": planned["e2e_acc"],
             "planner_trace": {k: v for k, v in planned.items() if k.startswith("trace/")},
+            "planner_sampled": {
+                "pass@1": sampled_summary["e2e_acc"],
+                f"pass@{PASS_AT}": pass_at_k(sampled_records, PASS_AT),
+                **{k: v for k, v in sampled_summary.items() if k.startswith("trace/kind/")},
+            },
         }
+
+
+def _mixture(task: Task, key: str, mixture: dict[str, float] | None) -> dict[str, float] | None:
+    """Validated {kind: weight} (weights >= 0, some > 0), in the task's kind order."""
+    if mixture is None:
+        return None
+    kinds = task.reasoning_kinds
+    if not kinds:
+        raise ConfigError(f"bootstrap.{key}: task {task.name!r} has no reasoning kinds; set it to null")
+    unknown = sorted(set(mixture) - set(kinds))
+    if unknown:
+        raise ConfigError(f"bootstrap.{key} has unknown kinds {unknown}; known: {list(kinds)}")
+    if any(weight < 0 for weight in mixture.values()) or not sum(mixture.values()) > 0:
+        raise ConfigError(f"bootstrap.{key} weights must be >= 0 with a positive sum, got {dict(mixture)}")
+    return {kind: float(mixture[kind]) for kind in kinds if mixture.get(kind, 0) > 0}

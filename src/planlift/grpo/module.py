@@ -16,6 +16,12 @@ The algorithm's choices, each a constructor argument (defaults follow the author
    code included padding).
 8. Log-probs are taken at the sampling temperature; micro-batches accumulate to the full-batch loss.
 
+Diagnostics: every step logs the trace metrics of the sampled completions (`train/trace/*`, including
+the mixture of trace kinds `train/trace/kind/*` on the procedural task) next to the reward terms and
+`frac_reward_zero_std`; every validation judges the greedy planner (`val/*`) and, with
+`val_pass_samples: G`, G samples per problem at the training temperature (`val/pass@G`, the headroom
+GRPO can select from, and `val/sampled/*`, what the policy samples).
+
 `trainer.max_steps` counts optimizer steps: one per rollout batch when `num_iterations=1`.
 """
 
@@ -33,7 +39,7 @@ import pytorch_lightning as pl
 import torch
 
 from planlift.errors import ConfigError
-from planlift.evaluation import evaluate_reasonings, summarize
+from planlift.evaluation import evaluate_reasonings, pass_at_k, summarize
 from planlift.grpo.objective import AGGREGATIONS, KL_ESTIMATORS, LossNormalizer, group_advantages, grpo_loss
 from planlift.grpo.rollout import Rollout, completion_logprobs, sample_rollout
 from planlift.models.policy import Policy
@@ -66,6 +72,7 @@ class GRPOModule(pl.LightningModule):
         loss_aggregation: str = "token_mean",
         max_grad_norm: float | None = 1.0,
         val_executor_samples: int = 1,
+        val_pass_samples: int = 0,
         log_samples_every: int = 10,
         seed: int = 0,
     ) -> None:
@@ -88,6 +95,8 @@ class GRPOModule(pl.LightningModule):
             )
         if kl_coef < 0 or clip_low < 0 or clip_high < 0:
             raise ConfigError("algorithm.kl_coef, clip_low and clip_high must be >= 0")
+        if val_pass_samples < 0:
+            raise ConfigError(f"algorithm.val_pass_samples must be >= 0, got {val_pass_samples}")
         if temperature <= 0:
             raise ConfigError(f"algorithm.temperature must be > 0, got {temperature}")
         self.automatic_optimization = False
@@ -111,6 +120,7 @@ class GRPOModule(pl.LightningModule):
         self.loss_aggregation = loss_aggregation
         self.max_grad_norm = max_grad_norm
         self.val_executor_samples = val_executor_samples
+        self.val_pass_samples = val_pass_samples
         self.log_samples_every = log_samples_every
         self.seed = seed
         self.val_baseline_cache = BaselineCache()
@@ -232,17 +242,9 @@ class GRPOModule(pl.LightningModule):
             samples=self.val_executor_samples,
             greedy=True,
         )
-        for key, value in summarize(records).items():
-            reduce = "sum" if key == "executor_failed" else "mean"
-            self.log(
-                f"val/{key}",
-                value,
-                on_step=False,
-                on_epoch=True,
-                batch_size=len(problems),
-                sync_dist=True,
-                reduce_fx=reduce,
-            )
+        self._log_val(summarize(records), len(problems))
+        if self.val_pass_samples:
+            self._validate_samples(problems)
         self.log(
             "val/completion_length",
             rollout.completion_lengths.float().mean(),
@@ -262,6 +264,35 @@ class GRPOModule(pl.LightningModule):
                         for r in records
                     ],
                 ),
+            )
+
+    def _validate_samples(self, problems: list[Problem]) -> None:
+        """G samples per problem at the training temperature, each judged greedily: pass@G and the mixture."""
+        g = self.val_pass_samples
+        rollout = self.sample(problems, g)
+        records = evaluate_reasonings(
+            self.task,
+            self.reward.executor,
+            [p for p in problems for _ in range(g)],
+            [self.task.extract_reasoning(text) for text in rollout.texts],
+            self.val_baseline_cache,
+            samples=self.val_executor_samples,
+            greedy=True,
+        )
+        summary = {f"sampled/{k}": v for k, v in summarize(records).items() if k != "executor_failed"}
+        summary[f"pass@{g}"] = pass_at_k(records, g)
+        self._log_val(summary, len(problems))
+
+    def _log_val(self, summary: dict[str, float], batch_size: int) -> None:
+        for key, value in summary.items():
+            self.log(
+                f"val/{key}",
+                value,
+                on_step=False,
+                on_epoch=True,
+                batch_size=batch_size,
+                sync_dist=True,
+                reduce_fx="sum" if key == "executor_failed" else "mean",
             )
 
     # ---- Lightning plumbing -----------------------------------------------------------------------
@@ -330,6 +361,7 @@ class GRPOModule(pl.LightningModule):
         metrics["train/executor_generations_per_problem"] = self.reward.last_generations_per_problem
         metrics["train/baseline_cache_size"] = float(len(self.reward.baseline_cache.entries))
         metrics.update({f"train/executor/{k}": v for k, v in self.reward.executor.metrics().items()})
+        metrics.update(self._sampled_trace_metrics(rollout, scores))
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(rollout.problems))
         self.log(
             "train/reward",
@@ -338,7 +370,8 @@ class GRPOModule(pl.LightningModule):
             on_step=True,
             batch_size=len(rollout.problems),
         )
-        if self.log_samples_every and self.global_step % self.log_samples_every == 1:
+        step = self.global_step - 1  # the optimizer step this training step has just taken
+        if self.log_samples_every and step % self.log_samples_every == 0:
             notes = [
                 " ".join(f"{k}={v:.2f}" for k, v in r.terms().items())
                 + (f" masked={r.mask_reason}" if r.masked else "")
@@ -349,12 +382,26 @@ class GRPOModule(pl.LightningModule):
                 _samples_markdown(
                     [p for p in rollout.problems for _ in range(rollout.group_size)], rollout.texts, notes
                 ),
+                step,
             )
 
-    def _log_text(self, tag: str, text: str) -> None:
+    def _sampled_trace_metrics(self, rollout: Rollout, scores: RewardBatch) -> dict[str, float]:
+        """Means of the task's trace metrics over the sampled completions (`train/trace/*`); right for the
+        wrong reasons = the e2e sample is correct while some state is wrong or missing."""
+        rows = [p for p in rollout.problems for _ in range(rollout.group_size)]
+        sums: dict[str, float] = defaultdict(float)
+        for problem, text, record in zip(rows, rollout.texts, scores.records, strict=True):
+            trace = self.task.trace_metrics(problem, self.task.extract_reasoning(text), None)
+            for key, value in trace.items():
+                sums[key] += value
+            if "trace/step_acc" in trace:
+                sums["trace/right_wrong_reasons"] += float(bool(record.e2e) and trace["trace/step_acc"] < 1)
+        return {f"train/{key}": total / len(rows) for key, total in sums.items()}
+
+    def _log_text(self, tag: str, text: str, step: int | None = None) -> None:
         experiment = getattr(self.logger, "experiment", None)
         if self.global_rank == 0 and hasattr(experiment, "add_text"):
-            experiment.add_text(tag, text, global_step=self.global_step)
+            experiment.add_text(tag, text, global_step=self.global_step if step is None else step)
 
 
 @contextmanager

@@ -7,9 +7,12 @@ A task is the single source of truth for "is this right": the reward and every e
 from __future__ import annotations
 
 import abc
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from planlift.errors import ConfigError
 
 Split = Literal["train", "validation", "test"]
 # The planner writes its reasoning between these tags (REFERENCE: the method's format).
@@ -61,6 +64,8 @@ class Task(abc.ABC):
 
     name: str
     task_type: Literal["math", "code"]
+    # Behaviours `reasoning` can write (for a warm-start mixture); empty when the task has none.
+    reasoning_kinds: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def problems(self, split: Split) -> Sequence[Problem]:
@@ -102,6 +107,10 @@ class Task(abc.ABC):
     def gold_reasoning(self, problem: Problem) -> str | None:
         """A reference reasoning for the problem, when the data has one."""
         return None
+
+    def reasoning(self, problem: Problem, kind: str, rng: random.Random) -> str:
+        """A reasoning of one of `reasoning_kinds` (faithful, flawed in a known way ...), seeded by `rng`."""
+        raise ConfigError(f"task {self.name!r} writes no reasoning kinds")
 
     def planner_target(self, problem: Problem) -> str | None:
         """The supervised planner completion (gold reasoning and closing tag), when there is gold reasoning."""

@@ -15,6 +15,18 @@ Rendering (compact, so character-level models can read it)::
     reasoning:  S3=3+7=0            one line per executed step: S_i=<value a><op><value b>=<result>
     executor:   <problem>\\n<reasoning>\\n...</reasoning>\\nanswer=<S6>
 
+The executor's share (`executor_steps: k`): with k = 0 the planner executes every step and the executor
+reads the answer off the trace. With k >= 1 the planner's reasoning stops at S_(N-k) and the executor
+finishes the computation in the same line format, e.g. for k = 1 it is prompted with the prefill `S6=` and
+writes `0+0=0`; its answer is the value of its S_N line. A reasoning that states any of the executor's
+states, or an answer, is leakage. Then the executor needs the reasoning (alone it must guess the states it
+reads) and still does work with it (the last steps), so uplift measures how much the reasoning helps.
+
+Reasoning kinds (`reasoning`): besides the gold trace, seeded traces of the behaviours a planner can show:
+`early_stop` (stops before S_(N-k)), `wrong_state` (one state the executor never reads is wrong; the rest,
+and so the answer, stay right), `leaked` (the answer stated outright, without the work). The bootstrap warm-starts
+the tiny planner on a mixture of them, so that GRPO has behaviours to select among.
+
 Splits are disjoint by construction: a problem belongs to the split its content hash falls into.
 """
 
@@ -39,10 +51,11 @@ from planlift.tasks.base import (
     Task,
     Verdict,
 )
-from planlift.tasks.procedural_trace import analyze_trace, parse_number
+from planlift.tasks.procedural_trace import STEP_LINE, TraceAnalysis, analyze_trace, parse_number
 
 OPS = ("+", "-", "*", "/")
 ANSWER_PREFIX = "answer="
+REASONING_KINDS = ("faithful", "early_stop", "wrong_state", "leaked")
 # Fraction of the hash space owned by each split (train, validation, test).
 SPLIT_BOUNDS = {"train": (0.0, 0.8), "validation": (0.8, 0.9), "test": (0.9, 1.0)}
 _MAX_TRIES_PER_PROBLEM = 1000
@@ -79,6 +92,8 @@ class ProceduralTask(Task):
         number_type: "int" or "float" inputs (floats have 2 decimals).
         ops: the operation mix, e.g. "+-*/" or "+" (a single op).
         modulus: None for the benchmark's real arithmetic, or m for values mod m (ops + - * only).
+        executor_steps: k, the last k states that the executor computes from the planner's reasoning
+            (0: the planner executes everything and the executor reads the answer off the trace).
         sizes: number of problems per split.
         seed: generator seed.
         planner_instruction / executor_instruction: optional natural-language headers for LLMs;
@@ -87,6 +102,7 @@ class ProceduralTask(Task):
 
     name = "procedural"
     task_type = "math"
+    reasoning_kinds = REASONING_KINDS
 
     def __init__(
         self,
@@ -96,6 +112,7 @@ class ProceduralTask(Task):
         number_type: str = "int",
         ops: str = "+-",
         modulus: int | None = 10,
+        executor_steps: int = 0,
         sizes: dict[str, int] | None = None,
         seed: int = 0,
         planner_instruction: str = "",
@@ -116,6 +133,11 @@ class ProceduralTask(Task):
                 raise ConfigError("task.ops may not contain '/' when task.modulus is set")
             if number_type != "int":
                 raise ConfigError("task.number_type must be 'int' when task.modulus is set")
+        if not 0 <= executor_steps <= length - 3:
+            raise ConfigError(
+                f"task.executor_steps must be in [0, task.length - 3] = [0, {length - 3}] (the planner keeps "
+                f"at least one step), got {executor_steps}"
+            )
         low, high = value_range
         if low > high:
             raise ConfigError(f"task.value_range must be [low, high], got {list(value_range)}")
@@ -131,6 +153,7 @@ class ProceduralTask(Task):
         self.number_type = number_type
         self.ops = ops
         self.modulus = modulus
+        self.executor_steps = executor_steps
         self.sizes = sizes
         self.seed = seed
         self.planner_instruction = planner_instruction
@@ -148,6 +171,7 @@ class ProceduralTask(Task):
             "number_type": self.number_type,
             "ops": self.ops,
             "modulus": self.modulus,
+            "executor_steps": self.executor_steps,
             "sizes": dict(sorted(self.sizes.items())),
             "seed": self.seed,
             "planner_instruction": self.planner_instruction,
@@ -255,15 +279,69 @@ class ProceduralTask(Task):
         parts.append(f"S{program.length}?")
         return " ".join(parts)
 
+    @property
+    def planned_length(self) -> int:
+        """M: the last state the planner's reasoning establishes (S_M; the executor computes the rest)."""
+        return self.length - self.executor_steps
+
+    @staticmethod
+    def step_line(step: Step, states: Sequence[float], result: float | None = None) -> str:
+        """`S_i=<a><op><b>=<result>` with the operands' values from `states` (result: the true S_i)."""
+        value = states[step.index - 1] if result is None else result
+        a, b = format_number(states[step.a - 1]), format_number(states[step.b - 1])
+        return f"S{step.index}={a}{step.op}{b}={format_number(value)}"
+
     def gold_reasoning(self, problem: Problem) -> str:
         program: Program = problem.meta["program"]
         states = problem.meta["states"]
-        lines = [
-            f"S{s.index}={format_number(states[s.a - 1])}{s.op}{format_number(states[s.b - 1])}"
-            f"={format_number(states[s.index - 1])}"
-            for s in program.steps
-        ]
+        lines = [self.step_line(s, states) for s in program.steps if s.index <= self.planned_length]
         return "\n".join(lines) + "\n"
+
+    def reasoning(self, problem: Problem, kind: str, rng: random.Random) -> str:
+        """A reasoning of one behaviour (REASONING_KINDS), seeded by `rng`:
+
+        faithful: the gold trace (S3..S_M). early_stop: its first j lines, stopping within the last third of
+            its work (j from L - max(1, L // 3) to L - 1 of L = M - 2 lines): under-execution that keeps the
+            steps it does write (so a warm-start on it still learns the line arithmetic).
+        wrong_state: the gold trace with one state's value wrong, a state that no later step reads or that is
+            only read by the planner's own later lines (which keep the true values): right for the wrong reasons.
+        leaked: `answer=<S_N>` and nothing else: the answer stated outright, without the work (a premature
+            answer; for a model that cannot compute S_N in one token it is mostly a guess).
+        """
+        program: Program = problem.meta["program"]
+        states = problem.meta["states"]
+        planned = [s for s in program.steps if s.index <= self.planned_length]
+        lines = [self.step_line(s, states) for s in planned]
+        if kind == "faithful":
+            pass
+        elif kind == "early_stop":
+            if len(lines) < 2:
+                raise ConfigError("reasoning kind 'early_stop' needs at least 2 planned steps (task.length)")
+            lines = lines[: rng.randint(len(lines) - max(1, len(lines) // 3), len(lines) - 1)]
+        elif kind == "wrong_state":
+            read_by_executor = {o for s in program.steps if s.index > self.planned_length for o in (s.a, s.b)}
+            if self.executor_steps == 0:
+                read_by_executor.add(self.length)
+            candidates = [i for i, s in enumerate(planned) if s.index not in read_by_executor]
+            if not candidates:
+                raise ConfigError(
+                    "reasoning kind 'wrong_state' needs a planned state the executor does not read "
+                    "(raise task.length or task.executor_steps)"
+                )
+            j = rng.choice(candidates)
+            lines[j] = self.step_line(
+                planned[j], states, self._wrong_value(states[planned[j].index - 1], rng)
+            )
+        elif kind == "leaked":
+            lines = [f"{ANSWER_PREFIX}{format_number(states[-1])}"]
+        else:
+            raise ConfigError(f"unknown reasoning kind {kind!r}; known: {list(REASONING_KINDS)}")
+        return "\n".join(lines) + "\n"
+
+    def _wrong_value(self, value: float, rng: random.Random) -> float:
+        if self.modulus is not None:
+            return float((int(value) + rng.randint(1, self.modulus - 1)) % self.modulus)
+        return round(value + rng.choice((-1, 1)) * rng.randint(1, 9), 3)
 
     def planner_prompt(self, problem: Problem) -> ChatPrompt:
         return ChatPrompt(
@@ -276,7 +354,22 @@ class ProceduralTask(Task):
         user = f"{self.executor_instruction}{problem.text}\n"
         if reasoning is not None:
             user += f"{REASONING_OPEN}\n{reasoning}{REASONING_CLOSE}\n"
-        return ChatPrompt(user=user, prefill=ANSWER_PREFIX, stop=("\n",))
+        if self.executor_steps == 0:
+            return ChatPrompt(user=user, prefill=ANSWER_PREFIX, stop=("\n",))
+        # The executor writes its steps S_(M+1)..S_N; the prefill opens the first line.
+        return ChatPrompt(user=user, prefill=self._executor_prefill, stop=("\n\n",))
+
+    @property
+    def _executor_prefill(self) -> str:
+        return f"S{self.planned_length + 1}="
+
+    def executor_target(self, problem: Problem) -> str:
+        if self.executor_steps == 0:
+            return problem.answer
+        program: Program = problem.meta["program"]
+        states = problem.meta["states"]
+        lines = [self.step_line(s, states) for s in program.steps if s.index > self.planned_length]
+        return "\n".join(lines)[len(self._executor_prefill) :]
 
     # ---- judging ----------------------------------------------------------------------------------
 
@@ -287,17 +380,32 @@ class ProceduralTask(Task):
         return reasoning
 
     def verify(self, problem: Problem, executor_output: str) -> Verdict:
-        match = _FIRST_NUMBER.search(executor_output)
-        if match is None:
+        """k = 0: the first number of the output. k >= 1: the value of the executor's S_N line."""
+        parsed = self._executor_answer(executor_output)
+        if parsed is None:
             return Verdict(correct=False, pass_rate=0.0, status="no_answer", parsed=None)
-        parsed = match.group(0)
         correct = numbers_match(parse_number(parsed), float(problem.answer))
         return Verdict(
             correct=correct, pass_rate=float(correct), status="correct" if correct else "wrong", parsed=parsed
         )
 
+    def _executor_answer(self, executor_output: str) -> str | None:
+        if self.executor_steps == 0:
+            match = _FIRST_NUMBER.search(executor_output)
+            return None if match is None else match.group(0)
+        for line in (self._executor_prefill + executor_output).splitlines():
+            step = STEP_LINE.match(line)
+            if step and int(step.group(1)) == self.length:
+                return step.group(5)
+        return None
+
     def detect_leakage(self, problem: Problem, reasoning: str) -> bool:
-        return analyze_trace(reasoning, problem.meta["program"], problem.meta["states"]).leaked_answer
+        return self.analyze(problem, reasoning).leaked_answer
+
+    def analyze(self, problem: Problem, reasoning: str, **verdict) -> TraceAnalysis:
+        return analyze_trace(
+            reasoning, problem.meta["program"], problem.meta["states"], leave=self.executor_steps, **verdict
+        )
 
     def trace_metrics(
         self, problem: Problem, reasoning: str, executor_output: str | None
@@ -306,13 +414,7 @@ class ProceduralTask(Task):
         if executor_output is not None:
             verdict = self.verify(problem, executor_output)
             correct, parsed = verdict.correct, verdict.parsed is not None
-        analysis = analyze_trace(
-            reasoning,
-            problem.meta["program"],
-            problem.meta["states"],
-            final_answer_correct=correct,
-            final_answer_parsed=parsed,
-        )
+        analysis = self.analyze(problem, reasoning, final_answer_correct=correct, final_answer_parsed=parsed)
         return analysis.as_metrics()
 
 

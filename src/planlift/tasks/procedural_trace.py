@@ -4,16 +4,24 @@ A trace is parsed line by line. A step line is `S<i>=<a><op><b>=<result>` (space
 statement is `answer=<v>` / `answer: <v>` / `ans=<v>`. Everything else is ignored (counted as
 unparsed). Definitions, per trace, for a program with states S1..SN (N - 2 executed steps):
 
-- executed_steps: number of step lines; execution is "exact" (== N - 2), "under" (<) or "over" (>),
+The planner's share of the program ends at state M = N - `leave`: with `leave=0` the trace executes every
+step (the benchmark's setting); with `leave=k` the last k states are the executor's work, and a trace that
+states any of them, or states an answer, hands the executor the result (leakage).
+
+- executed_steps: number of step lines; execution is "exact" (== M - 2), "under" (<) or "over" (>),
   as the benchmark counts steps executed against N.
-- final_state_correct: the line that computes S_N states the right value.
-- step_accuracy: fraction of the N - 2 states whose first step line states the right value
+- final_state_correct: the line that computes S_M states the right value.
+- step_accuracy: fraction of the M - 2 states S3..S_M whose first step line states the right value
   (a missing state counts as wrong).
 - hallucinated_steps: step lines for states the program does not have (i < 3 or i > N).
-- premature_answer: an answer statement comes before the line that computes S_N (or S_N never comes).
-- leaked_answer: an answer statement while steps are skipped — the answer without the work.
+- premature_answer: an answer statement comes before the line that computes S_M (or S_M never comes).
+- leaked_answer: the answer without the work (an answer statement while steps are skipped), or, when the
+  executor has a share (`leave` > 0), any answer statement or any line for the executor's states.
 - missing_answer: the final answer (the executor's) could not be parsed; None when not judged.
 - right_for_wrong_reasons: the final answer is correct while some state is wrong or missing.
+
+`trace_kind` sorts a trace into one behaviour (faithful, wrong_state, under, leaked, other): the mixture
+of kinds a policy samples is what GRPO selects among.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from planlift.tasks.procedural import Program
 
+TRACE_KINDS = ("faithful", "wrong_state", "under", "leaked", "other")
 _NUM = r"-?\d+(?:\.\d+)?"
 STEP_LINE = re.compile(rf"^\s*S(\d+)\s*=\s*({_NUM})\s*([+\-*/])\s*({_NUM})\s*=\s*({_NUM})\s*$")
 ANSWER_LINE = re.compile(rf"^\s*(?:answer|ans)\s*[:=]\s*({_NUM})\s*$", re.IGNORECASE)
@@ -54,9 +63,24 @@ class TraceAnalysis:
     missing_answer: bool | None = None
     right_for_wrong_reasons: bool | None = None
 
+    executor_states_stated: int = 0
+
     @property
     def step_accuracy(self) -> float:
         return self.correct_steps / self.expected_steps
+
+    @property
+    def kind(self) -> str:
+        """One behaviour per trace: leaked > under > other > wrong_state > faithful (first that applies)."""
+        if self.leaked_answer:
+            return "leaked"
+        if self.execution == "under":
+            return "under"
+        if self.execution == "over" or self.hallucinated_steps or self.unparsed_lines:
+            return "other"
+        if self.correct_steps < self.expected_steps:
+            return "wrong_state"
+        return "faithful"
 
     def as_metrics(self) -> dict[str, float]:
         metrics = {
@@ -69,6 +93,7 @@ class TraceAnalysis:
             "trace/premature_answer": float(self.premature_answer),
             "trace/leaked_answer": float(self.leaked_answer),
         }
+        metrics.update({f"trace/kind/{kind}": float(self.kind == kind) for kind in TRACE_KINDS})
         if self.missing_answer is not None:
             metrics["trace/missing_answer"] = float(self.missing_answer)
         if self.right_for_wrong_reasons is not None:
@@ -82,16 +107,19 @@ def analyze_trace(
     states: tuple[float, ...],
     final_answer_correct: bool | None = None,
     final_answer_parsed: bool | None = None,
+    leave: int = 0,
 ) -> TraceAnalysis:
     """Compare a trace with the ground-truth states of `program`.
 
     `final_answer_correct` is the verifier's verdict on the executor's answer (None when there is none);
-    `final_answer_parsed=False` marks an executor answer that had no number.
+    `final_answer_parsed=False` marks an executor answer that had no number. `leave`: how many final
+    states are the executor's work (the trace should stop at S_(N - leave)).
     """
     n = program.length
-    expected = n - 2
+    last = n - leave  # the last state the trace should establish
+    expected = last - 2
     first_value: dict[int, float] = {}
-    executed = hallucinated = unparsed = 0
+    executed = hallucinated = unparsed = executor_states = 0
     answer_line_at: int | None = None
     final_step_at: int | None = None
     for line_no, line in enumerate(reasoning.splitlines()):
@@ -104,8 +132,11 @@ def analyze_trace(
             if not 3 <= index <= n:
                 hallucinated += 1
                 continue
+            if index > last:
+                executor_states += 1
+                continue
             first_value.setdefault(index, float(step.group(5)))
-            if index == n and final_step_at is None:
+            if index == last and final_step_at is None:
                 final_step_at = line_no
             continue
         if ANSWER_LINE.match(line):
@@ -116,7 +147,7 @@ def analyze_trace(
 
     correct = 0
     first_error: int | None = None
-    for index in range(3, n + 1):
+    for index in range(3, last + 1):
         if index in first_value and _same(first_value[index], states[index - 1]):
             correct += 1
         elif first_error is None:
@@ -141,9 +172,10 @@ def analyze_trace(
         hallucinated_steps=hallucinated,
         unparsed_lines=unparsed,
         premature_answer=premature,
-        leaked_answer=answered and skipped,
+        leaked_answer=(answered and skipped) or (leave > 0 and (answered or executor_states > 0)),
         first_error_state=first_error,
-        final_state_correct=n in first_value and _same(first_value[n], states[n - 1]),
+        final_state_correct=last in first_value and _same(first_value[last], states[last - 1]),
         missing_answer=missing,
         right_for_wrong_reasons=wrong_reasons,
+        executor_states_stated=executor_states,
     )
