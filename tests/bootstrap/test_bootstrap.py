@@ -86,7 +86,7 @@ def test_mixture_errors_name_the_key(trained_bootstrap):
         same_config(trained_bootstrap, planner_mixture={"sloppy": 1.0})
     with pytest.raises(ConfigError, match=r"bootstrap\.executor_mixture weights"):
         same_config(trained_bootstrap, executor_mixture={"faithful": -1.0, "leaked": 2.0})
-    with pytest.raises(ConfigError, match="no reasoning kinds"):
-        from planlift.tasks import GSM8KTask
+    from planlift.tasks import GSM8KTask
 
-        Bootstrap(GSM8KTask.__new__(GSM8KTask), cache_dir="unused", planner_mixture={"faithful": 1.0})
+    gsm8k = Bootstrap(GSM8KTask.__new__(GSM8KTask), cache_dir="unused", planner_mixture={"faithful": 1.0})
+    assert gsm8k.planner_mixture is None  # no kinds: gold traces, with a warning

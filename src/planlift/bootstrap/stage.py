@@ -309,12 +309,14 @@ class Bootstrap:
 
 
 def _mixture(task: Task, key: str, mixture: dict[str, float] | None) -> dict[str, float] | None:
-    """Validated {kind: weight} (weights >= 0, some > 0), in the task's kind order."""
+    """Validated {kind: weight} (weights >= 0, some > 0), in the task's kind order; None for a task without
+    reasoning kinds (logged)."""
     if mixture is None:
         return None
     kinds = task.reasoning_kinds
-    if not kinds:
-        raise ConfigError(f"bootstrap.{key}: task {task.name!r} has no reasoning kinds; set it to null")
+    if not kinds:  # the preset's mixture is for the procedural task; others warm-start on gold traces
+        log.warning("bootstrap.%s ignored: task %r has no reasoning kinds (gold traces only)", key, task.name)
+        return None
     unknown = sorted(set(mixture) - set(kinds))
     if unknown:
         raise ConfigError(f"bootstrap.{key} has unknown kinds {unknown}; known: {list(kinds)}")
