@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from planlift import runtime  # noqa: E402
+from planlift.checkpoints import config_resolver, resolve_checkpoints  # noqa: E402
 from planlift.grpo.rollout import sample_rollout  # noqa: E402
 
 
@@ -43,9 +44,9 @@ def main(argv: list[str]) -> dict:
     runtime.configure_threads(cfg.torch_threads)
     runtime.quiet_libraries()
     task = hydra.utils.instantiate(cfg.task)
-    bootstrap = hydra.utils.instantiate(cfg.bootstrap, task=task)
-    policy = hydra.utils.instantiate(cfg.model, bootstrap=bootstrap)
-    executor = hydra.utils.instantiate(cfg.executor, bootstrap=bootstrap)
+    resolve_checkpoints(cfg, config_resolver(cfg, task), skip=("bootstrap",))
+    policy = hydra.utils.instantiate(cfg.model)
+    executor = hydra.utils.instantiate(cfg.executor)
 
     problems = list(task.problems("validation"))[: sizes["problems"]]
     r, s = sizes["reasonings"], sizes["executor_samples"]

@@ -18,9 +18,9 @@ from itertools import accumulate
 import torch
 
 from planlift import runtime
-from planlift.rm.groups.schema import read_groups
-from planlift.rm.inputs import encode_reasoning_only, encode_rm_input
-from planlift.rm.model import RubricRewardModel
+from planlift.rm_groups.schema import read_groups
+from planlift.rubric_rm.inputs import encode_reasoning_only, encode_rm_input
+from planlift.rubric_rm.model import RubricRewardModel
 
 
 def digit_accuracy(

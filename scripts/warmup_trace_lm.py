@@ -25,9 +25,9 @@ import torch.nn.functional as F
 
 from planlift import runtime
 from planlift.rm.base import MATH_DIMENSIONS
-from planlift.rm.groups.schema import read_groups
-from planlift.rm.inputs import encode_rm_input, pad_batch
-from planlift.rm.model import build_reward_model
+from planlift.rm_groups.schema import read_groups
+from planlift.rubric_rm.inputs import encode_rm_input, pad_batch
+from planlift.rubric_rm.model import build_reward_model
 
 log = logging.getLogger("warmup_trace_lm")
 TINY = {

@@ -16,7 +16,7 @@ import hydra
 from omegaconf import DictConfig
 
 from planlift import runtime
-from planlift.rm.groups import build_groups
+from planlift.rm_groups import build_groups
 
 log = logging.getLogger("planlift.build_groups")
 

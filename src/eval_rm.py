@@ -14,7 +14,7 @@ import hydra
 from omegaconf import DictConfig
 
 from planlift import runtime
-from planlift.rm.report import results_table
+from planlift.rubric_rm.report import results_table
 
 log = logging.getLogger("planlift.eval_rm")
 

@@ -17,7 +17,8 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from planlift import runtime
-from planlift.evaluator import Evaluator
+from planlift.checkpoints import config_resolver, resolve_checkpoints
+from planlift.offline_eval import OfflineEvaluation
 
 log = logging.getLogger("planlift.evaluate")
 
@@ -28,10 +29,10 @@ def evaluate(cfg: DictConfig) -> float | None:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     task = hydra.utils.instantiate(cfg.task)
-    bootstrap = hydra.utils.instantiate(cfg.bootstrap, task=task) if cfg.get("bootstrap") else None
-    policy = hydra.utils.instantiate(cfg.model, bootstrap=bootstrap) if cfg.get("model") else None
-    executor = hydra.utils.instantiate(cfg.executor, bootstrap=bootstrap)
-    evaluator = Evaluator(
+    resolve_checkpoints(cfg, config_resolver(cfg, task), skip=("bootstrap",))
+    policy = hydra.utils.instantiate(cfg.model) if cfg.get("model") else None
+    executor = hydra.utils.instantiate(cfg.executor)
+    evaluator = OfflineEvaluation(
         task=task,
         executor=executor,
         policy=policy,

@@ -26,7 +26,7 @@ def main(cfg: DictConfig) -> None:
         runtime.quiet_libraries()
         import uvicorn
 
-        from planlift.rm.service import create_app
+        from planlift.rubric_rm.service import create_app
 
         scorer = hydra.utils.instantiate(cfg.scorer)
         app = create_app(scorer, cfg.max_batch_size, cfg.max_length_limit)

@@ -17,14 +17,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from planlift import runtime
+from planlift.checkpoints import config_resolver, resolve_checkpoints
 from planlift.hparams import final_metrics, run_hparams
 from planlift.summary import RunSummary
 
 log = logging.getLogger("planlift.train")
-
-
-def instantiate_all(nodes: DictConfig | None) -> list:
-    return [hydra.utils.instantiate(node) for node in (nodes or {}).values() if node is not None]
 
 
 def train(cfg: DictConfig, executor=None) -> float | None:
@@ -36,20 +33,17 @@ def train(cfg: DictConfig, executor=None) -> float | None:
 
     summary = RunSummary()
     task = hydra.utils.instantiate(cfg.task)
-    bootstrap = hydra.utils.instantiate(cfg.bootstrap, task=task) if cfg.get("bootstrap") else None
+    checkpoints = config_resolver(cfg, task)
     with summary.phase("models (bootstrap included)"):
-        policy = hydra.utils.instantiate(cfg.model, bootstrap=bootstrap)
+        resolve_checkpoints(cfg, checkpoints, skip=("bootstrap",))  # `bootstrap:<role>` -> a directory
+        policy = hydra.utils.instantiate(cfg.model)
         if executor is None:
-            executor = hydra.utils.instantiate(cfg.executor, bootstrap=bootstrap)
+            executor = hydra.utils.instantiate(cfg.executor)
     rm = hydra.utils.instantiate(cfg.rm) if cfg.get("rm") else None
     reward = hydra.utils.instantiate(cfg.reward, executor=executor, task=task, rm=rm)
     module = hydra.utils.instantiate(cfg.algorithm, policy=policy, reward=reward, task=task)
     datamodule = hydra.utils.instantiate(cfg.data, task=task)
-    trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer,
-        logger=instantiate_all(cfg.get("logger")),
-        callbacks=instantiate_all(cfg.get("callbacks")),
-    )
+    trainer: pl.Trainer = runtime.build_trainer(cfg)
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # the same stream whether or not bootstrap ran
     ckpt_path = cfg.ckpt_path
@@ -66,8 +60,8 @@ def train(cfg: DictConfig, executor=None) -> float | None:
     summary.after = summary.validation_metrics(trainer.callback_metrics)
 
     bootstrap_numbers = {}
-    if bootstrap is not None and bootstrap.ensured:
-        metrics = bootstrap.ensure().metrics
+    if checkpoints.bootstrap is not None:
+        metrics = checkpoints.bootstrap.ensure().metrics
         bootstrap_numbers = {
             f"bootstrap/{k}": metrics[k] for k in ("executor_alone", "executor_gold", "planner_executor")
         }
@@ -76,10 +70,9 @@ def train(cfg: DictConfig, executor=None) -> float | None:
             run_hparams(cfg, HydraConfig.get().runtime.choices),
             final_metrics(trainer.callback_metrics, bootstrap_numbers),
         )
-    metric = trainer.callback_metrics.get(cfg.optimized_metric)
     if trainer.is_global_zero:
         log.info(summary.render(cfg.paths.output_dir, getattr(trainer.logger, "save_dir", None)))
-    return None if metric is None else float(metric)
+    return runtime.metric_value(trainer.callback_metrics, cfg.optimized_metric)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

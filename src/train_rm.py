@@ -16,12 +16,9 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from planlift import runtime
+from planlift.checkpoints import config_resolver, resolve_checkpoints
 
 log = logging.getLogger("planlift.train_rm")
-
-
-def instantiate_all(nodes: DictConfig | None) -> list:
-    return [hydra.utils.instantiate(node) for node in (nodes or {}).values() if node is not None]
 
 
 def train_rm(cfg: DictConfig) -> float | None:
@@ -29,30 +26,20 @@ def train_rm(cfg: DictConfig) -> float | None:
     runtime.quiet_libraries()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    bootstrap = None
-    if cfg.get("bootstrap"):  # rm_backbone=tiny_pretrained starts from the bootstrap's tiny planner
-        bootstrap = hydra.utils.instantiate(cfg.bootstrap, task=hydra.utils.instantiate(cfg.task))
-    model = hydra.utils.instantiate(cfg.rm_backbone, bootstrap=bootstrap)
+    # rm_backbone=tiny_pretrained starts from the bootstrap's tiny planner (`bootstrap:planner`)
+    resolve_checkpoints(cfg, config_resolver(cfg), skip=("bootstrap",))
+    model = hydra.utils.instantiate(cfg.rm_backbone)
     datamodule = hydra.utils.instantiate(
         cfg.rm_data, tokenizer=model.tokenizer, dimension_names=model.dimension_names
     )
     module = hydra.utils.instantiate(cfg.module, model=model)
-    trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer,
-        logger=instantiate_all(cfg.get("logger")),
-        callbacks=instantiate_all(cfg.get("callbacks")),
-    )
+    trainer: pl.Trainer = runtime.build_trainer(cfg)
     if cfg.validate_before_training:
         trainer.validate(module, datamodule=datamodule, verbose=False)
     trainer.fit(module, datamodule=datamodule)
-    metric = trainer.callback_metrics.get(cfg.optimized_metric)
-    log.info(
-        "%s = %s; outputs in %s",
-        cfg.optimized_metric,
-        None if metric is None else float(metric),
-        cfg.paths.output_dir,
-    )
-    return None if metric is None else float(metric)
+    metric = runtime.metric_value(trainer.callback_metrics, cfg.optimized_metric)
+    log.info("%s = %s; outputs in %s", cfg.optimized_metric, metric, cfg.paths.output_dir)
+    return metric
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train_rm")

@@ -24,13 +24,9 @@ RUNTIME_KWARGS = {
     "planlift.rewards.ExecutorGroundedReward": {"executor", "task", "rm"},
     "planlift.data.ProblemDataModule": {"task"},
     "planlift.bootstrap.Bootstrap": {"task"},
-    "planlift.models.load_policy": {"bootstrap"},
-    "planlift.executors.HFExecutor": {"bootstrap"},
-    "planlift.executors.VLLMExecutor": {"bootstrap"},
-    "planlift.executors.OpenAIExecutor": {"bootstrap"},
     "pytorch_lightning.Trainer": {"logger", "callbacks"},
-    "planlift.rm.training.RubricRMModule": {"model"},
-    "planlift.rm.data.GroupsDataModule": {"tokenizer", "dimension_names"},
+    "planlift.rubric_rm.training.RubricRMModule": {"model"},
+    "planlift.rubric_rm.data.GroupsDataModule": {"tokenizer", "dimension_names"},
 }
 
 

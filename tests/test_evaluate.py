@@ -13,9 +13,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from planlift.errors import ConfigError
-from planlift.evaluator import Evaluator
 from planlift.executors import HFExecutor
 from planlift.models import load_policy
+from planlift.offline_eval import OfflineEvaluation
 from tests.test_configs import CONF, check_targets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,14 +23,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def parts(trained_bootstrap, procedural_task):
-    executor = HFExecutor("bootstrap:executor", bootstrap=trained_bootstrap, max_new_tokens=8)
-    policy = load_policy("bootstrap:planner", bootstrap=trained_bootstrap)
+    executor = HFExecutor(str(trained_bootstrap.ensure().checkpoint("executor")), max_new_tokens=8)
+    policy = load_policy(str(trained_bootstrap.ensure().checkpoint("planner")))
     return procedural_task, executor, policy
 
 
 def test_all_arms_and_outputs(parts, tmp_path):
     task, executor, policy = parts
-    evaluator = Evaluator(
+    evaluator = OfflineEvaluation(
         task,
         executor,
         policy,
@@ -70,7 +70,7 @@ def test_all_arms_and_outputs(parts, tmp_path):
     assert {"eval/e2e_acc", "eval/alone/acc", "eval/planner/uplift", "eval/gold/acc"} <= tags
 
     # a second evaluation with the same executor takes the executor-alone arm from the cache
-    again = Evaluator(
+    again = OfflineEvaluation(
         task,
         executor,
         None,
@@ -87,11 +87,11 @@ def test_all_arms_and_outputs(parts, tmp_path):
 def test_bad_settings_are_clear(parts, tmp_path):
     task, executor, policy = parts
     with pytest.raises(ConfigError, match="no planner model"):
-        Evaluator(task, executor, None, str(tmp_path))
+        OfflineEvaluation(task, executor, None, str(tmp_path))
     with pytest.raises(ConfigError, match="executor_samples=1"):
-        Evaluator(task, executor, policy, str(tmp_path), executor_samples=3)
+        OfflineEvaluation(task, executor, policy, str(tmp_path), executor_samples=3)
     with pytest.raises(ConfigError, match="arms"):
-        Evaluator(task, executor, policy, str(tmp_path), arms=["oracle"])
+        OfflineEvaluation(task, executor, policy, str(tmp_path), arms=["oracle"])
 
 
 @pytest.mark.parametrize("task", ["gsm8k", "humaneval", "mbpp", "procedural"])

@@ -59,6 +59,11 @@ class ProblemDataModule(pl.LightningDataModule):
             generator=torch.Generator().manual_seed(self.seed),
         )
 
+    def transfer_batch_to_device(
+        self, batch: list[Problem], device: torch.device, dataloader_idx: int
+    ) -> list[Problem]:
+        return batch  # problems are text; tensors are made on the right device when sampling
+
     def val_dataloader(self) -> DataLoader:
         problems = list(self.task.problems("validation"))[: self.val_problems]
         return DataLoader(problems, batch_size=self.val_batch_size, shuffle=False, collate_fn=_as_list)

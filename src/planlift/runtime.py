@@ -6,10 +6,11 @@ import contextlib
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from planlift.errors import PlanliftError
 
@@ -92,7 +93,7 @@ def prepare_ddp_relaunch(script: str) -> None:
 
 
 def configure_threads(torch_threads: int | None) -> None:
-    """Pin torch's intra-op threads (two threads on two busy cores cost 10x: RECIPES)."""
+    """Pin torch's intra-op threads (two threads on two busy cores cost 10x)."""
     import torch
 
     if torch_threads:
@@ -100,13 +101,28 @@ def configure_threads(torch_threads: int | None) -> None:
         os.environ.setdefault("OMP_NUM_THREADS", str(torch_threads))
 
 
+class _DropAdvertisements(logging.Filter):
+    """Lightning's "Tip: try installing litlogger / litmodels" lines (not warnings: advertisements)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip: For seamless cloud" not in str(record.msg)
+
+
 def quiet_libraries() -> None:
-    """Progress bars of weight loading and hub warnings drown the training log."""
+    """Library noise that says nothing about this run, filtered where it starts (one message each, by
+    its text, so that every other warning still shows): weight-loading progress bars and hub warnings,
+    Lightning's product tips, and the deprecation Lightning 2.6 triggers in torch's pytree module."""
     with contextlib.suppress(Exception):
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
+    rank_zero = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, _DropAdvertisements) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropAdvertisements())
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+    )
 
 
 def user_error(error: BaseException) -> PlanliftError | None:
@@ -132,3 +148,21 @@ def user_errors() -> Iterator[None]:
         log.error("%s: %s", type(cause).__name__, cause)
         print(f"error: {cause}", file=sys.stderr)
         sys.exit(2)
+
+
+def build_trainer(cfg: DictConfig):
+    """The Lightning Trainer of `cfg.trainer`, with every configured logger and callback (null ones skipped)."""
+    import hydra
+
+    def each(nodes: DictConfig | None) -> list:
+        return [hydra.utils.instantiate(node) for node in (nodes or {}).values() if node is not None]
+
+    return hydra.utils.instantiate(
+        cfg.trainer, logger=each(cfg.get("logger")), callbacks=each(cfg.get("callbacks"))
+    )
+
+
+def metric_value(metrics: dict, name: str) -> float | None:
+    """`metrics[name]` as a float (what an entry point returns to a sweeper), None when it was not logged."""
+    value = metrics.get(name)
+    return None if value is None else float(value)

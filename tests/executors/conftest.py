@@ -75,7 +75,8 @@ def vllm_executor(debug_bootstrap, tmp_path_factory):
 
     _, bootstrap = debug_bootstrap
     cfg = compose_with([*DEBUG_OVERRIDES, "executor=vllm"], tmp_path_factory.mktemp("compose"))
-    return hydra.utils.instantiate(cfg.executor, bootstrap=bootstrap)
+    cfg.executor.pretrained = str(bootstrap.ensure().checkpoint("executor"))
+    return hydra.utils.instantiate(cfg.executor)
 
 
 @pytest.fixture(scope="session")

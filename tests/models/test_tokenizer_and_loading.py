@@ -6,7 +6,6 @@ from planlift.models.loading import (
     load_model_and_tokenizer,
     load_tokenizer,
     locate_checkpoint,
-    resolve_pretrained,
 )
 
 TEXT = "S1=3 S2=7 S3=S1+S2 S3?\n<reasoning>\nS3=3+7=0\n</reasoning>\nanswer=0"
@@ -40,11 +39,6 @@ def test_hub_id_missing_offline_is_a_clear_error():
 def test_missing_directory_is_a_clear_error(tmp_path):
     with pytest.raises(WeightsNotFoundError, match="executor.pretrained"):
         locate_checkpoint(str(tmp_path / "nope"), "executor.pretrained")
-
-
-def test_bootstrap_reference_without_bootstrap_node():
-    with pytest.raises(ConfigError, match="bootstrap"):
-        resolve_pretrained("bootstrap:planner", None, "model.pretrained")
 
 
 def test_lora_policy_trains_only_the_adapter(tiny_checkpoint):

@@ -61,14 +61,14 @@ def test_baseline_is_computed_once_per_problem_and_cached(task):
     reward = ExecutorGroundedReward(executor, task, rm=ConstantRM(1.0), repeats=3, baseline_samples=5)
     group = 4
     completions = ["R\n</reasoning>"] * (len(problems) * group)
-    reward(problems, completions, group)
+    batch = reward(problems, completions, group)
     first = executor.stats.generations
     assert first == len(problems) * (group * 4 + 5)  # G * (k + 1) + baseline
-    assert reward.last_generations_per_problem == group * 4 + 5
-    assert first / len(problems) <= group * 4 + 5
-    reward(problems, completions, group)
+    assert batch.stats["executor_generations_per_problem"] == group * 4 + 5
+    assert batch.stats["baseline_cache_size"] == len(problems)
+    batch = reward(problems, completions, group)
     assert executor.stats.generations - first == len(problems) * group * 4  # baseline cached
-    assert reward.last_generations_per_problem == group * 4
+    assert batch.stats["executor_generations_per_problem"] == group * 4
     assert len(executor.calls) == 3  # 2 calls, then 1
     assert reward.baseline_cache.hits == 3
 
@@ -179,3 +179,17 @@ def test_invalid_config_is_a_clear_error(task, kwargs, message):
 def test_grounded_without_rm_is_a_config_error(task):
     with pytest.raises(ConfigError, match="needs a reasoning RM"):
         ExecutorGroundedReward(ScriptedExecutor(task, {}), task, rm=None, mode="grounded")
+
+
+def test_mismatches_fail_at_construction_naming_the_keys(task):
+    from planlift.tasks import HumanEvalTask
+
+    executor = ScriptedExecutor(task, {})
+    with pytest.raises(
+        ConfigError, match=r"code_tie_coefficients has 4 values.*0..reward.repeats \(3 values\)"
+    ):
+        ExecutorGroundedReward(executor, HumanEvalTask(), ConstantRM(1.0), mode="code_gated", repeats=2)
+    with pytest.raises(ConfigError, match=r"reward.baseline_samples \(2\) must equal reward.repeats \(3\)"):
+        ExecutorGroundedReward(
+            executor, HumanEvalTask(), ConstantRM(1.0), mode="code_gated", baseline_samples=2
+        )

@@ -58,7 +58,7 @@ def authors_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_rm_dir(tmp_path_factory):
     """Our export of a randomly initialised tiny RM (heads seeded so scores differ across inputs)."""
-    from planlift.rm.model import build_reward_model
+    from planlift.rubric_rm.model import build_reward_model
 
     path = tmp_path_factory.mktemp("tiny_rm")
     model = build_reward_model(tiny=TINY, seed=1)

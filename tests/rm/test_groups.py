@@ -9,11 +9,11 @@ import pytest
 
 from planlift.errors import DataError
 from planlift.rm.base import MATH_DIMENSIONS
-from planlift.rm.groups import GSM8KGroupSource, ProceduralGroupSource, build_groups, read_groups
-from planlift.rm.groups import gsm8k as g8
-from planlift.rm.groups.procedural import KINDS as PROCEDURAL_KINDS
-from planlift.rm.groups.procedural import procedural_negatives
-from planlift.rm.rubric import MATH_RUBRIC_RULES, RuleLabeler
+from planlift.rm_groups import GSM8KGroupSource, ProceduralGroupSource, build_groups, read_groups
+from planlift.rm_groups import gsm8k as g8
+from planlift.rm_groups.procedural import KINDS as PROCEDURAL_KINDS
+from planlift.rm_groups.procedural import procedural_negatives
+from planlift.rubric_rm.rubric import MATH_RUBRIC_RULES, RuleLabeler
 from planlift.tasks import ProceduralTask
 from planlift.tasks.procedural_trace import STEP_LINE, analyze_trace
 

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from planlift.models import build_char_tokenizer
-from planlift.rm import losses, metrics
-from planlift.rm.inputs import CUT_MARK, encode_rm_input, pad_batch, render_rm_text
+from planlift.rubric_rm import losses, metrics
+from planlift.rubric_rm.inputs import CUT_MARK, encode_rm_input, pad_batch, render_rm_text
 
 PROBLEM = "S1=3 S2=0 S3=S1+S2 S4=S3-S2 S5=S4-S3 S6=S4-S5 S6?"
 REASONING = "S3=3+0=3\nS4=3-0=3\nS5=3-3=0\nS6=3-0=3\n"

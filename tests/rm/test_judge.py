@@ -8,14 +8,14 @@ import pytest
 
 from planlift.executors.base import Executor, ExecutorResult
 from planlift.rm.base import MATH_DIMENSIONS
-from planlift.rm.groups import (
+from planlift.rm_groups import (
     JudgeLabeler,
     JudgeReplyError,
     ProceduralGroupSource,
     build_groups,
     parse_judge_reply,
 )
-from planlift.rm.rubric import LabelRequest
+from planlift.rubric_rm.rubric import LabelRequest
 from planlift.tasks import ProceduralTask
 
 VALID = {**dict.fromkeys(MATH_DIMENSIONS, 7), "solution_strategy": 10, "answer_support": 1, "total": 6.5}

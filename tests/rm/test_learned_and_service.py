@@ -20,7 +20,7 @@ from planlift.rewards import ExecutorGroundedReward
 from planlift.rm import HttpRM, LearnedRM, RMItem
 from planlift.rm.http import RMServiceError, parse_scores
 from planlift.rm.learned import RMInput
-from planlift.rm.model import RubricRewardModel
+from planlift.rubric_rm.model import RubricRewardModel
 from planlift.tasks import ProceduralTask
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,12 +6,14 @@ import json
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from safetensors import safe_open
 
+from planlift.checkpoints import CheckpointResolver, resolve_checkpoints
 from planlift.errors import ConfigError, WeightsNotFoundError
 from planlift.rm.base import MATH_DIMENSIONS
-from planlift.rm.inputs import pad_batch
-from planlift.rm.model import RubricRewardModel, build_reward_model, last_token_index
+from planlift.rubric_rm.inputs import pad_batch
+from planlift.rubric_rm.model import RubricRewardModel, build_reward_model, last_token_index
 from tests.rm.conftest import TINY, write_authors_checkpoint
 
 TEXTS = ["<task>math</task> S3=1+2=3", "x", "<reasoning>\nS3=3+0=3\nS4=3-0=3\n</reasoning>"]
@@ -181,7 +183,7 @@ def test_smollm2_backbone_without_lm_head():
     model = build_reward_model(pretrained="packaged:smollm2-135m-instruct", train_top_layers=2)
     assert type(model.model).__name__ == "LlamaModel" and not hasattr(model.model, "lm_head")
     model.eval()
-    from planlift.rm.inputs import encode_rm_input
+    from planlift.rubric_rm.inputs import encode_rm_input
 
     sequences = [
         encode_rm_input(model.tokenizer, "What is 2 + 3?", r, "math", "math", 64)
@@ -197,11 +199,10 @@ def test_backbone_from_the_bootstrap_planner(trained_bootstrap):
     """rm_backbone=tiny_pretrained: `bootstrap:planner` gives the planner's transformer under fresh heads."""
     from transformers import AutoModelForCausalLM
 
+    cfg = OmegaConf.create({"rm_backbone": {"pretrained": "bootstrap:planner"}})
+    resolve_checkpoints(cfg, CheckpointResolver(lambda: trained_bootstrap))
     model = build_reward_model(
-        pretrained="bootstrap:planner",
-        tiny=None,
-        dimension_names=MATH_DIMENSIONS,
-        bootstrap=trained_bootstrap,
+        pretrained=cfg.rm_backbone.pretrained, tiny=None, dimension_names=MATH_DIMENSIONS
     )
     planner = AutoModelForCausalLM.from_pretrained(trained_bootstrap.ensure().checkpoint("planner"))
     ours = model.model.state_dict()

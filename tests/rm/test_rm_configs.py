@@ -92,7 +92,7 @@ def test_unknown_lm_span_and_negative_weights_name_their_key():
     import torch
 
     from planlift.errors import ConfigError
-    from planlift.rm.training import RubricRMModule
+    from planlift.rubric_rm.training import RubricRMModule
 
     with pytest.raises(ConfigError, match="module.lm_span"):
         RubricRMModule(torch.nn.Linear(1, 1), torch.optim.AdamW, lm_span="problem")

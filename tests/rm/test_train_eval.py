@@ -15,8 +15,8 @@ import torch
 from planlift.errors import ConfigError
 from planlift.models import build_char_tokenizer
 from planlift.rm.base import MATH_DIMENSIONS
-from planlift.rm.data import GroupCollator, first_difference
-from planlift.rm.groups import ProceduralGroupSource, build_groups, read_groups
+from planlift.rm_groups import ProceduralGroupSource, build_groups, read_groups
+from planlift.rubric_rm.data import GroupCollator, first_difference
 from planlift.tasks import ProceduralTask
 from tests.rm.test_rm_configs import compose_primary
 
@@ -107,8 +107,8 @@ def test_first_difference():
 
 
 def test_train_then_evaluate(tmp_path, groups_dir):
-    from planlift.rm.evaluation import RMEvaluation
-    from planlift.rm.report import results_table
+    from planlift.rubric_rm.evaluation import RMEvaluation
+    from planlift.rubric_rm.report import results_table
 
     spec = importlib.util.spec_from_file_location("train_rm_entry", ROOT / "src" / "train_rm.py")
     entry = importlib.util.module_from_spec(spec)
@@ -216,7 +216,7 @@ def test_train_from_the_bootstrap_planner(tmp_path, groups_dir):
 
 def test_missing_groups_file_is_a_clear_error(tmp_path):
     from planlift.errors import DataError
-    from planlift.rm.data import GroupsDataModule
+    from planlift.rubric_rm.data import GroupsDataModule
 
     data = GroupsDataModule(
         str(tmp_path / "none.jsonl"), str(tmp_path / "dev.jsonl"), build_char_tokenizer(), MATH_DIMENSIONS

@@ -7,10 +7,12 @@ import pytest
 from planlift.errors import ConfigError
 from planlift.generation import render_prompt
 from planlift.models import build_char_tokenizer
+from planlift.rewards import ExecutorGroundedReward
 from planlift.rm import OracleRM
 from planlift.rm.base import RMItem
 from planlift.tasks import GSM8KTask
 from planlift.tasks.base import REASONING_CLOSE
+from tests.rewards.scripted import ScriptedExecutor
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +111,6 @@ def test_oracle_rm_refuses_gsm8k(task):
     problem = task.problems("test")[0]
     with pytest.raises(ConfigError, match="rm=oracle"):
         OracleRM().score([RMItem(problem, "x", task.name, task.task_type)])
+    # and the reward refuses the pair when it is built, not at its first step
+    with pytest.raises(ConfigError, match="rm=oracle needs ground-truth states.*task='gsm8k'"):
+        ExecutorGroundedReward(ScriptedExecutor(task, {}), task, OracleRM())

@@ -1,5 +1,10 @@
 """The bootstrap stage: tiny executor and warm-started planner, trained once and cached."""
 
-from planlift.bootstrap.stage import Bootstrap, BootstrapArtifacts
+from planlift.lazy import lazy_exports
 
-__all__ = ["Bootstrap", "BootstrapArtifacts"]
+EXPORTS = {
+    "Bootstrap": "stage",
+    "BootstrapArtifacts": "stage",
+}
+__all__ = list(EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, EXPORTS)

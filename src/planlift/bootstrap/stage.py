@@ -71,7 +71,8 @@ class Bootstrap:
         task: the run's task (its gold traces are the supervision).
         cache_dir: where bootstraps are kept, one directory per config hash.
         architecture: kwargs of `build_tiny_qwen2` (hidden_size, num_hidden_layers, ...).
-        executor / planner: SFT settings (steps, batch_size, lr, warmup_steps, weight_decay).
+        executor / planner: SFT settings per role (steps, batch_size, lr, warmup_steps, weight_decay),
+            kept in `self.sft[role]`.
         no_reasoning_fraction: share of executor examples shown without a trace (it learns a prior there).
         planner_mixture / executor_mixture: {reasoning kind: weight} for the warm-start traces (null: gold
             traces only); kinds are the task's (`ProceduralTask.reasoning`).
@@ -102,8 +103,7 @@ class Bootstrap:
         self.task = task
         self.cache_dir = Path(cache_dir)
         self.architecture = dict(architecture or {})
-        self.executor = SFTSettings(**(executor or {}))
-        self.planner = SFTSettings(**(planner or {}))
+        self.sft = {"executor": SFTSettings(**(executor or {})), "planner": SFTSettings(**(planner or {}))}
         if not 0 <= no_reasoning_fraction <= 1:
             raise ConfigError(
                 f"bootstrap.no_reasoning_fraction must be in [0, 1], got {no_reasoning_fraction}"
@@ -125,8 +125,8 @@ class Bootstrap:
             "format_version": FORMAT_VERSION,
             "task": self.task.fingerprint(),
             "architecture": self.architecture,
-            "executor": vars(self.executor),
-            "planner": vars(self.planner),
+            "executor": vars(self.sft["executor"]),
+            "planner": vars(self.sft["planner"]),
             "no_reasoning_fraction": self.no_reasoning_fraction,
             "planner_mixture": self.planner_mixture,
             "executor_mixture": self.executor_mixture,
@@ -234,10 +234,10 @@ class Bootstrap:
         from planlift.models.tiny import build_tiny_qwen2
 
         if role == "shared":
-            settings, seed = self.planner, self.seed
+            settings, seed = self.sft["planner"], self.seed
             examples = self._examples("executor", tokenizer) + self._examples("planner", tokenizer)
         else:
-            settings, seed = getattr(self, role), self.seed + ROLES.index(role)
+            settings, seed = self.sft[role], self.seed + ROLES.index(role)
             examples = self._examples(role, tokenizer)
         model = build_tiny_qwen2(tokenizer, seed=seed, **self.architecture)
         if settings.steps == 0:
@@ -261,18 +261,17 @@ class Bootstrap:
 
     def _measure(self, directory: Path) -> dict[str, Any]:
         """Greedy accuracies on validation problems: executor alone, with gold traces, after the planner."""
-        from planlift.evaluation import evaluate_reasonings, pass_at_k, summarize
         from planlift.executors.hf import HFExecutor
         from planlift.grpo.rollout import sample_rollout
+        from planlift.judging import BaselineCache, judge_reasonings, pass_at_k, summarize
         from planlift.models.policy import load_policy
-        from planlift.rewards.grounded import BaselineCache
 
         problems = list(self.task.problems("validation"))[: self.eval_problems]
         executor = HFExecutor(str(directory / "executor"), max_new_tokens=16, device="cpu")
         planner = load_policy(str(directory / "planner"))
         cache = BaselineCache()
         gold = summarize(
-            evaluate_reasonings(
+            judge_reasonings(
                 self.task, executor, problems, [self.task.gold_reasoning(p) for p in problems], cache
             )
         )
@@ -280,13 +279,13 @@ class Bootstrap:
             planner, self.task, problems, 1, greedy=True, max_new_tokens=self.max_length // 2
         )
         planned = summarize(
-            evaluate_reasonings(
+            judge_reasonings(
                 self.task, executor, problems, [self.task.extract_reasoning(t) for t in rollout.texts], cache
             )
         )
         # The warm-started planner's headroom: G samples at GRPO's temperature, judged greedily.
         sampled = sample_rollout(planner, self.task, problems, PASS_AT, max_new_tokens=self.max_length // 2)
-        sampled_records = evaluate_reasonings(
+        sampled_records = judge_reasonings(
             self.task,
             executor,
             [p for p in problems for _ in range(PASS_AT)],

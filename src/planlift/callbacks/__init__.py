@@ -1,6 +1,11 @@
 """Lightning callbacks."""
 
-from planlift.callbacks.checkpoint import LastCheckpoint
-from planlift.callbacks.export import ExportPlanner
+from planlift.lazy import lazy_exports
 
-__all__ = ["ExportPlanner", "LastCheckpoint"]
+EXPORTS = {
+    "ExportPlanner": "export",
+    "LastCheckpoint": "checkpoint",
+    "StepProgressBar": "progress",
+}
+__all__ = list(EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, EXPORTS)

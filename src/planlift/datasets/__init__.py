@@ -1,6 +1,14 @@
 """Readers for the vendored data files in `data/` (see data/README.md), with file:line errors."""
 
-from planlift.datasets.files import data_dir, read_json, read_jsonl
-from planlift.datasets.gsm8k import GSM8KRecord, load_gsm8k, strip_calculator_annotations
+from planlift.lazy import lazy_exports
 
-__all__ = ["GSM8KRecord", "data_dir", "load_gsm8k", "read_json", "read_jsonl", "strip_calculator_annotations"]
+EXPORTS = {
+    "GSM8KRecord": "gsm8k",
+    "data_dir": "files",
+    "load_gsm8k": "gsm8k",
+    "read_json": "files",
+    "read_jsonl": "files",
+    "strip_calculator_annotations": "gsm8k",
+}
+__all__ = list(EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, EXPORTS)

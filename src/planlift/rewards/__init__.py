@@ -1,14 +1,13 @@
 """Rewards: pure formulas, per-sample records, and the executor-grounded pipeline."""
 
-from planlift.rewards.grounded import MODES, BaselineCache, ExecutorGroundedReward, executor_baseline
-from planlift.rewards.records import TERMS, RewardBatch, RewardRecord
+from planlift.lazy import lazy_exports
 
-__all__ = [
-    "MODES",
-    "TERMS",
-    "BaselineCache",
-    "ExecutorGroundedReward",
-    "RewardBatch",
-    "RewardRecord",
-    "executor_baseline",
-]
+EXPORTS = {
+    "MODES": "grounded",
+    "TERMS": "records",
+    "ExecutorGroundedReward": "grounded",
+    "RewardBatch": "records",
+    "RewardRecord": "records",
+}
+__all__ = list(EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, EXPORTS)

@@ -1,4 +1,4 @@
-"""Reward formulas as pure functions (REFERENCE: the authors' code, math "reason_exec" and code).
+"""Reward formulas as pure functions (as the authors' code computes them: math "reason_exec" and code).
 
 Math:  reward = e2e_weight * e2e + reasoning_weight * clamp(rm, 0, 1) * uplift,
        uplift = clamp(w - b, -1, 1)   (w: success rate with the reasoning, b: without)

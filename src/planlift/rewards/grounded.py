@@ -15,92 +15,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from planlift.errors import ConfigError, TooManyMaskedError
-from planlift.executors.base import Executor, ExecutorResult
+from planlift.executors.base import Executor
+from planlift.judging import BaselineCache, Judgement, judge, judge_alone
 from planlift.rewards import formulas
 from planlift.rewards.records import RewardBatch, RewardRecord
+from planlift.rewards.variants import VARIANTS, Weights
 from planlift.rm.base import ReasoningRM, RMItem
-from planlift.tasks.base import Problem, Task, Verdict
+from planlift.tasks.base import Problem, Task
 
 log = logging.getLogger(__name__)
 
-MODES = ("exec_only", "grounded", "uplift_only", "rm_only", "code_gated")
+MODES = tuple(VARIANTS)
 LEAKAGE_POLICIES = ("metric", "penalty", "mask")
-_NEEDS_UPLIFT = {"grounded", "uplift_only", "code_gated"}
-_NEEDS_RM = {"grounded", "rm_only", "code_gated"}
-
-
-@dataclass
-class BaselineCache:
-    """No-reasoning executor outcomes per problem. Valid only while the executor is frozen."""
-
-    enabled: bool = True
-    entries: dict[str, tuple[bool, ...]] = field(default_factory=dict)
-    hits: int = 0
-    misses: int = 0
-
-    @staticmethod
-    def key(executor: Executor, problem: Problem, samples: int, greedy: bool) -> str:
-        return f"{executor.identity}|{problem.id}|n={samples}|greedy={greedy}"
-
-    def get(self, key: str) -> tuple[bool, ...] | None:
-        found = self.entries.get(key) if self.enabled else None
-        if found is None:
-            self.misses += 1
-        else:
-            self.hits += 1
-        return found
-
-    def put(self, key: str, outcomes: tuple[bool, ...]) -> None:
-        if self.enabled:
-            self.entries[key] = outcomes
-
-    def state_dict(self) -> dict:
-        return {"entries": {k: list(v) for k, v in self.entries.items()}}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.entries = {k: tuple(v) for k, v in state.get("entries", {}).items()}
-
-
-def executor_baseline(
-    executor: Executor,
-    task: Task,
-    problems: Sequence[Problem],
-    cache: BaselineCache,
-    samples: int,
-    greedy: bool = False,
-) -> list[tuple[bool, ...] | None]:
-    """Success outcomes of the executor alone, per problem: cached ones, plus one call for the rest.
-
-    None for a problem whose executor call failed (not cached; retried next time)."""
-    keys = [cache.key(executor, p, samples, greedy) for p in problems]
-    outcomes: dict[str, tuple[bool, ...] | None] = {}
-    missing: dict[str, Problem] = {}
-    for key, problem in zip(keys, problems, strict=True):
-        if key in outcomes or key in missing:
-            continue
-        found = cache.get(key)
-        if found is None:
-            missing[key] = problem
-        else:
-            outcomes[key] = found
-    if missing:
-        prompts = [task.executor_prompt(p, None) for p in missing.values()]
-        results = executor.generate(prompts, samples, greedy=greedy)
-        judged = [
-            (p, text) for p, r in zip(missing.values(), results, strict=True) if r.ok for text in r.texts
-        ]
-        verdicts = iter(task.verify_batch([p for p, _ in judged], [t for _, t in judged], early_exit=True))
-        for (key, _), result in zip(missing.items(), results, strict=True):
-            if not result.ok:
-                outcomes[key] = None
-                continue
-            found = tuple(next(verdicts).correct for _ in result.texts)
-            cache.put(key, found)
-            outcomes[key] = found
-    return [outcomes[key] for key in keys]
 
 
 class ExecutorGroundedReward:
@@ -166,36 +94,51 @@ class ExecutorGroundedReward:
             )
         if not 0 < max_masked_fraction <= 1:
             raise ConfigError(f"reward.max_masked_fraction must be in (0, 1], got {max_masked_fraction}")
-        if mode in _NEEDS_RM and rm is None:
+        variant = VARIANTS[mode]
+        if variant.uses_rm and rm is None:
             raise ConfigError(f"reward.mode={mode} needs a reasoning RM (config group rm)")
+        if mode == "code_gated":
+            if len(code_tie_coefficients) != repeats + 1:
+                raise ConfigError(
+                    f"reward.code_tie_coefficients has {len(code_tie_coefficients)} values; the tie table "
+                    f"needs one per success count 0..reward.repeats ({repeats + 1} values)"
+                )
+            if baseline_samples != repeats:
+                raise ConfigError(
+                    f"reward.mode=code_gated compares success counts: reward.baseline_samples "
+                    f"({baseline_samples}) must equal reward.repeats ({repeats})"
+                )
+        if variant.uses_rm:
+            rm.prepare(task)
         self.executor = executor
         self.task = task
         self.rm = rm
         self.mode = mode
+        self.variant = variant
         self.repeats = repeats
         self.pool_e2e = pool_e2e
         self.baseline_samples = baseline_samples
         self.baseline_cache = BaselineCache(enabled=baseline_cache)
-        self.e2e_weight = e2e_weight
-        self.reasoning_weight = reasoning_weight
         self.uplift_bounds = tuple(uplift_bounds)
-        self.rm_bounds = tuple(rm_bounds)
-        self.code_pass_weight = code_pass_weight
-        self.code_rm_weight = code_rm_weight
-        self.code_tie_coefficients = tuple(code_tie_coefficients)
+        self.weights = Weights(
+            e2e=e2e_weight,
+            reasoning=reasoning_weight,
+            rm_bounds=tuple(rm_bounds),
+            code_pass=code_pass_weight,
+            code_rm=code_rm_weight,
+            code_tie_coefficients=tuple(code_tie_coefficients),
+        )
         self.leakage_policy = leakage_policy
         self.leakage_penalty = leakage_penalty
         self.max_masked_fraction = max_masked_fraction
-        self.timings: dict[str, float] = {}
-        self.last_generations_per_problem = 0.0
 
     @property
     def uses_uplift(self) -> bool:
-        return self.mode in _NEEDS_UPLIFT
+        return self.variant.uses_uplift
 
     @property
     def uses_rm(self) -> bool:
-        return self.mode in _NEEDS_RM
+        return self.variant.uses_rm
 
     @property
     def samples_with_reasoning(self) -> int:
@@ -213,19 +156,20 @@ class ExecutorGroundedReward:
         rows = [p for p in problems for _ in range(group_size)]
         reasonings = [self.task.extract_reasoning(c) for c in completions]
 
-        start = time.perf_counter()
+        seconds: dict[str, float] = {}
         generations_before = self.executor.stats.generations
-        prompts = [self.task.executor_prompt(p, r) for p, r in zip(rows, reasonings, strict=True)]
-        with_results = self.executor.generate(prompts, self.samples_with_reasoning)
+        # the e2e sample (the first) needs its full pass rate; the repeats need success only
+        judged = judge(
+            self.executor, self.task, rows, reasonings, self.samples_with_reasoning, False, 1, seconds
+        )
         baselines = (
-            executor_baseline(self.executor, self.task, problems, self.baseline_cache, self.baseline_samples)
+            judge_alone(
+                self.executor, self.task, problems, self.baseline_cache, self.baseline_samples, False, seconds
+            )
             if self.uses_uplift
             else [None] * len(problems)
         )
-        self.timings["executor"] = time.perf_counter() - start
-        self.last_generations_per_problem = (self.executor.stats.generations - generations_before) / len(
-            problems
-        )
+        generations = self.executor.stats.generations - generations_before
 
         start = time.perf_counter()
         rm_scores: list[float | None] = [None] * len(rows)
@@ -235,18 +179,18 @@ class ExecutorGroundedReward:
                 for p, r in zip(rows, reasonings, strict=True)
             ]
             rm_scores = self._score_rm(items)
-        self.timings["rm"] = time.perf_counter() - start
+        seconds["rm"] = time.perf_counter() - start
 
-        start = time.perf_counter()
-        verdicts = self._verdicts(rows, with_results)
-        self.timings["verify"] = time.perf_counter() - start
         records = [
-            self._record(problem, reasoning, result, verdict, baselines[i // group_size], rm_score)
-            for i, (problem, reasoning, result, verdict, rm_score) in enumerate(
-                zip(rows, reasonings, with_results, verdicts, rm_scores, strict=True)
+            self._record(problem, reasoning, judgement, baselines[i // group_size], rm_score)
+            for i, (problem, reasoning, judgement, rm_score) in enumerate(
+                zip(rows, reasonings, judged, rm_scores, strict=True)
             )
         ]
-        batch = RewardBatch(records, group_size)
+        stats = {f"time/{phase}": value for phase, value in seconds.items()}
+        stats["executor_generations_per_problem"] = generations / len(problems)
+        stats["baseline_cache_size"] = float(len(self.baseline_cache.entries))
+        batch = RewardBatch(records, group_size, stats)
         masked = sum(r.masked for r in records)
         if masked:
             log.warning(
@@ -261,22 +205,6 @@ class ExecutorGroundedReward:
                 f"{self.max_masked_fraction}); reasons: {sorted({r.mask_reason for r in records if r.masked})}"
             )
         return batch
-
-    def _verdicts(self, rows: Sequence[Problem], results: Sequence[ExecutorResult]) -> list[list[Verdict]]:
-        """Every executor text judged in one `verify_batch` call; only the e2e sample (the first) needs
-        a full pass rate, the repeats need success only."""
-        flat = [
-            (p, text, j > 0)
-            for p, r in zip(rows, results, strict=True)
-            if r.ok
-            for j, text in enumerate(r.texts)
-        ]
-        judged = iter(
-            self.task.verify_batch(
-                [p for p, _, _ in flat], [t for _, t, _ in flat], early_exit=[e for *_, e in flat]
-            )
-        )
-        return [[next(judged) for _ in r.texts] if r.ok else [] for r in results]
 
     def _score_rm(self, items: list[RMItem]) -> list[float | None]:
         assert self.rm is not None
@@ -295,17 +223,17 @@ class ExecutorGroundedReward:
         self,
         problem: Problem,
         reasoning: str,
-        result: ExecutorResult,
-        verdicts: list[Verdict],
-        baseline: tuple[bool, ...] | None,
+        judgement: Judgement,
+        baseline: Judgement | None,
         rm_score: float | None,
     ) -> RewardRecord:
         leak = float(self.task.detect_leakage(problem, reasoning))
-        if not result.ok:
+        if not judgement.ok:
             return RewardRecord(leakage=leak, mask_reason="executor_error")
+        verdicts = judgement.verdicts
         e2e_verdict = verdicts[0]
         e2e = float(e2e_verdict.correct)
-        if self.uses_uplift and baseline is None:
+        if self.uses_uplift and not baseline.ok:
             return RewardRecord(e2e=e2e, leakage=leak, mask_reason="baseline_executor_error")
         if self.uses_rm and rm_score is None:
             return RewardRecord(e2e=e2e, leakage=leak, mask_reason="rm_error")
@@ -316,37 +244,11 @@ class ExecutorGroundedReward:
         if self.uses_uplift:
             repeats = verdicts if self.pool_e2e else verdicts[1:]
             terms["w"] = formulas.success_rate(repeats)
-            terms["b"] = sum(baseline) / len(baseline)
+            terms["b"] = baseline.accuracy
             terms["uplift"] = formulas.uplift(terms["w"], terms["b"], self.uplift_bounds)
         if self.uses_rm:
             terms["rm"] = rm_score
-        terms["final"] = self._compose(terms, e2e_verdict)
+        terms["final"] = self.variant.compose(terms, e2e_verdict, self.weights)
         if self.leakage_policy == "penalty" and leak:
             terms["final"] -= self.leakage_penalty
         return RewardRecord(**terms)
-
-    def _compose(self, terms: dict[str, float], e2e_verdict: Verdict) -> float:
-        mode = self.mode
-        if mode == "exec_only":
-            return terms["e2e"]
-        if mode == "grounded":
-            return formulas.grounded_reward(
-                terms["e2e"],
-                terms["rm"],
-                terms["uplift"],
-                self.e2e_weight,
-                self.reasoning_weight,
-                self.rm_bounds,
-            )
-        if mode == "uplift_only":
-            return formulas.uplift_only_reward(
-                terms["e2e"], terms["uplift"], self.e2e_weight, self.reasoning_weight
-            )
-        if mode == "rm_only":
-            return formulas.rm_only_reward(
-                terms["e2e"], terms["rm"], self.e2e_weight, self.reasoning_weight, self.rm_bounds
-            )
-        # code_gated: the gate compares success counts with and without the reasoning.
-        terms["exec"] = formulas.code_exec_score(e2e_verdict, self.code_pass_weight)
-        terms["coeff"] = formulas.code_uplift_coefficient(terms["w"], terms["b"], self.code_tie_coefficients)
-        return formulas.code_gated_reward(terms["exec"], terms["rm"], terms["coeff"], self.code_rm_weight)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -47,10 +47,15 @@ class RewardRecord:
 
 @dataclass
 class RewardBatch:
-    """Rewards for P problems x G samples, rows grouped per problem."""
+    """Rewards for P problems x G samples, rows grouped per problem.
+
+    stats: what computing them cost, logged as `<prefix>/<key>`: `time/executor`, `time/verify`,
+    `time/rm` (seconds), `executor_generations_per_problem`, `baseline_cache_size`.
+    """
 
     records: list[RewardRecord]
     group_size: int
+    stats: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.records) % self.group_size:
@@ -89,6 +94,7 @@ class RewardBatch:
         out[f"{prefix}/reward/masked_frac"] = sum(masked.values()) / len(self.records)
         for reason, count in masked.items():
             out[f"{prefix}/reward/masked/{reason}"] = float(count)
+        out.update({f"{prefix}/{key}": value for key, value in self.stats.items()})
         return out
 
 

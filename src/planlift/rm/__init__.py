@@ -1,23 +1,22 @@
-"""Reasoning reward models: batched rubric scores for (problem, reasoning) pairs.
+"""Reasoning reward models as the reward sees them: batched rubric scores for (problem, reasoning) pairs.
 
-Interface and simple RMs (base, simple); the learned rubric RM (model, inputs, learned), its data
-(groups), training (data, losses, training, metrics), evaluation (heldout, evaluation) and serving
-(service, http).
+The interface (`base`) and its backends: `simple` (constant, oracle), `learned` (a trained rubric RM in
+process) and `http` (a scoring service). Building and training the rubric RM is its own application,
+`planlift.rubric_rm`; its training data comes from `planlift.rm_groups`.
 """
 
-from planlift.rm.base import CODE_DIMENSIONS, MATH_DIMENSIONS, ReasoningRM, RMItem, rubric_score
-from planlift.rm.http import HttpRM
-from planlift.rm.learned import LearnedRM
-from planlift.rm.simple import ConstantRM, OracleRM
+from planlift.lazy import lazy_exports
 
-__all__ = [
-    "CODE_DIMENSIONS",
-    "MATH_DIMENSIONS",
-    "ConstantRM",
-    "HttpRM",
-    "LearnedRM",
-    "OracleRM",
-    "RMItem",
-    "ReasoningRM",
-    "rubric_score",
-]
+EXPORTS = {
+    "CODE_DIMENSIONS": "base",
+    "MATH_DIMENSIONS": "base",
+    "ConstantRM": "simple",
+    "HttpRM": "http",
+    "LearnedRM": "learned",
+    "OracleRM": "simple",
+    "RMItem": "base",
+    "ReasoningRM": "base",
+    "rubric_score": "base",
+}
+__all__ = list(EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, EXPORTS)

@@ -11,7 +11,7 @@ import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from planlift.tasks.base import Problem
+from planlift.tasks.base import Problem, Task
 
 MATH_DIMENSIONS = (
     "problem_understanding",
@@ -41,6 +41,11 @@ def rubric_score(
 
 
 class ReasoningRM(abc.ABC):
+    def prepare(self, task: Task) -> None:
+        """Called once by the reward's constructor with the task it scores: raise a ConfigError if this RM
+        cannot score its reasonings, keep what scoring needs. The default accepts every task."""
+        return None
+
     @abc.abstractmethod
     def score(self, items: Sequence[RMItem]) -> list[float | None]:
         """One score in [0, 1] (or None on failure) per item."""

@@ -16,8 +16,8 @@ import torch
 
 from planlift.errors import ConfigError
 from planlift.rm.base import ReasoningRM, RMItem
-from planlift.rm.inputs import encode_rm_input, pad_batch
-from planlift.rm.model import RubricOutput, RubricRewardModel
+from planlift.rubric_rm.inputs import encode_rm_input, pad_batch
+from planlift.rubric_rm.model import RubricOutput, RubricRewardModel
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +62,11 @@ class LearnedRM(ReasoningRM):
             raise ConfigError(f"rm.max_length must be >= 8, got {max_length}")
         if batch_size < 1:
             raise ConfigError(f"rm.batch_size must be >= 1, got {batch_size}")
-        from planlift.executors.hf import default_device
+        from planlift.models.devices import resolve_device
 
         self.path = str(path)
         self.model = RubricRewardModel.from_pretrained(path, dtype, "rm.path")
-        self.model.to(default_device() if device == "auto" else torch.device(device))
+        self.model.to(resolve_device(device))
         self.model.eval()
         self.model.requires_grad_(False)
         self.tokenizer = self.model.tokenizer

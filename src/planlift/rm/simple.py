@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from planlift.errors import ConfigError
 from planlift.rm.base import MATH_DIMENSIONS, ReasoningRM, RMItem, rubric_score
 from planlift.tasks.procedural_trace import analyze_trace
+
+if TYPE_CHECKING:
+    from planlift.tasks.base import Task
 
 
 class ConstantRM(ReasoningRM):
@@ -33,17 +37,27 @@ class OracleRM(ReasoningRM):
     total = step accuracy; score = 0.5 * derived + 0.5 * total.
     """
 
+    def __init__(self) -> None:
+        self.leave = 0  # the last k states are the executor's (task.executor_steps)
+
+    def prepare(self, task: Task) -> None:
+        if not task.has_ground_truth_states:
+            raise ConfigError(
+                f"rm=oracle needs ground-truth states (task=procedural or procedural_benchmark); "
+                f"got task={task.name!r}: use rm=learned, rm=http or rm=constant"
+            )
+        self.leave = getattr(task, "executor_steps", 0)
+
     def score(self, items: Sequence[RMItem]) -> list[float | None]:
         return [self._score(item) for item in items]
 
-    @staticmethod
-    def _score(item: RMItem) -> float:
+    def _score(self, item: RMItem) -> float:
         meta = item.problem.meta
         if "program" not in meta:
             raise ConfigError(
                 f"rm=oracle needs ground-truth states (task=procedural); got task {item.task_name!r}"
             )
-        analysis = analyze_trace(item.reasoning, meta["program"], meta["states"])
+        analysis = analyze_trace(item.reasoning, meta["program"], meta["states"], leave=self.leave)
         lines = analysis.executed_steps + analysis.unparsed_lines
         expected, executed = analysis.expected_steps, analysis.executed_steps
         supported = analysis.final_state_correct and not (analysis.premature_answer or analysis.leaked_answer)

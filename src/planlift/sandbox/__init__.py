@@ -1,6 +1,14 @@
 """Running model-written programs against tests, contained (see `planlift.sandbox.runner`)."""
 
-from planlift.sandbox.records import STATUSES, CodeTest, Limits, ProgramJob, SandboxResult
-from planlift.sandbox.runner import Sandbox
+from planlift.lazy import lazy_exports
 
-__all__ = ["STATUSES", "CodeTest", "Limits", "ProgramJob", "Sandbox", "SandboxResult"]
+EXPORTS = {
+    "STATUSES": "records",
+    "CodeTest": "records",
+    "Limits": "records",
+    "ProgramJob": "records",
+    "Sandbox": "runner",
+    "SandboxResult": "records",
+}
+__all__ = list(EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, EXPORTS)

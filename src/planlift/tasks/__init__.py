@@ -1,18 +1,17 @@
 """Tasks: problems, prompts and verifiers."""
 
-from planlift.tasks.base import ChatPrompt, Problem, Task, Verdict
-from planlift.tasks.code import CodeTask, HumanEvalTask, MBPPTask
-from planlift.tasks.gsm8k import GSM8KTask
-from planlift.tasks.procedural import ProceduralTask
+from planlift.lazy import lazy_exports
 
-__all__ = [
-    "ChatPrompt",
-    "CodeTask",
-    "GSM8KTask",
-    "HumanEvalTask",
-    "MBPPTask",
-    "Problem",
-    "ProceduralTask",
-    "Task",
-    "Verdict",
-]
+EXPORTS = {
+    "ChatPrompt": "base",
+    "CodeTask": "code",
+    "GSM8KTask": "gsm8k",
+    "HumanEvalTask": "code",
+    "MBPPTask": "code",
+    "Problem": "base",
+    "ProceduralTask": "procedural",
+    "Task": "base",
+    "Verdict": "base",
+}
+__all__ = list(EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, EXPORTS)

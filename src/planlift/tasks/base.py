@@ -15,7 +15,7 @@ from typing import Any, Literal
 from planlift.errors import ConfigError
 
 Split = Literal["train", "validation", "test"]
-# The planner writes its reasoning between these tags (REFERENCE: the method's format).
+# The planner writes its reasoning between these tags (the method's format: reasoning only, inside tags).
 REASONING_OPEN = "<reasoning>"
 REASONING_CLOSE = "</reasoning>"
 SPLITS: tuple[Split, ...] = ("train", "validation", "test")
@@ -64,6 +64,8 @@ class Task(abc.ABC):
 
     name: str
     task_type: Literal["math", "code"]
+    # each problem's meta holds its program and true states (the oracle RM and trace metrics read them)
+    has_ground_truth_states: bool = False
     # Behaviours `reasoning` can write (for a warm-start mixture); empty when the task has none.
     reasoning_kinds: tuple[str, ...] = ()
 

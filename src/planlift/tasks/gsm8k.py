@@ -7,7 +7,7 @@ annotations removed); it ends with the answer, so it leaks by construction: the 
 is the executor's ceiling, not a plan.
 
 Executor replies are prefilled with `answer_prefix` ("The answer is ": SmolLM2-135M answers in a
-parseable form only with it, RECIPES) and stop at a newline; `planlift.tasks.answers` decides
+parseable form only with it) and stop at a newline; `planlift.tasks.answers` decides
 equivalence with math-verify.
 
 Leakage (`leakage`):

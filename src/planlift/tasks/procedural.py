@@ -102,6 +102,7 @@ class ProceduralTask(Task):
 
     name = "procedural"
     task_type = "math"
+    has_ground_truth_states = True
     reasoning_kinds = REASONING_KINDS
 
     def __init__(

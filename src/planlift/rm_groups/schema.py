@@ -21,7 +21,7 @@ from typing import Any
 
 from planlift.datasets.files import read_jsonl, require
 from planlift.errors import DataError
-from planlift.rm.rubric import NUM_LABELS, TOTAL
+from planlift.rubric_rm.rubric import NUM_LABELS, TOTAL
 
 Group = dict[str, Any]
 REQUIRED_TEXT_FIELDS = ("problem_id", "source", "task_type", "problem", "reference_solution")

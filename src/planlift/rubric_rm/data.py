@@ -17,9 +17,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from planlift.errors import ConfigError, DataError
-from planlift.rm.groups.schema import Group, read_groups
-from planlift.rm.inputs import encode_reasoning_only, encode_rm_input, pad_batch, reasoning_token_count
-from planlift.rm.rubric import TOTAL
+from planlift.rm_groups.schema import Group, read_groups
+from planlift.rubric_rm.inputs import encode_reasoning_only, encode_rm_input, pad_batch, reasoning_token_count
+from planlift.rubric_rm.rubric import TOTAL
 
 RENDERINGS = ("full", "reasoning")
 

@@ -7,7 +7,7 @@
     total    = sigmoid(total_head(pooled))                                            [B] in [0, 1]
     score    = 0.5 * derived + 0.5 * total   (derived alone when rm_use_total_head is false)
 
-Parameter names and config keys are the authors' (REFERENCE 3): `model.*` (the backbone, e.g.
+Parameter names and config keys are the authors' released checkpoints': `model.*` (the backbone, e.g.
 Qwen2Model or LlamaModel), `dimension_heads.{0..4}.weight/bias`, `total_head.weight/bias`;
 config.json carries `rm_dimension_names`, `rm_dimension_weights`, `rm_num_labels`, `rm_use_total_head`.
 So their released checkpoints load with `RubricRewardModel.from_pretrained`, and ours load in theirs.
@@ -22,16 +22,13 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from planlift.errors import ConfigError, WeightsNotFoundError
 from planlift.rm.base import MATH_DIMENSIONS
-
-if TYPE_CHECKING:
-    from planlift.bootstrap import Bootstrap
 
 log = logging.getLogger(__name__)
 
@@ -288,17 +285,16 @@ def build_reward_model(
     gradient_checkpointing: bool = False,
     allow_download: bool = False,
     seed: int = 0,
-    bootstrap: Bootstrap | None = None,
 ) -> RubricRewardModel:
     """The RM to train (the `rm_backbone` config group).
 
     `pretrained`: an RM checkpoint (continue training it), a causal-LM checkpoint directory, hub id,
-    `packaged:<name>` or `bootstrap:<role>` (backbone weights, fresh heads); or null with `tiny` (kwargs of
+    or `packaged:<name>` (backbone weights, fresh heads; the entry point resolves `bootstrap:<role>`); or null with `tiny` (kwargs of
     `build_tiny_qwen2`) for a randomly initialised tiny Qwen2 with the character tokenizer.
     `lora` (r, alpha, dropout, target_modules) trains an adapter plus the heads; `train_top_layers`
     trains only the last N blocks (and the final norm) plus the heads. Both off: full fine-tuning.
     """
-    from planlift.models.loading import locate_checkpoint, resolve_dtype, resolve_pretrained
+    from planlift.models.loading import locate_checkpoint, resolve_dtype
 
     if lora is not None and train_top_layers is not None:
         raise ConfigError("set rm_backbone.lora or rm_backbone.train_top_layers, not both")
@@ -316,7 +312,7 @@ def build_reward_model(
         model.tokenizer = tokenizer
     else:
         source = locate_checkpoint(
-            resolve_pretrained(pretrained, bootstrap, "rm_backbone.pretrained"),
+            pretrained,
             "rm_backbone.pretrained",
             allow_download,
         )
@@ -338,21 +334,9 @@ def build_reward_model(
     if train_top_layers is not None:
         _freeze_all_but_top(model.model, train_top_layers)
     if lora is not None:
-        from peft import LoraConfig, get_peft_model
+        from planlift.models.adapters import add_lora
 
-        from planlift.models.policy import LoraSettings
-
-        settings = LoraSettings(**lora)
-        model.model = get_peft_model(
-            model.model,
-            LoraConfig(
-                r=settings.r,
-                lora_alpha=settings.alpha,
-                lora_dropout=settings.dropout,
-                target_modules=settings.target_modules,
-                task_type="FEATURE_EXTRACTION",
-            ),
-        )
+        model.model = add_lora(model.model, lora, "FEATURE_EXTRACTION", "rm_backbone.lora")
     model.train()  # from_pretrained returns eval mode; Lightning keeps submodules' modes as they are
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info(

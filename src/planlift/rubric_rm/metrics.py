@@ -48,3 +48,23 @@ def auroc(scores: Sequence[float], correct: Sequence[bool]) -> float:
     if target.min() == target.max():
         raise ValueError("AUROC needs both correct and flawed traces")
     return binary_auroc(torch.tensor(list(scores), dtype=torch.float32), target).item()
+
+
+def summarize_group_scores(
+    scores: torch.Tensor,
+    gold: torch.Tensor,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    kinds: list[str],
+    group_size: int,
+    names: list[str],
+) -> dict[str, float]:
+    """Every dev-group metric from flat rows (N = G * K): scores/gold [N], logits [N, D, L], labels [N, D]."""
+    grouped = scores.view(-1, group_size)
+    return {
+        "pairwise_acc": pairwise_accuracy(grouped),
+        "group_acc": group_accuracy(grouped),
+        **total_errors(scores, gold),
+        **dimension_accuracy(logits, labels, names),
+        **pairwise_accuracy_by_kind(grouped, kinds),
+    }

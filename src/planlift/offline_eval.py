@@ -20,22 +20,23 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from planlift.errors import ConfigError
-from planlift.evaluation import EvalRecord, summarize
 from planlift.executors.base import Executor
 from planlift.grpo.rollout import sample_rollout
+from planlift.judging import BaselineCache, Judgement, ReasoningRecord, judge, judge_alone, record, summarize
 from planlift.models.policy import Policy
-from planlift.tasks.base import SPLITS, Problem, Task, Verdict
+from planlift.tasks.base import SPLITS, Task
 
 log = logging.getLogger(__name__)
 
 ARMS = ("planner", "alone", "gold")
 
 
-class Evaluator:
+class OfflineEvaluation:
     """Args:
     task / executor / policy: the parts (policy None: the planner arm is skipped).
     split / limit: which problems (the first `limit` of the split).
@@ -110,9 +111,9 @@ class Evaluator:
             log.info("task %s has no gold reasoning: the gold arm is skipped", self.task.name)
             arms.remove("gold")
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        alone_cache = self._load_alone_cache()
+        alone_cache = self._alone_cache()
         rows: list[dict[str, Any]] = []
-        records: dict[str, list[EvalRecord]] = {arm: [] for arm in arms if arm != "alone"}
+        records: dict[str, list[ReasoningRecord]] = {arm: [] for arm in arms if arm != "alone"}
         start = time.perf_counter()
         # rows are written as batches finish, so an interrupted run keeps what it judged
         with (
@@ -126,7 +127,7 @@ class Evaluator:
                     jsonl.write(json.dumps(row) + "\n")
                 jsonl.flush()
                 rows += batch_rows
-                self._save_alone_cache(alone_cache)
+                alone_cache.save()
                 advance(len(batch))
         self.timings["total"] = time.perf_counter() - start
         summary = self._summary(rows, records, arms, len(problems))
@@ -135,9 +136,19 @@ class Evaluator:
 
     def _evaluate_batch(self, batch, arms, alone_cache, records) -> list[dict[str, Any]]:
         rows = [{"id": p.id, "problem": p.text, "answer": p.answer} for p in batch]
-        baseline = self._alone(batch, alone_cache)
-        for row, outcome in zip(rows, baseline, strict=True):
-            row["alone"] = outcome
+        hits_before = alone_cache.hits
+        seconds: dict[str, float] = {}
+        baseline = judge_alone(
+            self.executor, self.task, batch, alone_cache, self.k, self.executor_greedy, seconds
+        )
+        self.alone_cached += alone_cache.hits - hits_before
+        self.timings["executor_alone"] += seconds.get("executor", 0.0) + seconds.get("verify", 0.0)
+        for row, judgement in zip(rows, baseline, strict=True):
+            row["alone"] = {
+                "executor_outputs": list(judgement.texts),
+                "verdicts": _verdicts_json(judgement),
+                "accuracy": judgement.accuracy,
+            }
         reasonings: dict[str, list[str]] = {}
         if "planner" in arms:
             tick = time.perf_counter()
@@ -160,48 +171,35 @@ class Evaluator:
         if "gold" in arms:
             reasonings["gold"] = [self.task.gold_reasoning(p) for p in batch]
         for arm, texts in reasonings.items():
-            judged = self._with_reasoning(batch, texts)
-            for problem, row, reasoning, (outputs, verdicts), alone in zip(
+            judged = judge(
+                self.executor, self.task, batch, texts, self.k, self.executor_greedy, None, self.timings
+            )
+            for problem, row, reasoning, judgement, alone in zip(
                 batch, rows, texts, judged, baseline, strict=True
             ):
-                e2e = None if verdicts is None else sum(v.correct for v in verdicts) / len(verdicts)
-                record = EvalRecord(
-                    problem_id=problem.id,
-                    reasoning=reasoning,
-                    executor_outputs=outputs,
-                    e2e=e2e,
-                    baseline=alone["accuracy"],
-                    leakage=float(self.task.detect_leakage(problem, reasoning)),
-                    trace=self.task.trace_metrics(problem, reasoning, outputs[0] if outputs else None),
-                )
-                records[arm].append(record)
+                item = record(self.task, problem, reasoning, judgement, alone)
+                records[arm].append(item)
                 row[arm] = {
                     "reasoning": reasoning,
-                    "executor_outputs": list(outputs),
-                    "verdicts": _verdicts_json(verdicts),
-                    "accuracy": e2e,
-                    "uplift": record.uplift,
-                    "leakage": record.leakage,
-                    "trace": record.trace,
+                    "executor_outputs": list(judgement.texts),
+                    "verdicts": _verdicts_json(judgement),
+                    "accuracy": item.with_reasoning,
+                    "uplift": item.uplift,
+                    "leakage": item.leakage,
+                    "trace": item.trace,
                 }
         return rows
 
-    def _with_reasoning(self, batch: list[Problem], reasonings: list[str]):
-        """[(texts, verdicts or None on executor failure)] per problem."""
-        tick = time.perf_counter()
-        results = self.executor.generate(
-            [self.task.executor_prompt(p, r) for p, r in zip(batch, reasonings, strict=True)],
-            self.k,
-            greedy=self.executor_greedy,
-        )
-        self.timings["executor"] += time.perf_counter() - tick
-        tick = time.perf_counter()
-        judged = [(p, t) for p, r in zip(batch, results, strict=True) if r.ok for t in r.texts]
-        verdicts = iter(self.task.verify_batch([p for p, _ in judged], [t for _, t in judged]))
-        self.timings["verify"] += time.perf_counter() - tick
-        return [(r.texts, [next(verdicts) for _ in r.texts] if r.ok else None) for r in results]
+    # ---- executor alone, cached on disk -----------------------------------------------------------
 
-    # ---- executor alone, cached -------------------------------------------------------------------
+    def _alone_cache(self) -> BaselineCache:
+        """The executor-alone judgements, kept on disk per executor + task + split + sampling, so that
+        comparing several planners pays for them once (memory only without a cache_dir)."""
+        if self.cache_dir is None:
+            return BaselineCache()
+        return BaselineCache(
+            path=self.cache_dir / "eval_alone" / f"{self.task.name}-{self._alone_key()}.json"
+        )
 
     def _alone_key(self) -> str:
         identity = {
@@ -212,48 +210,6 @@ class Evaluator:
             "greedy": self.executor_greedy,
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-    def _load_alone_cache(self) -> dict[str, dict[str, Any]]:
-        if self.cache_dir is None:
-            return {}
-        path = self.cache_dir / "eval_alone" / f"{self.task.name}-{self._alone_key()}.json"
-        if path.is_file():
-            return json.loads(path.read_text())
-        return {}
-
-    def _save_alone_cache(self, cache: dict[str, dict[str, Any]]) -> None:
-        if self.cache_dir is None:
-            return
-        path = self.cache_dir / "eval_alone" / f"{self.task.name}-{self._alone_key()}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(cache))
-
-    def _alone(self, batch: list[Problem], cache: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-        """The executor without reasoning: its texts, verdicts and accuracy, from the cache when there."""
-        missing = [p for p in batch if p.id not in cache]
-        self.alone_cached += len(batch) - len(missing)
-        if missing:
-            judged = self._with_reasoning_none(missing)
-            for problem, (texts, verdicts) in zip(missing, judged, strict=True):
-                if verdicts is None:
-                    continue  # failed: not cached, retried next time
-                cache[problem.id] = {
-                    "executor_outputs": list(texts),
-                    "verdicts": _verdicts_json(verdicts),
-                    "accuracy": sum(v.correct for v in verdicts) / len(verdicts),
-                }
-        empty = {"executor_outputs": [], "verdicts": None, "accuracy": None}
-        return [cache.get(problem.id, empty) for problem in batch]
-
-    def _with_reasoning_none(self, batch: list[Problem]):
-        tick = time.perf_counter()
-        results = self.executor.generate(
-            [self.task.executor_prompt(p, None) for p in batch], self.k, greedy=self.executor_greedy
-        )
-        self.timings["executor_alone"] += time.perf_counter() - tick
-        judged = [(p, t) for p, r in zip(batch, results, strict=True) if r.ok for t in r.texts]
-        verdicts = iter(self.task.verify_batch([p for p, _ in judged], [t for _, t in judged]))
-        return [(r.texts, [next(verdicts) for _ in r.texts] if r.ok else None) for r in results]
 
     # ---- outputs ----------------------------------------------------------------------------------
 
@@ -343,13 +299,8 @@ class Evaluator:
         return bar()
 
 
-def _verdicts_json(verdicts: list[Verdict] | None) -> list[dict[str, Any]] | None:
-    if verdicts is None:
-        return None
-    return [
-        {"correct": v.correct, "pass_rate": v.pass_rate, "status": v.status, "parsed": v.parsed}
-        for v in verdicts
-    ]
+def _verdicts_json(judgement: Judgement) -> list[dict[str, Any]] | None:
+    return None if judgement.verdicts is None else [asdict(v) for v in judgement.verdicts]
 
 
 def _statuses(groups) -> dict[str, int]:

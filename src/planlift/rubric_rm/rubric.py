@@ -5,7 +5,7 @@ Dimension order is `MATH_DIMENSIONS`: problem_understanding, solution_strategy, 
 calculation_correctness, answer_support. The positive (a reference trace) gets 4 everywhere and total 1.0,
 as the authors label their positives.
 
-A judge labeler (`planlift.rm.groups.judge`) can replace these rules; its labels use the authors'
+A judge labeler (`planlift.rm_groups.judge`) can replace these rules; its labels use the authors'
 mapping from a 0-10 judge score: label = min(4, floor(score / 2)), total = score / 10.
 """
 

@@ -20,10 +20,10 @@ from typing import Any
 
 from planlift.errors import ConfigError, DataError
 from planlift.rm.base import MATH_DIMENSIONS
-from planlift.rm.groups import gsm8k as gsm8k_negatives
-from planlift.rm.groups import procedural as procedural_negatives
-from planlift.rm.groups.schema import Group, stable_fraction, write_groups
-from planlift.rm.rubric import LabelRequest, RuleLabeler
+from planlift.rm_groups import gsm8k as gsm8k_negatives
+from planlift.rm_groups import procedural as procedural_negatives
+from planlift.rm_groups.schema import Group, stable_fraction, write_groups
+from planlift.rubric_rm.rubric import LabelRequest, RuleLabeler
 from planlift.tasks.procedural import ProceduralTask
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from planlift.datasets.files import data_dir, read_json, read_jsonl
 from planlift.errors import ConfigError, DataError
-from planlift.rm.groups.schema import stable_fraction
+from planlift.rm_groups.schema import stable_fraction
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Training the rubric RM with Lightning: the loss of REFERENCE 3 and the dev-group metrics.
+"""Training the rubric RM with Lightning: the authors' loss (docs/reasoning_rm.md) and the dev-group metrics.
 
     loss = dim_weight * sum_d CE(logits_d, label_d)                       (1.0)
          + total_weight * Huber(sigmoid(total), gold total)               (0.5; derived without a total head)
@@ -27,8 +27,8 @@ import torch
 from pytorch_lightning.utilities import rank_zero_only
 
 from planlift.errors import ConfigError
-from planlift.rm import losses, metrics
-from planlift.rm.model import RubricOutput, RubricRewardModel
+from planlift.rubric_rm import losses, metrics
+from planlift.rubric_rm.model import RubricOutput, RubricRewardModel
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class RubricRMModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if not self._val:
             return
-        summary = summarize_group_scores(
+        summary = metrics.summarize_group_scores(
             torch.cat([v["scores"] for v in self._val]),
             torch.cat([v["gold"] for v in self._val]),
             torch.cat([v["logits"] for v in self._val]),
@@ -173,26 +173,6 @@ class RubricRMModule(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"},
         }
-
-
-def summarize_group_scores(
-    scores: torch.Tensor,
-    gold: torch.Tensor,
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    kinds: list[str],
-    group_size: int,
-    names: list[str],
-) -> dict[str, float]:
-    """Every dev-group metric from flat rows (N = G * K): scores/gold [N], logits [N, D, L], labels [N, D]."""
-    grouped = scores.view(-1, group_size)
-    return {
-        "pairwise_acc": metrics.pairwise_accuracy(grouped),
-        "group_acc": metrics.group_accuracy(grouped),
-        **metrics.total_errors(scores, gold),
-        **metrics.dimension_accuracy(logits, labels, names),
-        **metrics.pairwise_accuracy_by_kind(grouped, kinds),
-    }
 
 
 class ExportRewardModel(pl.Callback):

@@ -15,13 +15,12 @@ from typing import Any
 import torch
 
 from planlift.errors import ConfigError
-from planlift.rm import metrics
 from planlift.rm.base import MATH_DIMENSIONS
-from planlift.rm.data import GroupCollator
-from planlift.rm.groups.schema import read_groups
-from planlift.rm.heldout import HELDOUT_SETS, load_heldout
 from planlift.rm.learned import LearnedRM, RMInput
-from planlift.rm.training import summarize_group_scores
+from planlift.rm_groups.schema import read_groups
+from planlift.rubric_rm import metrics
+from planlift.rubric_rm.data import GroupCollator
+from planlift.rubric_rm.heldout import HELDOUT_SETS, load_heldout
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,7 @@ def evaluate_groups(
         out = scorer.forward(sequences[start : start + scorer.batch_size])
         scores.append(out.score.float().cpu())
         logits.append(out.dimension_logits.float().cpu())
-    return summarize_group_scores(
+    return metrics.summarize_group_scores(
         torch.cat(scores),
         torch.tensor(gold),
         torch.cat(logits),

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from planlift.errors import ConfigError
 from planlift.executors.base import Executor
 from planlift.rm.base import MATH_DIMENSIONS
-from planlift.rm.rubric import LabelRequest, judge_scores_to_rubric
+from planlift.rubric_rm.rubric import LabelRequest, judge_scores_to_rubric
 from planlift.tasks.base import ChatPrompt
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The RM's training losses (REFERENCE 3), as pure functions of its outputs.
+"""The RM's training losses (the authors' terms and weights, docs/reasoning_rm.md), as pure functions of its outputs.
 
 Shapes: N = G * K rows grouped per problem (G groups of K candidates, the positive in column 0),
 D dimensions, L labels.

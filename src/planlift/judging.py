@@ -1,0 +1,265 @@
+"""Judging reasonings: the frozen executor turns problem + reasoning into outputs, the task's verifier
+judges them. The one place that does it, for the reward, validation, offline evaluation and the
+bootstrap's report.
+
+- `judge`: one executor call for all prompts (with a reasoning, or alone when it is None) and one
+  `verify_batch` call for all outputs, regrouped per prompt.
+- `judge_alone` + `BaselineCache`: the executor without reasoning, once per problem while the executor
+  is frozen (in memory, in checkpoints via `state_dict`, and on disk for offline evaluation).
+- `judge_reasonings` -> `ReasoningRecord`s: with-reasoning success, baseline, uplift, leakage and
+  trace metrics per problem; `summarize` and `pass_at_k` aggregate them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from planlift.executors.base import Executor
+from planlift.tasks.base import Problem, Task, Verdict
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """One prompt's executor samples and their verdicts (`verdicts` None: the executor call failed)."""
+
+    texts: tuple[str, ...]
+    verdicts: tuple[Verdict, ...] | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.verdicts is not None
+
+    @property
+    def successes(self) -> tuple[bool, ...]:
+        return tuple(v.correct for v in self.verdicts or ())
+
+    @property
+    def accuracy(self) -> float | None:
+        """Share of the samples judged correct (None when the call failed)."""
+        if not self.verdicts:
+            return None
+        return sum(self.successes) / len(self.verdicts)
+
+    def to_json(self) -> dict:
+        verdicts = None if self.verdicts is None else [asdict(v) for v in self.verdicts]
+        return {"texts": list(self.texts), "verdicts": verdicts, "error": self.error}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Judgement:
+        verdicts = data["verdicts"]
+        return cls(
+            tuple(data["texts"]),
+            None if verdicts is None else tuple(Verdict(**v) for v in verdicts),
+            data.get("error"),
+        )
+
+
+def judge(
+    executor: Executor,
+    task: Task,
+    problems: Sequence[Problem],
+    reasonings: Sequence[str | None],
+    samples: int,
+    greedy: bool = False,
+    full_pass_rate: int | None = None,
+    seconds: dict[str, float] | None = None,
+) -> list[Judgement]:
+    """`samples` executor outputs per (problem, reasoning) prompt, judged by `task.verify_batch`.
+
+    full_pass_rate: how many leading samples of each prompt need their full pass rate (code tests run to
+    the end); the others only need correct / not (the sandbox stops at the first failing test).
+    None: every sample is run in full.
+    seconds: if given, the time spent in the executor and in the verifier is added to its
+    "executor" / "verify" entries.
+    """
+    seconds = {} if seconds is None else seconds
+    start = time.perf_counter()
+    prompts = [task.executor_prompt(p, r) for p, r in zip(problems, reasonings, strict=True)]
+    results = executor.generate(prompts, samples, greedy=greedy)
+    verify_start = time.perf_counter()
+    seconds["executor"] = seconds.get("executor", 0.0) + verify_start - start
+    flat = [
+        (problem, text, full_pass_rate is not None and j >= full_pass_rate)
+        for problem, result in zip(problems, results, strict=True)
+        if result.ok
+        for j, text in enumerate(result.texts)
+    ]
+    verdicts = iter(
+        task.verify_batch([p for p, _, _ in flat], [t for _, t, _ in flat], early_exit=[e for *_, e in flat])
+    )
+    seconds["verify"] = seconds.get("verify", 0.0) + time.perf_counter() - verify_start
+    return [
+        Judgement(r.texts, tuple(next(verdicts) for _ in r.texts) if r.ok else None, r.error) for r in results
+    ]
+
+
+@dataclass
+class BaselineCache:
+    """The executor alone, per problem: valid only while the executor is frozen.
+
+    Keys name the executor, the problem and the sampling, so one cache can serve several settings.
+    `path`: a JSON file that holds the entries across runs (offline evaluation); None: memory only.
+    """
+
+    enabled: bool = True
+    path: Path | None = None
+    entries: dict[str, Judgement] = field(default_factory=dict)
+    hits: int = 0
+    misses: int = 0
+
+    def __post_init__(self) -> None:
+        if self.path is not None:
+            self.path = Path(self.path)
+            if self.path.is_file():
+                self.load_state_dict(json.loads(self.path.read_text()))
+
+    @staticmethod
+    def key(executor: Executor, problem: Problem, samples: int, greedy: bool) -> str:
+        return f"{executor.identity}|{problem.id}|n={samples}|greedy={greedy}"
+
+    def get(self, key: str) -> Judgement | None:
+        found = self.entries.get(key) if self.enabled else None
+        if found is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return found
+
+    def put(self, key: str, judgement: Judgement) -> None:
+        if self.enabled and judgement.ok:  # a failed call is retried next time
+            self.entries[key] = judgement
+
+    def save(self) -> None:
+        """Write the entries to `path` (atomically: a reader never sees half a file)."""
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        staging = self.path.with_name(self.path.name + ".tmp")
+        staging.write_text(json.dumps(self.state_dict()))
+        os.replace(staging, self.path)
+
+    def state_dict(self) -> dict:
+        return {"entries": {k: v.to_json() for k, v in self.entries.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        entries = {}
+        for key, value in state.get("entries", {}).items():
+            if isinstance(value, list):  # checkpoints before judgements were kept: outcomes only
+                verdicts = tuple(Verdict(bool(c), float(c), "correct" if c else "wrong") for c in value)
+                value = {"texts": [""] * len(verdicts), "verdicts": [asdict(v) for v in verdicts]}
+            entries[key] = Judgement.from_json(value)
+        self.entries = entries
+
+
+def judge_alone(
+    executor: Executor,
+    task: Task,
+    problems: Sequence[Problem],
+    cache: BaselineCache,
+    samples: int,
+    greedy: bool = False,
+    seconds: dict[str, float] | None = None,
+) -> list[Judgement]:
+    """The executor without reasoning, per problem: cached judgements, plus one call for the rest."""
+    keys = [cache.key(executor, p, samples, greedy) for p in problems]
+    found: dict[str, Judgement] = {}
+    missing: dict[str, Problem] = {}
+    for key, problem in zip(keys, problems, strict=True):
+        if key in found or key in missing:
+            continue
+        cached = cache.get(key)
+        if cached is None:
+            missing[key] = problem
+        else:
+            found[key] = cached
+    if missing:
+        problems_left = list(missing.values())
+        fresh = judge(executor, task, problems_left, [None] * len(missing), samples, greedy, 0, seconds)
+        for key, judgement in zip(missing, fresh, strict=True):
+            cache.put(key, judgement)
+            found[key] = judgement
+    return [found[key] for key in keys]
+
+
+@dataclass
+class ReasoningRecord:
+    """One (problem, reasoning): what the executor made of it, its baseline, and the trace metrics."""
+
+    problem_id: str
+    reasoning: str | None
+    executor_outputs: tuple[str, ...]
+    with_reasoning: float | None  # the executor's success rate with the reasoning (None: its call failed)
+    alone: float | None  # its success rate without reasoning
+    leakage: float
+    trace: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def uplift(self) -> float | None:
+        if self.with_reasoning is None or self.alone is None:
+            return None
+        return self.with_reasoning - self.alone
+
+
+def record(
+    task: Task, problem: Problem, reasoning: str, judgement: Judgement, baseline: Judgement | None
+) -> ReasoningRecord:
+    return ReasoningRecord(
+        problem_id=problem.id,
+        reasoning=reasoning,
+        executor_outputs=judgement.texts,
+        with_reasoning=judgement.accuracy,
+        alone=None if baseline is None else baseline.accuracy,
+        leakage=float(task.detect_leakage(problem, reasoning)),
+        trace=task.trace_metrics(problem, reasoning, judgement.texts[0] if judgement.ok else None),
+    )
+
+
+def judge_reasonings(
+    task: Task,
+    executor: Executor,
+    problems: Sequence[Problem],
+    reasonings: Sequence[str],
+    cache: BaselineCache,
+    samples: int = 1,
+    greedy: bool = True,
+) -> list[ReasoningRecord]:
+    """Two executor calls: all reasonings, then the (cached) no-reasoning baseline."""
+    judged = judge(executor, task, problems, reasonings, samples, greedy, full_pass_rate=0)
+    baselines = judge_alone(executor, task, problems, cache, samples, greedy)
+    return [
+        record(task, p, r, j, b) for p, r, j, b in zip(problems, reasonings, judged, baselines, strict=True)
+    ]
+
+
+def summarize(records: Sequence[ReasoningRecord]) -> dict[str, float]:
+    """Means over problems: e2e_acc, baseline_acc, uplift, leakage, trace/*, and the failure count."""
+    sums: dict[str, list[float]] = defaultdict(list)
+    for item in records:
+        if item.with_reasoning is not None:
+            sums["e2e_acc"].append(item.with_reasoning)
+        if item.alone is not None:
+            sums["baseline_acc"].append(item.alone)
+        if item.uplift is not None:
+            sums["uplift"].append(item.uplift)
+        sums["leakage"].append(item.leakage)
+        for key, value in item.trace.items():
+            sums[key].append(value)
+    summary = {key: sum(values) / len(values) for key, values in sums.items()}
+    summary["executor_failed"] = float(sum(r.with_reasoning is None for r in records))
+    return summary
+
+
+def pass_at_k(records: Sequence[ReasoningRecord], k: int) -> float:
+    """Share of problems with at least one success among their k records (records grouped per problem:
+    [p0 x k, p1 x k, ...]); a record whose executor call failed counts as a failure."""
+    if not records or len(records) % k:
+        raise ValueError(f"{len(records)} records do not split into groups of {k}")
+    groups = [records[start : start + k] for start in range(0, len(records), k)]
+    return sum(any((r.with_reasoning or 0.0) > 0 for r in group) for group in groups) / len(groups)

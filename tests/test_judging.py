@@ -1,0 +1,76 @@
+"""planlift.judging: one executor call and one verifier call per batch, regrouped per prompt; the
+baseline cache in memory, in checkpoints and on disk; pass@k."""
+
+import json
+
+import pytest
+
+from planlift.judging import BaselineCache, Judgement, ReasoningRecord, judge, judge_alone, pass_at_k
+from planlift.tasks import ProceduralTask
+from planlift.tasks.base import Verdict
+from tests.rewards.scripted import ScriptedExecutor
+
+
+@pytest.fixture(scope="module")
+def task():
+    return ProceduralTask(sizes={"train": 20, "validation": 5, "test": 5})
+
+
+def test_judge_regroups_outputs_and_verdicts_per_prompt(task):
+    problems = task.problems("train")[:2]
+    executor = ScriptedExecutor(task, {"A\n": [problems[0].answer, "x"], "B\n": ["x"], None: ["x"]})
+    seconds = {}
+    judged = judge(executor, task, problems, ["A\n", "B\n"], 3, seconds=seconds)
+    assert executor.calls == [(2, 3)]
+    assert judged[0].successes == (True, False, True) and judged[0].accuracy == pytest.approx(2 / 3)
+    assert judged[1].successes == (False, False, False) and judged[1].accuracy == 0.0
+    assert set(seconds) == {"executor", "verify"}
+
+
+def test_a_failed_executor_call_has_no_verdicts_and_is_not_cached(task):
+    problems = task.problems("train")[:1]
+    executor = ScriptedExecutor(task, {None: ["x"]}, fail={None})
+    cache = BaselineCache()
+    (judgement,) = judge_alone(executor, task, problems, cache, 2)
+    assert not judgement.ok and judgement.accuracy is None and judgement.error
+    assert cache.entries == {}
+
+
+def test_baseline_cache_hits_and_survives_a_checkpoint_and_a_file(task, tmp_path):
+    problems = task.problems("train")[:3]
+    executor = ScriptedExecutor(task, {None: [problems[0].answer, "x"]})
+    cache = BaselineCache(path=tmp_path / "alone.json")
+    first = judge_alone(executor, task, [*problems, problems[0]], cache, 2)
+    assert executor.calls == [(3, 2)] and cache.misses == 3 and cache.hits == 0
+    assert first[0] is first[3]  # a problem twice in one batch is judged once
+    again = judge_alone(executor, task, problems, cache, 2)
+    assert executor.calls == [(3, 2)] and cache.hits == 3 and again == first[:3]
+
+    restored = BaselineCache()
+    restored.load_state_dict(json.loads(json.dumps(cache.state_dict())))
+    assert restored.entries == cache.entries
+    cache.save()
+    assert BaselineCache(path=tmp_path / "alone.json").entries == cache.entries
+    assert not (tmp_path / "alone.json.tmp").exists()
+
+
+def test_checkpoints_of_outcomes_only_still_load():
+    cache = BaselineCache()
+    cache.load_state_dict({"entries": {"k": [True, False]}})
+    assert cache.entries["k"].successes == (True, False) and cache.entries["k"].accuracy == 0.5
+
+
+def test_judgement_round_trips_through_json():
+    judgement = Judgement(("a", "b"), (Verdict(True, 1.0, "correct", "3"), Verdict(False, 0.0, "wrong")))
+    assert Judgement.from_json(json.loads(json.dumps(judgement.to_json()))) == judgement
+
+
+def test_pass_at_k_counts_problems_with_any_success():
+    def record(e2e):
+        return ReasoningRecord("p", "r", ("x",), e2e, 0.0, 0.0)
+
+    records = [record(0.0), record(1.0), record(0.0), record(0.0), record(None), record(0.0)]
+    assert pass_at_k(records, 2) == pytest.approx(1 / 3)  # [0, 1] [0, 0] [failed, 0]
+    assert pass_at_k(records, 3) == pytest.approx(1 / 2)
+    with pytest.raises(ValueError, match="groups of 4"):
+        pass_at_k(records, 4)
