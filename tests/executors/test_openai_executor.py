@@ -48,6 +48,10 @@ def server():
                 payload, code = b'{"error": "scripted"}', action
             elif action == "garbage":
                 payload, code = b'{"choices": [{"te', 200
+            elif action == "notext":
+                payload, code = b'{"choices": [{"text": null, "message": {"content": null}}]}', 200
+            elif action == "error200":
+                payload, code = b'{"error": {"message": "engine overloaded"}}', 200
             else:
                 count = body["n"] if action == "choices:n" else int(action.split(":")[1])
                 key = "message" if self.path.endswith("chat/completions") else "text"
@@ -143,14 +147,43 @@ def test_breaker_lets_a_probe_through_after_the_cooldown(server):
     assert executor.breaker.consecutive_failures == 0
 
 
-def test_server_ignoring_n_is_detected_and_fanned_out(server):
+def test_server_ignoring_n_is_detected_on_consistent_evidence_and_fanned_out(server, caplog):
     server.default = "choices:1"
     executor = make(server)
     results = executor.generate([PROMPT, PROMPT], n=3)
     assert all(r.ok and len(r.texts) == 3 for r in results)
-    assert executor.n_supported is False and executor.n_fallback_requests == 4
+    assert executor.n_fallback_requests == 4
+    assert executor.n_supported is None  # two short replies are not yet evidence
+    assert executor.generate([PROMPT], n=3)[0].ok  # the third one in a row is
+    assert executor.n_supported is False
+    assert "ignores n" in caplog.text
     executor.generate([PROMPT], n=3)
     assert [b["n"] for b in server.bodies[-3:]] == [1, 1, 1]
+
+
+def test_one_transient_short_reply_changes_nothing_for_later_calls(server):
+    server.script = ["choices:1"]  # then full replies
+    executor = make(server)
+    assert executor.generate([PROMPT], n=3)[0].ok
+    assert executor.generate([PROMPT], n=3)[0].ok
+    assert executor.n_supported is True
+    assert server.bodies[-1]["n"] == 3
+
+
+@pytest.mark.parametrize("fault", ["choices:0", "notext", "error200", "garbage"])
+def test_bad_200_replies_are_retried_then_masked_never_raised(server, fault):
+    server.script = [fault]
+    executor = make(server, max_retries=1)
+    assert executor.generate([PROMPT], n=1)[0].texts == ("0",)  # retried: the next reply is good
+    server.script = [fault, fault]
+    result = make(server, max_retries=1).generate([PROMPT], n=1)[0]
+    assert not result.ok and result.error  # budget spent: masked, with its kind
+
+
+def test_extra_choices_are_dropped(server):
+    server.default = "choices:5"
+    result = make(server).generate([PROMPT], n=2)[0]
+    assert result.texts == ("0", "1")
 
 
 def test_native_n_mode_reports_a_short_reply(server):

@@ -21,20 +21,20 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from planlift.errors import ConfigError
 from planlift.executors.base import Executor, ExecutorResult, check_sampling
 from planlift.generation import cut_at_stop, render_prompt
 from planlift.tasks.base import ChatPrompt
 
-if TYPE_CHECKING:
-    from planlift.bootstrap import Bootstrap
-
 log = logging.getLogger(__name__)
 
 APIS = ("completions", "chat")
 N_MODES = ("auto", "native", "fanout")
+# n_mode=auto decides that a server ignores `n` after this many short replies in a row to n > 1 requests
+# (one short reply can be a transient fault, not the server's policy)
+N_EVIDENCE = 3
 
 
 class RequestFailed(Exception):
@@ -127,7 +127,6 @@ class OpenAIExecutor(Executor):
         seed: int | None = None,
         api_key_env: str = "OPENAI_API_KEY",
         extra_body: dict[str, Any] | None = None,
-        bootstrap: Bootstrap | None = None,
     ) -> None:
         super().__init__()
         if api not in APIS:
@@ -156,6 +155,7 @@ class OpenAIExecutor(Executor):
         self.use_chat_template = use_chat_template
         self.n_mode = n_mode
         self.n_supported: bool | None = {"auto": None, "native": True, "fanout": False}[n_mode]
+        self._short_streak = 0  # short replies in a row to n > 1 requests (n_mode=auto)
         self.max_concurrency = max_concurrency
         self.timeout_s = timeout_s
         self.max_retries = max_retries
@@ -166,10 +166,9 @@ class OpenAIExecutor(Executor):
         self.extra_body = dict(extra_body or {})
         self.tokenizer = None
         if tokenizer is not None:
-            from planlift.models.loading import load_tokenizer, locate_checkpoint, resolve_pretrained
+            from planlift.models.loading import load_tokenizer, locate_checkpoint
 
-            source = resolve_pretrained(tokenizer, bootstrap, "executor.tokenizer")
-            self.tokenizer = load_tokenizer(locate_checkpoint(source, "executor.tokenizer"))
+            self.tokenizer = load_tokenizer(locate_checkpoint(tokenizer, "executor.tokenizer"))
         self.session = requests.Session()
         self.session.mount("http://", HTTPAdapter(pool_maxsize=max_concurrency))
         self.session.mount("https://", HTTPAdapter(pool_maxsize=max_concurrency))
@@ -205,18 +204,11 @@ class OpenAIExecutor(Executor):
             first = [_Request(i, 1, self._next_seed()) for i in range(len(prompts)) for _ in range(asked)]
         with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
             shortfall = self._run(pool, first, prompts, greedy, texts, errors)
-            if shortfall:
-                if self.n_supported is not False:
-                    log.warning(
-                        "openai executor: %s returned fewer choices than n; fanning out single-sample "
-                        "requests from now on",
-                        self.base_url,
-                    )
-                    self.n_supported = False
+            if shortfall:  # the missing samples, one request each
                 more = [_Request(i, 1, self._next_seed()) for i, missing in shortfall for _ in range(missing)]
                 self.n_fallback_requests += len(more)
-                if self._run(pool, more, prompts, greedy, texts, errors):
-                    raise AssertionError("single-sample requests cannot fall short")
+                for i, missing in self._run(pool, more, prompts, greedy, texts, errors):
+                    errors[i] = errors[i] or f"short_reply: {missing} samples missing after the fan-out"
         results = []
         for i, prompt in enumerate(prompts):
             if errors[i] is not None:
@@ -256,14 +248,32 @@ class OpenAIExecutor(Executor):
                 errors[i] = errors[i] or str(error)
                 continue
             texts[i].extend(got)
-            if len(got) >= request.samples > 1 and self.n_supported is None:
-                self.n_supported = True
+            if request.samples > 1:
+                self._judge_n_support(full=len(got) >= request.samples)
             if len(got) < request.samples:
                 if self.n_mode == "native":
                     errors[i] = errors[i] or f"short_reply: {len(got)} of n={request.samples} choices"
                 else:
                     shortfall.append((i, request.samples - len(got)))
         return shortfall
+
+    def _judge_n_support(self, full: bool) -> None:
+        """n_mode=auto: a full reply to an n > 1 request resets the evidence; N_EVIDENCE short ones in a row
+        decide that the server ignores n (logged once), and later calls fan out from the start."""
+        if self.n_mode != "auto":
+            return
+        with self._lock:
+            self._short_streak = 0 if full else self._short_streak + 1
+            if full and self.n_supported is None:
+                self.n_supported = True
+            if self._short_streak >= N_EVIDENCE and self.n_supported is not False:
+                self.n_supported = False
+                log.warning(
+                    "openai executor: %s returned fewer choices than n in %d replies in a row: it ignores n; "
+                    "fanning out single-sample requests from now on",
+                    self.base_url,
+                    self._short_streak,
+                )
 
     def _next_seed(self) -> int | None:
         if self.seed is None:
@@ -289,7 +299,9 @@ class OpenAIExecutor(Executor):
                 error = RequestFailed("circuit_open", f"{self.base_url} failed repeatedly", retriable=False)
             else:
                 try:
-                    choices = self._post(url, body)
+                    choices = self._post(url, body)[: request.samples]  # extra choices are dropped
+                    if not choices:
+                        raise RequestFailed("short_reply", f"0 of n={request.samples} choices")
                 except RequestFailed as failed:
                     error = failed
                 else:
@@ -322,12 +334,11 @@ class OpenAIExecutor(Executor):
             raise RequestFailed(f"http_{code}", response.text[:200].replace("\n", " "), retriable)
         try:
             choices = response.json()["choices"]
-            if self.api == "chat":
-                found = [str(c["message"]["content"] or "") for c in choices]
-            else:
-                found = [str(c["text"]) for c in choices]
+            found = [c["message"]["content"] if self.api == "chat" else c["text"] for c in choices]
         except (ValueError, KeyError, TypeError, IndexError) as error:
             raise RequestFailed("malformed", f"{type(error).__name__} in the reply body") from error
+        if not all(isinstance(text, str) for text in found):  # a choice without text is not an empty answer
+            raise RequestFailed("no_text", "a choice has no text")
         return found
 
     def _body(self, prompt: ChatPrompt, request: _Request, greedy: bool) -> dict[str, Any]:

@@ -1,0 +1,55 @@
+"""A process killed while it writes a checkpoint leaves the previous one whole (planlift.callbacks.checkpoint)."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from planlift.callbacks.checkpoint import save_atomically
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Saves ~8 MB checkpoints in a loop, each holding its own index, through the callback's mechanism.
+WRITER = """
+import sys, torch
+from pathlib import Path
+from planlift.callbacks.checkpoint import save_atomically
+path = Path(sys.argv[1])
+for i in range(10**6):
+    state = {"index": i, "weights": torch.full((2_000_000,), float(i))}
+    save_atomically(lambda p: torch.save(state, p), path)
+    print(i, flush=True)
+"""
+
+
+def test_kills_during_saves_never_leave_a_corrupt_checkpoint(tmp_path):
+    path = tmp_path / "last.ckpt"
+    rng = random.Random(0)
+    last_index = -1
+    for _ in range(5):
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True, cwd=ROOT
+        )
+        writer.stdout.readline()  # at least one checkpoint exists
+        time.sleep(rng.uniform(0.0, 0.3))  # then die at a random point of some later save
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        state = torch.load(path, weights_only=True)
+        assert state["weights"][0].item() == state["index"] == state["weights"][-1].item()
+        assert state["index"] >= 0
+        last_index = state["index"]
+    assert last_index >= 0
+
+
+def test_save_atomically_replaces_and_leaves_no_staging(tmp_path):
+    path = tmp_path / "last.ckpt"
+    save_atomically(lambda p: torch.save({"a": 1}, p), path)
+    save_atomically(lambda p: torch.save({"a": 2}, p), path)
+    assert torch.load(path)["a"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
