@@ -13,7 +13,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from tests.test_configs import CONF, check_targets, compose_with
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
-EXPECTED_JOBS = {"reward_ablation": 15, "executor_ablation": 18, "length_collapse": 60, "hardware": 2}
+EXPECTED_JOBS = {"reward_ablation": 18, "executor_ablation": 18, "length_collapse": 60, "hardware": 2}
 
 
 def sweep_jobs(name: str) -> list[list[str]]:

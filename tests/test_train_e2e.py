@@ -73,11 +73,12 @@ def text_steps(run_dir: Path) -> dict[str, list[int]]:
 MODE_TERMS = {
     "exec_only": {"e2e", "leakage", "final"},
     "grounded": {"e2e", "w", "b", "uplift", "rm", "leakage", "final"},
+    "grounded_guarded": {"e2e", "w", "b", "uplift", "rm", "leakage", "final"},
 }
 ALL_TERMS = {"e2e", "w", "b", "uplift", "rm", "leakage", "exec", "coeff", "final"}
 
 
-@pytest.mark.parametrize("reward", ["exec_only", "grounded"])
+@pytest.mark.parametrize("reward", ["exec_only", "grounded", "grounded_guarded"])
 def test_debug_run_trains_logs_checkpoints_and_exports(tmp_path, cache_dir, reward):
     run_dir = tmp_path / "run"
     result = train(run_dir, cache_dir, f"reward={reward}")
@@ -117,7 +118,8 @@ def test_debug_run_trains_logs_checkpoints_and_exports(tmp_path, cache_dir, rewa
         assert logged["train/reward/final"] == logged["train/reward/e2e"]
     else:
         assert all(-0.5 <= value <= 1.0 for _, value in logged["train/reward/final"])
-        assert all(-1.0 <= value <= 1.0 for _, value in logged["train/reward/uplift"])
+        low = 0.0 if reward == "grounded_guarded" else -1.0  # the default floors uplift at 0
+        assert all(low <= value <= 1.0 for _, value in logged["train/reward/uplift"])
     kind_tags = [tag for tag in logged if tag.startswith("train/trace/kind/")]
     for step in range(4):  # every sampled trace has exactly one kind
         assert sum(dict(logged[tag])[step] for tag in kind_tags) == pytest.approx(1.0)

@@ -231,6 +231,7 @@ class Bootstrap:
         from pytorch_lightning.loggers import TensorBoardLogger
 
         from planlift.bootstrap.sft import SFTDataset, SupervisedFineTuning
+        from planlift.callbacks.progress import StepProgressBar
         from planlift.models.tiny import build_tiny_qwen2
 
         if role == "shared":
@@ -254,6 +255,7 @@ class Bootstrap:
             enable_checkpointing=False,
             enable_model_summary=False,
             enable_progress_bar=self.progress_bar,
+            callbacks=[StepProgressBar(f"bootstrap: {role} SFT")] if self.progress_bar else [],
             log_every_n_steps=10,
         )
         trainer.fit(module, dataset.loader(settings.batch_size, seed))

@@ -13,8 +13,12 @@ from pytorch_lightning.callbacks import RichProgressBar
 
 
 class StepProgressBar(RichProgressBar):
+    def __init__(self, description: str = "GRPO steps", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.description = description
+
     def _get_train_description(self, current_epoch: int) -> str:
-        return "GRPO steps"
+        return self.description
 
     @property
     def total_train_batches(self) -> int | float:
