@@ -303,10 +303,10 @@ class GRPOModule(pl.LightningModule):
         mesh = self.device_mesh
         if mesh is None or is_sharded(self.planner):
             return
+        self._make_reference()  # before sharding: an FSDP module cannot be deep-copied
         dtype = next(self.planner.parameters()).dtype
-        shard_planner(
-            self.planner, mesh["data_parallel"], param_dtype=dtype if dtype != torch.float32 else None
-        )
+        for model in (self.planner, *self._reference):  # the reference is sharded like the planner
+            shard_planner(model, mesh["data_parallel"], param_dtype=dtype if dtype != torch.float32 else None)
 
     def configure_optimizers(self):
         params = [p for p in self.planner.parameters() if p.requires_grad]
@@ -320,6 +320,11 @@ class GRPOModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self.planner.train()  # from_pretrained leaves models in eval mode (LoRA dropout needs train mode)
+        self._make_reference()
+
+    def _make_reference(self) -> None:
+        """The frozen copy of the starting planner that the KL term compares with (full fine-tuning only:
+        under LoRA the reference is the planner with its adapter disabled)."""
         if self.kl_coef > 0 and not self.policy.lora and not self._reference:
             reference = copy.deepcopy(self.planner).eval().requires_grad_(False)
             self._reference.append(reference.to(self.device))
