@@ -76,6 +76,16 @@ def test_grounded_reward_uses_the_learned_rm(tiny_rm_dir, task, tiny_checkpoint)
     assert rm.forwards == 2  # one forward for the reward's batch, one for the check
 
 
+def test_a_math_rubric_rm_on_a_code_task_fails_when_the_reward_is_built(tiny_rm_dir):
+    from planlift.tasks import HumanEvalTask
+    from tests.rewards.scripted import ScriptedExecutor
+
+    rm = LearnedRM(str(tiny_rm_dir), device="cpu")
+    code = HumanEvalTask()
+    with pytest.raises(ConfigError, match=r"rm.path=.*not the one of task='humaneval' \(a code task\)"):
+        ExecutorGroundedReward(ScriptedExecutor(code, {}), code, rm, mode="code_gated")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -11,13 +11,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from planlift.errors import ConfigError
-from planlift.rm.base import ReasoningRM, RMItem
+from planlift.rm.base import CODE_DIMENSIONS, MATH_DIMENSIONS, ReasoningRM, RMItem
 from planlift.rubric_rm.inputs import encode_rm_input, pad_batch
 from planlift.rubric_rm.model import RubricOutput, RubricRewardModel
+
+if TYPE_CHECKING:
+    from planlift.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,16 @@ class LearnedRM(ReasoningRM):
         self.task_name = task_name
         self.forwards = 0
         self.failed_items = 0
+
+    def prepare(self, task: Task) -> None:
+        """The RM's rubric must be the task type's: a math rubric does not score code plans, nor the reverse."""
+        names = tuple(self.model.dimension_names)
+        other = MATH_DIMENSIONS if task.task_type == "code" else CODE_DIMENSIONS
+        if names == tuple(other):
+            raise ConfigError(
+                f"rm.path={self.path!r} scores the rubric {list(names)}, not the one of task={task.name!r} "
+                f"(a {task.task_type} task): use an RM trained for {task.task_type}"
+            )
 
     @property
     def device(self) -> torch.device:
