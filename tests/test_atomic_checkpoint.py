@@ -1,4 +1,5 @@
-"""A process killed while it writes a checkpoint leaves the previous one whole (planlift.callbacks.checkpoint)."""
+"""A process killed while it writes a checkpoint leaves the previous one whole (planlift.atomic, used by
+planlift.callbacks.checkpoint for last.ckpt)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from planlift.callbacks.checkpoint import save_atomically
+from planlift.atomic import save_atomically
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WRITER = """
 import sys, torch
 from pathlib import Path
-from planlift.callbacks.checkpoint import save_atomically
+from planlift.atomic import save_atomically
 path = Path(sys.argv[1])
 for i in range(10**6):
     state = {"index": i, "weights": torch.full((2_000_000,), float(i))}

@@ -13,13 +13,13 @@ bootstrap's report.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from planlift.atomic import save_atomically
 from planlift.executors.base import Executor
 from planlift.tasks.base import Problem, Task, Verdict
 
@@ -141,9 +141,8 @@ class BaselineCache:
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        staging = self.path.with_name(self.path.name + ".tmp")
-        staging.write_text(json.dumps(self.state_dict()))
-        os.replace(staging, self.path)
+        text = json.dumps(self.state_dict())
+        save_atomically(lambda staging: staging.write_text(text), self.path)
 
     def state_dict(self) -> dict:
         return {"entries": {k: v.to_json() for k, v in self.entries.items()}}

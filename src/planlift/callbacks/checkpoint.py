@@ -11,47 +11,11 @@ A save writes `last.ckpt.tmp` in the same directory, syncs it to disk and rename
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import pytorch_lightning as pl
 
-
-def _fsync(path: Path) -> None:
-    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
-        if item.is_file():
-            with open(item, "rb") as handle:
-                os.fsync(handle.fileno())
-
-
-def commit(staging: Path, path: Path) -> None:
-    """Make the finished `staging` the checkpoint at `path`: sync it, rename it over `path` (a directory
-    checkpoint: two renames, the previous one kept as `<path>.old` until the new one is in place) and sync
-    the directory, so that the rename itself survives a crash."""
-    _fsync(staging)
-    if staging.is_dir() and path.exists():
-        old = path.with_name(path.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-        os.replace(staging, path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
-def save_atomically(save: Callable[[Path], None], path: Path) -> None:
-    """`save(<path>.tmp)`, then `commit` it to `path`."""
-    path = Path(path)
-    staging = path.with_name(path.name + ".tmp")
-    save(staging)
-    commit(staging, path)
+from planlift.atomic import commit, staging_path
 
 
 class LastCheckpoint(pl.Callback):
@@ -63,7 +27,7 @@ class LastCheckpoint(pl.Callback):
     def _save(self, trainer: pl.Trainer) -> None:
         if trainer.global_step == self._saved_step:
             return
-        staging = self.path.with_name(self.path.name + ".tmp")
+        staging = staging_path(self.path)
         trainer.save_checkpoint(staging, weights_only=False)  # collective: every rank takes part
         if trainer.is_global_zero:
             commit(staging, self.path)
