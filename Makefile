@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 PYTEST := OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
-.PHONY: venv venv-vllm demo train rm-tiny test test-slow test-slurm test-vllm test-all lint format bench gpu-wheels clean
+.PHONY: venv sandbox-deps venv-vllm demo train rm-tiny test test-slow test-slurm test-vllm test-all lint format bench gpu-wheels clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,15 @@ $(BIN)/.installed: pyproject.toml
 		echo "a CUDA build slipped into the CPU venv"; exit 1; fi
 	touch $@
 
-venv: $(BIN)/.installed
+venv: $(BIN)/.installed sandbox-deps
+
+# bubblewrap gives sandboxed programs a read-only world with a private /tmp (planlift.sandbox.isolation).
+# Installed when missing and apt is usable (root); otherwise the sandbox falls back to namespaces and says so.
+sandbox-deps:
+	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends bubblewrap >/dev/null 2>&1 || \
+		  { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends bubblewrap >/dev/null; }; }; } || \
+		echo "sandbox-deps: bubblewrap not installed: programs will see the host's filesystem (see docs/tasks_and_evaluation.md)"
 
 demo: venv  ## the default training run on CPU (tiny planner + tiny executor, procedural task)
 	$(BIN)/python src/train.py

@@ -7,6 +7,7 @@ no secret in the captured output, and a wall time within the limit plus a small 
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
 import socket
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from planlift.errors import ConfigError
 from planlift.sandbox import CodeTest, Limits, ProgramJob, Sandbox
 
 LIMITS = Limits(
@@ -115,11 +117,18 @@ def contained(sandbox: Sandbox, program: str, canary_dir: Path, tests=(IDENTITY,
     return result
 
 
+def denied(result) -> bool:
+    """Refused (another uid's file) or absent (outside the read-only world)."""
+    return any(name in (result.error or "") for name in ("PermissionError", "FileNotFoundError"))
+
+
 def needs(sandbox: Sandbox, what: str) -> None:
     if what == "uid" and not sandbox.isolation.drops_uid:
         pytest.skip(f"isolation {sandbox.isolation.mode!r}: programs keep the caller's uid here")
     if what == "net" and not sandbox.isolation.network_isolated:
         pytest.skip("isolation 'none': no network namespace on this machine")
+    if what == "world" and not sandbox.isolation.private_tmp:
+        pytest.skip(f"isolation {sandbox.isolation.mode!r}: no bubblewrap, programs see the host's files")
 
 
 # ---- time ------------------------------------------------------------------------------------------
@@ -154,11 +163,12 @@ def test_runaway_time_is_cut(sandbox, canary_dir, name):
 
 
 def test_stopping_itself(sandbox, canary_dir):
-    # In a PID namespace the program is its namespace's init, which ignores SIGSTOP from inside;
-    # without one it stops and the wall clock kills it.
+    # Under unshare the program is its PID namespace's init, which ignores SIGSTOP from inside; under
+    # bubblewrap (whose own init is pid 1) or without a namespace it stops and the wall clock kills it.
     program = "import os, signal\ndef f(x):\n    os.kill(os.getpid(), signal.SIGSTOP)\n    return x\n"
     result = contained(sandbox, program, canary_dir)
-    assert result.status == ("correct" if sandbox.isolation.network_isolated else "timeout")
+    is_init = sandbox.isolation.mode in ("namespaces+uid", "namespaces")
+    assert result.status == ("correct" if is_init else "timeout")
 
 
 # ---- processes and memory --------------------------------------------------------------------------
@@ -258,7 +268,7 @@ def test_overwrite_a_file_outside_the_working_dir(sandbox, canary_dir):
     needs(sandbox, "uid")
     program = f"def f(x):\n    open({str(canary_dir / 'canary.txt')!r}, 'w').write('owned')\n    return x\n"
     result = contained(sandbox, program, canary_dir)
-    assert result.status == "runtime_error" and "PermissionError" in (result.error or "")
+    assert result.status == "runtime_error" and denied(result)
 
 
 def test_delete_and_create_files_outside(sandbox, canary_dir):
@@ -310,7 +320,7 @@ def test_secret_file_is_unreadable(sandbox, canary_dir):
     needs(sandbox, "uid")
     program = f"def f(x):\n    print(open({str(canary_dir / 'secret.txt')!r}).read())\n    return x\n"
     result = contained(sandbox, program, canary_dir)
-    assert result.status == "runtime_error" and "PermissionError" in (result.error or "")
+    assert result.status == "runtime_error" and denied(result)
 
 
 def test_parent_environ_is_unreadable(sandbox, canary_dir, monkeypatch):
@@ -392,3 +402,202 @@ def test_the_pool_keeps_working_after_hostile_programs(sandbox, canary_dir):
     good = ProgramJob("def f(x):\n    return x\n", [IDENTITY], entry_point="f")
     results = sandbox.run_many([good] * 4)
     assert [r.status for r in results] == ["correct"] * 4
+
+
+# ---- forging a verdict -------------------------------------------------------------------------------
+
+EXPECTED_SENTINEL = "planlift-expected-value-5be1"
+SENTINEL_TEST = CodeTest(args=[1], expected=EXPECTED_SENTINEL)
+FORGERS = {
+    "always_equal_object": (
+        "class Anything:\n    def __eq__(self, other):\n        return True\n    __hash__ = object.__hash__\n"
+        "def f(x):\n    return Anything()\n"
+    ),
+    "int_subclass_equal_to_everything": (
+        "class Int(int):\n    def __eq__(self, other):\n        return True\n    __hash__ = int.__hash__\n"
+        "def f(x):\n    return Int(7)\n"
+    ),
+    "str_subclass_in_a_list": (
+        "class S(str):\n    def __eq__(self, other):\n        return True\n    __hash__ = str.__hash__\n"
+        "def f(x):\n    return [S('a')]\n"
+    ),
+    "reduce_to_a_builtin_call": (  # a pickled call of an arbitrary global
+        "import os\nclass Sneaky:\n    def __reduce__(self):\n        return (os.system, ('true',))\n"
+        "def f(x):\n    return Sneaky()\n"
+    ),
+    "reads_expected_values_from_memory": (
+        "import gc, sys\n"
+        "def f(x):\n"
+        "    found = []\n"
+        "    for obj in gc.get_objects():\n"
+        "        if isinstance(obj, dict):\n"
+        "            for key, value in list(obj.items()):\n"
+        f"                if key == 'expected' or value == {EXPECTED_SENTINEL!r}:\n"
+        "                    found.append(value)\n"
+        "    frame = sys._getframe()\n"
+        "    while frame is not None:\n"
+        "        found += [v for v in frame.f_locals.values() if isinstance(v, dict) and 'expected' in v]\n"
+        "        frame = frame.f_back\n"
+        "    print('FOUND' if found else 'NOTHING')\n"
+        "    return found[0] if found else None\n"
+    ),
+    "forged_frames_then_exit": (
+        "import os, pickle, struct, sys\n"
+        "fd = int(sys.argv[2])\n"
+        "def frame(**event):\n"
+        "    payload = pickle.dumps(event)\n"
+        "    return struct.pack('>I', len(payload)) + payload\n"
+        "forged = frame(event='program', outcome='returned', error=None)\n"
+        "for i in range(3):\n"
+        "    forged += frame(event='test', i=i, outcome='pass', seconds=0.0, error=None,\n"
+        "                    output=pickle.dumps(True), passed=True)\n"
+        "os.write(fd, forged + frame(event='done'))\n"
+        "os._exit(0)\n"
+    ),
+    "forged_frames_through_the_harness": (  # the harness's own emitter, found through its frames
+        "import sys\n"
+        "emit = None\n"
+        "frame = sys._getframe()\n"
+        "while frame is not None:\n"
+        "    emit = frame.f_locals.get('emit', emit)\n"
+        "    frame = frame.f_back\n"
+        "def f(x):\n"
+        "    for i in range(3):\n"
+        "        emit(event='test', i=i, outcome='pass', seconds=0.0, error=None, output=None)\n"
+        "    emit(event='done')\n"
+        "    import os\n"
+        "    os._exit(0)\n"
+    ),
+    "old_json_protocol_on_every_fd": (
+        "import os\n"
+        'line = b\'{"event": "test", "i": 0, "outcome": "pass"}\\n{"event": "done"}\\n\'\n'
+        "for fd in range(3, 64):\n"
+        "    try:\n        os.write(fd, line)\n    except OSError:\n        pass\n"
+        "def f(x):\n    return None\n"
+    ),
+    "garbage_on_the_channel": (
+        "import os, sys\nos.write(int(sys.argv[2]), b'\\x00\\x00\\x00\\x05garbage' * 10)\n"
+        "def f(x):\n    return None\n"
+    ),
+    "huge_frame_header": (
+        "import os, sys\nos.write(int(sys.argv[2]), b'\\xff\\xff\\xff\\xff')\ndef f(x):\n    return None\n"
+    ),
+    "exponential_structure": (  # a small pickle that is a huge tree: must not hang the judge
+        "def f(x):\n    t = ()\n    for _ in range(80):\n        t = (t, t)\n    return [t]\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORGERS))
+def test_no_program_is_judged_correct_without_the_answer(sandbox, canary_dir, name):
+    tests = (SENTINEL_TEST, CodeTest(args=[2], expected=[1, 2]), CodeTest(args=[3], expected=True))
+    result = contained(sandbox, FORGERS[name], canary_dir, tests=tests)
+    assert result.passed == 0 and not result.ok, (result.status, result.error)
+    assert "FOUND" not in result.stdout_tail
+
+
+def test_expected_values_never_enter_the_sandbox(sandbox):
+    job = ProgramJob("def f(x):\n    return x\n", [SENTINEL_TEST], entry_point="f")
+    payload = sandbox._job_payload(job, LIMITS, None)
+    assert EXPECTED_SENTINEL not in repr(payload)
+    with pytest.raises(ConfigError, match="assert snippets"):  # a snippet could forge its own outcome
+        sandbox.run(ProgramJob("def f(x):\n    return x\n", [CodeTest(code="assert f(1) == 1")], "f"))
+
+
+def test_honest_answers_still_pass(sandbox, canary_dir):
+    program = (
+        "import collections\ndef f(x):\n    return {1: [1, 2], 2: collections.Counter('ab'), 3: True}[x]\n"
+    )
+    tests = (
+        CodeTest(args=[1], expected=[1, 2]),
+        CodeTest(args=[2], expected={"a": 1, "b": 1}),
+        CodeTest(args=[3], expected=1),  # bool against int: plain ==, as the asserts had it
+    )
+    assert contained(sandbox, program, canary_dir, tests=tests).ok
+
+
+# ---- a read-only world -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def host_unix_socket():
+    """A listening unix socket anyone may connect to, in a world-writable directory of the host's /tmp."""
+    directory = Path(tempfile.mkdtemp(prefix="planlift-socket-"))
+    directory.chmod(0o777)
+    path = directory / "service.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    path.chmod(0o777)
+    server.listen(4)
+    server.settimeout(0.2)
+    yield path, server
+    server.close()
+    path.unlink()
+    directory.rmdir()
+
+
+def test_host_unix_socket_is_unreachable(sandbox, canary_dir, host_unix_socket):
+    needs(sandbox, "world")
+    path, server = host_unix_socket
+    program = (
+        f"import socket\ndef f(x):\n    s = socket.socket(socket.AF_UNIX)\n    s.connect({str(path)!r})\n"
+        "    s.sendall(b'exfiltrated')\n    return x\n"
+    )
+    result = contained(sandbox, program, canary_dir)
+    assert result.status == "runtime_error" and "FileNotFoundError" in (result.error or "")
+    with pytest.raises(TimeoutError):
+        server.accept()
+
+
+def test_another_users_file_in_tmp_is_untouched(sandbox, canary_dir):
+    needs(sandbox, "world")
+    directory = Path(tempfile.mkdtemp(prefix="planlift-shared-"))
+    directory.chmod(0o777)
+    victim, doomed = directory / "victim.txt", directory / "doomed.txt"
+    for path in (victim, doomed):
+        path.write_text("intact\n")
+        path.chmod(0o666)
+    program = (
+        f"import os\ndef f(x):\n    open({str(victim)!r}, 'w').write('owned')\n    os.remove({str(doomed)!r})\n"
+        "    return x\n"
+    )
+    try:
+        result = contained(sandbox, program, canary_dir)
+        assert result.status == "runtime_error" and "FileNotFoundError" in (result.error or "")
+        assert victim.read_text() == doomed.read_text() == "intact\n"
+    finally:
+        for path in (victim, doomed):
+            path.unlink()
+        directory.rmdir()
+
+
+def test_the_world_is_read_only_and_small(sandbox, canary_dir):
+    needs(sandbox, "world")
+    program = (
+        "import os\ndef f(x):\n    report = {'root': sorted(os.listdir('/'))}\n"
+        "    targets = {'etc': '/etc/planlift-owned', 'usr': '/usr/planlift-owned', 'tmp': '/tmp/mine',\n"
+        "               'workdir': os.getcwd() + '/mine'}\n"
+        "    for name, path in targets.items():\n"
+        "        try:\n            open(path, 'w').write('x')\n            report[name] = 'written'\n"
+        "        except OSError as error:\n            report[name] = type(error).__name__\n"
+        "    print(report)\n    return x\n"
+    )
+    result = contained(sandbox, program, canary_dir)
+    report = ast.literal_eval(result.stdout_tail.strip())
+    assert result.ok
+    assert set(report["root"]) <= {
+        "usr",
+        "etc",
+        "bin",
+        "sbin",
+        "lib",
+        "lib32",
+        "lib64",
+        "libx32",
+        "proc",
+        "dev",
+        "tmp",
+    }
+    assert {report["etc"], report["usr"]} <= {"OSError", "PermissionError"}  # EROFS or EACCES
+    assert report["tmp"] == report["workdir"] == "written"
+    assert not Path("/tmp/mine").exists() and not Path("/etc/planlift-owned").exists()

@@ -1,56 +1,73 @@
-"""Proof that the sandbox and the tests are right: every reference solution passes its own tests.
+"""Proof that the sandbox and the converted tests are right: every reference solution passes its tests.
 
-HumanEval 164/164 (original `check`), HumanEval+ 164/164 (check + all base and extra inputs), MBPP (all
-964 problems with their asserts), MBPP+ 378/378 (base assertions + extra inputs). The expected outputs of
-the EvalPlus inputs come from the references themselves, so the plus proofs check the harness: input
-types, comparison, time limits and determinism across two runs. Slow: a few minutes on 2 cores.
+HumanEval 164/164 (the original `check`, converted into call tests), HumanEval+ 164/164 (check plus all
+base and extra inputs), MBPP (the original asserts of all 964 problems, converted; 960 keep tests) and
+MBPP+ 378/378 (base assertions + extra inputs). The expected outputs come from the references themselves,
+so these proofs check the harness and the conversion: input types, comparison, time limits and
+determinism across two runs (the recording run and the judged run). Slow: a few minutes on 2 cores.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from planlift.datasets.code import MBPP_SPLIT_IDS, load_humaneval, load_mbpp
-from planlift.sandbox import CodeTest, Limits, ProgramJob, Sandbox
+from planlift.datasets.code import MBPP_SPLIT_IDS, load_mbpp
+from planlift.sandbox import Limits, Sandbox
 from planlift.tasks import HumanEvalTask, MBPPTask
+from planlift.tasks.code import CodeTask
 
 pytestmark = pytest.mark.slow
 
+# calls on objects of classes the test setup defines (601, 927, 367) or on a type (533): not data
+UNCONVERTIBLE_MBPP = {"Mbpp/601", "Mbpp/927", "Mbpp/367", "Mbpp/533"}
+
+
+class AllOriginalMBPP(CodeTask):
+    """All 964 MBPP problems with their original three asserts, as one split."""
+
+    name = "mbpp_original"
+
+    def _records(self, split):
+        return [r for ids in MBPP_SPLIT_IDS for r in load_mbpp(ids)]
+
 
 @pytest.fixture(scope="module")
-def sandbox():
-    return Sandbox(workers=2)
+def generous():
+    # a test may take 10x the reference's time (at least 10 s): timings jitter on a shared machine
+    return Sandbox(limits=Limits(timeout=120.0, test_timeout=10.0, cpu_seconds=120), workers=2)
 
 
-def failures(sandbox, records) -> dict[str, str]:
-    """The references' own asserts, with generous time limits (the machine is shared)."""
-    jobs = [ProgramJob(r.reference, [CodeTest(code=a) for a in r.asserts], r.entry_point) for r in records]
-    results = sandbox.run_many(jobs, Limits(timeout=120.0, test_timeout=30.0, cpu_seconds=120))
-    return {r.id: f"{x.status}: {x.error}" for r, x in zip(records, results, strict=True) if not x.ok}
+def failures(task, split) -> dict[str, str]:
+    problems = task.problems(split)
+    verdicts = task.verify_batch(problems, [task.executor_target(p) for p in problems])
+    return {p.id: f"{v.status}: {v.parsed}" for p, v in zip(problems, verdicts, strict=True) if not v.correct}
 
 
-def test_humaneval_references_pass(sandbox):
-    records = load_humaneval(plus=False)
-    assert len(records) == 164 and failures(sandbox, records) == {}
+def test_humaneval_references_pass_their_converted_check(generous, tmp_path):
+    task = HumanEvalTask(sandbox=generous, plus=False, time_factor=10.0, cache_dir=str(tmp_path))
+    assert len(task.problems("test")) == 164 and failures(task, "test") == {}
+    report = task.conversion_report("test")
+    assert report["asserts_without_tests"] == 0 and report["dropped_assert_calls"] == {}
+    assert report["tests"] > 1_400  # the 164 `check` functions hold ~1,500 calls
 
 
-def test_mbpp_references_pass(sandbox):
-    records = [r for split in MBPP_SPLIT_IDS for r in load_mbpp(split)]
-    assert len(records) == 964
-    assert failures(sandbox, records) == {}
+def test_mbpp_references_pass_their_converted_asserts(generous, tmp_path):
+    task = AllOriginalMBPP(sandbox=generous, time_factor=10.0, cache_dir=str(tmp_path))
+    problems = task.problems("test")
+    assert {r.id for r in task._records("test")} - {p.id for p in problems} == UNCONVERTIBLE_MBPP
+    assert len(problems) == 960 and failures(task, "test") == {}
+    report = task.conversion_report("test")
+    assert report["dropped_assert_calls"] == {} and report["tests"] >= 3 * 960
 
 
 @pytest.mark.parametrize("task_class", [HumanEvalTask, MBPPTask])
-def test_plus_references_pass_all_extra_inputs(task_class, tmp_path):
-    # a test may take 10x the reference's time (at least 10 s): timings jitter on a shared machine
-    generous = Sandbox(limits=Limits(timeout=120.0, test_timeout=10.0, cpu_seconds=120), workers=2)
+def test_plus_references_pass_all_extra_inputs(task_class, generous, tmp_path):
     task = task_class(sandbox=generous, time_factor=10.0, cache_dir=str(tmp_path))
     problems = task.problems("test")
-    verdicts = task.verify_batch(problems, [task.executor_target(p) for p in problems])
-    failed = {p.id: v for p, v in zip(problems, verdicts, strict=True) if not v.correct}
     assert len(problems) == (164 if task_class is HumanEvalTask else 378)
-    assert failed == {}
+    assert failures(task, "test") == {}
     dropped = {p.id: p.meta["dropped_inputs"] for p in problems if p.meta["dropped_inputs"]}
     # inputs on which the reference itself fails or returns >64 MiB (Mbpp/255, Mbpp/580): see docs
     assert set(dropped) <= {"Mbpp/255", "Mbpp/580"}
+    assert task.conversion_report("test")["dropped_assert_calls"] == {}
     assert sum(len(p.meta["tests"]) for p in problems) > (120_000 if task_class is HumanEvalTask else 40_000)

@@ -6,7 +6,9 @@ import pytest
 
 from planlift.errors import ConfigError
 from planlift.sandbox import STATUSES, CodeTest, Limits, ProgramJob, Sandbox
+from planlift.sandbox.conversion import convert
 from planlift.sandbox.isolation import detect, world_executable
+from planlift.sandbox.protocol import loads_plain
 
 ADD = "def add(a, b):\n    return a + b\n"
 
@@ -24,14 +26,13 @@ def test_statuses_and_pass_rate(sandbox):
     tests = [
         CodeTest(args=[1, 2], expected=3),
         CodeTest(args=[0.1, 0.2], expected=0.3),  # float tolerance
-        CodeTest(code="assert add(2, 2) == 5"),
+        CodeTest(args=[2, 2], expected=5),
         CodeTest(args=["a", "b"], expected="ab"),
     ]
     result = run(sandbox, ADD + "print('hello')\n", tests)
     assert result.status == "failed_tests" and result.status in STATUSES
     assert (result.passed, result.total, result.failed_tests) == (3, 4, (2,))
     assert result.pass_rate == 0.75 and not result.ok
-    assert "AssertionError" in result.error
     assert run(sandbox, ADD, tests[:2] + tests[3:]).ok
     assert run(sandbox, "def add(a, b:\n", tests).status == "syntax_error"
     assert run(sandbox, ADD, []).status == "no_tests"
@@ -69,9 +70,50 @@ def test_recording_reference_outputs(sandbox):
     program = "import collections\ndef add(a, b):\n    if a == 'gen':\n        return (i for i in b)\n    return collections.Counter(a + b)\n"
     tests = [CodeTest(args=["ab", "b"]), CodeTest(args=["gen", [1]]), CodeTest(args=[1, 2])]
     result = run(sandbox, program, tests, record_outputs=True)
-    assert result.outputs[0] == (True, {"a": 1, "b": 2})  # a Counter comes back as a plain dict
-    assert result.outputs[1] == (False, None)  # a generator is not data
-    assert result.outputs[2] == (False, None) and result.failed_tests == (2,)
+    assert loads_plain(result.outputs[0]) == {"a": 1, "b": 2}  # a Counter comes back as a plain dict
+    assert result.outputs[1] is None  # a generator is not data
+    assert result.outputs[2] is None and result.failed_tests == (2,)
+
+
+def test_assert_snippets_become_call_tests(sandbox):
+    """The reference runs each snippet once; every call it makes becomes data, compared as the assert did."""
+    reference = "def add(a, b):\n    return None if a is None else a + b\n"
+    snippet = (
+        "import math\n"
+        "def check(candidate):\n"
+        "    assert candidate(1, 2) == 3\n"
+        "    assert abs(candidate(0.1, 0.2) - 0.3) < 1e-3\n"
+        "    assert math.isclose(candidate(1.0, 1.0), 2.0, rel_tol=0.01)\n"
+        "    assert tuple(candidate([1], [2])) == (1, 2)\n"
+        "    assert candidate(1, -1) == 0 and not candidate(0, 0)\n"
+        "    assert candidate(None, 1) is None\n"
+        "    assert candidate(2, 2) > 3\n"  # an inequality: not converted
+        "    assert candidate(1, b=1) == 2\n"  # keyword arguments: not converted
+        "check(add)\n"
+    )
+    recorded = run(sandbox, reference, [CodeTest(code=snippet)], record_outputs=True)
+    assert recorded.ok and len(recorded.calls[0]) == 9
+    converted = convert(snippet, recorded.calls[0])
+    shapes = [(t.args, t.expected, t.oracle, t.wrap, t.atol, t.rtol) for t in converted.tests]
+    assert shapes == [
+        ([1, 2], 3, "equal", None, 0.0, 0.0),
+        ([0.1, 0.2], 0.30000000000000004, "equal", None, 1e-3, 0.0),
+        ([1.0, 1.0], 2.0, "equal", None, 0.0, 0.01),
+        ([[1], [2]], (1, 2), "equal", "tuple", 0.0, 0.0),
+        ([1, -1], 0, "equal", None, 0.0, 0.0),
+        ([0, 0], False, "equal", "bool", 0.0, 0.0),
+        ([None, 1], None, "is", None, 0.0, 0.0),
+    ]
+    assert dict(converted.dropped) == {
+        "the assert compares in a way that does not convert": 1,
+        "keyword arguments": 1,
+    }
+    honest = "def add(a, b):\n    if a is None:\n        return None\n    return tuple(a + b) if isinstance(a, list) else a + b\n"
+    assert run(sandbox, honest, converted.tests).ok  # a tuple where the assert took tuple(...)
+    rounded = "def add(a, b):\n    if a is None or isinstance(a, list):\n        return a and a + b\n    return round(a + b, 4)\n"
+    assert run(sandbox, rounded, converted.tests).ok  # within the asserts' tolerances
+    wrong = run(sandbox, "def add(a, b):\n    return None if a is None else a - b\n", converted.tests)
+    assert not wrong.ok and 0 < wrong.passed < 7
 
 
 def test_pool_keeps_order(sandbox):
@@ -89,6 +131,17 @@ def test_isolation_is_reported(sandbox):
     assert result.network_isolated == (sandbox.isolation.mode != "none")
     assert detect("none").mode == "none" and not detect("none").network_isolated
     assert world_executable("/bin/sh")
+
+
+@pytest.mark.parametrize("mode", ["bwrap+uid", "namespaces+uid", "bwrap", "namespaces", "none"])
+def test_every_mode_this_machine_allows_runs_and_says_so(mode):
+    try:
+        sandbox = Sandbox(limits=Limits(timeout=6.0), workers=1, isolation=mode)
+    except RuntimeError:
+        pytest.skip(f"isolation {mode!r} is not available here")
+    result = run(sandbox, ADD, [CodeTest(args=[1, 1], expected=2), CodeTest(args=[1, 1], expected=3)])
+    assert (result.passed, result.total, result.isolation) == (1, 2, mode)
+    assert result.filesystem_isolated == mode.startswith("bwrap")
 
 
 def test_bad_settings_name_the_key():

@@ -35,9 +35,13 @@ BODY = "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for
 def test_problems_carry_tests_with_reference_outputs(humaneval, problem):
     tests = problem.meta["tests"]
     assert len(humaneval.problems("test")) == 164
-    assert tests[0].code is not None and "check(has_close_elements)" in tests[0].code
-    assert [t.expected for t in tests[1:]] == [True, False, True]
-    assert all(t.timeout >= 1.0 for t in tests[1:])
+    # `check` became data: its 7 asserts `candidate(...) == True/False`, then the 3 EvalPlus inputs
+    assert all(t.code is None and t.oracle == "equal" for t in tests)
+    assert [t.expected for t in tests[:7]] == [True, False, True, False, True, True, False]
+    assert tests[0].args == [[1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.3]
+    assert [t.expected for t in tests[7:]] == [True, False, True]
+    assert all(t.timeout >= 1.0 for t in tests)
+    assert problem.meta["asserts_without_tests"] == 0 and problem.meta["dropped_assert_calls"] == {}
 
 
 def test_verdicts_for_right_wrong_and_broken_programs(humaneval, problem):

@@ -1,21 +1,27 @@
 """The code that runs inside the sandboxed process (standard library only; passed to `python -c`).
 
 argv: <job pickle path> <result fd>. It reads and deletes the job, lowers its own rlimits, then runs the
-untrusted program and its tests, writing one JSON line per event to the result fd:
+untrusted program and calls it on each test's arguments. It never sees an expected output and never
+decides whether a test passed: it reports what happened, as frames on the result fd (a 4-byte big-endian
+length, then a pickled dict of plain data):
   {"event": "start"} | {"event": "syntax", "error"} | {"event": "program", "outcome", "error"}
-  {"event": "test", "i", "outcome", "seconds", "error"} | {"event": "done"}
-outcome: pass | fail | error | timeout | memory. A process killed before "done" leaves the missing tests
-unreported; the parent counts them as not passed.
+  {"event": "test", "i", "outcome", "seconds", "error", "output"} | {"event": "done"}
+outcome: returned | error | timeout | memory (plus fail: an assert snippet's AssertionError, record mode).
+output: the returned value pickled on its own (None when it is not plain data or is too large). The parent
+decodes it with a plain-data unpickler and judges it against the expected value, which stays in the parent.
+
+Record mode (reference solutions only, trusted): assert snippets run with the entry point wrapped by a spy
+that reports each top-level call the snippet makes (its call site, arguments, output and time), which is
+how assert-style tests are converted into call tests with data (`planlift.sandbox.conversion`).
 """
 
 import copy
 import io
-import json
-import math
 import os
 import pickle
 import resource
 import signal
+import struct
 import sys
 import time
 
@@ -73,45 +79,6 @@ def _set_limits(limits):
         resource.setrlimit(kind, (value, value))
 
 
-def _close(out, exp, atol):
-    if isinstance(out, bool) or isinstance(exp, bool):
-        return out == exp
-    if isinstance(exp, (int, float)) and isinstance(out, (int, float)):
-        if isinstance(exp, float) and math.isnan(exp):
-            return isinstance(out, float) and math.isnan(out)
-        if isinstance(exp, int) and isinstance(out, int):
-            return out == exp
-        return abs(out - exp) <= max(atol, 1e-6) + 1e-7 * abs(exp)
-    if isinstance(exp, (list, tuple)):
-        return (
-            type(out) is type(exp) and len(out) == len(exp) and all(map(_close, out, exp, [atol] * len(exp)))
-        )
-    if isinstance(exp, dict):
-        return (
-            isinstance(out, dict)
-            and out.keys() == exp.keys()
-            and all(_close(out[k], exp[k], atol) for k in exp)
-        )
-    return False
-
-
-def _judge(out, test):
-    oracle, exp, atol = test.get("oracle", "equal"), test.get("expected"), test.get("atol", 0.0)
-    if oracle == "set_equal":
-        return set(out) == set(exp)
-    if oracle == "truthy":  # expected True/False stands for "returns something / returns None"
-        return out == exp if isinstance(out, bool) else exp == (out is not None)
-    if oracle == "poly_root":  # HumanEval/32: any root of the polynomial is right
-        coefficients = test["args"][0]
-        return abs(sum(c * out**i for i, c in enumerate(coefficients))) <= max(atol, 1e-6)
-    try:
-        if out == exp:
-            return True
-    except Exception:
-        return False
-    return _close(out, exp, atol)
-
-
 def _plain(value):
     """dict subclasses (Counter, OrderedDict, defaultdict) as dicts: they compare equal to them."""
     if isinstance(value, dict):
@@ -121,19 +88,55 @@ def _plain(value):
     return value
 
 
-def _recorded(out, test, max_bytes):
-    """A reference output, pickled on its own (None when it is not plain data or too large)."""
-    if test.get("oracle") == "truthy" and not isinstance(out, bool):
-        out = out is not None  # match objects are not data; their presence is the answer
+def _encode(value, max_bytes):
+    """The value pickled on its own, or None (not picklable, or larger than max_bytes)."""
     try:
-        blob = pickle.dumps(_plain(out))
-    except Exception:
+        blob = pickle.dumps(_plain(value), protocol=4)
+    except BaseException:
         return None
     return blob if len(blob) <= max_bytes else None
 
 
 def _describe(error):
-    return (type(error).__name__ + ": " + str(error))[:300]
+    try:
+        return (type(error).__name__ + ": " + str(error))[:300]
+    except BaseException:
+        return type(error).__name__
+
+
+def _site(frame):
+    """Where a call came from: (line, end line, column, end column) in an assert snippet, else None."""
+    code = frame.f_code
+    if code.co_filename != "<test>":
+        return None
+    if hasattr(code, "co_positions"):
+        positions = list(code.co_positions())
+        index = frame.f_lasti // 2
+        if 0 <= index < len(positions):
+            return tuple(positions[index])
+    return (frame.f_lineno, None, None, None)
+
+
+def _spy(function, calls, max_bytes):
+    """`function`, reporting each call that does not come from inside another call."""
+    depth = [0]
+
+    def spy(*args, **kwargs):
+        if depth[0]:
+            return function(*args, **kwargs)
+        site = _site(sys._getframe(1))
+        arguments = _encode(list(args), max_bytes)  # before the call: it may change them in place
+        depth[0] += 1
+        start = time.perf_counter()
+        try:
+            out = function(*args, **kwargs)
+        finally:
+            depth[0] -= 1
+        seconds = time.perf_counter() - start
+        calls.append([site, arguments, bool(kwargs), _encode(out, max_bytes), seconds])
+        return out
+
+    return spy
 
 
 def main():
@@ -141,10 +144,13 @@ def main():
     with open(job_path, "rb") as handle:
         job = pickle.load(handle)
     os.unlink(job_path)
-    channel = os.fdopen(result_fd, "w", buffering=1)
+    channel = os.fdopen(result_fd, "wb")
+    max_bytes = job["max_output_bytes"]
 
     def emit(**event):
-        channel.write(json.dumps(event) + "\n")
+        payload = pickle.dumps(event, protocol=4)
+        channel.write(struct.pack(">I", len(payload)) + payload)
+        channel.flush()
 
     _set_limits(job["limits"])
     cap = job["limits"]["output_chars"]
@@ -153,8 +159,7 @@ def main():
     sys.stdin = io.StringIO("")
     emit(event="start")
 
-    record = job.get("record_outputs", False)
-    outputs = []
+    record = job["record"]
     try:
         code = compile(job["program"], "<program>", "exec")
     except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError) as error:
@@ -163,7 +168,7 @@ def main():
     namespace = {"__name__": "solution", "__builtins__": __builtins__}
     loaded = code is not None
     if loaded:
-        outcome, message = "pass", None
+        outcome, message = "returned", None
         try:
             with _timer(job["load_timeout"]):
                 exec(code, namespace)
@@ -174,20 +179,24 @@ def main():
         except BaseException as error:
             outcome, message = "error", _describe(error)
         emit(event="program", outcome=outcome, error=message)
-        loaded = outcome == "pass"
+        loaded = outcome == "returned"
     if loaded:
-        entry = job.get("entry_point")
+        entry = job["entry_point"]
         for index, test in enumerate(job["tests"]):
             start = time.perf_counter()
-            outcome, message, out = "pass", None, None
+            outcome, message, output, calls = "returned", None, None, None
             try:
-                with _timer(test.get("timeout") or job["test_timeout"]):
-                    if test.get("code") is not None:
-                        exec(test["code"], namespace)
+                with _timer(test["timeout"] or job["test_timeout"]):
+                    if test["code"] is not None:  # record mode only (the runner refuses it otherwise)
+                        calls = []
+                        real = namespace[entry]
+                        namespace[entry] = _spy(real, calls, max_bytes)
+                        try:
+                            exec(compile(test["code"], "<test>", "exec"), namespace)
+                        finally:
+                            namespace[entry] = real
                     else:
-                        out = namespace[entry](*copy.deepcopy(test["args"]))
-                        if not record and not _judge(out, test):
-                            outcome = "fail"
+                        output = _encode(namespace[entry](*copy.deepcopy(test["args"])), max_bytes)
             except _Timeout:
                 outcome, message = "timeout", "test exceeded its time limit"
             except MemoryError as error:
@@ -196,14 +205,13 @@ def main():
                 outcome, message = "fail", _describe(error)
             except BaseException as error:
                 outcome, message = "error", _describe(error)
-            emit(event="test", i=index, outcome=outcome, seconds=time.perf_counter() - start, error=message)
-            if record:
-                outputs.append(_recorded(out, test, job["max_output_bytes"]) if outcome == "pass" else None)
-            if outcome != "pass" and (job.get("stop_on_failure") or outcome in ("timeout", "memory")):
+            event = {"i": index, "outcome": outcome, "seconds": time.perf_counter() - start}
+            event.update(error=message, output=output)
+            if record and calls is not None:
+                event["calls"] = calls
+            emit(event="test", **event)
+            if outcome in ("timeout", "memory"):
                 break
-    if record:
-        with open(job["record_path"], "wb") as handle:
-            pickle.dump(outputs, handle)
     emit(event="done")
     real_out.write(sys.stdout.tail)
     real_err.write(sys.stderr.tail)

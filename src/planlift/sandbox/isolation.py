@@ -1,6 +1,15 @@
 """Which OS isolation this machine allows, found once by trying it.
 
 Modes, strongest first:
+- "bwrap+uid" (root with bubblewrap and util-linux `setpriv`): new network, PID, IPC and mount
+  namespaces and an unprivileged uid of its own, as below, and a read-only world: the program's root
+  is built from read-only binds of /usr, /etc, the /bin /sbin /lib* links and the interpreter's prefix,
+  with a fresh /proc, a minimal /dev, private tmpfs /tmp and /dev/shm and its working directory as the
+  only writable host path. Everything else (/home, /root, /run, /var, /srv, project checkouts ...) is
+  absent, so no host unix socket can be reached (one found under a bound directory when the mode is
+  detected is covered by /dev/null);
+- "bwrap" (bubblewrap in an unprivileged user namespace): the same world and namespaces, the caller's
+  own uid outside;
 - "namespaces+uid" (root with util-linux `unshare`): new network, PID and mount namespaces (a private
   /proc), and the program runs as an unprivileged uid of its own (one per pool slot), so RLIMIT_NPROC
   counts only its processes and it cannot write the host's files or signal the host's processes.
@@ -18,21 +27,27 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-MODES = ("auto", "namespaces+uid", "namespaces", "none")
+MODES = ("auto", "bwrap+uid", "namespaces+uid", "bwrap", "namespaces", "none")
 _NAMESPACES = ["--net", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc"]
+_BWRAP_NAMESPACES = ["--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+_READ_ONLY_ROOTS = ("/usr", "/etc")
+_ROOT_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 
 
 @dataclass(frozen=True)
 class Isolation:
     mode: str
     python: str  # the interpreter that runs programs
-    unshare: str | None = None
+    unshare: str | None = None  # the launcher: unshare or bwrap
+    setpriv: str | None = None
+    view: tuple[str, ...] = ()  # bwrap: the arguments that build the read-only world
 
     @property
     def network_isolated(self) -> bool:
@@ -40,15 +55,67 @@ class Isolation:
 
     @property
     def drops_uid(self) -> bool:
-        return self.mode == "namespaces+uid"
+        return self.mode.endswith("+uid")
 
-    def command(self, uid: int | None) -> list[str]:
-        """The launcher prefix for a program run as `uid` (namespaces+uid only)."""
+    @property
+    def private_tmp(self) -> bool:
+        """A read-only world with private /tmp and /dev/shm (the bwrap modes)."""
+        return self.mode.startswith("bwrap")
+
+    def command(self, uid: int | None, workdir: str | Path = "/") -> list[str]:
+        """The launcher prefix for a program run as `uid` (the +uid modes) in `workdir`."""
         if self.mode == "namespaces+uid":
             return [self.unshare, *_NAMESPACES, f"--setgid={uid}", f"--setuid={uid}"]
         if self.mode == "namespaces":
             return [self.unshare, "--user", "--map-root-user", *_NAMESPACES]
+        if self.private_tmp:
+            workdir = str(workdir)
+            prefix = [self.unshare, *_BWRAP_NAMESPACES, "--die-with-parent", "--new-session"]
+            if self.mode == "bwrap":
+                prefix.append("--unshare-user")
+            prefix += [*self.view, "--bind", workdir, workdir, "--chdir", workdir, "--"]
+            if self.mode == "bwrap+uid":
+                prefix += [self.setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+                prefix += ["--no-new-privs", "--inh-caps=-all", "--bounding-set=-all"]
+            return prefix
         return []
+
+
+def read_only_view(python: str) -> tuple[str, ...]:
+    """bwrap arguments for a root that holds only what an interpreter needs, read-only."""
+    roots = list(_READ_ONLY_ROOTS)
+    prefix = Path(os.path.realpath(python)).parent.parent
+    if not any(prefix == Path(root) or Path(root) in prefix.parents for root in roots):
+        roots.append(str(prefix))
+    view: list[str] = []
+    for link in _ROOT_LINKS:
+        if os.path.islink(link):
+            view += ["--symlink", os.readlink(link), link]
+        elif os.path.isdir(link):
+            roots.append(link)
+    for root in roots:
+        view += ["--ro-bind", root, root]
+    for socket_path in _host_sockets_under(roots):
+        view += ["--ro-bind", "/dev/null", socket_path]
+    view += ["--proc", "/proc", "--dev", "/dev"]
+    view += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/dev/shm"]
+    return tuple(view)
+
+
+def _host_sockets_under(roots: list[str]) -> list[str]:
+    """Bound unix sockets (from /proc/net/unix) that live below `roots`."""
+    try:
+        lines = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except OSError:
+        return []
+    found = set()
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 8 and fields[7].startswith("/"):
+            path = fields[7]
+            if any(path.startswith(root.rstrip("/") + "/") for root in roots) and os.path.exists(path):
+                found.add(path)
+    return sorted(found)
 
 
 def world_executable(path: str) -> bool:
@@ -86,11 +153,23 @@ def detect(requested: str = "auto", python: str | None = None, probe_uid: int = 
     """The strongest mode allowed here (or `requested`, checked). Raises RuntimeError when a requested
     mode does not work."""
     python = python or sys.executable
-    unshare = shutil.which("unshare")
-    candidates = [requested] if requested != "auto" else ["namespaces+uid", "namespaces", "none"]
+    unshare, bwrap, setpriv = (shutil.which(tool) for tool in ("unshare", "bwrap", "setpriv"))
+    candidates = [requested] if requested != "auto" else [m for m in MODES if m != "auto"]
     for mode in candidates:
         if mode == "none":
             found = Isolation("none", python)
+        elif mode.startswith("bwrap"):
+            if bwrap is None or (mode == "bwrap+uid" and (os.geteuid() != 0 or setpriv is None)):
+                continue
+            runner = _interpreter_for_other_users(python) if mode == "bwrap+uid" else python
+            if runner is None:
+                continue
+            runner = os.path.realpath(runner)
+            found = Isolation(mode, runner, bwrap, setpriv, read_only_view(runner))
+            with tempfile.TemporaryDirectory(prefix="planlift-probe-") as probe:
+                os.chmod(probe, 0o777)
+                if not _works([*found.command(probe_uid, probe), runner, "-c", "pass"]):
+                    continue
         elif unshare is None:
             continue
         elif mode == "namespaces+uid":
@@ -106,6 +185,12 @@ def detect(requested: str = "auto", python: str | None = None, probe_uid: int = 
             found = Isolation(mode, python, unshare)
             if not _works([*found.command(None), python, "-c", "pass"]):
                 continue
+        if not found.private_tmp:
+            log.warning(
+                "sandbox: isolation %r: programs see the host's filesystem (install bubblewrap for a "
+                "read-only world with a private /tmp)",
+                found.mode,
+            )
         if found.mode == "none":
             log.warning(
                 "sandbox: no network/PID namespaces here (needs util-linux unshare as root or with user "

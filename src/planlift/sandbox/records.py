@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from planlift.errors import ConfigError
+from planlift.sandbox.oracles import ORACLES, WRAPS
 
 # Program statuses, as the code reward expects them (planlift.rewards.formulas.CODE_STATUS_BONUS).
 STATUSES = ("correct", "failed_tests", "runtime_error", "timeout", "syntax_error", "no_tests")
@@ -42,24 +43,36 @@ class Limits:
 
 @dataclass(frozen=True)
 class CodeTest:
-    """One test: an assert-style snippet (`code`) run in the program's namespace, or a call
-    `entry_point(*args)` judged against `expected` by `oracle` (equal | set_equal | truthy | poly_root)
-    with float tolerance `atol`. `timeout` overrides Limits.test_timeout."""
+    """One test: a call `entry_point(*args)` whose output is judged in the parent against `expected` by
+    `oracle` (`planlift.sandbox.oracles`: equal | set_equal | truthy | poly_root | is), after `wrap`,
+    with float tolerances `atol` / `rtol`; `timeout` overrides Limits.test_timeout.
+
+    `code` is an assert snippet run in the program's own namespace. The program could forge its
+    outcome, so snippets run only in record mode (reference solutions), where they are converted into
+    call tests (`planlift.sandbox.conversion`)."""
 
     code: str | None = None
     args: Sequence[Any] | None = None
     expected: Any = None
     oracle: str = "equal"
     atol: float = 0.0
+    rtol: float = 0.0
+    wrap: str | None = None
     timeout: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.oracle not in ORACLES:
+            raise ConfigError(f"CodeTest.oracle must be one of {list(ORACLES)}, got {self.oracle!r}")
+        if self.wrap is not None and self.wrap not in WRAPS:
+            raise ConfigError(f"CodeTest.wrap must be one of {sorted(WRAPS)}, got {self.wrap!r}")
+        if (self.code is None) == (self.args is None):
+            raise ConfigError("a CodeTest has either `code` (an assert snippet) or `args` (a call)")
+
     def as_job(self) -> dict[str, Any]:
+        """What the sandboxed process gets: the call or snippet, never the expected value."""
         return {
             "code": self.code,
             "args": list(self.args) if self.args is not None else None,
-            "expected": self.expected,
-            "oracle": self.oracle,
-            "atol": self.atol,
             "timeout": self.timeout,
         }
 
@@ -67,7 +80,8 @@ class CodeTest:
 @dataclass(frozen=True)
 class ProgramJob:
     """A program and its tests. `stop_on_failure`: stop at the first failing test (binary success);
-    `record_outputs`: return the call tests' outputs instead of judging them (reference solutions)."""
+    `record_outputs`: return the outputs instead of judging them (reference solutions; assert snippets
+    report the calls they make, see `planlift.sandbox.conversion`)."""
 
     program: str
     tests: Sequence[CodeTest] = ()
@@ -83,6 +97,7 @@ class SandboxResult:
     status: correct | failed_tests | runtime_error | timeout | syntax_error | no_tests.
     failed_tests: indices of tests that did not pass (including tests never reached).
     network_isolated: the program ran in its own network namespace (False: it had the host's network).
+    isolation: the mode it ran under (`planlift.sandbox.isolation`).
     """
 
     status: str
@@ -99,7 +114,9 @@ class SandboxResult:
     seconds: float = 0.0
     network_isolated: bool = False
     isolation: str = ""
-    outputs: list[tuple[bool, Any]] | None = None  # record_outputs: (kept, output) per test
+    filesystem_isolated: bool = False  # it saw a read-only world with a private /tmp
+    outputs: list[bytes | None] | None = None  # record_outputs: each call test's pickled output
+    calls: dict[int, list[Any]] = field(default_factory=dict)  # record_outputs: each snippet's calls
     test_seconds: dict[int, float] = field(default_factory=dict)
 
     @property

@@ -4,6 +4,10 @@ What one run gets:
 - its own process (a new session and process group) launched from a fresh, empty temporary working
   directory that is deleted afterwards; where the machine allows (`planlift.sandbox.isolation`), new
   network, PID and mount namespaces and an unprivileged uid of its own;
+- with bubblewrap (modes bwrap+uid / bwrap): a read-only world. Its root holds only read-only binds of
+  /usr, /etc, the /bin /sbin /lib* links and the interpreter's prefix, a fresh /proc, a minimal /dev,
+  private /tmp and /dev/shm; its working directory is the only writable host path, and no host unix
+  socket is reachable (the host's /tmp, /run, /var, /home are absent);
 - rlimits set before the program's first line: CPU seconds, address space, file size, number of
   processes, open files, no core dumps;
 - a wall-clock timeout after which the whole process group is SIGKILLed (with a PID namespace, every
@@ -11,29 +15,37 @@ What one run gets:
 - a minimal environment (PATH, HOME/TMPDIR = the working dir, LANG, PYTHONHASHSEED=0): no inherited
   variables, so no tokens or secrets; stdin is empty;
 - stdout/stderr capped: `print` goes to an in-process buffer that keeps the tail, raw writes go to
-  files capped by RLIMIT_FSIZE (a flood is killed by SIGXFSZ);
-- results through a separate file descriptor; tests the process never reported count as failed, so
-  exiting early (sys.exit, os._exit, killing itself) never passes a test.
+  files capped by RLIMIT_FSIZE (a flood is killed by SIGXFSZ).
+
+How a test passes: the sandboxed process gets each test's arguments, never its expected value, and
+reports what the function returned, pickled, over a pipe (`planlift.sandbox.harness`). The parent decodes
+it as plain data only (`planlift.sandbox.protocol`: no class is ever looked up, so an object with its own
+`__eq__`, an int subclass or a proxy is not data and fails) and judges it against the expected value
+(`planlift.sandbox.oracles`). Nothing the process writes can mark a test as passed: a forged or garbled
+report is at best a returned value that is judged like any other, or it stops the run; tests the process
+never reported count as failed, so exiting early never passes a test. Assert-style tests run only while
+a reference solution is recorded, and are converted into call tests (`planlift.sandbox.conversion`).
 
 What it does NOT protect against:
-- a program that deliberately forges the harness's result protocol (tests run in the program's own
-  interpreter, as in the HumanEval / EvalPlus harnesses): this is a guard against accidents and
-  resource abuse by model-written code, not a security boundary against a targeted attacker;
-- without namespaces (mode "none"): network access, and signals/files of the caller's own uid;
-- memory beyond RLIMIT_AS x max_processes, disk filled by many files below the size limit within
-  the time limit (files the sandbox uid leaves in /tmp, /var/tmp and /dev/shm are removed afterwards),
-  CPU time of other tenants (no cgroups), kernel exploits.
+- a program that finds the right answers some other way than the intended one (hard-coding the
+  public test inputs it was shown, for example): the verdict is about outputs, not about method;
+- without bubblewrap (modes namespaces+uid / namespaces): the host's filesystem is visible; with a uid
+  of its own the program can still write world-writable files, reach world-writable unix sockets and
+  read world-readable files (files it leaves in /tmp, /var/tmp and /dev/shm are removed afterwards);
+  without namespaces (mode "none"): network access, and signals/files of the caller's own uid;
+- memory beyond RLIMIT_AS x max_processes, disk filled by many files below the size limit within the
+  time limit (in the working directory, or the private /tmp, which is memory), CPU time of other
+  tenants (no cgroups), kernel exploits.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
-import json
 import logging
 import os
 import pickle
 import queue
+import select
 import shutil
 import signal
 import subprocess
@@ -47,22 +59,15 @@ from typing import Any
 
 from planlift.errors import ConfigError
 from planlift.sandbox import isolation as isolation_module
+from planlift.sandbox import oracles
+from planlift.sandbox.protocol import FrameReader
 from planlift.sandbox.records import Limits, ProgramJob, SandboxResult
 
 log = logging.getLogger(__name__)
 
 HARNESS_SOURCE = (Path(__file__).parent / "harness.py").read_text()
 _SHARED_TMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
-_ALLOWED_OUTPUT_TYPES = {("builtins", name) for name in ("set", "frozenset", "complex", "bytearray", "slice")}
-
-
-class _OutputUnpickler(pickle.Unpickler):
-    """Reference outputs come back pickled: allow plain data only, never arbitrary classes."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED_OUTPUT_TYPES:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"output of type {module}.{name} is not plain data")
+_REPORTED_OUTCOMES = ("returned", "fail", "error", "timeout", "memory")
 
 
 class Sandbox:
@@ -123,44 +128,53 @@ class Sandbox:
     # ---- one run ----------------------------------------------------------------------------------
 
     def _run(self, job: ProgramJob, limits: Limits, slot: int) -> SandboxResult:
+        if not job.record_outputs and any(test.code is not None for test in job.tests):
+            raise ConfigError(
+                "assert snippets (CodeTest.code) run only to record a reference solution's calls: a "
+                "program under test could forge their outcome. Convert them into call tests first "
+                "(planlift.sandbox.conversion, done by the code tasks)"
+            )
         start = time.perf_counter()
         uid = self.uid_base + slot if self.isolation.drops_uid else None
         workdir = Path(tempfile.mkdtemp(prefix="planlift-sandbox-"))
-        job_path, record_path = workdir / ".job.pkl", workdir / ".outputs.pkl"
+        job_path = workdir / ".job.pkl"
+        collector = _Collector(job)
         try:
             with contextlib.ExitStack() as stack:
-                # results, stdout, stderr: anonymous files the program cannot find by name
-                results_file, stdout_file, stderr_file = (
-                    stack.enter_context(tempfile.TemporaryFile()) for _ in range(3)
-                )
-                job_path.write_bytes(pickle.dumps(self._job_payload(job, limits, record_path, uid)))
+                # stdout, stderr: anonymous files the program cannot find by name
+                stdout_file, stderr_file = (stack.enter_context(tempfile.TemporaryFile()) for _ in range(2))
+                job_path.write_bytes(pickle.dumps(self._job_payload(job, limits, uid)))
                 if uid is not None:
                     for path in (workdir, job_path):
                         os.chown(path, uid, uid)
+                read_end, write_end = os.pipe()
+                stack.callback(_close_quietly, read_end)
                 command = [
-                    *self.isolation.command(uid),
+                    *self.isolation.command(uid, workdir),
                     self.isolation.python,
                     "-s",
                     "-c",
                     HARNESS_SOURCE,
                     str(job_path),
-                    str(results_file.fileno()),
+                    str(write_end),
                 ]
                 timed_out, exit_code = self._execute(
-                    command, workdir, results_file, stdout_file, stderr_file, limits
+                    command, workdir, write_end, read_end, collector, stdout_file, stderr_file, limits
                 )
-                result = self._result(
-                    job, results_file, stdout_file, stderr_file, timed_out, exit_code, limits
-                )
-                result.outputs = self._read_outputs(record_path) if job.record_outputs else None
+                result = collector.result(timed_out, exit_code)
+                result.stdout_tail = _tail(stdout_file, limits.output_chars)
+                result.stderr_tail = _tail(stderr_file, limits.output_chars)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-            if uid is not None:
+            if uid is not None and not self.isolation.private_tmp:
                 _remove_files_of(uid)
+        result.network_isolated = self.isolation.network_isolated
+        result.filesystem_isolated = self.isolation.private_tmp
+        result.isolation = self.isolation.mode
         result.seconds = time.perf_counter() - start
         return result
 
-    def _job_payload(self, job: ProgramJob, limits: Limits, record_path: Path, uid: int | None) -> dict:
+    def _job_payload(self, job: ProgramJob, limits: Limits, uid: int | None) -> dict:
         limit_values = asdict(limits)
         if uid is None and os.geteuid() != 0:
             # RLIMIT_NPROC counts every process of the uid: leave room for the caller's own
@@ -169,18 +183,16 @@ class Sandbox:
             limit_values["max_processes"] = None  # root ignores RLIMIT_NPROC
         return {
             "program": job.program,
-            "tests": [test.as_job() for test in job.tests],
+            "tests": [test.as_job() for test in job.tests],  # no expected values
             "entry_point": job.entry_point,
-            "stop_on_failure": job.stop_on_failure,
-            "record_outputs": job.record_outputs,
-            "record_path": str(record_path),
+            "record": job.record_outputs,
             "limits": limit_values,
             "test_timeout": limits.test_timeout,
             "load_timeout": limits.load_timeout,
             "max_output_bytes": self.max_output_bytes,
         }
 
-    def _execute(self, command, workdir, results_file, stdout_file, stderr_file, limits):
+    def _execute(self, command, workdir, write_end, read_end, collector, stdout_file, stderr_file, limits):
         env = {
             "PATH": "/usr/bin:/bin",
             "HOME": str(workdir),
@@ -190,97 +202,150 @@ class Sandbox:
             "PYTHONDONTWRITEBYTECODE": "1",
             "PYTHONIOENCODING": "utf-8",
         }
-        process = subprocess.Popen(
-            command,
-            cwd=workdir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=stdout_file,
-            stderr=stderr_file,
-            pass_fds=(results_file.fileno(),),
-            start_new_session=True,
-        )
+        try:
+            process = subprocess.Popen(
+                command,
+                cwd=workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout_file,
+                stderr=stderr_file,
+                pass_fds=(write_end,),
+                start_new_session=True,
+            )
+        finally:
+            os.close(write_end)  # the process holds it now: EOF once every process of it is gone
+        deadline = time.monotonic() + limits.timeout
         timed_out = False
         try:
-            process.wait(timeout=limits.timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            # Kill the launcher's children first: under `unshare --fork` that is the namespace's init,
-            # which the launcher then reaps (killed together, the init would be left a zombie). Its
-            # death takes every process of the PID namespace with it.
-            for child in _children(process.pid):
-                _kill(child)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=5)
+            ending = self._read(read_end, collector, deadline)
+            timed_out = ending == "deadline"
+            if ending == "end":  # the harness is done (or gone): let it exit by itself
+                try:
+                    process.wait(timeout=max(0.0, deadline - time.monotonic()) + 0.5)
+                except subprocess.TimeoutExpired:
+                    timed_out = not collector.finished
         finally:
+            if process.poll() is None:
+                # Kill the launcher's children first: under a PID namespace that is the namespace's
+                # init, which the launcher then reaps (killed together, the init would be left a
+                # zombie). Its death takes every process of the PID namespace with it.
+                for child in _children(process.pid):
+                    _kill(child)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=5)
             # the whole group, also after a normal exit: nothing the program started outlives it
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         return timed_out, process.returncode
 
-    @staticmethod
-    def _read_outputs(record_path: Path) -> list[tuple[bool, Any]] | None:
-        """[(readable, output)] per test: outputs are pickled one by one and read back as plain data."""
-        try:
-            with record_path.open("rb") as handle:
-                blobs = _OutputUnpickler(handle).load()
-        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError) as error:
-            log.warning("sandbox: reference outputs unreadable (%s)", error)
-            return None
-        outputs = []
-        for blob in blobs:
-            if not isinstance(blob, bytes):
-                outputs.append((False, None))
-                continue
-            try:
-                outputs.append((True, _OutputUnpickler(io.BytesIO(blob)).load()))
-            except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError):
-                outputs.append((False, None))
-        return outputs
+    def _read(self, read_end: int, collector: _Collector, deadline: float) -> str:
+        """Read and judge events until "end" (done, or the channel closed), "stop" (a failure under
+        stop_on_failure, or a malformed frame: the process is killed) or the "deadline"."""
+        reader = FrameReader(max_frame=self.max_output_bytes + 2**16)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return "deadline"
+            ready, _, _ = select.select([read_end], [], [], remaining)
+            if not ready:
+                return "deadline"
+            chunk = os.read(read_end, 2**20)
+            if not chunk:
+                return "end"
+            for event in reader.feed(chunk):
+                collector.add(event)
+                if collector.finished or collector.stop:
+                    break
+            if reader.bad is not None:
+                collector.channel_error = reader.bad
+                return "stop"
+            if collector.stop:
+                return "stop"
+            if collector.finished:
+                return "end"
 
-    def _result(self, job, results_file, stdout_file, stderr_file, timed_out, exit_code, limits):
-        events = _read_events(results_file)
-        total = len(job.tests)
-        outcomes: dict[int, str] = {}
-        seconds: dict[int, float] = {}
-        error = None
-        syntax = program_failed = done = False
-        memory = False
-        program_outcome = None
-        for event in events:
-            kind = event.get("event")
-            if kind == "syntax":
-                syntax, error = True, event.get("error")
-            elif kind == "program":
-                program_outcome = event.get("outcome")
-                if program_outcome != "pass":
-                    program_failed = True
-                    error = event.get("error") or program_outcome
-            elif kind == "test":
-                index = event.get("i")
-                if isinstance(index, int) and 0 <= index < total:
-                    outcomes[index] = str(event.get("outcome"))
-                    seconds[index] = float(event.get("seconds") or 0.0)
-                    if error is None and event.get("error"):
-                        error = event["error"]
-            elif kind == "done":
-                done = True
-        memory = program_outcome == "memory" or "memory" in outcomes.values()
-        timed_out = timed_out or program_outcome == "timeout" or "timeout" in outcomes.values()
+
+class _Collector:
+    """The events of one run, judged as they arrive (expected values never leave the parent)."""
+
+    def __init__(self, job: ProgramJob) -> None:
+        self.job = job
+        self.total = len(job.tests)
+        self.outcomes: dict[int, str] = {}
+        self.seconds: dict[int, float] = {}
+        self.outputs: list[bytes | None] = [None] * self.total
+        self.calls: dict[int, list[Any]] = {}
+        self.error: str | None = None
+        self.channel_error: str | None = None
+        self.syntax = self.program_failed = self.finished = self.stop = False
+        self.program_outcome: str | None = None
+
+    def add(self, event: dict) -> None:
+        kind = event.get("event")
+        if kind == "syntax":
+            self.syntax, self.error = True, _text(event.get("error"))
+        elif kind == "program":
+            self.program_outcome = _text(event.get("outcome"))
+            if self.program_outcome != "returned":
+                self.program_failed = True
+                self.error = _text(event.get("error")) or self.program_outcome
+        elif kind == "test":
+            self._test(event)
+        elif kind == "done":
+            self.finished = True
+
+    def _test(self, event: dict) -> None:
+        index = event.get("i")
+        if type(index) is not int or not 0 <= index < self.total or index in self.outcomes:
+            return  # the first report of a test counts
+        outcome, error, output = _text(event.get("outcome")), _text(event.get("error")), event.get("output")
+        output = output if isinstance(output, bytes) else None
+        if outcome not in _REPORTED_OUTCOMES:
+            outcome, error = "error", f"unknown test outcome {outcome!r} on the result channel"
+        elif outcome == "returned":  # only the parent's judgement turns a returned value into a pass
+            if self.job.record_outputs:
+                outcome = "pass"
+                self.outputs[index] = output
+                calls = event.get("calls")
+                if isinstance(calls, list):
+                    self.calls[index] = calls
+            else:
+                passed, error = oracles.judge(self.job.tests[index], output)
+                outcome = "pass" if passed else "fail"
+        self.outcomes[index] = outcome
+        seconds = event.get("seconds")
+        self.seconds[index] = float(seconds) if isinstance(seconds, (int, float)) else 0.0
+        if self.error is None and error:
+            self.error = error
+        if outcome != "pass" and self.job.stop_on_failure:
+            self.stop = True
+
+    def result(self, timed_out: bool, exit_code: int | None) -> SandboxResult:
+        outcomes, total, job = self.outcomes, self.total, self.job
+        memory = self.program_outcome == "memory" or "memory" in outcomes.values()
+        timed_out = timed_out or self.program_outcome == "timeout" or "timeout" in outcomes.values()
         passed = sum(outcome == "pass" for outcome in outcomes.values())
         failed = tuple(i for i in range(total) if outcomes.get(i) != "pass")
-        if syntax:
+        error = self.error
+        if self.channel_error is not None:
+            error = f"{self.channel_error}: the run was stopped"
+        finished = self.finished or self.stop  # stopped at the first failure: nothing is missing
+        errors = any(outcome in ("error", "memory") for outcome in outcomes.values())
+        if self.syntax:
             status = "syntax_error"
+        elif self.channel_error is not None:
+            status = "runtime_error"
         elif total == 0 and not job.record_outputs:
-            status = "no_tests" if done else "runtime_error"
-        elif passed == total and done:
+            status = "no_tests" if finished else "runtime_error"
+        elif passed == total and finished:
             status = "correct"
         elif timed_out:
             status = "timeout"
-        elif program_failed or not done or any(o in ("error", "memory") for o in outcomes.values()):
+        elif self.program_failed or not finished or errors:
             status = "runtime_error"
-            if not done and error is None:
+            if not finished and error is None:
                 error = f"process ended before reporting all tests (exit code {exit_code})"
         elif job.stop_on_failure or len(outcomes) == total:
             status = "failed_tests"
@@ -296,12 +361,19 @@ class Sandbox:
             memory_exceeded=memory,
             exit_code=exit_code,
             error=error,
-            stdout_tail=_tail(stdout_file, limits.output_chars),
-            stderr_tail=_tail(stderr_file, limits.output_chars),
-            network_isolated=self.isolation.network_isolated,
-            isolation=self.isolation.mode,
-            test_seconds=seconds,
+            outputs=self.outputs if job.record_outputs else None,
+            calls=self.calls,
+            test_seconds=dict(self.seconds),
         )
+
+
+def _text(value: Any) -> str | None:
+    return value[:500] if isinstance(value, str) else None
+
+
+def _close_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 def _children(pid: int) -> list[int]:
@@ -314,19 +386,6 @@ def _children(pid: int) -> list[int]:
 def _kill(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, signal.SIGKILL)
-
-
-def _read_events(handle) -> list[dict]:
-    handle.seek(0)
-    events = []
-    for line in handle.read().decode("utf-8", errors="replace").splitlines():
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(event, dict):
-            events.append(event)
-    return events
 
 
 def _tail(handle, chars: int) -> str:

@@ -20,16 +20,19 @@ import hashlib
 import logging
 import pickle
 import re
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
+from planlift.atomic import save_atomically
 from planlift.datasets.code import CodeRecord, load_humaneval, load_mbpp, load_mbpp_plus
 from planlift.errors import ConfigError
 from planlift.models.packaged import default_cache_dir
-from planlift.sandbox import CodeTest, ProgramJob, Sandbox
+from planlift.sandbox import CodeTest, ProgramJob, Sandbox, conversion
+from planlift.sandbox.protocol import NotPlainData, loads_plain
 from planlift.sandbox.runner import HARNESS_SOURCE
 from planlift.tasks.base import (
     REASONING_CLOSE,
@@ -104,6 +107,7 @@ class CodeTask(Task):
         self.executor_instruction = executor_instruction
         self.executor_alone_instruction = executor_alone_instruction
         self._splits: dict[str, list[Problem]] = {}
+        self._left_out: dict[str, dict[str, dict]] = {}  # split -> {problem without a test: its drops}
 
     def fingerprint(self) -> dict[str, Any]:
         return {
@@ -128,7 +132,20 @@ class CodeTask(Task):
         if split not in self._splits:
             records = self._records(split)
             expected = self._expected_outputs(records)
-            self._splits[split] = [self._problem(r, expected.get(r.id)) for r in records]
+            problems = [self._problem(r, expected.get(r.id)) for r in records]
+            untested = [p.id for p in problems if not p.meta["tests"]]
+            if untested:
+                log.warning(
+                    "%s/%s: %d problems have no test left after conversion and are left out: %s",
+                    self.name,
+                    split,
+                    len(untested),
+                    ", ".join(untested),
+                )
+            self._splits[split] = [p for p in problems if p.meta["tests"]]
+            self._left_out[split] = {
+                p.id: p.meta["dropped_assert_calls"] for p in problems if not p.meta["tests"]
+            }
         return self._splits[split]
 
     def _inputs(self, record: CodeRecord) -> tuple[Any, ...]:
@@ -139,11 +156,19 @@ class CodeTask(Task):
         return floor if reference_seconds is None else max(floor, self.time_factor * reference_seconds)
 
     def _problem(self, record: CodeRecord, expected: dict[str, Any] | None) -> Problem:
-        assert_seconds = (expected or {}).get("assert_seconds") or [None] * len(record.asserts)
-        tests = [
-            CodeTest(code=snippet, timeout=self._timeout(seconds))
-            for snippet, seconds in zip(record.asserts, assert_seconds, strict=True)
-        ]
+        tests: list[CodeTest] = []
+        dropped_calls: Counter = Counter()
+        asserts_without_tests = 0
+        for converted in (expected or {}).get("asserts", ()):
+            if converted is None:  # the reference fails its own assert
+                asserts_without_tests += 1
+                continue
+            tests += [
+                dataclasses.replace(test, timeout=self._timeout(seconds))
+                for test, seconds in zip(converted.tests, converted.seconds, strict=True)
+            ]
+            dropped_calls.update(converted.dropped)
+            asserts_without_tests += not converted.tests
         dropped = 0
         if expected is not None:
             for args, output, seconds in zip(
@@ -165,28 +190,35 @@ class CodeTask(Task):
             id=record.id,
             text=record.prompt,
             answer=record.reference,
-            meta={"record": record, "tests": tuple(tests), "dropped_inputs": dropped},
+            meta={
+                "record": record,
+                "tests": tuple(tests),
+                "dropped_inputs": dropped,
+                "asserts_without_tests": asserts_without_tests,
+                "dropped_assert_calls": dict(dropped_calls),
+            },
         )
 
     def _expected_outputs(self, records: list[CodeRecord]) -> dict[str, dict[str, Any]]:
-        """{problem id: {"outputs": [...], "seconds": [... or None]}} for records with call inputs."""
+        """{problem id: {"outputs", "seconds" (None: dropped), "asserts": [Conversion or None]}}."""
         todo = [r for r in records if self._inputs(r) or r.asserts]
         if not todo:
             return {}
         digest = hashlib.sha256()
         digest.update(HARNESS_SOURCE.encode())
+        digest.update(Path(conversion.__file__).read_bytes())
         for record in todo:
             digest.update(pickle.dumps((record.id, record.reference, self._inputs(record), record.oracle)))
+            digest.update(pickle.dumps((record.asserts, record.atol)))
         path = self.cache_dir / "code_expected" / f"{self.name}-{digest.hexdigest()[:16]}.pkl"
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path) + ".lock"):
             if path.is_file():
                 with path.open("rb") as handle:
                     return pickle.load(handle)
-            log.info("%s: computing expected outputs of %d reference solutions (once)", self.name, len(todo))
+            log.info("%s: running %d reference solutions to convert their tests (once)", self.name, len(todo))
             expected = self._run_references(todo)
-            with path.open("wb") as handle:
-                pickle.dump(expected, handle)
+            save_atomically(lambda staging: staging.write_bytes(pickle.dumps(expected)), path)
         return expected
 
     def _run_references(self, records: list[CodeRecord]) -> dict[str, dict[str, Any]]:
@@ -198,7 +230,7 @@ class CodeTask(Task):
             file_size_mb=1024,
             memory_mb=max(self.sandbox.limits.memory_mb, 4096),
         )
-        # the asserts run too, so their time limits also scale with the reference's time
+        # the asserts run too: converted into call tests, timed like the inputs
         jobs = [
             ProgramJob(
                 program=r.reference,
@@ -212,19 +244,22 @@ class CodeTask(Task):
         expected = {}
         failures = 0
         for record, result in zip(records, self.sandbox.run_many(jobs, limits), strict=True):
-            n, skip = len(self._inputs(record)), len(record.asserts)
-            recorded = list(result.outputs or []) + [(False, None)] * (skip + n)
-            outputs = [output for _, output in recorded[skip : skip + n]]
-            seconds = [
-                result.test_seconds.get(i) if i not in result.failed_tests and recorded[i][0] else None
-                for i in range(skip + n)
+            skip = len(record.asserts)
+            asserts = [
+                conversion.convert(snippet, result.calls.get(i, []), record.oracle, record.atol)
+                if i not in result.failed_tests
+                else None
+                for i, snippet in enumerate(record.asserts)
             ]
-            failures += sum(s is None for s in seconds[skip:])
-            expected[record.id] = {
-                "outputs": outputs,
-                "seconds": seconds[skip:],
-                "assert_seconds": seconds[:skip],
-            }
+            outputs, seconds = [], []
+            blobs = list(result.outputs or []) + [None] * (skip + len(self._inputs(record)))
+            for i in range(skip, skip + len(self._inputs(record))):
+                kept, value = _reference_value(blobs[i], record.oracle)
+                ran = i not in result.failed_tests and kept
+                outputs.append(value)
+                seconds.append(result.test_seconds.get(i) if ran else None)
+            failures += sum(s is None for s in seconds)
+            expected[record.id] = {"outputs": outputs, "seconds": seconds, "asserts": asserts}
         if failures:
             log.warning(
                 "%s: the reference solutions fail on %d inputs (or return no plain data, or too much); "
@@ -233,6 +268,24 @@ class CodeTask(Task):
                 failures,
             )
         return expected
+
+    def conversion_report(self, split: Split) -> dict[str, Any]:
+        """How the split's assert-style tests became call tests (see `planlift.sandbox.conversion`)."""
+        problems = self.problems(split)
+        dropped: Counter = Counter()
+        for problem in problems:
+            dropped.update(problem.meta["dropped_assert_calls"])
+        for drops in self._left_out[split].values():
+            dropped.update(drops)
+        return {
+            "problems": len(problems),
+            "left_out": list(self._left_out[split]),
+            "asserts": sum(len(p.meta["record"].asserts) for p in problems),
+            "asserts_without_tests": sum(p.meta["asserts_without_tests"] for p in problems),
+            "tests": sum(len(p.meta["tests"]) for p in problems),
+            "dropped_assert_calls": dict(dropped),
+            "dropped_inputs": sum(p.meta["dropped_inputs"] for p in problems),
+        }
 
     # ---- prompts ----------------------------------------------------------------------------------
 
@@ -332,3 +385,15 @@ class MBPPTask(CodeTask):
         if split == "test":
             return test
         return load_mbpp(split, exclude_ids={r.meta["mbpp_id"] for r in test})
+
+
+def _reference_value(blob: bytes | None, oracle: str) -> tuple[bool, Any]:
+    """(usable, expected value) from a reference's pickled output."""
+    try:
+        value = loads_plain(blob) if blob is not None else None
+        is_data = blob is not None
+    except NotPlainData:
+        value, is_data = None, False
+    if oracle == "truthy":  # a match object is not data: its presence is the answer
+        return True, (value if isinstance(value, bool) else value is not None) if is_data else True
+    return is_data, value

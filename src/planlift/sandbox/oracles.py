@@ -1,0 +1,103 @@
+"""Whether a returned value passes a call test: decided in the parent, on plain data only.
+
+Oracles (`CodeTest.oracle`):
+- equal: `out == expected`, or equal within a float tolerance (atol, and rtol relative to expected;
+  ints stay exact; NaN equals only NaN; lists, tuples and dicts element by element);
+- set_equal: the same elements in any order (EvalPlus's unordered-answer problems);
+- truthy: expected True / False stands for "returns something / returns None" (EvalPlus's regex
+  matchers, whose answer is a match object: a value that is not plain data counts as something);
+- poly_root: any root of the polynomial args[0] (HumanEval/32);
+- is: the same singleton (`assert f(x) is True`).
+`wrap` (tuple | list | set | frozenset | sorted | bool | int | float | str | len | abs) is applied to the
+output first, as the assert it came from applied it (`assert tuple(f(x)) == ...`, `assert not f(x)`).
+The expected value was computed the same way from the reference's output, when the test was converted.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from planlift.sandbox.protocol import NotPlainData, loads_plain
+
+ORACLES = ("equal", "set_equal", "truthy", "poly_root", "is")
+WRAPS = {
+    "tuple": tuple,
+    "list": list,
+    "set": set,
+    "frozenset": frozenset,
+    "sorted": sorted,
+    "bool": bool,
+    "int": int,
+    "float": float,
+    "str": str,
+    "len": len,
+    "abs": abs,
+}
+_DEFAULT_ATOL, _DEFAULT_RTOL = 1e-6, 1e-7
+
+
+def close(out: Any, expected: Any, atol: float = 0.0, rtol: float = 0.0) -> bool:
+    """Equal, with a float tolerance (bool against bool or int: plain `==`)."""
+    if isinstance(out, bool) or isinstance(expected, bool):
+        return out == expected
+    if isinstance(expected, (int, float)) and isinstance(out, (int, float)):
+        if isinstance(expected, float) and math.isnan(expected):
+            return isinstance(out, float) and math.isnan(out)
+        if isinstance(expected, int) and isinstance(out, int):
+            return out == expected
+        tolerance = max(atol, _DEFAULT_ATOL) + max(rtol, _DEFAULT_RTOL) * abs(expected)
+        return abs(out - expected) <= tolerance
+    if isinstance(expected, (list, tuple)):
+        return (
+            type(out) is type(expected)
+            and len(out) == len(expected)
+            and all(close(o, e, atol, rtol) for o, e in zip(out, expected, strict=True))
+        )
+    if isinstance(expected, dict):
+        return (
+            isinstance(out, dict)
+            and out.keys() == expected.keys()
+            and all(close(out[k], expected[k], atol, rtol) for k in expected)
+        )
+    return False
+
+
+def judge(test: Any, output: bytes | None) -> tuple[bool, str | None]:
+    """(passed, why not) for one call test and the pickled value its program returned."""
+    value, reason = None, "the return value is not plain data (or is too large)"
+    if output is not None:
+        try:
+            value, reason = loads_plain(output), None
+        except NotPlainData as error:
+            reason = f"the return value is not plain data ({error})"
+    if test.oracle == "truthy":
+        # not data (a match object) is something; a bool answers for itself
+        something = True if reason else value if isinstance(value, bool) else value is not None
+        return something == test.expected, None
+    if reason:
+        return False, reason
+    try:
+        return _judge_value(test, value), None
+    except (RecursionError, MemoryError):
+        return False, "the return value is too deep to compare"
+    except Exception as error:  # a wrap or an oracle on an unexpected type: a wrong answer
+        return False, f"{type(error).__name__} while judging: {error}"[:200]
+
+
+def _judge_value(test: Any, value: Any) -> bool:
+    if test.wrap is not None:
+        value = WRAPS[test.wrap](value)
+    expected = test.expected
+    if test.oracle == "is":
+        return value is expected
+    if test.oracle == "set_equal":
+        return set(value) == set(expected)
+    if test.oracle == "poly_root":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        coefficients = test.args[0]
+        return abs(sum(c * value**i for i, c in enumerate(coefficients))) <= max(test.atol, 1e-6)
+    if value == expected:
+        return True
+    return close(value, expected, test.atol, test.rtol)
