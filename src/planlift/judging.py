@@ -145,7 +145,11 @@ class BaselineCache:
         save_atomically(lambda staging: staging.write_text(text), self.path)
 
     def state_dict(self) -> dict:
-        return {"entries": {k: v.to_json() for k, v in self.entries.items()}}
+        return {
+            "entries": {k: v.to_json() for k, v in self.entries.items()},
+            "hits": self.hits,
+            "misses": self.misses,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         entries = {}
@@ -155,6 +159,7 @@ class BaselineCache:
                 value = {"texts": [""] * len(verdicts), "verdicts": [asdict(v) for v in verdicts]}
             entries[key] = Judgement.from_json(value)
         self.entries = entries
+        self.hits, self.misses = state.get("hits", self.hits), state.get("misses", self.misses)
 
 
 def judge_alone(

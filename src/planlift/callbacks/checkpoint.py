@@ -7,6 +7,11 @@ so a run whose final validation did not improve would resume from an older step.
 A save writes `last.ckpt.tmp` in the same directory, syncs it to disk and renames it over `last.ckpt`
 (`os.replace`: atomic on POSIX filesystems), so a process killed during a save leaves the previous
 `last.ckpt` whole, never a truncated one.
+
+A save that falls on a step whose validation is due waits until that validation has ended: saved
+before it, a resumed run would count the validation as done and never run it (Lightning fast-forwards
+past it); saved after it, the checkpoint holds the validation too, and a kill during the validation
+resumes from the previous checkpoint and runs it again.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ class LastCheckpoint(pl.Callback):
         self.path = Path(dirpath) / filename
         self.every_n_steps = every_n_steps
         self._saved_step = -1
+        self._after_validation = False
 
     def _save(self, trainer: pl.Trainer) -> None:
         if trainer.global_step == self._saved_step:
@@ -36,7 +42,25 @@ class LastCheckpoint(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            if _validation_due(trainer):
+                self._after_validation = True
+            else:
+                self._save(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._after_validation and not trainer.sanity_checking:
+            self._after_validation = False
             self._save(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._save(trainer)
+
+
+def _validation_due(trainer: pl.Trainer) -> bool:
+    """Will a validation run right after the training batch that has just ended (step-based schedule)?"""
+    loop = trainer.fit_loop.epoch_loop
+    if not trainer.enable_validation or trainer.check_val_every_n_epoch is not None:
+        return False
+    if trainer.val_check_batch == float("inf"):
+        return False
+    return (loop.total_batch_idx + 1) % int(trainer.val_check_batch) == 0  # as Lightning decides it

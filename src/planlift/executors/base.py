@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from planlift.errors import ConfigError
 from planlift.tasks.base import ChatPrompt
@@ -59,6 +60,13 @@ class Executor(abc.ABC):
     def identity(self) -> str:
         """Names the frozen model and sampling settings; keys the no-reasoning baseline cache."""
         return type(self).__name__
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to continue this executor's counters (checkpoints carry it)."""
+        return {"stats": asdict(self.stats)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stats = ExecutorStats(**state["stats"])
 
     def metrics(self) -> dict[str, float]:
         """Counters for the training log (`train/executor/<name>`): cumulative over the run."""

@@ -45,6 +45,7 @@ from planlift.judging import BaselineCache, judge_reasonings, pass_at_k, summari
 from planlift.models.policy import Policy
 from planlift.rewards.grounded import ExecutorGroundedReward
 from planlift.rewards.records import RewardBatch
+from planlift.rng import rng_states, set_rng_states
 from planlift.tasks.base import Problem, Task
 
 log = logging.getLogger(__name__)
@@ -124,11 +125,13 @@ class GRPOModule(pl.LightningModule):
         self.log_samples_every = log_samples_every
         self.seed = seed
         self.val_baseline_cache = BaselineCache()
+        self.batches_seen = 0  # the data position a resumed run continues from (planlift.data)
         self._reference: list[torch.nn.Module] = []  # a list keeps the copy out of state_dict and DDP
 
     # ---- one GRPO step ----------------------------------------------------------------------------
 
     def training_step(self, problems: list[Problem], batch_idx: int) -> None:
+        self.batches_seen += 1
         torch.manual_seed(self._step_seed())
         timings: dict[str, float] = {}
         with _timed(timings, "rollout"):
@@ -228,6 +231,10 @@ class GRPOModule(pl.LightningModule):
 
     # ---- validation -------------------------------------------------------------------------------
 
+    def on_validation_epoch_start(self) -> None:
+        # validation samples (val_pass_samples) depend on the step only, not on what ran before it
+        torch.manual_seed(self._step_seed() ^ 0x5EED)
+
     def validation_step(self, problems: list[Problem], batch_idx: int) -> None:
         """Greedy planner -> executor on held-out problems: e2e, baseline, uplift, leakage, trace metrics."""
         rollout = self.sample(problems, 1, greedy=True)
@@ -318,9 +325,16 @@ class GRPOModule(pl.LightningModule):
             "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer)},
         }
 
+    def setup(self, stage: str) -> None:
+        # the KL reference is the starting planner: copied before a checkpoint's weights are restored
+        if stage == "fit":
+            self._make_reference()
+
     def on_fit_start(self) -> None:
         self.planner.train()  # from_pretrained leaves models in eval mode (LoRA dropout needs train mode)
         self._make_reference()
+        if self._reference and self.device_mesh is None:  # a sharded reference is placed already
+            self._reference[0].to(self.device)
 
     def _make_reference(self) -> None:
         """The frozen copy of the starting planner that the KL term compares with (full fine-tuning only:
@@ -330,13 +344,26 @@ class GRPOModule(pl.LightningModule):
             self._reference.append(reference.to(self.device))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Beyond weights, optimizer and loop state (Lightning's): everything the next step depends on."""
         checkpoint["baseline_cache"] = self.reward.baseline_cache.state_dict()
+        checkpoint["planlift"] = {
+            "batches_seen": self.batches_seen,
+            "val_baseline_cache": self.val_baseline_cache.state_dict(),
+            "executor": self.reward.executor.state_dict(),
+            "rng": rng_states(),
+        }
         if self.policy.lora:  # keep only the adapter: the frozen base is the pretrained checkpoint
             trainable = {f"planner.{name}" for name, p in self.planner.named_parameters() if p.requires_grad}
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.reward.baseline_cache.load_state_dict(checkpoint.get("baseline_cache", {}))
+        state = checkpoint.get("planlift")
+        if state is not None:  # checkpoints from before it: weights, optimizer and baseline cache only
+            self.batches_seen = state["batches_seen"]
+            self.val_baseline_cache.load_state_dict(state["val_baseline_cache"])
+            self.reward.executor.load_state_dict(state["executor"])
+            set_rng_states(state["rng"])
         if self.policy.lora:
             self.strict_loading = False
 

@@ -1,0 +1,117 @@
+"""kill -9 at a random point and resume from last.ckpt: the same run as one never interrupted.
+
+Each case trains 12 GRPO steps (checkpoint every 2, validation every 4) in a real subprocess, SIGKILLs
+it at a random point after its n-th checkpoint (during a step, a validation or a save), resumes it with
+`auto_resume`, and compares with an uninterrupted run of the same seed: the `train/reward` and
+`val/e2e_acc` series (the last value logged per step: steps after the checkpoint are logged twice) and
+the final planner weights and optimizer state, bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEDULE = (
+    "debug=fast",
+    "torch_threads=1",
+    "callbacks.rich_progress_bar=null",
+    "trainer.max_steps=12",
+    "trainer.val_check_interval=4",
+    "callbacks.last_checkpoint.every_n_steps=2",
+    "seed=3",
+)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("planlift_cache")
+    return {**os.environ, "PLANLIFT_CACHE": str(cache), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def command(run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(ROOT / "src" / "train.py"), *SCHEDULE, f"hydra.run.dir={run_dir}", *extra]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, env):
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    subprocess.run(command(run_dir, "auto_resume=false"), cwd=ROOT, env=env, check=True, capture_output=True)
+    return run_dir
+
+
+def series(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    from tbparse import SummaryReader
+
+    frame = SummaryReader(str(run_dir / "tensorboard"), pivot=False).scalars
+    out = {}
+    for tag in ("train/reward", "val/e2e_acc", "train/executor/calls"):
+        rows = frame[frame.tag == tag].sort_values("step")
+        out[tag] = sorted(dict(zip(rows.step.tolist(), rows.value.tolist(), strict=True)).items())
+    return out
+
+
+def saves_seen(path: Path, last: float) -> tuple[bool, float]:
+    try:
+        mtime = path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return False, last
+    return mtime != last, mtime
+
+
+@pytest.mark.parametrize("case", range(3))
+def test_kill_anywhere_and_resume_gives_the_same_run(tmp_path, env, uninterrupted, case):
+    rng = random.Random(case)
+    saves_before_kill, delay = rng.randint(1, 4), rng.uniform(0.0, 1.5)
+    run_dir = tmp_path / "run"
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    process = subprocess.Popen(
+        command(run_dir, "auto_resume=false"),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    seen, mtime, deadline = 0, None, time.monotonic() + 600
+    while seen < saves_before_kill and process.poll() is None and time.monotonic() < deadline:
+        changed, mtime = saves_seen(checkpoint, mtime)
+        seen += changed
+        time.sleep(0.02)
+    time.sleep(delay)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = torch.load(checkpoint, weights_only=False)["global_step"]
+    assert killed_at < 12
+
+    resumed = subprocess.run(command(run_dir), cwd=ROOT, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout + resumed.stderr
+
+    expected, got = series(uninterrupted), series(run_dir)
+    assert got == expected, f"killed after checkpoint step {killed_at}"
+    assert len(expected["val/e2e_acc"]) == 4  # before training and after steps 4, 8, 12
+    final = [
+        torch.load(d / "checkpoints" / "last.ckpt", weights_only=False) for d in (uninterrupted, run_dir)
+    ]
+    assert final[0]["global_step"] == final[1]["global_step"] == 12
+    for name, tensor in final[0]["state_dict"].items():
+        assert torch.equal(tensor, final[1]["state_dict"][name]), name
+    for state, other in zip(
+        final[0]["optimizer_states"][0]["state"].values(),
+        final[1]["optimizer_states"][0]["state"].values(),
+        strict=True,
+    ):
+        for key, value in state.items():
+            assert torch.equal(value, other[key]), key
