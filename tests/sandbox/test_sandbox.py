@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from planlift.errors import ConfigError
@@ -151,3 +153,21 @@ def test_bad_settings_name_the_key():
         Sandbox(workers=0)
     with pytest.raises(ConfigError, match="sandbox.isolation"):
         Sandbox(isolation="chroot")
+
+
+def test_a_process_with_more_than_1024_open_files_still_judges(sandbox):
+    """The result pipe may get an fd number above 1024 in a busy training process (select() cannot)."""
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    opened = []
+    try:
+        with open(os.devnull) as null:
+            opened = [os.dup(null.fileno()) for _ in range(1100)]
+        assert run(sandbox, ADD, [CodeTest(args=[1, 1], expected=2)]).ok
+    finally:
+        for fd in opened:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

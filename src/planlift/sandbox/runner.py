@@ -244,12 +244,13 @@ class Sandbox:
         """Read and judge events until "end" (done, or the channel closed), "stop" (a failure under
         stop_on_failure, or a malformed frame: the process is killed) or the "deadline"."""
         reader = FrameReader(max_frame=self.max_output_bytes + 2**16)
+        poller = select.poll()  # not select(): a busy training process may hold fds above 1024
+        poller.register(read_end, select.POLLIN | select.POLLHUP | select.POLLERR)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return "deadline"
-            ready, _, _ = select.select([read_end], [], [], remaining)
-            if not ready:
+            if not poller.poll(max(1, int(remaining * 1000))):
                 return "deadline"
             chunk = os.read(read_end, 2**20)
             if not chunk:
