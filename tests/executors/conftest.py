@@ -144,25 +144,33 @@ def stop(process: subprocess.Popen) -> None:
 
 @pytest.fixture
 def fault_proxy(openai_server):
-    """Starts tests/executors/fault_proxy.py in front of the server: proxy(**options) -> base URL."""
+    """Starts tests/faults/server.py in front of the server: proxy(**options) -> base URL; stopped by PID."""
     started: list[subprocess.Popen] = []
 
-    def start(fail_rate: float = 0.3, hang_s: float = 3.0, seed: int = 0, ignore_n: bool = False) -> str:
+    def start(
+        fail_rate: float = 0.3,
+        hang_s: float = 3.0,
+        seed: int = 0,
+        ignore_n: bool = False,
+        kinds: str | None = None,
+    ) -> str:
         command = [
             sys.executable,
-            str(Path(__file__).with_name("fault_proxy.py")),
+            str(Path(__file__).parents[1] / "faults" / "server.py"),
             "--upstream",
             openai_server.removesuffix("/v1"),
-            "--fail-rate",
+            "--api",
+            "openai",
+            "--rate",
             str(fail_rate),
             "--hang-s",
             str(hang_s),
             "--seed",
             str(seed),
+            *(["--kinds", kinds] if kinds else []),
+            *(["--ignore-n"] if ignore_n else []),
         ]
-        process = subprocess.Popen(
-            [*command, *(["--ignore-n"] if ignore_n else [])], stdout=subprocess.PIPE, text=True
-        )
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         started.append(process)
         line = process.stdout.readline().split()
         assert line and line[0] == "listening", line

@@ -165,7 +165,7 @@ def test_http_rm_failures_become_none(task):
     batch = items(task, 1)
     rm = HttpRM(f"http://127.0.0.1:{free_port()}/score", retries=2, backoff=0.01)  # nothing listens
     assert rm.score(batch) == [None, None]
-    assert rm.requests == 3 and rm.failed_requests == 1 and rm.failed_items == 2
+    assert rm.attempts == 3 and rm.failed_requests == 1 and rm.failed_items == 2
 
     # a listener that accepts and never answers: the read times out, is retried, then masked
     listener = socket.socket()
@@ -190,7 +190,7 @@ def test_http_rm_failures_become_none(task):
         )
         start = time.monotonic()
         assert rm.score(batch) == [None, None]
-        assert rm.requests == 2 and time.monotonic() - start < 5
+        assert rm.attempts == 2 and time.monotonic() - start < 5
     finally:
         stop.set()
         thread.join()
@@ -214,6 +214,6 @@ def test_parse_scores():
 
 def test_http_rm_rejects_bad_answers(server, task):
     rm = HttpRM(f"{server}/nope", retries=3)  # 404: a client error, not retried
-    assert rm.score(items(task, 1)) == [None, None] and rm.requests == 1
+    assert rm.score(items(task, 1)) == [None, None] and rm.attempts == 1
     with pytest.raises(ConfigError, match="rm.url"):
         HttpRM("localhost:8000")

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from planlift.errors import ConfigError
+from planlift.resumable import Resumable
 from planlift.tasks.base import ChatPrompt
 
 
@@ -50,7 +51,7 @@ class ExecutorStats:
     last_call_generations: int = 0
 
 
-class Executor(abc.ABC):
+class Executor(Resumable, abc.ABC):
     """Turns (problem + reasoning) prompts into answers or programs."""
 
     def __init__(self) -> None:
@@ -62,11 +63,12 @@ class Executor(abc.ABC):
         return type(self).__name__
 
     def state_dict(self) -> dict[str, Any]:
-        """What a resumed run needs to continue this executor's counters (checkpoints carry it)."""
-        return {"stats": asdict(self.stats)}
+        """What a resumed run needs to continue this executor: its counters (`resume_fields` too)."""
+        return {"stats": asdict(self.stats), **super().state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.stats = ExecutorStats(**state["stats"])
+        super().load_state_dict(state)
 
     def metrics(self) -> dict[str, float]:
         """Counters for the training log (`train/executor/<name>`): cumulative over the run."""

@@ -1,22 +1,32 @@
 """An executor behind any OpenAI-compatible HTTP server (`vllm serve` in production).
 
 One `generate` call sends its requests through a bounded thread pool. Each prompt asks for its `n`
-samples in one request (`n=k`); a server that returns fewer choices than asked (llama.cpp ignores `n`)
-is detected on the first such reply and the rest is fanned out as single-sample requests from then on.
-Every request has a timeout and is retried with exponential backoff on timeouts, connection errors,
-429/5xx replies and malformed JSON; 4xx replies are not retried. A circuit breaker stops sending for
-`breaker_cooldown_s` after `breaker_threshold` consecutive failed attempts, so a dead server costs one
-timeout per prompt instead of every retry. A prompt with any failed sample becomes
-`ExecutorResult(error=...)`: the reward masks and counts it; `metrics()` reports the failure rates.
+samples in one request (`n=k`). A reply with fewer choices than asked keeps its choices and the missing
+samples are fetched as single-sample requests; after `N_EVIDENCE` such replies in a row (a server that
+ignores `n`, as llama.cpp does) every later prompt is fanned out from the start (logged once).
+
+Every request has a timeout and is retried with exponential backoff (or the server's Retry-After, capped)
+on anything but a usable reply: timeouts, dropped connections, truncated or malformed bodies, 429/5xx, a
+200 carrying an error object, no choices, a choice without text. 4xx replies are not retried. Extra
+choices are dropped. A circuit breaker stops sending for `breaker_cooldown_s` after `breaker_threshold`
+consecutive failed attempts, so a dead server costs one timeout per prompt instead of every retry. A
+prompt with any failed request becomes `ExecutorResult(error=...)`: the reward masks and counts it;
+`metrics()` reports the failures by kind. No reply makes `generate` raise.
+
+Each attempt carries `X-Request-Id: <call>.<prompt index>.<serial>.<attempt>`, so a server's log can be
+joined with the prompts of one `generate` call and a retry told from its first attempt (the ids differ
+per attempt: vLLM refuses an id that is still running, as a timed-out attempt may be).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import random
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +36,7 @@ from typing import Any
 from planlift.errors import ConfigError
 from planlift.executors.base import Executor, ExecutorResult, check_sampling
 from planlift.generation import cut_at_stop, render_prompt
+from planlift.retry import backoff_delay, retry_after_seconds
 from planlift.tasks.base import ChatPrompt
 
 log = logging.getLogger(__name__)
@@ -40,10 +51,13 @@ N_EVIDENCE = 3
 class RequestFailed(Exception):
     """One attempt failed; `kind` names the failure (http_500, timeout, malformed, ...)."""
 
-    def __init__(self, kind: str, detail: str, retriable: bool = True) -> None:
+    def __init__(
+        self, kind: str, detail: str, retriable: bool = True, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
         self.retriable = retriable
+        self.retry_after = retry_after  # seconds the server asked to wait (Retry-After), if any
 
 
 class CircuitBreaker:
@@ -85,6 +99,7 @@ class _Request:
     prompt_index: int
     samples: int  # choices asked for
     seed: int | None
+    id: str = ""  # X-Request-Id: <call>.<prompt index>.<serial>
 
 
 class OpenAIExecutor(Executor):
@@ -100,11 +115,25 @@ class OpenAIExecutor(Executor):
         n_mode: auto (ask for n, fall back to n single requests when the server ignores n) | native | fanout.
         max_concurrency: requests in flight at once.
         timeout_s / max_retries / backoff_s / backoff_max_s: per attempt; retry waits backoff_s * 2^i
-            (capped, with jitter).
+            (capped, with jitter), or the server's Retry-After when longer (capped at backoff_max_s).
         breaker_threshold / breaker_cooldown_s: the circuit breaker.
         seed: base of the per-request seeds (request i gets seed + i), None = no seed sent.
         api_key_env: environment variable holding the bearer token (unset = no auth header).
     """
+
+    # what a resumed run continues: the request seeds (sampled replies depend on them), the n decision
+    resume_fields = (
+        "requests_sent",
+        "attempts",
+        "retries",
+        "attempt_failures",
+        "request_failures",
+        "n_fallback_requests",
+        "extra_choices",
+        "n_supported",
+        "_short_streak",
+        "_seed_counter",
+    )
 
     def __init__(
         self,
@@ -181,6 +210,7 @@ class OpenAIExecutor(Executor):
         self.attempt_failures: Counter[str] = Counter()  # every failed attempt, by kind
         self.request_failures: Counter[str] = Counter()  # requests that failed after their retries
         self.n_fallback_requests = 0
+        self.extra_choices = 0  # replies with more choices than asked (the extras are dropped)
         self._seed_counter = 0
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
@@ -199,13 +229,19 @@ class OpenAIExecutor(Executor):
         asked = 1 if greedy else n
         texts: list[list[str]] = [[] for _ in prompts]
         errors: list[str | None] = [None] * len(prompts)
-        first = [_Request(i, asked, self._next_seed()) for i in range(len(prompts))]
+        call = uuid.uuid4().hex[:12]
+        serial = itertools.count()
+
+        def request(i: int, samples: int) -> _Request:
+            return _Request(i, samples, self._next_seed(), f"{call}.{i}.{next(serial)}")
+
+        first = [request(i, asked) for i in range(len(prompts))]
         if self.n_supported is False and asked > 1:
-            first = [_Request(i, 1, self._next_seed()) for i in range(len(prompts)) for _ in range(asked)]
+            first = [request(i, 1) for i in range(len(prompts)) for _ in range(asked)]
         with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
             shortfall = self._run(pool, first, prompts, greedy, texts, errors)
             if shortfall:  # the missing samples, one request each
-                more = [_Request(i, 1, self._next_seed()) for i, missing in shortfall for _ in range(missing)]
+                more = [request(i, 1) for i, missing in shortfall for _ in range(missing)]
                 self.n_fallback_requests += len(more)
                 for i, missing in self._run(pool, more, prompts, greedy, texts, errors):
                     errors[i] = errors[i] or f"short_reply: {missing} samples missing after the fan-out"
@@ -247,14 +283,17 @@ class OpenAIExecutor(Executor):
             except RequestFailed as error:
                 errors[i] = errors[i] or str(error)
                 continue
+            except Exception as error:  # a bug or an exception no reply should cause: mask, never raise
+                log.exception("openai executor: request %s failed unexpectedly", request.id)
+                with self._lock:
+                    self.request_failures["unexpected"] += 1
+                errors[i] = errors[i] or f"unexpected: {type(error).__name__}: {error}"
+                continue
             texts[i].extend(got)
             if request.samples > 1:
                 self._judge_n_support(full=len(got) >= request.samples)
-            if len(got) < request.samples:
-                if self.n_mode == "native":
-                    errors[i] = errors[i] or f"short_reply: {len(got)} of n={request.samples} choices"
-                else:
-                    shortfall.append((i, request.samples - len(got)))
+            if len(got) < request.samples:  # n_mode=native retries short replies in `_request`
+                shortfall.append((i, request.samples - len(got)))
         return shortfall
 
     def _judge_n_support(self, full: bool) -> None:
@@ -289,19 +328,26 @@ class OpenAIExecutor(Executor):
         url = f"{self.base_url}/{'chat/completions' if self.api == 'chat' else 'completions'}"
         with self._lock:
             self.requests_sent += 1
+        error: RequestFailed | None = None
         for attempt in range(self.max_retries + 1):
             if attempt:
                 with self._lock:
                     self.retries += 1
-                delay = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
-                time.sleep(delay * (0.5 + self._rng.random() / 2))
+                jitter = 0.5 + self._rng.random() / 2  # spreads the retries of concurrent requests
+                retry_after = error.retry_after if error is not None else None
+                delay = backoff_delay(attempt, self.backoff_s * jitter, self.backoff_max_s, retry_after)
+                time.sleep(delay)
             if not self.breaker.allow():
                 error = RequestFailed("circuit_open", f"{self.base_url} failed repeatedly", retriable=False)
             else:
                 try:
-                    choices = self._post(url, body)[: request.samples]  # extra choices are dropped
-                    if not choices:
-                        raise RequestFailed("short_reply", f"0 of n={request.samples} choices")
+                    choices = self._post(url, body, f"{request.id}.{attempt}")
+                    if len(choices) > request.samples:
+                        with self._lock:
+                            self.extra_choices += 1
+                        choices = choices[: request.samples]  # extra choices are dropped
+                    if not choices or (self.n_mode == "native" and len(choices) < request.samples):
+                        raise RequestFailed("short_reply", f"{len(choices)} of n={request.samples} choices")
                 except RequestFailed as failed:
                     error = failed
                 else:
@@ -319,23 +365,38 @@ class OpenAIExecutor(Executor):
             self.request_failures[error.kind] += 1
         raise error
 
-    def _post(self, url: str, body: dict[str, Any]) -> list[str]:
+    def _post(self, url: str, body: dict[str, Any], request_id: str) -> list[str]:
         import requests
 
         try:
-            response = self.session.post(url, json=body, timeout=self.timeout_s)
+            response = self.session.post(
+                url, json=body, timeout=self.timeout_s, headers={"X-Request-Id": request_id}
+            )
         except requests.Timeout as error:
             raise RequestFailed("timeout", f"no reply in {self.timeout_s}s") from error
-        except requests.RequestException as error:
+        except requests.exceptions.ChunkedEncodingError as error:  # the body ended early
+            raise RequestFailed("truncated", "the connection closed mid-reply") from error
+        except requests.RequestException as error:  # refused, reset or dropped
             raise RequestFailed("connection", type(error).__name__) from error
         if response.status_code != 200:
             code = response.status_code
             retriable = code == 429 or code >= 500
-            raise RequestFailed(f"http_{code}", response.text[:200].replace("\n", " "), retriable)
+            raise RequestFailed(
+                f"http_{code}",
+                response.text[:200].replace("\n", " "),
+                retriable,
+                retry_after_seconds(response.headers.get("Retry-After")),
+            )
         try:
-            choices = response.json()["choices"]
+            answer = response.json()
+        except ValueError as error:
+            raise RequestFailed("malformed", "the reply body is not JSON") from error
+        if isinstance(answer, dict) and "error" in answer and "choices" not in answer:
+            raise RequestFailed("error_reply", str(answer["error"])[:200])
+        try:
+            choices = answer["choices"]
             found = [c["message"]["content"] if self.api == "chat" else c["text"] for c in choices]
-        except (ValueError, KeyError, TypeError, IndexError) as error:
+        except (KeyError, TypeError, IndexError) as error:
             raise RequestFailed("malformed", f"{type(error).__name__} in the reply body") from error
         if not all(isinstance(text, str) for text in found):  # a choice without text is not an empty answer
             raise RequestFailed("no_text", "a choice has no text")
@@ -382,7 +443,9 @@ class OpenAIExecutor(Executor):
                     "attempt_failure_rate": sum(self.attempt_failures.values()) / max(self.attempts, 1),
                     "breaker_trips": float(self.breaker.trips),
                     "n_fallback_requests": float(self.n_fallback_requests),
+                    "extra_choices": float(self.extra_choices),
                 }
             )
             out.update({f"failed_attempts/{k}": float(v) for k, v in self.attempt_failures.items()})
+            out.update({f"failed_requests/{k}": float(v) for k, v in self.request_failures.items()})
         return out

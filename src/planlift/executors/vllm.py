@@ -4,6 +4,12 @@
 problem text between the with-reasoning and no-reasoning prompts. vLLM is imported lazily: the package and
 every other backend work without it (`pip install planlift[vllm]`, or `make venv-vllm` for the CPU build).
 
+Engine failures never leave `generate`: an exception from the engine, fewer outputs than prompts, an
+output with fewer completions than asked, a completion without text or an aborted one fail only the
+prompts they touch; those are generated again up to `max_retries` times, then masked
+(`ExecutorResult(error=...)`) and counted by kind in `metrics()`. An empty string is an answer, not a
+failure.
+
 Checkpoints whose tokenizer was saved as a generic `tokenizers` backend (our character tokenizer) get a
 tokenizer-only directory: vLLM's AutoTokenizer would otherwise rebuild it as the model type's tokenizer and
 drop spaces (the same trap `planlift.models.loading.load_tokenizer` avoids).
@@ -15,6 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -79,7 +86,10 @@ class VLLMExecutor(Executor):
         seed: the engine's seed (the run's seed; ranks add their rank so their streams differ).
         enable_prefix_caching / gpu_memory_utilization / max_model_len / tensor_parallel_size /
         enforce_eager: vLLM engine arguments; `engine_kwargs` passes any other.
+        max_retries: engine calls after the first for the prompts whose generation failed.
     """
+
+    resume_fields = ("retried_prompts", "attempt_failures", "prompt_failures")
 
     def __init__(
         self,
@@ -97,9 +107,12 @@ class VLLMExecutor(Executor):
         enforce_eager: bool = True,
         engine_kwargs: dict[str, Any] | None = None,
         allow_download: bool = False,
+        max_retries: int = 1,
     ) -> None:
         super().__init__()
         check_sampling(temperature, top_p, max_new_tokens)
+        if max_retries < 0:
+            raise ConfigError(f"executor.max_retries must be >= 0, got {max_retries}")
         if not 0 < gpu_memory_utilization <= 1:
             raise ConfigError(
                 f"executor.gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}"
@@ -116,6 +129,10 @@ class VLLMExecutor(Executor):
         self.top_p = top_p
         self.max_new_tokens = max_new_tokens
         self.use_chat_template = use_chat_template
+        self.max_retries = max_retries
+        self.retried_prompts = 0
+        self.attempt_failures: Counter[str] = Counter()  # prompts of every failed attempt, by kind
+        self.prompt_failures: Counter[str] = Counter()  # prompts that failed after their retries, by kind
         self.seed = seed + int(os.environ.get("RANK", 0))
         engine_args: dict[str, Any] = {
             "model": self.source,
@@ -144,29 +161,86 @@ class VLLMExecutor(Executor):
         return render_prompt(self.tokenizer, prompt, self.use_chat_template)
 
     def _generate(self, prompts: Sequence[ChatPrompt], n: int, greedy: bool) -> list[ExecutorResult]:
-        # One engine call; prompts with different stop strings get their own SamplingParams.
         greedy = greedy or self.temperature == 0
+        results: list[ExecutorResult | None] = [None] * len(prompts)
+        pending = list(range(len(prompts)))
+        failures: dict[int, tuple[str, str]] = {}
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self.retried_prompts += len(pending)
+            outcomes = self._attempt([prompts[i] for i in pending], n, greedy)
+            failures = {}
+            for i, outcome in zip(pending, outcomes, strict=True):
+                if isinstance(outcome, ExecutorResult):
+                    results[i] = outcome
+                else:
+                    failures[i] = outcome
+                    self.attempt_failures[outcome[0]] += 1
+            pending = list(failures)
+            if not pending:
+                break
+        for i, (kind, detail) in failures.items():
+            self.prompt_failures[kind] += 1
+            results[i] = ExecutorResult(error=f"{kind}: {detail}")
+        if failures:
+            log.warning(
+                "vllm executor: %d of %d prompts failed after %d retries (%s)",
+                len(failures),
+                len(prompts),
+                self.max_retries,
+                ", ".join(f"{k}={v}" for k, v in sorted(Counter(k for k, _ in failures.values()).items())),
+            )
+        return results
+
+    def _attempt(
+        self, prompts: Sequence[ChatPrompt], n: int, greedy: bool
+    ) -> list[ExecutorResult | tuple[str, str]]:
+        """One engine call: per prompt its result, or (failure kind, detail)."""
+        # prompts with different stop strings get their own SamplingParams
+        asked = 1 if greedy else n  # greedy is deterministic: one sample, repeated
         params = {}
         for stop in {p.stop for p in prompts}:
             params[stop] = self._sampling_params(
-                n=1 if greedy else n,  # greedy is deterministic: one sample, repeated
+                n=asked,
                 temperature=0.0 if greedy else self.temperature,
                 top_p=1.0 if greedy else self.top_p,
                 max_tokens=self.max_new_tokens,
                 stop=list(stop) or None,
             )
+        texts = [self.render(p) for p in prompts]
         try:
-            outputs = self.llm.generate(
-                [self.render(p) for p in prompts], [params[p.stop] for p in prompts], use_tqdm=False
-            )
-        except (RuntimeError, ValueError) as error:  # e.g. a prompt longer than max_model_len
+            outputs = list(self.llm.generate(texts, [params[p.stop] for p in prompts], use_tqdm=False))
+        except Exception as error:  # a prompt longer than max_model_len, a dead engine, ...: never raised
             log.exception("vllm executor: generate failed for %d prompts", len(prompts))
-            return [ExecutorResult(error=f"{type(error).__name__}: {error}") for _ in prompts]
-        results = []
-        for prompt, output in zip(prompts, outputs, strict=True):
-            texts = [cut_at_stop(c.text, prompt.stop) for c in output.outputs]
-            results.append(ExecutorResult(texts=tuple(texts * n if greedy else texts)))
-        return results
+            return [("engine_error", f"{type(error).__name__}: {error}")] * len(prompts)
+        if len(outputs) != len(prompts):  # which prompt an output belongs to is unknown: all fail
+            return [("output_count", f"{len(outputs)} outputs for {len(prompts)} prompts")] * len(prompts)
+        return [
+            self._read(prompt, output, asked, n, greedy)
+            for prompt, output in zip(prompts, outputs, strict=True)
+        ]
+
+    @staticmethod
+    def _read(
+        prompt: ChatPrompt, output: Any, asked: int, n: int, greedy: bool
+    ) -> ExecutorResult | tuple[str, str]:
+        completions = list(getattr(output, "outputs", None) or [])[:asked]  # extra completions are dropped
+        if len(completions) < asked:
+            return ("short_reply", f"{len(completions)} of n={asked} completions")
+        texts = [getattr(c, "text", None) for c in completions]
+        if not all(isinstance(text, str) for text in texts):
+            return ("no_text", "a completion has no text")
+        if any(getattr(c, "finish_reason", None) == "abort" for c in completions):
+            return ("aborted", "the engine aborted the request")
+        found = [cut_at_stop(text, prompt.stop) for text in texts]
+        return ExecutorResult(texts=tuple(found * n if greedy else found))
+
+    def metrics(self) -> dict[str, float]:
+        out = super().metrics()
+        out["retried_prompts"] = float(self.retried_prompts)
+        out.update({f"failed_attempts/{k}": float(v) for k, v in self.attempt_failures.items()})
+        out.update({f"failed_prompts/{k}": float(v) for k, v in self.prompt_failures.items()})
+        return out
 
 
 def _has_cuda() -> bool:

@@ -350,6 +350,7 @@ class GRPOModule(pl.LightningModule):
             "batches_seen": self.batches_seen,
             "val_baseline_cache": self.val_baseline_cache.state_dict(),
             "executor": self.reward.executor.state_dict(),
+            "rm": self.reward.rm.state_dict() if self.reward.rm is not None else {},
             "rng": rng_states(),
         }
         if self.policy.lora:  # keep only the adapter: the frozen base is the pretrained checkpoint
@@ -363,6 +364,8 @@ class GRPOModule(pl.LightningModule):
             self.batches_seen = state["batches_seen"]
             self.val_baseline_cache.load_state_dict(state["val_baseline_cache"])
             self.reward.executor.load_state_dict(state["executor"])
+            if self.reward.rm is not None:
+                self.reward.rm.load_state_dict(state.get("rm", {}))
             set_rng_states(state["rng"])
         if self.policy.lora:
             self.strict_loading = False

@@ -190,6 +190,8 @@ class ExecutorGroundedReward:
         stats = {f"time/{phase}": value for phase, value in seconds.items()}
         stats["executor_generations_per_problem"] = generations / len(problems)
         stats["baseline_cache_size"] = float(len(self.baseline_cache.entries))
+        if self.uses_rm:  # the RM's own counters (an HTTP service's failures by kind), cumulative
+            stats.update({f"rm/{key}": value for key, value in self.rm.metrics().items()})
         batch = RewardBatch(records, group_size, stats)
         masked = sum(r.masked for r in records)
         if masked:

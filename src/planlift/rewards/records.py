@@ -10,6 +10,9 @@ from dataclasses import dataclass, field, fields
 import torch
 
 TERMS = ("e2e", "w", "b", "uplift", "rm", "leakage", "exec", "coeff", "final")
+# why a sample is masked (planlift.rewards.grounded); each count is logged every step, zeros included:
+# Lightning repeats a step metric's last value in steps that do not log it
+MASK_REASONS = ("executor_error", "baseline_executor_error", "rm_error", "leakage")
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,8 @@ class RewardBatch:
     """Rewards for P problems x G samples, rows grouped per problem.
 
     stats: what computing them cost, logged as `<prefix>/<key>`: `time/executor`, `time/verify`,
-    `time/rm` (seconds), `executor_generations_per_problem`, `baseline_cache_size`.
+    `time/rm` (seconds), `executor_generations_per_problem`, `baseline_cache_size`, and the RM's counters
+    `rm/<name>` (cumulative: `rm/failed_items`, `rm/failed_requests/<kind>` for an HTTP service).
     """
 
     records: list[RewardRecord]
@@ -92,8 +96,8 @@ class RewardBatch:
         masked = Counter(r.mask_reason for r in self.records if r.masked)
         out[f"{prefix}/reward/masked"] = float(sum(masked.values()))
         out[f"{prefix}/reward/masked_frac"] = sum(masked.values()) / len(self.records)
-        for reason, count in masked.items():
-            out[f"{prefix}/reward/masked/{reason}"] = float(count)
+        for reason in dict.fromkeys([*MASK_REASONS, *masked]):
+            out[f"{prefix}/reward/masked/{reason}"] = float(masked[reason])
         out.update({f"{prefix}/{key}": value for key, value in self.stats.items()})
         return out
 

@@ -11,6 +11,7 @@ import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from planlift.resumable import Resumable
 from planlift.tasks.base import Problem, Task
 
 MATH_DIMENSIONS = (
@@ -40,7 +41,9 @@ def rubric_score(
     return 0.5 * derived + 0.5 * total
 
 
-class ReasoningRM(abc.ABC):
+class ReasoningRM(Resumable, abc.ABC):
+    """Scores reasonings. `resume_fields`: the counters a resumed run continues (planlift.resumable)."""
+
     def prepare(self, task: Task) -> None:
         """Called once by the reward's constructor with the task it scores: raise a ConfigError if this RM
         cannot score its reasonings, keep what scoring needs. The default accepts every task."""
@@ -49,3 +52,7 @@ class ReasoningRM(abc.ABC):
     @abc.abstractmethod
     def score(self, items: Sequence[RMItem]) -> list[float | None]:
         """One score in [0, 1] (or None on failure) per item."""
+
+    def metrics(self) -> dict[str, float]:
+        """Counters for the training log (`train/rm/<name>`): cumulative over the run. Default: none."""
+        return {}

@@ -48,6 +48,8 @@ class LearnedRM(ReasoningRM):
     task_name: the `<task>` tag; null = the item's task type ("math" / "code"), as the RM was trained.
     """
 
+    resume_fields = ("forwards", "failed_items")
+
     def __init__(
         self,
         path: str | None = None,
@@ -79,6 +81,9 @@ class LearnedRM(ReasoningRM):
         self.task_name = task_name
         self.forwards = 0
         self.failed_items = 0
+
+    def metrics(self) -> dict[str, float]:
+        return {"forwards": float(self.forwards), "failed_items": float(self.failed_items)}
 
     def prepare(self, task: Task) -> None:
         """The RM's rubric must be the task type's: a math rubric does not score code plans, nor the reverse."""

@@ -1,0 +1,98 @@
+"""VLLMExecutor's failure plumbing with a scripted stand-in for `vllm.LLM` (fast tier, no vLLM needed):
+engine errors are retried for the prompts they touch, then masked and counted; `generate` never raises.
+The real engine runs in the `vllm` tier (test_vllm_tier.py)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from planlift.executors import vllm as vllm_module
+from planlift.tasks.base import ChatPrompt
+
+PROMPTS = [ChatPrompt(user=f"S1={i} S1?\n", prefill="answer=", stop=("\n",)) for i in range(3)]
+FAULTS = {  # what the engine does wrong -> the kind the executor counts
+    "raise": "engine_error",
+    "fewer_outputs": "output_count",
+    "short": "short_reply",
+    "no_text": "no_text",
+    "abort": "aborted",
+}
+
+
+class ScriptedLLM:
+    """Answers completion j of prompt i with "ij\\n...". Call k does `faults[k]` wrong (None: nothing) to
+    the first prompt of the call and to prompt 1; `calls` records how many prompts each call got."""
+
+    def __init__(self, faults: list[str | None]) -> None:
+        self.faults = list(faults)
+        self.calls: list[int] = []
+
+    def generate(self, texts, params, use_tqdm=False):
+        fault = self.faults.pop(0) if self.faults else None
+        self.calls.append(len(texts))
+        if fault == "raise":
+            raise RuntimeError("EngineDeadError: the engine core died")
+        outputs = []
+        for i, (text, param) in enumerate(zip(texts, params, strict=True)):
+            index = text.split("S1=")[1].split(" ")[0]
+            completions = [
+                SimpleNamespace(text=f"{index}{j}\nrest", finish_reason="stop") for j in range(param.n)
+            ]
+            if i == 0 or index == "1":
+                if fault == "short":
+                    completions = completions[:-1]
+                elif fault == "no_text":
+                    completions[0].text = None
+                elif fault == "abort":
+                    completions[-1].finish_reason = "abort"
+            outputs.append(SimpleNamespace(outputs=completions))
+        return outputs[:-1] if fault == "fewer_outputs" else outputs
+
+
+@pytest.fixture
+def make(monkeypatch, tiny_checkpoint):
+    """make(faults, max_retries) -> (a VLLMExecutor whose engine is a ScriptedLLM, that engine)."""
+
+    def build(faults, max_retries=1):
+        engine = ScriptedLLM(faults)
+        fake = SimpleNamespace(
+            LLM=lambda **_: engine, SamplingParams=lambda **kwargs: SimpleNamespace(**kwargs)
+        )
+        monkeypatch.setattr(vllm_module, "import_vllm", lambda: fake)
+        return vllm_module.VLLMExecutor(str(tiny_checkpoint), max_retries=max_retries), engine
+
+    return build
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_an_engine_fault_is_retried_for_the_prompts_it_touched(make, fault):
+    executor, engine = make([fault])
+    results = executor.generate(PROMPTS, n=2)
+    assert [r.texts for r in results] == [("00", "01"), ("10", "11"), ("20", "21")]
+    metrics = executor.metrics()
+    assert metrics[f"failed_attempts/{FAULTS[fault]}"] > 0 and metrics["failed_prompts"] == 0
+    if fault in ("raise", "fewer_outputs"):  # the whole call failed: every prompt again
+        assert engine.calls == [3, 3]
+    else:  # only the prompts whose outputs were bad (0 and 1)
+        assert engine.calls == [3, 2]
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_persistent_engine_fault_is_masked_and_counted_never_raised(make, fault):
+    executor, engine = make([fault] * 3, max_retries=2)
+    results = executor.generate(PROMPTS, n=2)
+    failed = [i for i, r in enumerate(results) if not r.ok]
+    assert failed == ([0, 1, 2] if fault in ("raise", "fewer_outputs") else [0, 1])
+    assert all(results[i].error.startswith(FAULTS[fault]) for i in failed)
+    assert all(r.texts == (f"{i}0", f"{i}1") for i, r in enumerate(results) if r.ok)
+    metrics = executor.metrics()
+    assert metrics[f"failed_prompts/{FAULTS[fault]}"] == len(failed) == metrics["failed_prompts"]
+    assert len(engine.calls) == 3
+
+
+def test_greedy_asks_one_completion_and_repeats_it(make):
+    executor, _ = make([])
+    results = executor.generate(PROMPTS[:1], n=3, greedy=True)
+    assert results[0].texts == ("00", "00", "00")
