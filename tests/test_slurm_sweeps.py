@@ -139,7 +139,7 @@ def test_executor_ablation_sweep(slurm_env, tmp_path):
 
 def test_length_collapse_sweep(slurm_env, tmp_path):
     result = run_sweep(
-        slurm_env, "length_collapse", tmp_path / "sweep", "seed=0", "reward=grounded", "task.length=5,7"
+        slurm_env, "length_collapse", tmp_path / "sweep", "seed=0", "arm=grounded_oracle", "task.length=5,7"
     )
     check_completed(result, tmp_path / "sweep", 2)
 

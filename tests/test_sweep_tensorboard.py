@@ -118,9 +118,13 @@ def test_reward_sweep_compared_and_served_by_tensorboard(tmp_path, cache):
 
 
 def test_length_sweep_table_has_a_length_column_and_a_collapse_curve(tmp_path, cache):
-    sweep_dir = sweep(tmp_path, cache, "length_collapse", "reward=grounded", "task.length=5,7", "seed=0,1")
+    sweep_dir = sweep(
+        tmp_path, cache, "length_collapse", "arm=grounded_oracle", "task.length=5,7", "seed=0,1"
+    )
     markdown, used = run_compare(sweep_dir)
     assert len(used) == 4
     assert "| arm | length | n | mean | 95% CI |" in markdown
-    assert "| reward=grounded | 5 | 2 |" in markdown and "| reward=grounded | 7 | 2 |" in markdown
+    assert "| arm=grounded_oracle | 5 | 2 |" in markdown and "| arm=grounded_oracle | 7 | 2 |" in markdown
     assert (sweep_dir / "compare" / "length_collapse.png").read_bytes()[:4] == b"\x89PNG"
+    assert (sweep_dir / "compare" / "failure_modes.png").read_bytes()[:4] == b"\x89PNG"
+    assert "## Before training: the step-0 validation" in markdown

@@ -231,7 +231,7 @@ def headline_table(runs: Sequence[Run], tags: Sequence[str] = HEADLINE_TAGS) -> 
         "arm",
         *(["length"] if with_length else []),
         "seeds",
-        *(t.removeprefix("final/val/") for t in present),
+        *(t.split("/val/", 1)[-1] for t in present),
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm, length in keys:
@@ -261,6 +261,46 @@ def overlap_notes(runs: Sequence[Run], tags: Sequence[str] = HEADLINE_TAGS) -> l
         elif len(rows) >= 2:
             notes.append(f"- {tag.removeprefix('final/')}: every pair of arms is separated")
     return notes
+
+
+KIND_PREFIX = "final/val/trace/kind/"
+
+
+def with_before(runs: Sequence[Run]) -> list[Run]:
+    """The runs with `before/val/*`: each `val/*` series' first point (the validation before training)."""
+    out = []
+    for run in runs:
+        before = {
+            f"before/{tag}": points[:1]
+            for tag, points in run.scalars.items()
+            if tag.startswith("val/") and points
+        }
+        out.append(Run(run.name, run.params, {**run.scalars, **before}))
+    return out
+
+
+def plot_failure_modes(runs: Sequence[Run], kinds: Sequence[str], path: Path) -> None:
+    """The mix of trace kinds after training (mean over seeds), a stacked bar per arm and length."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = {kind: {(r.arm, r.length): r.stats[0] for r in metric_rows(runs, kind)} for kind in kinds}
+    keys = sorted({key for values in rows.values() for key in values}, key=lambda k: (_as_number(k[1]), k[0]))
+    figure, axes = plt.subplots(figsize=(max(7, 0.6 * len(keys)), 4.5))
+    bottom = [0.0] * len(keys)
+    for kind in kinds:
+        heights = [rows[kind].get(key, 0.0) for key in keys]
+        axes.bar(range(len(keys)), heights, bottom=bottom, label=kind.removeprefix(KIND_PREFIX))
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    axes.set_xticks(range(len(keys)), [f"N={length}\n{arm}" for arm, length in keys], fontsize=6, rotation=90)
+    axes.set_ylabel("share of validation traces")
+    axes.set_title("failure modes after training, per length and arm")
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 @dataclass
@@ -316,6 +356,14 @@ def compare(
         path = out / "length_collapse.png"
         plot_length_collapse(metric_rows(runs, length_tag), length_tag, path)
         files.append(path)
+        kinds = [tag for tag in tags if tag.startswith(KIND_PREFIX)]
+        if kinds:
+            path = out / "failure_modes.png"
+            plot_failure_modes(runs, kinds, path)
+            files.append(path)
+    before = headline_table(with_before(runs), [f"before/{t.removeprefix('final/')}" for t in HEADLINE_TAGS])
+    if before:
+        sections += ["## Before training: the step-0 validation (mean ± 95% CI over seeds)", "", before, ""]
     markdown = "\n".join(sections)
     (out / "comparison.md").write_text(markdown)
     (out / "comparison.json").write_text(json.dumps(used, indent=1))

@@ -44,6 +44,11 @@ def _tensorboard_dir(output_dir: str) -> str:
     return str(Path(output_dir) / "tensorboard")
 
 
+# arithmetic for settings that scale with another (sweeps/length_collapse.yaml: token budgets per N)
+_ARITHMETIC = {"planlift.mul": lambda a, b: int(a) * int(b), "planlift.max": lambda a, b: max(int(a), int(b))}
+for _name, _function in _ARITHMETIC.items():
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _function)
 if not OmegaConf.has_resolver("planlift.run_name"):
     OmegaConf.register_new_resolver("planlift.run_name", _run_name)
 if not OmegaConf.has_resolver("planlift.tensorboard_dir"):
