@@ -39,10 +39,14 @@ def options() -> list[tuple[str, str]]:
     return found
 
 
-def compose_with(overrides: list[str], tmp_path: Path) -> DictConfig:
+def compose_with(
+    overrides: list[str], tmp_path: Path, config_dir: Path = CONF, config_name: str = "train"
+) -> DictConfig:
+    """One job's config (train.yaml, or e.g. a sweep file with conf/ on its search path), resolved."""
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    search = [] if config_dir == CONF else [f"hydra.searchpath=[file://{CONF}]"]
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        cfg = compose(config_name, overrides=[*search, *overrides], return_hydra_config=True)
     # fill what Hydra sets only when a job runs, then resolve every interpolation
     OmegaConf.set_readonly(cfg.hydra, False)
     cfg.hydra.runtime.output_dir = str(tmp_path)

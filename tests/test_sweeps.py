@@ -8,9 +8,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
 
 from tests.test_configs import CONF, check_targets, compose_with
 
@@ -71,26 +69,12 @@ def test_sweep_config_sets_its_own_directory(tmp_path):
     assert cfg.task.length == 6 and cfg.reward.mode == "grounded"  # the base run is train.yaml's
 
 
-def compose_sweep_job(name: str, job: list[str], tmp_path: Path):
-    """One job of a sweep composed from the sweep file itself (its own defaults and settings), resolved."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(SWEEPS), version_base="1.3"):
-        cfg = compose(name, overrides=[f"hydra.searchpath=[file://{CONF}]", *job], return_hydra_config=True)
-    OmegaConf.set_readonly(cfg.hydra, False)
-    cfg.hydra.runtime.output_dir = str(tmp_path)
-    cfg.hydra.job.override_dirname = ",".join(job)
-    HydraConfig.instance().set_config(cfg)
-    OmegaConf.set_readonly(cfg.hydra, False)
-    OmegaConf.resolve(cfg)
-    return cfg
-
-
 @pytest.mark.parametrize("name", ["length_collapse", "length_collapse_paper"])
 def test_length_sweeps_compose_with_budgets_that_grow_with_n(name, tmp_path):
     jobs = [job for job in sweep_jobs(name) if "seed=0" in job and "arm=exec_only" in job]
     lengths = set()
     for job in jobs:
-        cfg = compose_sweep_job(name, job, tmp_path)
+        cfg = compose_with(job, tmp_path, SWEEPS, name)
         assert check_targets(cfg) >= 10
         assert cfg.reward.mode == "exec_only"  # the arm wins over the experiment's reward
         n = cfg.task.length
@@ -107,7 +91,7 @@ def test_length_sweeps_compose_with_budgets_that_grow_with_n(name, tmp_path):
             assert (cfg.trainer.devices, cfg.trainer.strategy) == (8, "ddp")
             assert cfg.hydra.launcher._target_.endswith("PlanliftSlurmLauncher")
     assert lengths == ({5, 10, 20, 40} if name == "length_collapse" else set(range(5, 96, 10)))
-    guarded = compose_sweep_job(name, ["task.length=5", "arm=grounded_guarded", "seed=1"], tmp_path)
+    guarded = compose_with(["task.length=5", "arm=grounded_guarded", "seed=1"], tmp_path, SWEEPS, name)
     assert (guarded.reward.leakage_policy, list(guarded.reward.uplift_bounds)) == ("penalty", [0.0, 1.0])
 
 

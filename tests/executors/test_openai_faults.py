@@ -11,7 +11,7 @@ import pytest
 
 from planlift.executors import OpenAIExecutor
 from planlift.tasks.base import ChatPrompt
-from tests.faults.server import KINDS, FaultPlan, FaultServer
+from tests.faults.server import KINDS, FaultServer, fault_servers
 from tests.faults.upstreams import JsonServer, stub_completions
 
 PROMPT = ChatPrompt(user="S1=3 S2=4 S3=S1+S2 S3?\n", prefill="answer=", stop=("\n",))
@@ -40,16 +40,8 @@ def upstream():
 @pytest.fixture
 def faults(upstream):
     """faults(**plan) -> a started fault server in front of the stub; stopped after the test."""
-    started: list[FaultServer] = []
-
-    def start(**plan) -> FaultServer:
-        server = FaultServer(upstream, "openai", FaultPlan(**{"hang_s": 5.0, "retry_after": "0", **plan}))
-        started.append(server.start())
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+    with fault_servers(upstream, "openai") as start:
+        yield start
 
 
 def executor(server: FaultServer, **kwargs) -> OpenAIExecutor:

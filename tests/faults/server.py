@@ -39,6 +39,8 @@ import threading
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -220,6 +222,24 @@ class FaultServer:
         else:
             scores = [float("nan"), *scores[1:]] if scores else [float("nan")]
         return {"scores": scores}, False
+
+
+@contextmanager
+def fault_servers(upstream: str, api: str) -> Iterator[Callable[..., FaultServer]]:
+    """start(**plan) -> a started FaultServer in front of `upstream`, for fast tests (a 5 s hang, no
+    Retry-After wait unless the plan says otherwise); every server started is stopped on exit."""
+    started: list[FaultServer] = []
+
+    def start(**plan: Any) -> FaultServer:
+        server = FaultServer(upstream, api, FaultPlan(**{"hang_s": 5.0, "retry_after": "0", **plan}))
+        started.append(server.start())
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
 
 
 class LocalServer(ThreadingHTTPServer):

@@ -13,7 +13,7 @@ from planlift.rewards import ExecutorGroundedReward
 from planlift.rm import HttpRM, RMItem
 from planlift.tasks import ProceduralTask
 from planlift.tasks.base import Problem
-from tests.faults.server import KINDS, FaultPlan, FaultServer
+from tests.faults.server import KINDS, FaultServer, fault_servers
 from tests.faults.upstreams import JsonServer, stub_score, stub_scores
 from tests.rewards.scripted import ScriptedExecutor
 
@@ -48,16 +48,8 @@ def upstream():
 @pytest.fixture
 def faults(upstream):
     """faults(**plan) -> a started fault server in front of the stub; stopped after the test."""
-    started: list[FaultServer] = []
-
-    def start(**plan) -> FaultServer:
-        server = FaultServer(upstream, "rm", FaultPlan(**{"hang_s": 5.0, "retry_after": "0", **plan}))
-        started.append(server.start())
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+    with fault_servers(upstream, "rm") as start:
+        yield start
 
 
 def client(server: FaultServer, **kwargs) -> HttpRM:
