@@ -121,17 +121,20 @@ class ProblemStream:
     def _order(self, epoch: int) -> list[int]:
         if self._epoch is None or self._epoch[0] != epoch:
             generator = torch.Generator().manual_seed(self.seed)
-            for _ in range(epoch):  # the draws of the epochs before: iterator seed, permutation, empty tail
-                _draw_epoch(len(self.problems), generator)
-            permutation = _draw_epoch(len(self.problems), generator)
+            partial = len(self.problems) < self.batch_size
+            for _ in range(epoch):  # the draws of the epochs before
+                _draw_epoch(len(self.problems), generator, partial)
+            permutation = _draw_epoch(len(self.problems), generator, partial)
             self._epoch = (epoch, permutation[self.rank :: self.world_size])
         return self._epoch[1]
 
 
-def _draw_epoch(n: int, generator: torch.Generator) -> list[int]:
-    """One epoch of a shuffling DataLoader's draws: its iterator's base seed, RandomSampler's permutation
-    and the empty permutation of its remainder."""
+def _draw_epoch(n: int, generator: torch.Generator, partial: bool) -> list[int]:
+    """One epoch of a shuffling DataLoader's draws as Lightning iterates it: the iterator's base seed and
+    RandomSampler's permutation. Lightning stops after len(loader) full batches, so the sampler reaches
+    its (empty) remainder draw only when the epoch is one partial batch (fewer problems than a batch)."""
     torch.empty((), dtype=torch.int64).random_(generator=generator)
     permutation = torch.randperm(n, generator=generator).tolist()
-    torch.randperm(n, generator=generator)
+    if partial:
+        torch.randperm(n, generator=generator)
     return permutation
