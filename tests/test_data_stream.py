@@ -46,3 +46,42 @@ def test_ranks_share_each_epoch_without_overlap():
     ranks = [take(ProblemStream(problems, 5, seed=0, rank=r, world_size=2), 4) for r in range(2)]
     first_epoch = [set(itertools.chain.from_iterable(batches)) for batches in ranks]
     assert first_epoch[0].isdisjoint(first_epoch[1]) and len(first_epoch[0] | first_epoch[1]) == 40
+
+
+@pytest.mark.parametrize(("size", "batch"), [(8, 8), (20, 8), (5, 8)])
+def test_same_batches_as_lightning_drew_from_the_old_loader(size, batch):
+    """A real Lightning loop over the shuffling DataLoader that train_dataloader() used to return."""
+    import pytorch_lightning as pl
+
+    seen: list[list[int]] = []
+
+    class Recorder(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+            self.automatic_optimization = False
+
+        def training_step(self, problems, batch_idx):
+            seen.append(list(problems))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    loader = DataLoader(
+        list(range(size)),
+        batch_size=batch,
+        shuffle=True,
+        drop_last=size >= batch,
+        collate_fn=list,
+        generator=torch.Generator().manual_seed(0),
+    )
+    trainer = pl.Trainer(
+        max_epochs=4,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(Recorder(), train_dataloaders=loader)
+    assert take(ProblemStream(list(range(size)), batch, seed=0), len(seen)) == seen
