@@ -15,17 +15,22 @@ def take(stream: ProblemStream, count: int) -> list[list[int]]:
     return list(itertools.islice(iter(stream), count))
 
 
-@pytest.mark.parametrize(("size", "batch"), [(50, 8), (48, 8), (5, 8)])
-def test_same_order_as_a_shuffling_dataloader(size, batch):
-    """Runs from before the stream existed keep their data order (and their documented results)."""
-    loader = DataLoader(
+def old_loader(size: int, batch: int, seed: int) -> DataLoader:
+    """The shuffling DataLoader that ProblemDataModule.train_dataloader() returned before the stream."""
+    return DataLoader(
         list(range(size)),
         batch_size=batch,
         shuffle=True,
         drop_last=size >= batch,
         collate_fn=list,
-        generator=torch.Generator().manual_seed(7),
+        generator=torch.Generator().manual_seed(seed),
     )
+
+
+@pytest.mark.parametrize(("size", "batch"), [(50, 8), (48, 8), (5, 8)])
+def test_same_order_as_a_shuffling_dataloader(size, batch):
+    """Runs from before the stream existed keep their data order (and their documented results)."""
+    loader = old_loader(size, batch, seed=7)
     # as Lightning iterates it: a fresh iterator per epoch, len(loader) batches taken
     epochs = [batch for _ in range(3) for batch in itertools.islice(iter(loader), len(loader))]
     assert take(ProblemStream(list(range(size)), batch, seed=7), len(epochs)) == epochs
@@ -67,14 +72,7 @@ def test_same_batches_as_lightning_drew_from_the_old_loader(size, batch):
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    loader = DataLoader(
-        list(range(size)),
-        batch_size=batch,
-        shuffle=True,
-        drop_last=size >= batch,
-        collate_fn=list,
-        generator=torch.Generator().manual_seed(0),
-    )
+    loader = old_loader(size, batch, seed=0)
     trainer = pl.Trainer(
         max_epochs=4,
         logger=False,

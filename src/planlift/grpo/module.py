@@ -332,7 +332,6 @@ class GRPOModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self.planner.train()  # from_pretrained leaves models in eval mode (LoRA dropout needs train mode)
-        self._make_reference()
         if self._reference and self.device_mesh is None:  # a sharded reference is placed already
             self._reference[0].to(self.device)
 

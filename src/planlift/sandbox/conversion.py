@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from planlift.sandbox.oracles import WRAPS
+from planlift.sandbox.oracles import WRAPS, reference_value
 from planlift.sandbox.protocol import NotPlainData, loads_plain
 from planlift.sandbox.records import CodeTest
 
@@ -99,13 +99,8 @@ _NO_VALUE = object()
 
 
 def _expected(comparison: _Comparison, output: bytes | None) -> Any:
-    try:
-        value = loads_plain(output) if output is not None else _NO_VALUE
-    except NotPlainData:
-        value = _NO_VALUE
-    if comparison.oracle == "truthy":  # a match object is not data: it is "something"
-        return True if value is _NO_VALUE else value if isinstance(value, bool) else value is not None
-    if value is _NO_VALUE:
+    usable, value = reference_value(output, comparison.oracle)
+    if not usable:
         return _NO_VALUE
     if comparison.wrap is not None:
         try:

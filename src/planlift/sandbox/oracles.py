@@ -63,18 +63,36 @@ def close(out: Any, expected: Any, atol: float = 0.0, rtol: float = 0.0) -> bool
     return False
 
 
+def decode(output: bytes | None) -> tuple[Any, str | None]:
+    """(value, None) for a pickled value that is plain data, else (None, why it is not)."""
+    if output is None:
+        return None, "the return value is not plain data (or is too large)"
+    try:
+        return loads_plain(output), None
+    except NotPlainData as error:
+        return None, f"the return value is not plain data ({error})"
+
+
+def _something(value: Any, is_data: bool) -> bool:
+    """The truthy oracle's reading: not data (a match object) is something; a bool answers for itself."""
+    if not is_data:
+        return True
+    return value if isinstance(value, bool) else value is not None
+
+
+def reference_value(output: bytes | None, oracle: str) -> tuple[bool, Any]:
+    """(usable, expected value) from a reference solution's pickled output under `oracle`."""
+    value, reason = decode(output)
+    if oracle == "truthy":  # a match object is not data: its presence is the answer
+        return True, _something(value, reason is None)
+    return reason is None, value
+
+
 def judge(test: Any, output: bytes | None) -> tuple[bool, str | None]:
     """(passed, why not) for one call test and the pickled value its program returned."""
-    value, reason = None, "the return value is not plain data (or is too large)"
-    if output is not None:
-        try:
-            value, reason = loads_plain(output), None
-        except NotPlainData as error:
-            reason = f"the return value is not plain data ({error})"
+    value, reason = decode(output)
     if test.oracle == "truthy":
-        # not data (a match object) is something; a bool answers for itself
-        something = True if reason else value if isinstance(value, bool) else value is not None
-        return something == test.expected, None
+        return _something(value, reason is None) == test.expected, None
     if reason:
         return False, reason
     try:

@@ -32,7 +32,7 @@ from planlift.datasets.code import CodeRecord, load_humaneval, load_mbpp, load_m
 from planlift.errors import ConfigError
 from planlift.models.packaged import default_cache_dir
 from planlift.sandbox import CodeTest, ProgramJob, Sandbox, conversion
-from planlift.sandbox.protocol import NotPlainData, loads_plain
+from planlift.sandbox.oracles import reference_value
 from planlift.sandbox.runner import HARNESS_SOURCE
 from planlift.tasks.base import (
     REASONING_CLOSE,
@@ -254,7 +254,7 @@ class CodeTask(Task):
             outputs, seconds = [], []
             blobs = list(result.outputs or []) + [None] * (skip + len(self._inputs(record)))
             for i in range(skip, skip + len(self._inputs(record))):
-                kept, value = _reference_value(blobs[i], record.oracle)
+                kept, value = reference_value(blobs[i], record.oracle)
                 ran = i not in result.failed_tests and kept
                 outputs.append(value)
                 seconds.append(result.test_seconds.get(i) if ran else None)
@@ -385,15 +385,3 @@ class MBPPTask(CodeTask):
         if split == "test":
             return test
         return load_mbpp(split, exclude_ids={r.meta["mbpp_id"] for r in test})
-
-
-def _reference_value(blob: bytes | None, oracle: str) -> tuple[bool, Any]:
-    """(usable, expected value) from a reference's pickled output."""
-    try:
-        value = loads_plain(blob) if blob is not None else None
-        is_data = blob is not None
-    except NotPlainData:
-        value, is_data = None, False
-    if oracle == "truthy":  # a match object is not data: its presence is the answer
-        return True, (value if isinstance(value, bool) else value is not None) if is_data else True
-    return is_data, value
