@@ -12,7 +12,8 @@
 # Checks, in order, each bounded by `timeout` and all by GPU_CHECK_BUDGET_S (default 330 s, the script
 # must finish within 6 minutes): CUDA smoke test (bf16 matmul, bitsandbytes 4-bit), hardware=gpu,
 # hardware=fsdp on 1 device, hardware=qlora4bit on the GPU, hardware=ddp (only with 2+ GPUs), the default
-# learning configuration on the GPU (tiny bootstrap + 150 GRPO steps; ~150 s), executor=vllm if vLLM imports.
+# learning configuration on the GPU (tiny bootstrap + 150 GRPO steps; ~150 s); if vLLM imports: executor=vllm,
+# rollout=vllm (weight sync, mismatch) and the shared planner/executor engine with a LoRA planner.
 # Writes to OUT: summary.txt (install, versions, then one line per check: rc, seconds, step-0 and final
 # val/e2e_acc from the run summary table, peak GPU memory), versions.txt, <check>.log and <check>/ (Hydra
 # config, TensorBoard events; checkpoints stay behind). Exit status 1 when a check failed or timed out.
@@ -247,8 +248,33 @@ if ((${GPUS:-0} > 1)); then
   check ddp 120 debug=fast torch_threads=4 hardware=ddp trainer.devices="$GPUS"
 fi
 check default_config 150 hardware=gpu   # the learning run: tiny bootstrap, 150 GRPO steps
+rollout_numbers() {  # name: step time, weight-sync time and rollout-training log-prob mismatch of a check
+  "$PY" - "$WORK/runs/$1" <<'PY' | sed "s/^/$1 /" | tee -a "$SUMMARY"
+import glob, statistics, sys
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+files = glob.glob(f"{sys.argv[1]}/**/events.out.tfevents.*", recursive=True)
+if not files:
+    print("no events"); raise SystemExit
+events = EventAccumulator(files[0]); events.Reload()
+def values(tag):
+    return [e.value for e in events.Scalars(tag)] if tag in events.Tags()["scalars"] else []
+step = [sum(v) for v in zip(*(values(f"train/time/{p}") for p in ("weight_sync", "rollout", "executor", "update")))]
+fmt = lambda v: f"{statistics.median(v):.3g}" if v else "n/a"
+print(f"step_s={fmt(step)} weight_sync_s={fmt(values('train/time/weight_sync'))}"
+      f" logprob_abs_diff_mean={fmt(values('train/rollout/logprob_abs_diff_mean'))}"
+      f" logprob_abs_diff_max={max(values('train/rollout/logprob_abs_diff_max') or [float('nan')]):.3g}")
+PY
+}
 if "$PY" -c "import vllm" 2>/dev/null; then
   check vllm 90 debug=fast hardware=gpu executor=vllm executor.dtype=bfloat16 executor.gpu_memory_utilization=0.3
+  # planner rollouts through vLLM: full-weight sync, then a LoRA planner sharing one engine with the executor
+  check vllm_rollouts 90 debug=fast hardware=gpu rollout=vllm rollout.gpu_memory_utilization=0.2
+  rollout_numbers vllm_rollouts
+  check vllm_shared_lora 90 debug=fast hardware=gpu rollout=vllm rollout.share_with_executor=true \
+    executor=vllm executor.pretrained=bootstrap:planner executor.dtype=bfloat16 "model.lora={r:8,alpha:16,dropout:0.0}"
+  rollout_numbers vllm_shared_lora
+else
+  note "vllm rc=skipped (vLLM is not installed here: the vLLM executor and planner rollouts on GPU stay unverified)"
 fi
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader 2>/dev/null | sed 's/^/nvidia-smi /' |
   tee -a "$SUMMARY"

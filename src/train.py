@@ -37,11 +37,16 @@ def train(cfg: DictConfig, executor=None) -> float | None:
     with summary.phase("models (bootstrap included)"):
         resolve_checkpoints(cfg, checkpoints, skip=("bootstrap",))  # `bootstrap:<role>` -> a directory
         policy = hydra.utils.instantiate(cfg.model)
-        if executor is None:
+        engine = hydra.utils.instantiate(cfg.rollout)
+        if executor is None and getattr(engine, "share_with_executor", False):
+            executor = hydra.utils.instantiate(cfg.executor, llm=engine.shared_llm(policy))  # one engine
+        elif executor is None:
             executor = hydra.utils.instantiate(cfg.executor)
     rm = hydra.utils.instantiate(cfg.rm) if cfg.get("rm") else None
     reward = hydra.utils.instantiate(cfg.reward, executor=executor, task=task, rm=rm)
-    module = hydra.utils.instantiate(cfg.algorithm, policy=policy, reward=reward, task=task)
+    module = hydra.utils.instantiate(
+        cfg.algorithm, policy=policy, reward=reward, task=task, rollout_engine=engine
+    )
     datamodule = hydra.utils.instantiate(cfg.data, task=task)
     trainer: pl.Trainer = runtime.build_trainer(cfg)
 

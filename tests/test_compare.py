@@ -91,11 +91,16 @@ def test_length_sweep_gets_a_length_column_and_curve(tmp_path):
                     tmp_path,
                     f"reward={reward},seed={seed},task.length={length}",
                     1 / length + seed / 10,
-                    [0.0],
+                    [0.05, 0.5],
                 )
     result = compare(tmp_path)
     assert "| arm | length | n | mean | 95% CI |" in result.markdown
     assert "| reward=grounded | 15 | 2 |" in result.markdown
+    # before -> after per length and arm: step-0 value, then the final mean ± CI over seeds 0 and 1
+    assert "| N | arm | seeds | e2e_acc |" in result.markdown
+    after = [1 / 15, 1 / 15 + 0.1]
+    half = mean_ci(after)[1]
+    assert f"| 15 | reward=grounded | 2 | 0.050 -> {sum(after) / 2:.3f} ± {half:.3f} |" in result.markdown
     assert (tmp_path / "compare" / "length_collapse.png").is_file()
 
 

@@ -177,8 +177,9 @@ def plot_curves(runs: Sequence[Run], tag: str, path: Path) -> None:
     plt.close(figure)
 
 
-def plot_length_collapse(rows: Sequence[Row], tag: str, path: Path) -> None:
-    """`tag` against the program length N, one line per arm, 95% CI error bars."""
+def plot_length_collapse(rows: Sequence[Row], tag: str, path: Path, before: Sequence[Row] = ()) -> None:
+    """`tag` against the program length N, one line per arm, 95% CI bands; `before` (the step-0 rows of
+    the same tag) adds the untrained planner as a dashed line (one per arm when they differ)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -190,7 +191,17 @@ def plot_length_collapse(rows: Sequence[Row], tag: str, path: Path) -> None:
         lengths = [_as_number(r.length) for r in mine]
         stats = [r.stats for r in mine]
         errors = [0.0 if math.isnan(h) else h for _, h in stats]
-        axes.errorbar(lengths, [m for m, _ in stats], yerr=errors, marker="o", capsize=3, label=arm)
+        means = [m for m, _ in stats]
+        line = axes.errorbar(lengths, means, yerr=errors, marker="o", capsize=3, label=f"{arm} (after)")
+        low = [m - e for m, e in zip(means, errors, strict=True)]
+        high = [m + e for m, e in zip(means, errors, strict=True)]
+        axes.fill_between(lengths, low, high, alpha=0.15, color=line[0].get_color())
+    starts: dict[float, float] = {}
+    for row in before:  # every arm starts from the same bootstrap: one line unless they differ
+        starts.setdefault(_as_number(row.length), row.stats[0])
+    if starts:
+        xs = sorted(starts)
+        axes.plot(xs, [starts[x] for x in xs], "k--", marker="x", label="before training (step 0)")
     axes.set_xlabel("program length N (states)")
     axes.set_ylabel(tag)
     axes.set_title("length collapse: final accuracy vs program length")
@@ -212,6 +223,45 @@ HEADLINE_TAGS = (
 )
 # Curves plotted by default: the same metrics over training steps.
 CURVE_TAGS = tuple(tag.removeprefix("final/") for tag in HEADLINE_TAGS[:-1])
+
+
+# The length-collapse study's table (docs/length_collapse.md): before -> after training, per length and arm.
+LENGTH_TAGS = (
+    "val/e2e_acc",
+    "val/trace/exact_exec",
+    "val/trace/step_acc",
+    "val/trace/under_exec",
+    "val/trace/over_exec",
+    "val/trace/premature_answer",
+    "val/trace/leaked_answer",
+    "val/trace/right_wrong_reasons",
+)
+
+
+def length_table(runs: Sequence[Run], tags: Sequence[str] = LENGTH_TAGS) -> str:
+    """One row per (length, arm): `before -> after ± CI` for each tag (step-0 and final validation)."""
+    runs = with_before(runs)
+    present = [t for t in tags if any(f"final/{t}" in run.scalars for run in runs)]
+    after = {t: {(r.length, r.arm): r for r in metric_rows(runs, f"final/{t}")} for t in present}
+    before = {t: {(r.length, r.arm): r for r in metric_rows(runs, f"before/{t}")} for t in present}
+    keys = sorted({k for rows in after.values() for k in rows}, key=lambda k: (_as_number(k[0]), k[1]))
+    lines = [
+        "| N | arm | seeds | "
+        + " | ".join(t.removeprefix("val/").removeprefix("trace/") for t in present)
+        + " |",
+        "|---|---|---|" + "---|" * len(present),
+    ]
+    for key in keys:
+        cells = []
+        for t in present:
+            if key not in after[t]:
+                cells.append("")
+                continue
+            start = f"{before[t][key].stats[0]:.3f} -> " if key in before[t] else ""
+            cells.append(start + _ci_cell(after[t][key]))
+        seeds = max(len(after[t][key].values) for t in present if key in after[t])
+        lines.append(f"| {key[0]} | {key[1]} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _ci_cell(row: Row) -> str:
@@ -354,8 +404,17 @@ def compare(
                     used[run.name][tag] = run.scalars[tag]
     if any(run.length is not None for run in runs) and length_tag in tags:
         path = out / "length_collapse.png"
-        plot_length_collapse(metric_rows(runs, length_tag), length_tag, path)
+        before_tag = "before/" + length_tag.removeprefix("final/")
+        plot_length_collapse(
+            metric_rows(runs, length_tag), length_tag, path, metric_rows(with_before(runs), before_tag)
+        )
         files.append(path)
+        sections += [
+            "## Length collapse: before -> after training (mean ± 95% CI half-width over seeds)",
+            "",
+            length_table(runs),
+            "",
+        ]
         kinds = [tag for tag in tags if tag.startswith(KIND_PREFIX)]
         if kinds:
             path = out / "failure_modes.png"

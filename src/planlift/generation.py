@@ -66,6 +66,7 @@ class Generation:
     completion_ids: torch.Tensor  # [B, T]
     completion_mask: torch.Tensor  # [B, T] 1 up to and including the first EOS
     texts: list[str]  # [B] decoded completions, cut at the first stop string
+    logprobs: torch.Tensor | None = None  # [B, T] the sampler's log-prob of each completion token (vLLM)
 
 
 def eos_token_ids(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> list[int]:

@@ -87,6 +87,8 @@ class VLLMExecutor(Executor):
         enable_prefix_caching / gpu_memory_utilization / max_model_len / tensor_parallel_size /
         enforce_eager: vLLM engine arguments; `engine_kwargs` passes any other.
         max_retries: engine calls after the first for the prompts whose generation failed.
+        llm: an engine already running `pretrained` to serve from instead of starting one (the planner's
+            rollout engine when both share a base: `rollout.share_with_executor`).
     """
 
     resume_fields = ("retried_prompts", "attempt_failures", "prompt_failures")
@@ -108,6 +110,7 @@ class VLLMExecutor(Executor):
         engine_kwargs: dict[str, Any] | None = None,
         allow_download: bool = False,
         max_retries: int = 1,
+        llm: Any = None,
     ) -> None:
         super().__init__()
         check_sampling(temperature, top_p, max_new_tokens)
@@ -149,8 +152,12 @@ class VLLMExecutor(Executor):
         tokenizer_dir = standalone_tokenizer_dir(self.source)
         if tokenizer_dir is not None:
             engine_args["tokenizer"] = tokenizer_dir
-        log.info("vllm executor: starting the engine for %s", self.source)
-        self.llm = vllm.LLM(**engine_args)
+        if llm is not None:
+            log.info("vllm executor: served by the planner's rollout engine (%s)", self.source)
+            self.llm = llm
+        else:
+            log.info("vllm executor: starting the engine for %s", self.source)
+            self.llm = vllm.LLM(**engine_args)
         self._sampling_params = vllm.SamplingParams
 
     @property

@@ -15,6 +15,11 @@ The algorithm's choices, each a constructor argument (defaults follow the author
 7. Masking: completion tokens after the first EOS (or stop string) never enter the loss (the authors'
    code included padding).
 8. Log-probs are taken at the sampling temperature; micro-batches accumulate to the full-batch loss.
+9. Rollout engine: the planner's own `generate` (`rollout=hf`) or vLLM (`rollout=vllm`), which gets the
+   planner's weights after every optimizer step (`train/time/weight_sync`) and returns the log-probs it
+   sampled with; their distance to the recomputed ones is logged (`train/rollout/logprob_abs_diff_*`)
+   and, with `tis_cap: C`, each token's loss is weighted by min(pi_train / pi_rollout, C) (truncated
+   importance sampling).
 
 Diagnostics: every step logs the trace metrics of the sampled completions (`train/trace/*`, including
 the mixture of trace kinds `train/trace/kind/*` on the procedural task) next to the reward terms and
@@ -39,7 +44,15 @@ import pytorch_lightning as pl
 import torch
 
 from planlift.errors import ConfigError
-from planlift.grpo.objective import AGGREGATIONS, KL_ESTIMATORS, LossNormalizer, group_advantages, grpo_loss
+from planlift.grpo.engines import HFEngine, RolloutEngine
+from planlift.grpo.objective import (
+    AGGREGATIONS,
+    KL_ESTIMATORS,
+    LossNormalizer,
+    group_advantages,
+    grpo_loss,
+    truncated_is_weights,
+)
 from planlift.grpo.rollout import Rollout, completion_logprobs, sample_rollout
 from planlift.judging import BaselineCache, judge_reasonings, pass_at_k, summarize
 from planlift.models.policy import Policy
@@ -76,6 +89,8 @@ class GRPOModule(pl.LightningModule):
         val_pass_samples: int = 0,
         log_samples_every: int = 10,
         seed: int = 0,
+        rollout_engine: RolloutEngine | None = None,
+        tis_cap: float | None = None,
     ) -> None:
         super().__init__()
         if num_generations < 2:
@@ -100,6 +115,8 @@ class GRPOModule(pl.LightningModule):
             raise ConfigError(f"algorithm.val_pass_samples must be >= 0, got {val_pass_samples}")
         if temperature <= 0:
             raise ConfigError(f"algorithm.temperature must be > 0, got {temperature}")
+        if tis_cap is not None and tis_cap < 1:
+            raise ConfigError(f"algorithm.tis_cap must be >= 1 or null, got {tis_cap}")
         self.automatic_optimization = False
         self.policy = policy
         self.planner = policy.model  # the only registered submodule: the executor is not part of this module
@@ -124,6 +141,10 @@ class GRPOModule(pl.LightningModule):
         self.val_pass_samples = val_pass_samples
         self.log_samples_every = log_samples_every
         self.seed = seed
+        self.engine = rollout_engine or HFEngine()
+        self.tis_cap = tis_cap
+        self._engine_step: int | None = None  # the optimizer step whose weights the engine holds
+        self._sync_seconds = 0.0
         self.val_baseline_cache = BaselineCache()
         self.batches_seen = 0  # the data position a resumed run continues from (planlift.data)
         self._reference: list[torch.nn.Module] = []  # a list keeps the copy out of state_dict and DDP
@@ -134,6 +155,9 @@ class GRPOModule(pl.LightningModule):
         self.batches_seen += 1
         torch.manual_seed(self._step_seed())
         timings: dict[str, float] = {}
+        if self.engine.holds_weights:
+            self.sync_engine()
+            timings["weight_sync"] = self._sync_seconds  # this step's weights, loaded here or at validation
         with _timed(timings, "rollout"):
             rollout = self.sample(problems, self.num_generations)
         scores = self.reward(problems, rollout.texts, self.num_generations)
@@ -142,7 +166,19 @@ class GRPOModule(pl.LightningModule):
             update = self.update_policy(rollout, advantages.to(self.device), scores.mask.to(self.device))
         self._log_step(rollout, scores, advantages, update, timings)
 
-    def sample(self, problems: list[Problem], group_size: int, greedy: bool = False) -> Rollout:
+    def sync_engine(self) -> None:
+        """Load the planner's weights into the rollout engine once per optimizer step (a collective under
+        FSDP: every rank calls it at the same step)."""
+        if self.engine.holds_weights and self._engine_step != self.global_step:
+            start = time.perf_counter()
+            self.engine.load_weights(self.policy)
+            self._sync_seconds = time.perf_counter() - start
+            self._engine_step = self.global_step
+
+    def sample(
+        self, problems: list[Problem], group_size: int, greedy: bool = False, seed: int | None = None
+    ) -> Rollout:
+        self.sync_engine()
         return sample_rollout(
             self.policy,
             self.task,
@@ -152,6 +188,8 @@ class GRPOModule(pl.LightningModule):
             temperature=self.temperature,
             top_p=self.top_p,
             max_new_tokens=self.max_new_tokens,
+            engine=self.engine,
+            seed=self._step_seed() if seed is None else seed,
         )
 
     def update_policy(
@@ -168,9 +206,15 @@ class GRPOModule(pl.LightningModule):
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
         stats: dict[str, float] = defaultdict(float)
-        for _ in range(self.num_iterations):
-            for rows in chunks:
+        sampler = rollout.sampler_logprobs
+        is_weights: list[torch.Tensor] = []  # per chunk, from the first pass (the rollout-time policy)
+        for iteration in range(self.num_iterations):
+            for index, rows in enumerate(chunks):
                 logprobs, entropy = completion_logprobs(self.planner, rollout, rows, self.temperature)
+                if sampler is not None and iteration == 0:
+                    _mismatch_stats(stats, logprobs.detach(), sampler[rows], rollout.completion_mask[rows])
+                    if self.tis_cap is not None:
+                        is_weights.append(truncated_is_weights(logprobs, sampler[rows], self.tis_cap))
                 terms = grpo_loss(
                     logprobs,
                     old[rows] if old is not None else logprobs.detach(),
@@ -182,6 +226,7 @@ class GRPOModule(pl.LightningModule):
                     ref_logprobs=ref[rows] if ref is not None else None,
                     kl_coef=self.kl_coef,
                     kl_estimator=self.kl_estimator,
+                    is_weights=is_weights[index] if is_weights else None,
                 )
                 self.manual_backward(terms.loss)
                 mask = token_mask[rows].float()
@@ -201,13 +246,25 @@ class GRPOModule(pl.LightningModule):
                 scheduler.step()
         tokens = max(stats.pop("tokens"), 1.0)
         n = self.num_iterations
-        return {
+        out = {
             "loss": stats["loss"] / n,
             "policy_loss": stats["policy_loss"] / n,
             "kl": stats["kl"] / n,
             "clip_fraction": stats.pop("clip_sum") / tokens,
             "entropy": stats.pop("entropy_sum") / tokens,
         }
+        if sampler is not None:
+            sampled = max(stats["sampled_tokens"], 1.0)
+            out["rollout/logprob_abs_diff_mean"] = stats["abs_diff_sum"] / sampled
+            out["rollout/logprob_abs_diff_max"] = stats["abs_diff_max"]
+            if is_weights:
+                mask = rollout.completion_mask.float()
+                weights = torch.cat(is_weights)
+                out["rollout/is_weight_mean"] = ((weights * mask).sum() / mask.sum().clamp(min=1)).item()
+                out["rollout/is_capped_fraction"] = (
+                    ((weights >= self.tis_cap).float() * mask).sum() / mask.sum().clamp(min=1)
+                ).item()
+        return out
 
     @torch.no_grad()
     def _frozen_logprobs(self, rollout: Rollout, chunks: list[slice]) -> torch.Tensor:
@@ -237,7 +294,7 @@ class GRPOModule(pl.LightningModule):
 
     def validation_step(self, problems: list[Problem], batch_idx: int) -> None:
         """Greedy planner -> executor on held-out problems: e2e, baseline, uplift, leakage, trace metrics."""
-        rollout = self.sample(problems, 1, greedy=True)
+        rollout = self.sample(problems, 1, greedy=True, seed=self._step_seed() ^ 0x5EED)
         reasonings = [self.task.extract_reasoning(text) for text in rollout.texts]
         records = judge_reasonings(
             self.task,
@@ -275,7 +332,7 @@ class GRPOModule(pl.LightningModule):
     def _validate_samples(self, problems: list[Problem]) -> None:
         """G samples per problem at the training temperature, each judged greedily: pass@G and the mixture."""
         g = self.val_pass_samples
-        rollout = self.sample(problems, g)
+        rollout = self.sample(problems, g, seed=(self._step_seed() ^ 0x5EED) + 1)
         records = judge_reasonings(
             self.task,
             self.reward.executor,
@@ -387,6 +444,7 @@ class GRPOModule(pl.LightningModule):
         metrics["train/advantage_abs"] = advantages.abs().mean().item()
         metrics["train/lr"] = self.optimizers().param_groups[0]["lr"]
         metrics.update({f"train/executor/{k}": v for k, v in self.reward.executor.metrics().items()})
+        metrics.update({f"train/rollout/{k}": v for k, v in self.engine.metrics().items()})
         metrics.update(self._sampled_trace_metrics(rollout, scores))
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(rollout.problems))
         self.log(
@@ -428,6 +486,16 @@ class GRPOModule(pl.LightningModule):
         experiment = getattr(self.logger, "experiment", None)
         if self.global_rank == 0 and hasattr(experiment, "add_text"):
             experiment.add_text(tag, text, global_step=self.global_step if step is None else step)
+
+
+def _mismatch_stats(
+    stats: dict[str, float], train: torch.Tensor, sampler: torch.Tensor, mask: torch.Tensor
+) -> None:
+    """Accumulate |log pi_train - log pi_rollout| over the sampled tokens (sum, count, max)."""
+    diff = (train - sampler.to(train.device)).abs() * mask
+    stats["abs_diff_sum"] += diff.sum().item()
+    stats["sampled_tokens"] += mask.sum().item()
+    stats["abs_diff_max"] = max(stats["abs_diff_max"], diff.max().item() if diff.numel() else 0.0)
 
 
 @contextmanager

@@ -110,13 +110,15 @@ def grpo_loss(
     ref_logprobs: torch.Tensor | None = None,
     kl_coef: float = 0.0,
     kl_estimator: str = "k3",
+    is_weights: torch.Tensor | None = None,
 ) -> LossTerms:
     """Clipped surrogate with an optional KL penalty.
 
-    logprobs / old_logprobs / ref_logprobs / token_mask: [B, T]; advantages: [B].
-    per-token loss = -min(rho A, clip(rho, 1 - clip_low, 1 + clip_high) A) + kl_coef * KL,
-    rho = exp(logprobs - old_logprobs). With one update per rollout (old = logprobs.detach()) rho = 1 and
-    the gradient is -A * grad log pi, the authors' update.
+    logprobs / old_logprobs / ref_logprobs / token_mask / is_weights: [B, T]; advantages: [B].
+    per-token loss = -w min(rho A, clip(rho, 1 - clip_low, 1 + clip_high) A) + kl_coef * KL,
+    rho = exp(logprobs - old_logprobs), w = the truncated importance weight of a token sampled by another
+    engine (`truncated_is_weights`; 1 when None). With one update per rollout (old = logprobs.detach())
+    rho = 1 and the gradient is -A * grad log pi, the authors' update.
     """
     mask = token_mask.float()
     ratio = torch.exp(logprobs - old_logprobs)
@@ -124,6 +126,8 @@ def grpo_loss(
     unclipped = ratio * adv
     clipped = torch.clamp(ratio, 1 - clip_low, 1 + clip_high) * adv
     per_token_policy = -torch.min(unclipped, clipped)
+    if is_weights is not None:
+        per_token_policy = per_token_policy * is_weights
     per_token = per_token_policy
     kl = None
     if ref_logprobs is not None:
@@ -139,3 +143,11 @@ def grpo_loss(
         kl=kl,
         clip_fraction=clip_fraction.detach(),
     )
+
+
+def truncated_is_weights(
+    train_logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, cap: float
+) -> torch.Tensor:
+    """min(pi_train / pi_sampler, cap) per token, without gradient: corrects for tokens sampled by an
+    engine whose distribution differs from the trained model's (vLLM kernels, a stale sync). [B, T]."""
+    return torch.exp(train_logprobs.detach() - sampler_logprobs).clamp(max=cap)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from planlift.generation import generate
+from planlift.grpo.engines import HFEngine, RolloutEngine
 from planlift.models.policy import Policy
 from planlift.tasks.base import Problem, Task
 
@@ -23,6 +23,9 @@ class Rollout:
     completion_ids: torch.Tensor  # [B, Tc]
     completion_mask: torch.Tensor  # [B, Tc] 1 up to and including the first EOS / stop
     texts: list[str]  # [B] decoded completions
+    sampler_logprobs: torch.Tensor | None = (
+        None  # [B, Tc] log pi_rollout(token) from the engine (vLLM), else None
+    )
 
     @property
     def completion_lengths(self) -> torch.Tensor:  # [B]
@@ -39,19 +42,22 @@ def sample_rollout(
     temperature: float = 0.7,
     top_p: float = 1.0,
     max_new_tokens: int = 64,
+    engine: RolloutEngine | None = None,
+    seed: int = 0,
 ) -> Rollout:
+    """G completions per problem from `engine` (default: the planner's own `generate`)."""
     prompts = [task.planner_prompt(p) for p in problems]
     stops = sorted({s for p in prompts for s in p.stop})
-    out = generate(
-        policy.model,
-        policy.tokenizer,
+    out = (engine or HFEngine()).sample(
+        policy,
         policy.render(prompts),
         group_size,
-        do_sample=not greedy,
+        greedy=greedy,
         temperature=temperature,
         top_p=top_p,
         max_new_tokens=max_new_tokens,
         stop=stops,
+        seed=seed,
     )
     return Rollout(
         problems=list(problems),
@@ -61,6 +67,7 @@ def sample_rollout(
         completion_ids=out.completion_ids,
         completion_mask=out.completion_mask,
         texts=out.texts,
+        sampler_logprobs=out.logprobs,
     )
 
 

@@ -1,0 +1,144 @@
+"""`rollout=vllm` in the vllm tier: the planner's rollouts sampled by a real vLLM engine (CPU build) that
+gets the planner's weights through the worker extension. The engine's log-probs of its sampled tokens are
+the check: they match the trained planner's after a sync and are far from them when the sync is skipped.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from planlift.grpo.rollout import completion_logprobs, sample_rollout
+from planlift.models import load_policy
+from tests.executors.test_vllm_tier import train_steps
+
+pytestmark = pytest.mark.vllm
+
+
+@pytest.fixture(scope="module")
+def planner_engine(debug_bootstrap):
+    """(task, planner checkpoint, one VLLMEngine for the module)."""
+    from planlift.grpo.vllm_engine import VLLMEngine
+
+    task, bootstrap = debug_bootstrap
+    return task, str(bootstrap.ensure().checkpoint("planner")), VLLMEngine(dtype="float32", seed=0)
+
+
+def mismatch(policy, engine, task, seed=0):
+    """Mean and max |log pi_engine - log pi_planner| over the sampled tokens, and the rollout."""
+    problems = list(task.problems("validation"))[:8]
+    rollout = sample_rollout(
+        policy, task, problems, 4, temperature=0.7, max_new_tokens=24, engine=engine, seed=seed
+    )
+    with torch.no_grad():
+        planner, _ = completion_logprobs(policy.model, rollout, slice(None), 0.7)
+    diff = (planner - rollout.sampler_logprobs).abs()[rollout.completion_mask.bool()]
+    return diff.mean().item(), diff.max().item(), rollout
+
+
+def perturb(model: torch.nn.Module, scale: float, seed: int) -> None:
+    """A stand-in for training: every weight moves by `scale` of its own std."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad and p.numel() > 1:
+                p.add_(torch.randn(p.shape, generator=generator) * p.std() * scale)
+
+
+def test_engine_logprobs_match_the_planner_after_a_sync_and_not_without(planner_engine):
+    task, planner, engine = planner_engine
+    policy = load_policy(planner)
+    engine.load_weights(policy)
+    synced, synced_max, rollout = mismatch(policy, engine, task)
+    assert rollout.completion_mask.sum() > 8 * 4  # real completions, not empty ones
+    assert len(set(rollout.texts)) > 4  # sampled, not greedy
+    decoded = [
+        policy.tokenizer.decode(ids[m.bool()], skip_special_tokens=True)
+        for ids, m in zip(rollout.completion_ids, rollout.completion_mask, strict=True)
+    ]
+    assert all(d.startswith(t) for d, t in zip(decoded, rollout.texts, strict=True))
+    perturb(policy.model, 0.3, seed=1)  # the planner moves; the engine still holds the old weights
+    stale, stale_max, _ = mismatch(policy, engine, task)
+    engine.load_weights(policy)  # a second load into the running engine
+    resynced, resynced_max, _ = mismatch(policy, engine, task)
+    print(
+        f"mean|max abs diff: synced {synced:.2e}|{synced_max:.2e} stale {stale:.2e}|{stale_max:.2e} "
+        f"resynced {resynced:.2e}|{resynced_max:.2e}"
+    )
+    assert synced < 1e-3 and resynced < 1e-3
+    assert stale > 50 * max(synced, resynced) and stale > 0.05
+    assert engine.syncs == 2
+
+
+def test_a_lora_planner_is_synced_as_base_plus_delta(planner_engine):
+    task, planner, engine = planner_engine
+    policy = load_policy(planner, lora={"r": 4, "alpha": 8, "dropout": 0.0})
+    with torch.no_grad():  # a trained adapter (B starts at zero)
+        generator = torch.Generator().manual_seed(0)
+        for name, p in policy.model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.2)
+    engine.load_weights(policy)
+    synced, _, _ = mismatch(policy, engine, task)
+    with policy.model.disable_adapter():  # the base alone is far from what the engine now samples
+        base, _, _ = mismatch(policy, engine, task)
+    assert synced < 1e-3 < 0.05 < base
+
+
+def test_grpo_trains_with_vllm_rollouts_and_logs_sync_and_mismatch(vllm_executor, tmp_path):
+    logged = train_steps(tmp_path / "synced", "executor=vllm", "rollout=vllm", executor=vllm_executor)
+    assert [s for s, _ in logged["train/time/weight_sync"]] == [0, 1, 2]
+    assert all(v < 1e-3 for _, v in logged["train/rollout/logprob_abs_diff_mean"])
+    assert logged["train/rollout/syncs"][-1][1] >= 3
+    stale = train_steps(
+        tmp_path / "stale",
+        "executor=vllm",
+        "rollout=vllm",
+        "rollout.sync_weights=false",
+        "algorithm.optimizer.lr=0.01",
+        executor=vllm_executor,
+    )
+    diffs = [v for _, v in stale["train/rollout/logprob_abs_diff_mean"]]
+    assert diffs[0] < 1e-3  # the engine starts from the planner's checkpoint
+    assert diffs[-1] > 0.01  # two optimizer steps later it samples from a policy the update no longer has
+
+
+def test_one_engine_serves_the_lora_planner_and_the_executor_like_two_engines(debug_bootstrap, tmp_path):
+    """Greedy planner texts (LoRA request) and executor texts (plain request) from one engine equal those
+    of a merged-weights planner engine and a separate executor engine."""
+    import hydra
+
+    from planlift.grpo.vllm_engine import VLLMEngine
+    from tests.test_configs import compose_with
+
+    task, bootstrap = debug_bootstrap
+    base = str(bootstrap.ensure().checkpoint("planner"))
+    policy = load_policy(base, lora={"r": 4, "alpha": 8, "dropout": 0.0})
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(0)
+        for name, p in policy.model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.2)
+    cfg = compose_with(["debug=fast", "executor=vllm"], tmp_path)
+    cfg.executor.pretrained = base
+
+    def texts(engine, executor):
+        problems = list(task.problems("validation"))[:16]
+        planner = sample_rollout(policy, task, problems, 1, greedy=True, max_new_tokens=48, engine=engine)
+        reasonings = [task.extract_reasoning(t) for t in planner.texts]
+        prompts = [task.executor_prompt(p, r) for p, r in zip(problems, reasonings, strict=True)]
+        return planner.texts, [r.texts[0] for r in executor.generate(prompts, 1, greedy=True)]
+
+    shared = VLLMEngine(dtype="float32", seed=0, share_with_executor=True, max_lora_rank=8)
+    one = texts(shared, hydra.utils.instantiate(cfg.executor, llm=shared.shared_llm(policy)))
+    separate = VLLMEngine(dtype="float32", seed=0)
+    separate.load_weights(policy)  # merged base + delta
+    two = texts(separate, hydra.utils.instantiate(cfg.executor))
+    assert shared.syncs == 1 and shared._lora is not None
+    assert one[0] == two[0]  # the planner: base + adapter in one engine == merged weights in another
+    assert one[1] == two[1]  # the executor: plain requests see the bare base
+    with policy.model.disable_adapter():  # the adapter matters: the base alone writes other texts
+        bare = sample_rollout(
+            policy, task, list(task.problems("validation"))[:16], 1, greedy=True, max_new_tokens=48
+        ).texts
+    assert bare != one[0]
