@@ -5,7 +5,8 @@
    second (completion tokens up to EOS), median over rounds. vLLM's time includes loading the planner's
    weights (the per-step sync) as a separate column.
 2. One full GRPO step: `src/train.py experiment=gsm8k_smollm2 rollout=<engine>` for `--steps` steps,
-   each engine in turn; the per-phase times it logs (train/time/*), median over steps after the first.
+   the engines alternating for `--step-rounds` rounds; the per-phase times it logs (train/time/*), median
+   over the steps after the first of each run.
 
 Run from the vLLM venv (CPU ratios understate GPU ones: vLLM's paged attention and CUDA kernels are
 where its lead comes from on GPUs):
@@ -87,9 +88,9 @@ def rollout_stage(args) -> dict:
 def grpo_step(args) -> dict:
     from tbparse import SummaryReader
 
-    out = {}
-    for engine in ("hf", "vllm"):
-        run_dir = Path(tempfile.mkdtemp()) / engine
+    steps: dict[str, dict[str, list[float]]] = {"hf": {}, "vllm": {}}
+    for round_, engine in [(r, e) for r in range(args.step_rounds) for e in ("hf", "vllm")]:
+        run_dir = Path(tempfile.mkdtemp()) / f"{engine}{round_}"
         command = [
             sys.executable,
             str(ROOT / "src" / "train.py"),
@@ -106,12 +107,13 @@ def grpo_step(args) -> dict:
         ]
         subprocess.run(command, check=True, env={**os.environ, **VLLM_ENV}, cwd=ROOT, capture_output=True)
         frame = SummaryReader(str(run_dir / "tensorboard")).scalars
-        phases = {}
         for tag, group in frame[frame.tag.str.startswith("train/time/")].groupby("tag"):
             values = [v for s, v in zip(group.step, group.value, strict=True) if s > 0]  # step 0 warms up
-            phases[tag.removeprefix("train/time/")] = statistics.median(values)
-        phases["step"] = sum(phases.values())
-        out[engine] = phases
+            steps[engine].setdefault(tag.removeprefix("train/time/"), []).extend(values)
+    out = {}
+    for engine, phases in steps.items():
+        out[engine] = {phase: statistics.median(values) for phase, values in phases.items()}
+        out[engine]["step"] = sum(out[engine].values())
     out["ratio_step_time"] = out["hf"]["step"] / out["vllm"]["step"]
     return out
 
@@ -124,12 +126,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--skip-step", action="store_true", help="the rollout stage only")
+    parser.add_argument("--step-rounds", type=int, default=2)
+    parser.add_argument("--only", choices=["rollout", "step"], help="one of the two parts")
     args = parser.parse_args()
     os.environ.update(VLLM_ENV)
     sys.path.insert(0, str(ROOT))
-    result = {"settings": vars(args), "rollout_stage": rollout_stage(args)}
-    if not args.skip_step:
+    result = {"settings": vars(args)}
+    if args.only != "step":
+        result["rollout_stage"] = rollout_stage(args)
+    if args.only != "rollout":
         result["grpo_step"] = grpo_step(args)
     print(json.dumps(result, indent=2))
 
