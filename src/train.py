@@ -24,8 +24,9 @@ from planlift.summary import RunSummary
 log = logging.getLogger("planlift.train")
 
 
-def train(cfg: DictConfig, executor=None) -> float | None:
-    """`executor`: an already running executor to use instead of `cfg.executor` (a test session's engine)."""
+def train(cfg: DictConfig, executor=None, engine=None) -> float | None:
+    """`executor` / `engine`: an already running executor / rollout engine to use instead of `cfg.executor` /
+    `cfg.rollout` (a test session's: vLLM engines in one process share its distributed state)."""
     runtime.configure_threads(cfg.torch_threads)
     runtime.prepare_ddp_relaunch(__file__)
     runtime.quiet_libraries()
@@ -37,7 +38,8 @@ def train(cfg: DictConfig, executor=None) -> float | None:
     with summary.phase("models (bootstrap included)"):
         resolve_checkpoints(cfg, checkpoints, skip=("bootstrap",))  # `bootstrap:<role>` -> a directory
         policy = hydra.utils.instantiate(cfg.model)
-        engine = hydra.utils.instantiate(cfg.rollout)
+        if engine is None:
+            engine = hydra.utils.instantiate(cfg.rollout)
         if executor is None and getattr(engine, "share_with_executor", False):
             executor = hydra.utils.instantiate(cfg.executor, llm=engine.shared_llm(policy))  # one engine
         elif executor is None:

@@ -139,7 +139,13 @@ def test_executor_ablation_sweep(slurm_env, tmp_path):
 
 def test_length_collapse_sweep(slurm_env, tmp_path):
     result = run_sweep(
-        slurm_env, "length_collapse", tmp_path / "sweep", "seed=0", "arm=grounded_oracle", "task.length=5,7"
+        slurm_env,
+        "length_collapse",
+        tmp_path / "sweep",
+        "seed=0",
+        "arm=grounded_oracle",
+        "task.length=5,7",
+        "trainer.max_steps=4",  # the sweep file sets the study's 50 steps, which win over debug=fast
     )
     check_completed(result, tmp_path / "sweep", 2)
 

@@ -119,7 +119,13 @@ def test_reward_sweep_compared_and_served_by_tensorboard(tmp_path, cache):
 
 def test_length_sweep_table_has_a_length_column_and_a_collapse_curve(tmp_path, cache):
     sweep_dir = sweep(
-        tmp_path, cache, "length_collapse", "arm=grounded_oracle", "task.length=5,7", "seed=0,1"
+        tmp_path,
+        cache,
+        "length_collapse",
+        "arm=grounded_oracle",
+        "task.length=5,7",
+        "seed=0,1",
+        "trainer.max_steps=4",  # the sweep file's 50 steps win over debug=fast
     )
     markdown, used = run_compare(sweep_dir)
     assert len(used) == 4
@@ -128,3 +134,4 @@ def test_length_sweep_table_has_a_length_column_and_a_collapse_curve(tmp_path, c
     assert (sweep_dir / "compare" / "length_collapse.png").read_bytes()[:4] == b"\x89PNG"
     assert (sweep_dir / "compare" / "failure_modes.png").read_bytes()[:4] == b"\x89PNG"
     assert "## Before training: the step-0 validation" in markdown
+    assert "| N | arm | seeds | e2e_acc | exact_exec |" in markdown  # before -> after per length

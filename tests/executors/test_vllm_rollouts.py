@@ -1,6 +1,9 @@
 """`rollout=vllm` in the vllm tier: the planner's rollouts sampled by a real vLLM engine (CPU build) that
 gets the planner's weights through the worker extension. The engine's log-probs of its sampled tokens are
 the check: they match the trained planner's after a sync and are far from them when the sync is skipped.
+
+Every engine made here lives until the session ends (`keep_alive`): in-process vLLM engines share the
+process's distributed state, and tearing one down breaks the others (the session executor's included).
 """
 
 from __future__ import annotations
@@ -15,7 +18,12 @@ from tests.executors.test_vllm_tier import train_steps
 pytestmark = pytest.mark.vllm
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
+def keep_alive():
+    return []
+
+
+@pytest.fixture(scope="session")
 def planner_engine(debug_bootstrap):
     """(task, planner checkpoint, one VLLMEngine for the module)."""
     from planlift.grpo.vllm_engine import VLLMEngine
@@ -85,25 +93,35 @@ def test_a_lora_planner_is_synced_as_base_plus_delta(planner_engine):
     assert synced < 1e-3 < 0.05 < base
 
 
-def test_grpo_trains_with_vllm_rollouts_and_logs_sync_and_mismatch(vllm_executor, tmp_path):
-    logged = train_steps(tmp_path / "synced", "executor=vllm", "rollout=vllm", executor=vllm_executor)
+def test_grpo_trains_with_vllm_rollouts_and_logs_sync_and_mismatch(vllm_executor, planner_engine, tmp_path):
+    _, planner, engine = planner_engine
+    logged = train_steps(
+        tmp_path / "synced", "executor=vllm", "rollout=vllm", executor=vllm_executor, engine=engine
+    )
     assert [s for s, _ in logged["train/time/weight_sync"]] == [0, 1, 2]
     assert all(v < 1e-3 for _, v in logged["train/rollout/logprob_abs_diff_mean"])
     assert logged["train/rollout/syncs"][-1][1] >= 3
-    stale = train_steps(
-        tmp_path / "stale",
-        "executor=vllm",
-        "rollout=vllm",
-        "rollout.sync_weights=false",
-        "algorithm.optimizer.lr=0.01",
-        executor=vllm_executor,
-    )
+    engine.load_weights(load_policy(planner))  # the starting planner, then no more loads
+    engine.sync_weights = False
+    try:
+        stale = train_steps(
+            tmp_path / "stale",
+            "executor=vllm",
+            "rollout=vllm",
+            "algorithm.optimizer.lr=0.01",
+            executor=vllm_executor,
+            engine=engine,
+        )
+    finally:
+        engine.sync_weights = True
     diffs = [v for _, v in stale["train/rollout/logprob_abs_diff_mean"]]
     assert diffs[0] < 1e-3  # the engine starts from the planner's checkpoint
     assert diffs[-1] > 0.01  # two optimizer steps later it samples from a policy the update no longer has
 
 
-def test_one_engine_serves_the_lora_planner_and_the_executor_like_two_engines(debug_bootstrap, tmp_path):
+def test_one_engine_serves_the_lora_planner_and_the_executor_like_two_engines(
+    debug_bootstrap, keep_alive, tmp_path
+):
     """Greedy planner texts (LoRA request) and executor texts (plain request) from one engine equal those
     of a merged-weights planner engine and a separate executor engine."""
     import hydra
@@ -130,10 +148,13 @@ def test_one_engine_serves_the_lora_planner_and_the_executor_like_two_engines(de
         return planner.texts, [r.texts[0] for r in executor.generate(prompts, 1, greedy=True)]
 
     shared = VLLMEngine(dtype="float32", seed=0, share_with_executor=True, max_lora_rank=8)
-    one = texts(shared, hydra.utils.instantiate(cfg.executor, llm=shared.shared_llm(policy)))
     separate = VLLMEngine(dtype="float32", seed=0)
+    executors = [hydra.utils.instantiate(cfg.executor, llm=shared.shared_llm(policy))]
     separate.load_weights(policy)  # merged base + delta
-    two = texts(separate, hydra.utils.instantiate(cfg.executor))
+    executors.append(hydra.utils.instantiate(cfg.executor))
+    keep_alive.extend([shared, separate, *executors])
+    one = texts(shared, executors[0])
+    two = texts(separate, executors[1])
     assert shared.syncs == 1 and shared._lora is not None
     assert one[0] == two[0]  # the planner: base + adapter in one engine == merged weights in another
     assert one[1] == two[1]  # the executor: plain requests see the bare base

@@ -38,7 +38,7 @@ def scalars(run_dir):
     return {tag: list(zip(group.step, group.value, strict=True)) for tag, group in frame.groupby("tag")}
 
 
-def train_steps(tmp_path, *overrides, executor=None):
+def train_steps(tmp_path, *overrides, executor=None, engine=None):
     """A few grounded GRPO steps in process (src/train.py's `train`) with the debug preset."""
     from tests.test_configs import compose_with
 
@@ -46,7 +46,7 @@ def train_steps(tmp_path, *overrides, executor=None):
 
     run_dir = tmp_path / "run"
     cfg = compose_with([*DEBUG_OVERRIDES, "reward=grounded", "trainer.max_steps=3", *overrides], run_dir)
-    train(cfg, executor=executor)
+    train(cfg, executor=executor, engine=engine)
     return scalars(run_dir)
 
 
