@@ -239,8 +239,7 @@ LENGTH_TAGS = (
 
 
 def length_table(runs: Sequence[Run], tags: Sequence[str] = LENGTH_TAGS) -> str:
-    """One row per (length, arm): `before -> after ± CI` for each tag (step-0 and final validation)."""
-    runs = with_before(runs)
+    """One row per (length, arm): `before -> after ± CI` for each tag; `runs` carry `before/*` (`with_before`)."""
     present = [t for t in tags if any(f"final/{t}" in run.scalars for run in runs)]
     after = {t: {(r.length, r.arm): r for r in metric_rows(runs, f"final/{t}")} for t in present}
     before = {t: {(r.length, r.arm): r for r in metric_rows(runs, f"before/{t}")} for t in present}
@@ -368,7 +367,7 @@ def compare(
 ) -> Comparison:
     """Tables for every `final/*` metric, curve plots for `curve_tags`, the length-collapse plot when the
     sweep varies task.length; written to `out_dir` (default `<sweep dir>/compare`)."""
-    runs = load_runs(sweep_dir)
+    runs = with_before(load_runs(sweep_dir))  # every run also carries its step-0 validation as before/*
     out = Path(out_dir) if out_dir is not None else Path(sweep_dir) / "compare"
     out.mkdir(parents=True, exist_ok=True)
     tags = final_tags(runs)
@@ -405,9 +404,7 @@ def compare(
     if any(run.length is not None for run in runs) and length_tag in tags:
         path = out / "length_collapse.png"
         before_tag = "before/" + length_tag.removeprefix("final/")
-        plot_length_collapse(
-            metric_rows(runs, length_tag), length_tag, path, metric_rows(with_before(runs), before_tag)
-        )
+        plot_length_collapse(metric_rows(runs, length_tag), length_tag, path, metric_rows(runs, before_tag))
         files.append(path)
         sections += [
             "## Length collapse: before -> after training (mean ± 95% CI half-width over seeds)",
@@ -420,7 +417,7 @@ def compare(
             path = out / "failure_modes.png"
             plot_failure_modes(runs, kinds, path)
             files.append(path)
-    before = headline_table(with_before(runs), [f"before/{t.removeprefix('final/')}" for t in HEADLINE_TAGS])
+    before = headline_table(runs, [f"before/{t.removeprefix('final/')}" for t in HEADLINE_TAGS])
     if before:
         sections += ["## Before training: the step-0 validation (mean ± 95% CI over seeds)", "", before, ""]
     markdown = "\n".join(sections)

@@ -64,6 +64,20 @@ def standalone_tokenizer_dir(checkpoint: str) -> str | None:
     return str(target)
 
 
+def engine_args(
+    source: str, gpu_memory_utilization: float, engine_kwargs: dict[str, Any] | None, **args: Any
+) -> dict[str, Any]:
+    """`vllm.LLM` arguments for the checkpoint `source`: `args`, then `engine_kwargs` over them; the GPU
+    share on CUDA only; a tokenizer-only directory for a generic tokenizers backend."""
+    out = {"model": source, **args, **(engine_kwargs or {})}
+    if _has_cuda():
+        out["gpu_memory_utilization"] = gpu_memory_utilization
+    tokenizer_dir = standalone_tokenizer_dir(source)
+    if tokenizer_dir is not None:
+        out["tokenizer"] = tokenizer_dir
+    return out
+
+
 def import_vllm() -> Any:
     try:
         import vllm
@@ -137,27 +151,24 @@ class VLLMExecutor(Executor):
         self.attempt_failures: Counter[str] = Counter()  # prompts of every failed attempt, by kind
         self.prompt_failures: Counter[str] = Counter()  # prompts that failed after their retries, by kind
         self.seed = seed + int(os.environ.get("RANK", 0))
-        engine_args: dict[str, Any] = {
-            "model": self.source,
-            "dtype": dtype,
-            "seed": self.seed,
-            "enable_prefix_caching": enable_prefix_caching,
-            "max_model_len": max_model_len,
-            "tensor_parallel_size": tensor_parallel_size,
-            "enforce_eager": enforce_eager,
-            **(engine_kwargs or {}),
-        }
-        if _has_cuda():
-            engine_args["gpu_memory_utilization"] = gpu_memory_utilization
-        tokenizer_dir = standalone_tokenizer_dir(self.source)
-        if tokenizer_dir is not None:
-            engine_args["tokenizer"] = tokenizer_dir
         if llm is not None:
             log.info("vllm executor: served by the planner's rollout engine (%s)", self.source)
             self.llm = llm
         else:
             log.info("vllm executor: starting the engine for %s", self.source)
-            self.llm = vllm.LLM(**engine_args)
+            self.llm = vllm.LLM(
+                **engine_args(
+                    self.source,
+                    gpu_memory_utilization,
+                    engine_kwargs,
+                    dtype=dtype,
+                    seed=self.seed,
+                    enable_prefix_caching=enable_prefix_caching,
+                    max_model_len=max_model_len,
+                    tensor_parallel_size=tensor_parallel_size,
+                    enforce_eager=enforce_eager,
+                )
+            )
         self._sampling_params = vllm.SamplingParams
 
     @property

@@ -23,9 +23,8 @@ class Rollout:
     completion_ids: torch.Tensor  # [B, Tc]
     completion_mask: torch.Tensor  # [B, Tc] 1 up to and including the first EOS / stop
     texts: list[str]  # [B] decoded completions
-    sampler_logprobs: torch.Tensor | None = (
-        None  # [B, Tc] log pi_rollout(token) from the engine (vLLM), else None
-    )
+    # [B, Tc] log pi_rollout(token) as the engine sampled it (vLLM); None for the planner's own generate
+    sampler_logprobs: torch.Tensor | None = None
 
     @property
     def completion_lengths(self) -> torch.Tensor:  # [B]

@@ -104,7 +104,7 @@ class VLLMEngine(RolloutEngine):
         """Start the engine from the planner's checkpoint (once per process)."""
         if self.llm is not None:
             return
-        from planlift.executors.vllm import import_vllm, standalone_tokenizer_dir
+        from planlift.executors.vllm import engine_args, import_vllm
         from planlift.models.loading import locate_checkpoint
 
         source = locate_checkpoint(policy.source, "model.pretrained")
@@ -114,28 +114,25 @@ class VLLMEngine(RolloutEngine):
             )
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process: weights by reference
         vllm = import_vllm()
-        args: dict[str, Any] = {
-            "model": source,
-            "dtype": self.dtype or str(next(policy.model.parameters()).dtype).removeprefix("torch."),
-            "seed": self.seed,
-            "max_model_len": self.max_model_len,
-            "enforce_eager": self.enforce_eager,
-            "enable_prefix_caching": self.enable_prefix_caching,
-            "worker_extension_cls": WORKER_EXTENSION,
-            "logprobs_mode": "processed_logprobs",
-            **self.engine_kwargs,
-        }
+        args = engine_args(
+            source,
+            self.gpu_memory_utilization,
+            self.engine_kwargs,
+            dtype=self.dtype or str(next(policy.model.parameters()).dtype).removeprefix("torch."),
+            seed=self.seed,
+            max_model_len=self.max_model_len,
+            enforce_eager=self.enforce_eager,
+            enable_prefix_caching=self.enable_prefix_caching,
+            worker_extension_cls=WORKER_EXTENSION,
+            logprobs_mode="processed_logprobs",
+        )
         if torch.cuda.is_available():
-            args["gpu_memory_utilization"] = self.gpu_memory_utilization
             args["enable_sleep_mode"] = self.sleep
         if self.share_with_executor:
             args.update(enable_lora=True, max_lora_rank=self.max_lora_rank, max_loras=1)
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         if distributed and torch.distributed.get_world_size() > 1:
             args["distributed_executor_backend"] = "external_launcher"  # one engine per rank
-        tokenizer_dir = standalone_tokenizer_dir(source)
-        if tokenizer_dir is not None:
-            args["tokenizer"] = tokenizer_dir
         log.info("vllm rollouts: starting the engine for %s", source)
         with torch.inference_mode(False):  # Lightning's validation loop may be the first caller: weights
             self.llm = vllm.LLM(**args)  # made in inference mode could not be updated in place later
@@ -155,12 +152,10 @@ class VLLMEngine(RolloutEngine):
         self._wake()
         if self.share_with_executor:
             self._load_adapter(policy)
-            self.syncs += 1
-            self.sync_seconds += time.perf_counter() - start
-            return
-        weights = list(planner_weights(policy))  # every rank gathers (FSDP), then loads its own engine
-        self.llm.collective_rpc("load_planner_weights", args=(weights,))
-        self.llm.reset_prefix_cache()  # cached prefixes were computed with the old weights
+        else:
+            weights = list(planner_weights(policy))  # every rank gathers (FSDP), then loads its own engine
+            self.llm.collective_rpc("load_planner_weights", args=(weights,))
+            self.llm.reset_prefix_cache()  # cached prefixes were computed with the old weights
         self.syncs += 1
         self.sync_seconds += time.perf_counter() - start
 
