@@ -1,4 +1,6 @@
-"""Rollout engines side by side: Hugging Face `generate` (rollout=hf) vs vLLM (rollout=vllm).
+"""Rollout engines side by side: Hugging Face `generate` (rollout=hf), vLLM in the training process
+(rollout=vllm) and, with `--engines hf,vllm,vllm_server`, a vLLM server in its own process
+(rollout=vllm_server; the bench starts it on 127.0.0.1 and stops it by PID).
 
 1. Rollout stage: the same P GSM8K planner prompts x G samples x max tokens from the SmolLM2-135M planner
    (LoRA, as `model=smollm2`), each engine in turn for `--rounds` interleaved rounds; generated tokens per
@@ -12,18 +14,24 @@ Run from the vLLM venv (CPU ratios understate GPU ones: vLLM's paged attention a
 where its lead comes from on GPUs):
 
     .venv-vllm/bin/python bench/rollout_engines.py [--problems 8] [--group 4] [--max-tokens 128]
+
+Ratios are against HF (`ratio_tokens_per_s` / `ratio_step_time`: > 1 means faster than HF).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,15 +42,72 @@ VLLM_ENV = {
 }
 
 
-def rollout_stage(args) -> dict:
+@contextlib.contextmanager
+def rollout_server(args):
+    """`planlift.executors.serve --rollouts` on the SmolLM2 base (the LoRA planner's) on a free port."""
+    if "vllm_server" not in args.engines:
+        yield None
+        return
+    from tests.test_configs import compose_with
+
+    from planlift.models.loading import locate_checkpoint
+
+    cfg = compose_with(["experiment=gsm8k_smollm2"], Path(tempfile.mkdtemp()))
+    checkpoint = locate_checkpoint(cfg.model.pretrained, "model.pretrained")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "VLLM_CPU_KVCACHE_SPACE": "2"}
+    env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
+    log = open(Path(tempfile.mkdtemp()) / "server.log", "w")  # noqa: SIM115
+    command = [sys.executable, "-m", "planlift.executors.serve", str(checkpoint), "--rollouts"]
+    process = subprocess.Popen(
+        [*command, "--port", str(port), "--", "--enforce-eager"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 900
+        while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"rollout server did not start: see {log.name}")
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{base}/health", timeout=2) as reply:
+                if reply.status == 200:
+                    break
+            time.sleep(2)
+        yield base
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+
+
+def make_engine(name: str, server: str | None):
+    from planlift.grpo.engines import HFEngine
+    from planlift.grpo.vllm_engine import VLLMEngine
+    from planlift.grpo.vllm_server import VLLMServerEngine
+
+    if name == "hf":
+        return HFEngine()
+    if name == "vllm":
+        return VLLMEngine(seed=0)
+    return VLLMServerEngine(server)
+
+
+def rollout_stage(args, server: str | None) -> dict:
     import hydra
     import torch
     from tests.test_configs import compose_with
 
     from planlift import runtime
-    from planlift.grpo.engines import HFEngine
     from planlift.grpo.rollout import sample_rollout
-    from planlift.grpo.vllm_engine import VLLMEngine
     from planlift.models import load_policy
 
     runtime.configure_threads(args.threads)
@@ -50,17 +115,17 @@ def rollout_stage(args) -> dict:
     task = hydra.utils.instantiate(cfg.task)
     policy = load_policy(**{k: v for k, v in cfg.model.items() if k != "_target_"})
     problems = list(task.problems("train"))[: args.problems]
-    engines = {"hf": HFEngine(), "vllm": VLLMEngine(seed=0)}
+    engines = {name: make_engine(name, server) for name in args.engines}
     times: dict[str, list[float]] = {name: [] for name in engines}
     tokens: dict[str, list[int]] = {name: [] for name in engines}
-    syncs: list[float] = []
-    for round_ in range(args.rounds + 1):  # round 0 warms both up (engine start, first kernels)
+    syncs: dict[str, list[float]] = {name: [] for name in engines}
+    for round_ in range(args.rounds + 1):  # round 0 warms every engine up (start, first kernels)
         for name, engine in engines.items():
-            if name == "vllm":
+            if engine.holds_weights:
                 start = time.perf_counter()
                 engine.load_weights(policy)
                 if round_:
-                    syncs.append(time.perf_counter() - start)
+                    syncs[name].append(time.perf_counter() - start)
             torch.manual_seed(round_)
             start = time.perf_counter()
             rollout = sample_rollout(
@@ -80,16 +145,19 @@ def rollout_stage(args) -> dict:
     for name in engines:
         rate = [t / s for t, s in zip(tokens[name], times[name], strict=True)]
         out[name] = {"tokens_per_s": statistics.median(rate), "seconds": statistics.median(times[name])}
-    out["vllm"]["sync_seconds"] = statistics.median(syncs)
-    out["ratio_tokens_per_s"] = out["vllm"]["tokens_per_s"] / out["hf"]["tokens_per_s"]
+        if syncs[name]:
+            out[name]["sync_seconds"] = statistics.median(syncs[name])
+    for name in engines:
+        if name != "hf" and "hf" in out:
+            out[name]["ratio_tokens_per_s"] = out[name]["tokens_per_s"] / out["hf"]["tokens_per_s"]
     return out
 
 
-def grpo_step(args) -> dict:
+def grpo_step(args, server: str | None) -> dict:
     from tbparse import SummaryReader
 
-    steps: dict[str, dict[str, list[float]]] = {"hf": {}, "vllm": {}}
-    for round_, engine in [(r, e) for r in range(args.step_rounds) for e in ("hf", "vllm")]:
+    steps: dict[str, dict[str, list[float]]] = {name: {} for name in args.engines}
+    for round_, engine in [(r, e) for r in range(args.step_rounds) for e in args.engines]:
         run_dir = Path(tempfile.mkdtemp()) / f"{engine}{round_}"
         command = [
             sys.executable,
@@ -104,6 +172,7 @@ def grpo_step(args) -> dict:
             f"torch_threads={args.threads}",
             "callbacks.rich_progress_bar=null",
             f"hydra.run.dir={run_dir}",
+            *([f"rollout.base_url={server}"] if engine == "vllm_server" else []),
         ]
         subprocess.run(command, check=True, env={**os.environ, **VLLM_ENV}, cwd=ROOT, capture_output=True)
         frame = SummaryReader(str(run_dir / "tensorboard")).scalars
@@ -114,7 +183,9 @@ def grpo_step(args) -> dict:
     for engine, phases in steps.items():
         out[engine] = {phase: statistics.median(values) for phase, values in phases.items()}
         out[engine]["step"] = sum(out[engine].values())
-    out["ratio_step_time"] = out["hf"]["step"] / out["vllm"]["step"]
+    for engine in args.engines:
+        if engine != "hf" and "hf" in out:
+            out[engine]["ratio_step_time"] = out["hf"]["step"] / out[engine]["step"]
     return out
 
 
@@ -128,14 +199,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--step-rounds", type=int, default=2)
     parser.add_argument("--only", choices=["rollout", "step"], help="one of the two parts")
+    parser.add_argument("--engines", default="hf,vllm", help="comma-separated: hf, vllm, vllm_server")
     args = parser.parse_args()
+    args.engines = args.engines.split(",")
+    if unknown := set(args.engines) - {"hf", "vllm", "vllm_server"}:
+        parser.error(f"unknown engines {sorted(unknown)}")
     os.environ.update(VLLM_ENV)
     sys.path.insert(0, str(ROOT))
     result = {"settings": vars(args)}
-    if args.only != "step":
-        result["rollout_stage"] = rollout_stage(args)
-    if args.only != "rollout":
-        result["grpo_step"] = grpo_step(args)
+    with rollout_server(args) as server:
+        if args.only != "step":
+            result["rollout_stage"] = rollout_stage(args, server)
+        if args.only != "rollout":
+            result["grpo_step"] = grpo_step(args, server)
     print(json.dumps(result, indent=2))
 
 

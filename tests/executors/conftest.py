@@ -1,10 +1,12 @@
-"""Session fixtures of the `vllm` tier: one offline engine and one OpenAI server per test session.
+"""Session fixtures of the `vllm` tier: one offline engine and one OpenAI server per test session for the
+debug preset's tiny bootstrap executor, and one rollout server for its planner.
 
-Run with the vLLM venv (`make test-vllm`): both serve the executor of the debug preset's tiny bootstrap.
+Run with the vLLM venv (`make test-vllm`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -84,24 +86,29 @@ def openai_server(debug_bootstrap, tmp_path_factory):
     """vLLM's OpenAI server for the bootstrap executor on 127.0.0.1; yields its base URL; stopped by PID."""
     _, bootstrap = debug_bootstrap
     checkpoint = str(bootstrap.ensure().checkpoint("executor"))
+    with serving(checkpoint, [], tmp_path_factory.mktemp("server") / "server.log") as base:
+        yield f"{base}/v1"
+
+
+@pytest.fixture(scope="session")
+def rollout_server(debug_bootstrap, tmp_path_factory):
+    """The bootstrap planner served for `rollout=vllm_server` (`serve --rollouts`); yields its base URL."""
+    _, bootstrap = debug_bootstrap
+    checkpoint = str(bootstrap.ensure().checkpoint("planner"))
+    with serving(checkpoint, ["--rollouts"], tmp_path_factory.mktemp("rollouts") / "server.log") as base:
+        yield base
+
+
+@contextlib.contextmanager
+def serving(checkpoint: str, flags: list[str], log_path: Path):
+    """`python -m planlift.executors.serve` on a free port of 127.0.0.1 (float32, eager); stopped by PID."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)  # the server keeps vLLM's default process layout
+    command = [sys.executable, "-m", "planlift.executors.serve", checkpoint, "--port", str(port), *flags]
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "planlift.executors.serve",
-                checkpoint,
-                "--port",
-                str(port),
-                "--",
-                "--dtype",
-                "float32",
-                "--enforce-eager",
-            ],
+            [*command, "--", "--dtype", "float32", "--enforce-eager"],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -110,7 +117,7 @@ def openai_server(debug_bootstrap, tmp_path_factory):
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{base}/health", process, log_path, timeout_s=300)
-        yield f"{base}/v1"
+        yield base
     finally:
         stop(process)
 

@@ -1,5 +1,6 @@
-"""`rollout=vllm` in the vllm tier: the planner's rollouts sampled by a real vLLM engine (CPU build) that
-gets the planner's weights through the worker extension. The engine's log-probs of its sampled tokens are
+"""`rollout=vllm` and `rollout=vllm_server` in the vllm tier: the planner's rollouts sampled by a real vLLM
+engine (CPU build; in the training process or a server started by the session) that gets the planner's
+weights through the worker extension. The engine's log-probs of its sampled tokens are
 the check: they match the trained planner's after a sync and are far from them when the sync is skipped.
 
 Every engine made here lives until the session ends (`keep_alive`): in-process vLLM engines share the
@@ -163,3 +164,87 @@ def test_one_engine_serves_the_lora_planner_and_the_executor_like_two_engines(
             policy, task, list(task.problems("validation"))[:16], 1, greedy=True, max_new_tokens=48
         ).texts
     assert bare != one[0]
+
+
+def test_the_rollout_server_samples_what_the_colocated_engine_samples(planner_engine, rollout_server):
+    """`rollout=vllm_server`: the same weights and seeds give the same tokens and log-probs as the engine in
+    the training process, sampled and greedy."""
+    from planlift.grpo.vllm_server import VLLMServerEngine
+
+    task, planner, colocated = planner_engine
+    server = VLLMServerEngine(rollout_server)
+    policy = load_policy(planner)
+    perturb(policy.model, 0.1, seed=2)  # weights neither engine started from
+    server.load_weights(policy)
+    colocated.load_weights(policy)
+    problems = list(task.problems("validation"))[:8]
+    for greedy in (False, True):
+        one, two = (
+            sample_rollout(
+                policy, task, problems, 4, greedy=greedy, temperature=0.7, max_new_tokens=32, engine=e, seed=5
+            )
+            for e in (server, colocated)
+        )
+        assert one.texts == two.texts
+        assert torch.equal(one.completion_ids, two.completion_ids)
+        torch.testing.assert_close(one.sampler_logprobs, two.sampler_logprobs, rtol=0, atol=1e-5)
+        assert len(set(one.texts)) > (4 if not greedy else 1)
+
+
+def test_the_rollout_server_gets_each_sync_and_misses_a_skipped_one(planner_engine, rollout_server):
+    from planlift.grpo.vllm_server import VLLMServerEngine
+
+    task, planner, _ = planner_engine
+    server = VLLMServerEngine(rollout_server)
+    policy = load_policy(planner)
+    perturb(policy.model, 0.05, seed=3)
+    server.load_weights(policy)
+    synced, _, _ = mismatch(policy, server, task)
+    perturb(policy.model, 0.3, seed=1)  # not loaded: the server samples the previous weights
+    stale, _, _ = mismatch(policy, server, task)
+    server.load_weights(policy)
+    resynced, _, _ = mismatch(policy, server, task)
+    print(f"server mean abs diff: synced {synced:.2e} stale {stale:.2e} resynced {resynced:.2e}")
+    assert synced < 1e-3 and resynced < 1e-3
+    assert stale > 50 * max(synced, resynced) and stale > 0.05
+    assert server.metrics()["syncs"] == 2 and server.metrics()["weight_megabytes"] > 1
+
+
+def test_grpo_trains_with_rollouts_from_the_server(vllm_executor, rollout_server, tmp_path):
+    logged = train_steps(
+        tmp_path,
+        "executor=vllm",
+        "rollout=vllm_server",
+        f"rollout.base_url={rollout_server}",
+        executor=vllm_executor,
+    )
+    assert [s for s, _ in logged["train/time/weight_sync"]] == [0, 1, 2]
+    assert all(v < 1e-3 for _, v in logged["train/rollout/logprob_abs_diff_mean"])
+    assert logged["train/rollout/syncs"][-1][1] >= 3
+    assert logged["train/rollout/server_retries"][-1][1] == 0
+
+
+@pytest.mark.parametrize("rollout", ["vllm", "vllm_server"])
+@pytest.mark.parametrize("hardware", ["ddp_sim", "fsdp_sim"])
+def test_two_ranks_sample_from_synced_engines(request, vllm_session, tmp_path, hardware, rollout):
+    """Two gloo ranks (DDP; FSDP2, whose weights are gathered on every rank first). `rollout=vllm`: each
+    rank starts its own engine (`external_launcher`) and loads it. `rollout=vllm_server`: rank 0 loads
+    the one server, the other waits at the barrier; both sample after it."""
+    from tests.test_train_e2e import scalars, train
+
+    run = tmp_path / hardware
+    server = []
+    if rollout == "vllm_server":
+        server = [f"rollout.base_url={request.getfixturevalue('rollout_server')}"]
+    train(run, vllm_session, f"hardware={hardware}", f"rollout={rollout}", *server)
+    logged = scalars(run)
+    steps = [s for s, _ in logged["train/loss"]]
+    assert len(steps) >= 3
+    assert [s for s, _ in logged["train/time/weight_sync"]] == steps
+    assert all(v < 1e-3 for _, v in logged["train/rollout/logprob_abs_diff_mean"])
+    ranks = [run / "train.log", run / "train_ddp_process_1.log"]
+    if rollout == "vllm":
+        assert all("vllm rollouts: starting the engine" in log.read_text() for log in ranks)  # one each
+    else:
+        assert logged["train/rollout/weight_megabytes"][-1][1] > 1  # rank 0 wrote the gathered weights
+        assert ranks[1].exists()  # a second rank ran

@@ -1,6 +1,6 @@
 """Engine-agnostic parts of `rollout=vllm`: the weights an engine gets (full, LoRA merged), truncated
 importance weights, and the update's mismatch logging (an engine double that returns log-probs; the real
-vLLM engine is tested in tests/grpo/test_vllm_rollouts.py, vllm tier)."""
+vLLM engines are tested in tests/executors/test_vllm_rollouts.py, vllm tier)."""
 
 from __future__ import annotations
 

@@ -9,8 +9,11 @@ the update can measure (and correct) how far the sampler's distribution is from 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from planlift.generation import Generation, generate
+import torch
+
+from planlift.generation import Generation, cut_at_stop, generate
 from planlift.models.policy import Policy
 
 
@@ -57,3 +60,79 @@ class HFEngine(RolloutEngine):
             max_new_tokens=max_new_tokens,
             stop=stop,
         )
+
+
+class SyncedEngine(RolloutEngine):
+    """An engine with its own copy of the weights (vLLM, in process or a server): counts what it did."""
+
+    holds_weights = True
+
+    def __init__(self) -> None:
+        self.syncs = 0
+        self.sync_seconds = 0.0
+        self.generated_tokens = 0
+
+    def _counted(self, generation: Generation) -> Generation:
+        self.generated_tokens += int(generation.completion_mask.sum())
+        return generation
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "syncs": float(self.syncs),
+            "sync_seconds_total": self.sync_seconds,
+            "generated_tokens": float(self.generated_tokens),
+        }
+
+
+@dataclass
+class Sampled:
+    """One completion as a vLLM engine returns it: token ids, each token's log-prob, the decoded text."""
+
+    token_ids: list[int]
+    logprobs: list[float]
+    text: str
+
+
+def requests_per_prompt(n: int, greedy: bool) -> int:
+    """Greedy samples are identical: ask the engine for one and repeat it."""
+    return 1 if greedy else n
+
+
+def to_generation(
+    tokenizer, prompts: list[list[int]], samples: list[Sampled], stop: Sequence[str], n: int, greedy: bool
+) -> Generation:
+    """Left-padded prompts and right-padded completions with the sampler's log-probs, one row per sample.
+
+    `prompts[i]` is the i-th prompt's token ids, `samples` its completions in order (one per prompt when
+    greedy: repeated `n` times here)."""
+    asked = requests_per_prompt(n, greedy)
+    if len(samples) != asked * len(prompts):
+        raise RuntimeError(f"rollouts: {len(samples)} completions for {len(prompts)} prompts x n={asked}")
+    rows = [ids for ids in prompts for _ in range(n)]
+    samples = [s for i in range(len(prompts)) for s in samples[i * asked : (i + 1) * asked] * (n // asked)]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    width_p = max(len(ids) for ids in rows)
+    width_c = max(max((len(s.token_ids) for s in samples), default=0), 1)
+    prompt_ids = torch.full((len(rows), width_p), pad, dtype=torch.long)
+    prompt_mask = torch.zeros((len(rows), width_p), dtype=torch.long)
+    completion_ids = torch.full((len(rows), width_c), pad, dtype=torch.long)
+    completion_mask = torch.zeros((len(rows), width_c), dtype=torch.long)
+    logprobs = torch.zeros((len(rows), width_c), dtype=torch.float32)
+    for i, (ids, sample) in enumerate(zip(rows, samples, strict=True)):
+        prompt_ids[i, width_p - len(ids) :] = torch.tensor(ids)
+        prompt_mask[i, width_p - len(ids) :] = 1
+        if len(sample.logprobs) != len(sample.token_ids):
+            raise RuntimeError("rollouts: the engine returned no log-prob for some sampled tokens")
+        if not sample.token_ids:
+            continue
+        completion_ids[i, : len(sample.token_ids)] = torch.tensor(sample.token_ids)
+        completion_mask[i, : len(sample.token_ids)] = 1
+        logprobs[i, : len(sample.token_ids)] = torch.tensor(sample.logprobs)
+    return Generation(
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        completion_ids=completion_ids,
+        completion_mask=completion_mask,
+        texts=[cut_at_stop(s.text, stop) for s in samples],
+        logprobs=logprobs,
+    )

@@ -15,11 +15,11 @@ The algorithm's choices, each a constructor argument (defaults follow the author
 7. Masking: completion tokens after the first EOS (or stop string) never enter the loss (the authors'
    code included padding).
 8. Log-probs are taken at the sampling temperature; micro-batches accumulate to the full-batch loss.
-9. Rollout engine: the planner's own `generate` (`rollout=hf`) or vLLM (`rollout=vllm`), which gets the
-   planner's weights after every optimizer step (`train/time/weight_sync`) and returns the log-probs it
-   sampled with; their distance to the recomputed ones is logged (`train/rollout/logprob_abs_diff_*`)
-   and, with `tis_cap: C`, each token's loss is weighted by min(pi_train / pi_rollout, C) (truncated
-   importance sampling).
+9. Rollout engine: the planner's own `generate` (`rollout=hf`) or vLLM (`rollout=vllm` in process,
+   `rollout=vllm_server` in its own), which gets the planner's weights after every optimizer step
+   (`train/time/weight_sync`) and returns the log-probs it sampled with; their distance to the recomputed
+   ones is logged (`train/rollout/logprob_abs_diff_*`) and, with `tis_cap: C`, each token's loss is
+   weighted by min(pi_train / pi_rollout, C) (truncated importance sampling).
 
 Diagnostics: every step logs the trace metrics of the sampled completions (`train/trace/*`, including
 the mixture of trace kinds `train/trace/kind/*` on the procedural task) next to the reward terms and

@@ -24,14 +24,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from planlift.errors import ConfigError
-from planlift.generation import Generation, cut_at_stop
-from planlift.grpo.engines import RolloutEngine
+from planlift.grpo.engines import Sampled, SyncedEngine, requests_per_prompt, to_generation
 from planlift.grpo.weights import planner_weights
 from planlift.models.policy import Policy
 
@@ -40,7 +38,7 @@ log = logging.getLogger(__name__)
 WORKER_EXTENSION = "planlift.grpo.vllm_worker.WeightLoader"
 
 
-class VLLMEngine(RolloutEngine):
+class VLLMEngine(SyncedEngine):
     """A vLLM engine that samples the planner's rollouts with the planner's current weights.
 
     Args:
@@ -58,8 +56,6 @@ class VLLMEngine(RolloutEngine):
             base; `executor=vllm`); `max_lora_rank` bounds the adapter's rank.
     """
 
-    holds_weights = True
-
     def __init__(
         self,
         dtype: str | None = None,
@@ -74,6 +70,7 @@ class VLLMEngine(RolloutEngine):
         max_lora_rank: int = 64,
         engine_kwargs: dict[str, Any] | None = None,
     ) -> None:
+        super().__init__()
         if not 0 < gpu_memory_utilization <= 1:
             raise ConfigError(
                 f"rollout.gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}"
@@ -94,9 +91,6 @@ class VLLMEngine(RolloutEngine):
         self.llm: Any = None
         self._lora: Any = None  # the planner's current LoRARequest (shared engine)
         self._adapter_root: str | None = None
-        self.syncs = 0
-        self.sync_seconds = 0.0
-        self.generated_tokens = 0
 
     # ---- the engine -------------------------------------------------------------------------------
 
@@ -133,6 +127,10 @@ class VLLMEngine(RolloutEngine):
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         if distributed and torch.distributed.get_world_size() > 1:
             args["distributed_executor_backend"] = "external_launcher"  # one engine per rank
+            # vLLM reads the rank from the environment, which Lightning leaves unset on rank 0
+            os.environ.setdefault("RANK", str(torch.distributed.get_rank()))
+            os.environ.setdefault("WORLD_SIZE", str(torch.distributed.get_world_size()))
+            os.environ.setdefault("LOCAL_RANK", str(int(os.environ.get("LOCAL_RANK", 0))))
         log.info("vllm rollouts: starting the engine for %s", source)
         with torch.inference_mode(False):  # Lightning's validation loop may be the first caller: weights
             self.llm = vllm.LLM(**args)  # made in inference mode could not be updated in place later
@@ -196,7 +194,7 @@ class VLLMEngine(RolloutEngine):
         self._wake()
         tokenizer = policy.tokenizer
         prompt_ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
-        asked = 1 if greedy else n  # greedy samples are identical: one, repeated
+        asked = requests_per_prompt(n, greedy)
         params = [
             self._vllm.SamplingParams(
                 n=asked,
@@ -218,57 +216,13 @@ class VLLMEngine(RolloutEngine):
         if self.sleep:
             self.llm.sleep(level=1)  # weights to CPU, KV cache freed: the update gets the memory
             self._asleep = True
-        rows, samples = [], []
-        for ids, output in zip(prompt_ids, outputs, strict=True):
-            completions = list(output.outputs)
-            if len(completions) != asked:
-                raise RuntimeError(f"vllm rollouts: {len(completions)} completions for n={asked}")
-            for completion in completions * (n if greedy else 1):
-                rows.append(ids)
-                samples.append(completion)
-        return self._generation(tokenizer, rows, samples, stop)
-
-    def _generation(
-        self, tokenizer, rows: list[list[int]], samples: list[Any], stop: Sequence[str]
-    ) -> Generation:
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        width_p = max(len(ids) for ids in rows)
-        width_c = max(max((len(s.token_ids) for s in samples), default=0), 1)
-        prompt_ids = torch.full((len(rows), width_p), pad, dtype=torch.long)
-        prompt_mask = torch.zeros((len(rows), width_p), dtype=torch.long)
-        completion_ids = torch.full((len(rows), width_c), pad, dtype=torch.long)
-        completion_mask = torch.zeros((len(rows), width_c), dtype=torch.long)
-        logprobs = torch.zeros((len(rows), width_c), dtype=torch.float32)
-        for i, (ids, sample) in enumerate(zip(rows, samples, strict=True)):
-            prompt_ids[i, width_p - len(ids) :] = torch.tensor(ids)
-            prompt_mask[i, width_p - len(ids) :] = 1
-            tokens = list(sample.token_ids)
-            if not tokens:
-                continue
-            completion_ids[i, : len(tokens)] = torch.tensor(tokens)
-            completion_mask[i, : len(tokens)] = 1
-            logprobs[i, : len(tokens)] = torch.tensor(_sampled_logprobs(sample, tokens))
-        self.generated_tokens += int(completion_mask.sum())
-        return Generation(
-            prompt_ids=prompt_ids,
-            prompt_mask=prompt_mask,
-            completion_ids=completion_ids,
-            completion_mask=completion_mask,
-            texts=[cut_at_stop(s.text, stop) for s in samples],
-            logprobs=logprobs,
-        )
-
-    def metrics(self) -> dict[str, float]:
-        return {
-            "syncs": float(self.syncs),
-            "sync_seconds_total": self.sync_seconds,
-            "generated_tokens": float(self.generated_tokens),
-        }
+        samples = [
+            Sampled(list(c.token_ids), _sampled_logprobs(c), c.text) for o in outputs for c in o.outputs
+        ]
+        return self._counted(to_generation(tokenizer, prompt_ids, samples, stop, n, greedy))
 
 
-def _sampled_logprobs(sample: Any, tokens: list[int]) -> list[float]:
+def _sampled_logprobs(completion: Any) -> list[float]:
     """The log-prob vLLM reported for each sampled token (`SamplingParams(logprobs=0)`)."""
-    found = sample.logprobs
-    if found is None or len(found) < len(tokens):
-        raise RuntimeError("vllm rollouts: the engine returned no log-prob for some sampled tokens")
-    return [found[j][token].logprob for j, token in enumerate(tokens)]
+    found = completion.logprobs or []
+    return [found[j][token].logprob for j, token in enumerate(completion.token_ids) if j < len(found)]

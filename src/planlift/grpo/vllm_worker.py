@@ -1,5 +1,5 @@
 """Methods vLLM adds to its worker for `rollout=vllm` (`LLM(worker_extension_cls=...)`), called through
-`LLM.collective_rpc`. Imported inside vLLM's worker: keep this module free of planlift's heavy imports.
+`LLM.collective_rpc` (colocated) or the server's `/collective_rpc` (`rollout=vllm_server`). Imported inside vLLM's worker: keep this module free of planlift's heavy imports.
 
 Weights go through the worker's own `reload_weights` (vLLM's in-place reload: each layer's weight loader,
 then its post-processing again, e.g. the CPU backend's GEMM packing). Calling the model's `load_weights`
@@ -23,3 +23,9 @@ class WeightLoader:
         with torch.inference_mode(False), torch.no_grad():
             self.reload_weights(weights_iterator=iter(ordered), is_checkpoint_format=True)
         return len(ordered)
+
+    def load_planner_weights_from_file(self, path: str) -> int:
+        """The server's way in: HTTP passes strings only, so the trainer writes a safetensors file first."""
+        from safetensors.torch import load_file
+
+        return self.load_planner_weights(list(load_file(path).items()))
