@@ -72,9 +72,14 @@ class ShiftedEngine(RolloutEngine):
     def __init__(self, shift: float) -> None:
         self.shift = shift
         self.loads: list[int] = []
+        self.calls: list[str] = []
+
+    def start(self, policy) -> None:
+        self.calls.append("start")
 
     def load_weights(self, policy) -> None:
         self.loads.append(1)
+        self.calls.append("load")
 
     def sample(self, policy, texts, n, **kwargs) -> Generation:
         out = HFEngine().sample(policy, texts, n, **kwargs)
@@ -98,6 +103,7 @@ def test_the_update_logs_the_mismatch_and_the_engine_loads_weights_once_per_step
     torch.manual_seed(0)
     fit_one_step(module, procedural_task)
     assert len(engine.loads) == 1
+    assert engine.calls == ["start", "load"]  # the engine starts outside the timed weight sync
     assert "train/time/weight_sync" in logged
     assert logged["train/rollout/logprob_abs_diff_mean"] == pytest.approx(0.3, abs=1e-5)
     assert logged["train/rollout/logprob_abs_diff_max"] == pytest.approx(0.3, abs=1e-5)

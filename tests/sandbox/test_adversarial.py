@@ -98,6 +98,15 @@ def sandbox_processes(sandbox: Sandbox) -> list[int]:
     return found
 
 
+def _state(pid: int) -> str:
+    """`/proc/<pid>/stat`'s state and parent, for a failure message."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return f"state {fields[0]} ppid {fields[1]}"
+    except OSError:
+        return "gone"
+
+
 def contained(sandbox: Sandbox, program: str, canary_dir: Path, tests=(IDENTITY,), **job):
     """Run `program`; assert the host-side invariants; return the result."""
     before = (canary_dir / "canary.txt").read_text()
@@ -108,9 +117,9 @@ def contained(sandbox: Sandbox, program: str, canary_dir: Path, tests=(IDENTITY,
     assert (canary_dir / "canary.txt").read_text() == before == "intact\n"
     assert sorted(p.name for p in canary_dir.iterdir()) == ["canary.txt", "secret.txt"]
     assert stat.S_IMODE((canary_dir / "canary.txt").stat().st_mode) == 0o644
-    if sandbox.isolation.drops_uid:
-        time.sleep(0.05)
-        assert sandbox_processes(sandbox) == [], "a sandboxed process outlived its run"
+    if sandbox.isolation.drops_uid:  # at return, not a moment later: the next job may get this uid
+        left = {pid: _state(pid) for pid in sandbox_processes(sandbox)}
+        assert left == {}, f"a sandboxed process outlived its run: {left}"
     assert len(result.stdout_tail) <= LIMITS.output_chars
     assert len(result.stderr_tail) <= LIMITS.output_chars
     assert SECRET not in result.stdout_tail + result.stderr_tail

@@ -38,6 +38,9 @@ class RolloutEngine:
     ) -> Generation:
         raise NotImplementedError
 
+    def start(self, policy: Policy) -> None:
+        """Start or reach the engine (once; not part of the logged weight-sync time)."""
+
     def load_weights(self, policy: Policy) -> None:
         """Make the engine sample from the planner's current weights."""
 

@@ -170,6 +170,7 @@ class GRPOModule(pl.LightningModule):
         """Load the planner's weights into the rollout engine once per optimizer step (a collective under
         FSDP: every rank calls it at the same step)."""
         if self.engine.holds_weights and self._engine_step != self.global_step:
+            self.engine.start(self.policy)  # engine start-up is not sync time
             start = time.perf_counter()
             self.engine.load_weights(self.policy)
             self._sync_seconds = time.perf_counter() - start

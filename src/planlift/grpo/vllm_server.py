@@ -118,7 +118,7 @@ class VLLMServerEngine(SyncedEngine):
     def _backoff(self, retry: int) -> float:
         return backoff_delay(retry, base=1.0, cap=30.0)
 
-    def _check_server(self, policy: Policy) -> None:
+    def start(self, policy: Policy) -> None:
         """Once: the server serves the planner, with the development endpoints and the sampled
         distribution's log-probs; a dtype other than the planner's is logged (it widens the mismatch)."""
         if self._checked:
@@ -156,7 +156,7 @@ class VLLMServerEngine(SyncedEngine):
     # ---- weights ----------------------------------------------------------------------------------
 
     def load_weights(self, policy: Policy) -> None:
-        self._check_server(policy)
+        self.start(policy)
         if not self.sync_weights:
             if self.syncs == 0:
                 log.warning("rollout server: rollout.sync_weights=false: it keeps the starting weights")
@@ -181,7 +181,7 @@ class VLLMServerEngine(SyncedEngine):
     # ---- sampling ---------------------------------------------------------------------------------
 
     def sample(self, policy, texts, n, *, greedy, temperature, top_p, max_new_tokens, stop, seed):
-        self._check_server(policy)
+        self.start(policy)
         tokenizer = policy.tokenizer
         prompt_ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
         asked = requests_per_prompt(n, greedy)

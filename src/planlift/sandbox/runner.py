@@ -166,6 +166,11 @@ class Sandbox:
                 result.stderr_tail = _tail(stderr_file, limits.output_chars)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+            if uid is not None:
+                # the kernel tears a PID namespace down after its init is gone, and a fork bomb's last
+                # processes were seen in /proc for up to 0.2 s on a loaded machine: the slot's uid is
+                # free for the next job (and its RLIMIT_NPROC count) only once they are gone
+                _kill_processes_of(uid)
             if uid is not None and not self.isolation.private_tmp:
                 _remove_files_of(uid)
         result.network_isolated = self.isolation.network_isolated
@@ -394,6 +399,32 @@ def _tail(handle, chars: int) -> str:
     size = handle.tell()
     handle.seek(max(0, size - 4 * chars))
     return handle.read().decode("utf-8", errors="replace")[-chars:]
+
+
+def _pids_of(uid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def _kill_processes_of(uid: int, timeout_s: float = 10.0) -> None:
+    """SIGKILL every process of `uid` until none is left (or `timeout_s`: then logged)."""
+    deadline = time.monotonic() + timeout_s
+    while pids := _pids_of(uid):
+        if time.monotonic() > deadline:
+            log.error(
+                "sandbox: %d processes of uid %d survived SIGKILL for %.0f s", len(pids), uid, timeout_s
+            )
+            return
+        for pid in pids:
+            _kill(pid)
+        time.sleep(0.01)
 
 
 def _processes_of(uid: int) -> int:
