@@ -24,14 +24,11 @@ import argparse
 import contextlib
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,45 +45,16 @@ def rollout_server(args):
     if "vllm_server" not in args.engines:
         yield None
         return
+    from tests.executors.conftest import serving
     from tests.test_configs import compose_with
 
     from planlift.models.loading import locate_checkpoint
 
     cfg = compose_with(["experiment=gsm8k_smollm2"], Path(tempfile.mkdtemp()))
-    checkpoint = locate_checkpoint(cfg.model.pretrained, "model.pretrained")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "VLLM_CPU_KVCACHE_SPACE": "2"}
-    env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
-    log = open(Path(tempfile.mkdtemp()) / "server.log", "w")  # noqa: SIM115
-    command = [sys.executable, "-m", "planlift.executors.serve", str(checkpoint), "--rollouts"]
-    process = subprocess.Popen(
-        [*command, "--port", str(port), "--", "--enforce-eager"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=ROOT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 900
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"rollout server did not start: see {log.name}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{base}/health", timeout=2) as reply:
-                if reply.status == 200:
-                    break
-            time.sleep(2)
+    checkpoint = str(locate_checkpoint(cfg.model.pretrained, "model.pretrained"))
+    log_path = Path(tempfile.mkdtemp()) / "server.log"
+    with serving(checkpoint, ["--rollouts"], log_path, threads=args.threads, timeout_s=900) as base:
         yield base
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        log.close()
 
 
 def make_engine(name: str, server: str | None):

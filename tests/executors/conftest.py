@@ -100,10 +100,11 @@ def rollout_server(debug_bootstrap, tmp_path_factory):
 
 
 @contextlib.contextmanager
-def serving(checkpoint: str, flags: list[str], log_path: Path):
-    """`python -m planlift.executors.serve` on a free port of 127.0.0.1 (float32, eager); stopped by PID."""
+def serving(checkpoint: str, flags: list[str], log_path: Path, threads: int = 1, timeout_s: float = 300):
+    """`python -m planlift.executors.serve` on a free port of 127.0.0.1 (float32, eager); yields its base
+    URL; stopped by PID. Also used by bench/rollout_engines.py."""
     port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)  # the server keeps vLLM's default process layout
     command = [sys.executable, "-m", "planlift.executors.serve", checkpoint, "--port", str(port), *flags]
     with open(log_path, "w") as log:
@@ -116,7 +117,7 @@ def serving(checkpoint: str, flags: list[str], log_path: Path):
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(f"{base}/health", process, log_path, timeout_s=300)
+        wait_for(f"{base}/health", process, log_path, timeout_s=timeout_s)
         yield base
     finally:
         stop(process)

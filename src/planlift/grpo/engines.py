@@ -1,13 +1,16 @@
-"""Rollout engines: where the planner's completions are sampled (`rollout=hf` | `rollout=vllm`).
+"""Rollout engines: where the planner's completions are sampled (`rollout=hf` | `vllm` | `vllm_server`).
 
 `HFEngine` samples with the training model itself (`planlift.generation.generate`): nothing to sync, the
-CPU default. `planlift.grpo.vllm_engine.VLLMEngine` samples with a vLLM engine that holds a copy of the
-planner's weights, loaded after every optimizer step, and returns the log-probs of the sampled tokens so
-the update can measure (and correct) how far the sampler's distribution is from the trained one.
+CPU default. `SyncedEngine`s hold a copy of the planner's weights, loaded after every optimizer step, and
+return the log-probs of the sampled tokens so the update can measure (and correct) how far the sampler's
+distribution is from the trained one: `planlift.grpo.vllm_engine.VLLMEngine` (in the training process) and
+`planlift.grpo.vllm_server.VLLMServerEngine` (a separate vLLM server).
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,6 +18,8 @@ import torch
 
 from planlift.generation import Generation, cut_at_stop, generate
 from planlift.models.policy import Policy
+
+log = logging.getLogger(__name__)
 
 
 class RolloutEngine:
@@ -66,14 +71,34 @@ class HFEngine(RolloutEngine):
 
 
 class SyncedEngine(RolloutEngine):
-    """An engine with its own copy of the weights (vLLM, in process or a server): counts what it did."""
+    """An engine with its own copy of the weights (vLLM, in process or a server): `load_weights` puts the
+    planner's current weights into it (`_load`, the engine's own way) and counts what it did.
+
+    `sync_weights=False` never loads the trained weights (the engine keeps sampling the starting planner):
+    only for measuring what a missing sync does to the rollout-training mismatch."""
 
     holds_weights = True
 
-    def __init__(self) -> None:
+    def __init__(self, sync_weights: bool = True) -> None:
+        self.sync_weights = sync_weights
         self.syncs = 0
         self.sync_seconds = 0.0
         self.generated_tokens = 0
+
+    def load_weights(self, policy: Policy) -> None:
+        self.start(policy)
+        if not self.sync_weights:
+            if self.syncs == 0:
+                log.warning("rollouts: rollout.sync_weights=false: the engine keeps the starting weights")
+            self.syncs += 1
+            return
+        began = time.perf_counter()
+        self._load(policy)
+        self.syncs += 1
+        self.sync_seconds += time.perf_counter() - began
+
+    def _load(self, policy: Policy) -> None:
+        raise NotImplementedError
 
     def _counted(self, generation: Generation) -> Generation:
         self.generated_tokens += int(generation.completion_mask.sum())
@@ -139,3 +164,13 @@ def to_generation(
         texts=[cut_at_stop(s.text, stop) for s in samples],
         logprobs=logprobs,
     )
+
+
+def world_size() -> int:
+    """Processes in the default process group (1 when there is none)."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return torch.distributed.get_world_size() if distributed else 1
+
+
+def rank() -> int:
+    return torch.distributed.get_rank() if world_size() > 1 else 0

@@ -23,14 +23,20 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from typing import Any
 
 import torch
 
 from planlift.errors import ConfigError
-from planlift.grpo.engines import Sampled, SyncedEngine, requests_per_prompt, to_generation
-from planlift.grpo.weights import planner_weights
+from planlift.grpo.engines import (
+    Sampled,
+    SyncedEngine,
+    rank,
+    requests_per_prompt,
+    to_generation,
+    world_size,
+)
+from planlift.grpo.weights import planner_dtype, planner_weights
 from planlift.models.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -70,7 +76,7 @@ class VLLMEngine(SyncedEngine):
         max_lora_rank: int = 64,
         engine_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(sync_weights)
         if not 0 < gpu_memory_utilization <= 1:
             raise ConfigError(
                 f"rollout.gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}"
@@ -83,7 +89,6 @@ class VLLMEngine(SyncedEngine):
         self.enforce_eager = enforce_eager
         self.enable_prefix_caching = enable_prefix_caching
         self.sleep = sleep
-        self.sync_weights = sync_weights
         self.seed = seed + int(os.environ.get("RANK", 0))
         self.share_with_executor = share_with_executor
         self.max_lora_rank = max_lora_rank
@@ -112,7 +117,7 @@ class VLLMEngine(SyncedEngine):
             source,
             self.gpu_memory_utilization,
             self.engine_kwargs,
-            dtype=self.dtype or str(next(policy.model.parameters()).dtype).removeprefix("torch."),
+            dtype=self.dtype or planner_dtype(policy),
             seed=self.seed,
             max_model_len=self.max_model_len,
             enforce_eager=self.enforce_eager,
@@ -124,12 +129,11 @@ class VLLMEngine(SyncedEngine):
             args["enable_sleep_mode"] = self.sleep
         if self.share_with_executor:
             args.update(enable_lora=True, max_lora_rank=self.max_lora_rank, max_loras=1)
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        if distributed and torch.distributed.get_world_size() > 1:
+        if world_size() > 1:
             args["distributed_executor_backend"] = "external_launcher"  # one engine per rank
             # vLLM reads the rank from the environment, which Lightning leaves unset on rank 0
-            os.environ.setdefault("RANK", str(torch.distributed.get_rank()))
-            os.environ.setdefault("WORLD_SIZE", str(torch.distributed.get_world_size()))
+            os.environ.setdefault("RANK", str(rank()))
+            os.environ.setdefault("WORLD_SIZE", str(world_size()))
             os.environ.setdefault("LOCAL_RANK", str(int(os.environ.get("LOCAL_RANK", 0))))
         log.info("vllm rollouts: starting the engine for %s", source)
         with torch.inference_mode(False):  # Lightning's validation loop may be the first caller: weights
@@ -137,16 +141,7 @@ class VLLMEngine(SyncedEngine):
         self._vllm = vllm
         self._asleep = False
 
-    def load_weights(self, policy: Policy) -> None:
-        self.start(policy)
-        if not self.sync_weights:
-            if self.syncs == 0:
-                log.warning(
-                    "vllm rollouts: rollout.sync_weights=false: the engine keeps the starting weights"
-                )
-            self.syncs += 1
-            return
-        start = time.perf_counter()
+    def _load(self, policy: Policy) -> None:
         self._wake()
         if self.share_with_executor:
             self._load_adapter(policy)
@@ -154,8 +149,6 @@ class VLLMEngine(SyncedEngine):
             weights = list(planner_weights(policy))  # every rank gathers (FSDP), then loads its own engine
             self.llm.collective_rpc("load_planner_weights", args=(weights,))
             self.llm.reset_prefix_cache()  # cached prefixes were computed with the old weights
-        self.syncs += 1
-        self.sync_seconds += time.perf_counter() - start
 
     def _load_adapter(self, policy: Policy) -> None:
         """Save the planner's adapter and serve it under a new id (the old one is dropped)."""

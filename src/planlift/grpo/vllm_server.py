@@ -26,6 +26,7 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -34,8 +35,15 @@ import torch
 from requests.adapters import HTTPAdapter
 
 from planlift.errors import ConfigError
-from planlift.grpo.engines import Sampled, SyncedEngine, requests_per_prompt, to_generation
-from planlift.grpo.weights import planner_weights
+from planlift.grpo.engines import (
+    Sampled,
+    SyncedEngine,
+    rank,
+    requests_per_prompt,
+    to_generation,
+    world_size,
+)
+from planlift.grpo.weights import planner_dtype, planner_weights
 from planlift.models.policy import Policy
 from planlift.retry import backoff_delay
 
@@ -70,7 +78,7 @@ class VLLMServerEngine(SyncedEngine):
         retries: int = 3,
         max_concurrency: int = 64,
     ) -> None:
-        super().__init__()
+        super().__init__(sync_weights)
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"rollout.base_url must be an http(s) URL, got {base_url!r}")
         if max_concurrency < 1 or retries < 0:
@@ -79,7 +87,6 @@ class VLLMServerEngine(SyncedEngine):
         if weights_dir is None:
             weights_dir = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
         self.weights_dir = weights_dir
-        self.sync_weights = sync_weights
         self.request_timeout_s = request_timeout_s
         self.retries = retries
         self.max_concurrency = max_concurrency
@@ -123,48 +130,36 @@ class VLLMServerEngine(SyncedEngine):
         distribution's log-probs; a dtype other than the planner's is logged (it widens the mismatch)."""
         if self._checked:
             return
-        start = "start it with `python -m planlift.executors.serve <planner checkpoint> --rollouts`"
+        how = "start it with `python -m planlift.executors.serve <planner checkpoint> --rollouts`"
         try:
             served = [m["id"] for m in self._request("GET", "/v1/models")["data"]]
         except ServerError as error:
-            raise ServerError(f"{error}\n{start}") from None
+            raise ServerError(f"{error}\n{how}") from None
         if SERVED_NAME not in served:
-            raise ConfigError(
-                f"rollout.base_url={self.base_url} serves {served}, not {SERVED_NAME!r}: {start}"
-            )
+            raise ConfigError(f"rollout.base_url={self.base_url} serves {served}, not {SERVED_NAME!r}: {how}")
         try:
             info = self._request("GET", "/server_info?config_format=json")
         except ServerError as error:
-            raise ConfigError(
-                f"{error}\nno development endpoints (VLLM_SERVER_DEV_MODE=1): {start}"
-            ) from None
+            raise ConfigError(f"{error}\nno development endpoints (VLLM_SERVER_DEV_MODE=1): {how}") from None
         model = info["vllm_config"]["model_config"]
         if model.get("logprobs_mode") != "processed_logprobs":
             raise ConfigError(
                 f"the rollout server returns {model.get('logprobs_mode')}, not processed_logprobs (the "
-                f"log-probs of the distribution it samples, which the mismatch and TIS need): {start}"
+                f"log-probs of the distribution it samples, which the mismatch and TIS need): {how}"
             )
-        planner_dtype = str(next(policy.model.parameters()).dtype).removeprefix("torch.")
-        if str(model.get("dtype")).removeprefix("torch.") != planner_dtype:
+        if str(model.get("dtype")).removeprefix("torch.") != planner_dtype(policy):
             log.warning(
                 "rollout server runs %s, the planner %s: the rollout-training mismatch grows with it",
                 model.get("dtype"),
-                planner_dtype,
+                planner_dtype(policy),
             )
         self._checked = True
 
     # ---- weights ----------------------------------------------------------------------------------
 
-    def load_weights(self, policy: Policy) -> None:
-        self.start(policy)
-        if not self.sync_weights:
-            if self.syncs == 0:
-                log.warning("rollout server: rollout.sync_weights=false: it keeps the starting weights")
-            self.syncs += 1
-            return
-        start = time.perf_counter()
-        weights = list(planner_weights(policy))  # every rank: a collective under FSDP
-        if _rank() == 0:
+    def _load(self, policy: Policy) -> None:
+        weights = planner_weights(policy)  # every rank: its checks, and the FSDP gather (a collective)
+        if rank() == 0:  # only rank 0 computes the merged tensors and writes them
             path = os.path.join(self.weights_dir, f"planlift-weights-{uuid.uuid4().hex}.safetensors")
             try:
                 self.weight_bytes = _write(weights, path)
@@ -173,10 +168,8 @@ class VLLMServerEngine(SyncedEngine):
             finally:
                 if os.path.exists(path):
                     os.remove(path)
-        if _world_size() > 1:
+        if world_size() > 1:
             torch.distributed.barrier()  # no rank samples before the server holds this step's weights
-        self.syncs += 1
-        self.sync_seconds += time.perf_counter() - start
 
     # ---- sampling ---------------------------------------------------------------------------------
 
@@ -230,7 +223,7 @@ def _sampled(choice: dict[str, Any]) -> Sampled:
     return Sampled(list(tokens), [float(x) for x in logprobs], choice.get("text") or "")
 
 
-def _write(weights: list[tuple[str, torch.Tensor]], path: str) -> int:
+def _write(weights: Iterable[tuple[str, torch.Tensor]], path: str) -> int:
     """Save `weights` as safetensors (tied tensors written as copies); returns the bytes written."""
     from safetensors.torch import save_file
 
@@ -244,12 +237,3 @@ def _write(weights: list[tuple[str, torch.Tensor]], path: str) -> int:
         tensors[name] = tensor
     save_file(tensors, path)
     return os.path.getsize(path)
-
-
-def _rank() -> int:
-    return torch.distributed.get_rank() if _world_size() > 1 else 0
-
-
-def _world_size() -> int:
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    return torch.distributed.get_world_size() if distributed else 1

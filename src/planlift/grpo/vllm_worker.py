@@ -1,5 +1,6 @@
 """Methods vLLM adds to its worker for `rollout=vllm` (`LLM(worker_extension_cls=...)`), called through
-`LLM.collective_rpc` (colocated) or the server's `/collective_rpc` (`rollout=vllm_server`). Imported inside vLLM's worker: keep this module free of planlift's heavy imports.
+`LLM.collective_rpc` (colocated) or the server's `/collective_rpc` (`rollout=vllm_server`). Imported
+inside vLLM's worker: keep this module free of planlift's heavy imports.
 
 Weights go through the worker's own `reload_weights` (vLLM's in-place reload: each layer's weight loader,
 then its post-processing again, e.g. the CPU backend's GEMM packing). Calling the model's `load_weights`

@@ -15,8 +15,16 @@ from planlift.errors import ConfigError
 from planlift.models.policy import Policy
 
 
+def planner_dtype(policy: Policy) -> str:
+    """The planner's parameter dtype as vLLM names it (`float32`, `bfloat16`)."""
+    return str(next(policy.model.parameters()).dtype).removeprefix("torch.")
+
+
 def planner_weights(policy: Policy) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor) for every weight of the planner as its base architecture names it (`model.layers.0...`)."""
+    """(name, tensor) for every weight of the planner as its base architecture names it (`model.layers.0...`).
+
+    The checks and the FSDP gather run when this is called (on every rank); LoRA deltas are computed only
+    as the iterator is consumed."""
     from planlift.grpo.sharding import full_state_dict, is_sharded
 
     model = policy.model
@@ -32,10 +40,7 @@ def planner_weights(policy: Policy) -> Iterator[tuple[str, torch.Tensor]]:
         state = full_state_dict(model)
     else:
         state = {name: tensor.detach() for name, tensor in model.state_dict().items()}
-    if not policy.lora:
-        yield from state.items()
-        return
-    yield from _merged(model, state)
+    return _merged(model, state) if policy.lora else iter(state.items())
 
 
 def _merged(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> Iterator[tuple[str, torch.Tensor]]:

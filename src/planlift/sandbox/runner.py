@@ -402,6 +402,7 @@ def _tail(handle, chars: int) -> str:
 
 
 def _pids_of(uid: int) -> list[int]:
+    """Processes owned by `uid`."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -430,13 +431,9 @@ def _kill_processes_of(uid: int, timeout_s: float = 10.0) -> None:
 def _processes_of(uid: int) -> int:
     """Tasks (threads included, as RLIMIT_NPROC counts them) owned by `uid`."""
     count = 0
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if entry.stat().st_uid == uid:
-                    count += len(os.listdir(entry / "task"))
-            except OSError:
-                continue
+    for pid in _pids_of(uid):
+        with contextlib.suppress(OSError):  # gone meanwhile
+            count += len(os.listdir(f"/proc/{pid}/task"))
     return count
 
 
