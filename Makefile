@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 PYTEST := OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
-.PHONY: venv sandbox-deps venv-vllm demo train rm-tiny test test-slow test-slurm test-vllm test-all lint format bench gpu-wheels clean
+.PHONY: venv sandbox-deps venv-vllm demo train rm-tiny test test-slow test-slurm test-vllm test-all lint format bench gpu-wheels gpu-twin clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -91,6 +91,11 @@ bench: venv  ## benchmark scripts (numbers reported in the README)
 # the working tree plus the wheels fit the 64 MiB that travel. GPU_WHEELS_ARGS: e.g. --python-version 3.11
 gpu-wheels:  ## wheels for the GPU check on a lent machine (CPython 3.12, manylinux x86_64)
 	bash scripts/gpu_wheels.sh $(GPU_WHEELS_ARGS)
+
+# The lent machine's Python on the CPU (3.12, torch 2.11 CUDA build, transformers 5.17, ...; ~3.5 GB once):
+# the GPU check's dry run through gpu_wheels/, then the tests given in GPU_TWIN_TESTS (default: fast tier)
+gpu-twin: gpu-wheels
+	bash scripts/gpu_twin.sh --tests $(GPU_TWIN_TESTS)
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .ruff_cache

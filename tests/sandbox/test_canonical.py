@@ -9,6 +9,8 @@ determinism across two runs (the recording run and the judged run). Slow: a few 
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from planlift.datasets.code import MBPP_SPLIT_IDS, load_mbpp
@@ -70,7 +72,12 @@ def test_plus_references_pass_all_extra_inputs(task_class, generous, tmp_path):
     assert len(problems) == (164 if task_class is HumanEvalTask else 378)
     assert failures(task, "test") == {}
     dropped = {p.id: p.meta["dropped_inputs"] for p in problems if p.meta["dropped_inputs"]}
-    # inputs on which the reference itself fails or returns >64 MiB (Mbpp/255, Mbpp/580): see docs
-    assert set(dropped) <= {"Mbpp/255", "Mbpp/580"}
+    # inputs on which the reference itself fails or returns >64 MiB (Mbpp/255, Mbpp/580): see docs. On
+    # Python 3.12 HumanEval/32's Newton iteration stops short of a root on 4 inputs (its sum() rounds
+    # differently): those are dropped, not judged
+    allowed = {"Mbpp/255", "Mbpp/580"} | ({"HumanEval/32"} if sys.version_info >= (3, 12) else set())
+    assert set(dropped) <= allowed
+    if "HumanEval/32" in dropped:
+        assert dropped["HumanEval/32"] <= 4
     assert task.conversion_report("test")["dropped_assert_calls"] == {}
     assert sum(len(p.meta["tests"]) for p in problems) > (120_000 if task_class is HumanEvalTask else 40_000)

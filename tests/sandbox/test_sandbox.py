@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
+import sys
 
 import pytest
 
 from planlift.errors import ConfigError
 from planlift.sandbox import STATUSES, CodeTest, Limits, ProgramJob, Sandbox
 from planlift.sandbox.conversion import convert
-from planlift.sandbox.isolation import detect, world_executable
+from planlift.sandbox.isolation import detect, read_only_view, runnable_in_view, world_executable
+from planlift.sandbox.oracles import is_root
 from planlift.sandbox.protocol import loads_plain
 
 ADD = "def add(a, b):\n    return a + b\n"
@@ -135,6 +139,45 @@ def test_isolation_is_reported(sandbox):
     assert world_executable("/bin/sh")
 
 
+def test_an_interpreter_under_a_private_directory_is_reachable_in_the_view(tmp_path):
+    private = tmp_path / "private"  # as /root: 0700 above a 0755 prefix
+    python = private / "versions" / "3.x" / "bin" / "python3"
+    python.parent.mkdir(parents=True)
+    python.write_text("")
+    python.chmod(0o755)
+    private.chmod(0o700)
+    assert not world_executable(str(python)) and runnable_in_view(str(python))
+    view = list(read_only_view(str(python)))
+    prefix = python.parent.parent
+    made = [view[i + 1] for i, arg in enumerate(view) if arg == "--dir"]
+    assert made == [str(p) for p in reversed(prefix.parents[:-1])]  # top-down, / excluded
+    assert all(view[view.index("--dir", i) - 1] == "0755" for i in range(len(view)) if view[i] == "--dir")
+    assert view.index("--ro-bind", view.index(str(prefix)) - 1) > max(
+        i for i, a in enumerate(view) if a == "--dir"
+    )
+    (prefix / "bin").chmod(0o700)  # inside the bound tree the host's modes count
+    assert not runnable_in_view(str(python))
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("bwrap") or not shutil.which("setpriv"),
+    reason="needs root and bwrap",
+)
+def test_bwrap_uid_runs_this_interpreter_and_bounds_processes(caplog):
+    isolation = detect("bwrap+uid")
+    assert isolation.bounds_processes
+    if runnable_in_view(sys.executable):  # e.g. pyenv's under /root (0700): reached through the view
+        assert isolation.python == os.path.realpath(sys.executable)
+        sandbox = Sandbox(limits=Limits(timeout=6.0), workers=1, isolation="bwrap+uid")
+        program = "import os, sys\ndef add(a, b):\n    return sys.version if a == 0 else os.getuid() != 0\n"
+        tests = [CodeTest(args=[0, 0], expected=sys.version), CodeTest(args=[1, 0], expected=True)]
+        assert run(sandbox, program, tests).ok  # this interpreter, another uid
+    with caplog.at_level(logging.WARNING, logger="planlift.sandbox.isolation"):
+        unbounded = detect.__wrapped__("bwrap")  # root's own uid outside: RLIMIT_NPROC does not hold
+    assert not unbounded.bounds_processes
+    assert any("not bounded" in record.getMessage() for record in caplog.records)
+
+
 @pytest.mark.parametrize("mode", ["bwrap+uid", "namespaces+uid", "bwrap", "namespaces", "none"])
 def test_every_mode_this_machine_allows_runs_and_says_so(mode):
     try:
@@ -171,3 +214,15 @@ def test_a_process_with_more_than_1024_open_files_still_judges(sandbox):
         for fd in opened:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_root_is_judged_to_the_rounding_of_its_terms_on_every_python():
+    # HumanEval+ inputs of HumanEval/32 with their references' answers on Python 3.11 / 3.12
+    big = [9450000, 9, -7, 3, 2, 6, 1, -4, -10, 6, 17, -1]
+    assert is_root(big, 17.3124550475086, atol=1e-4)  # |p| = 2.3e-3 of terms ~3e20: a float root
+    wide = [9, -6, 20999, 2, 8, -4, -10, 26, 6, 5, -1, 8]
+    assert is_root(wide, -2.3440476479552648, atol=1e-4)  # |p| = 2.8e-6: the dataset's own criterion
+    assert not is_root(wide, -0.02777033164296834, atol=1e-4)  # Newton stopped short: |p| = 25
+    assert is_root([-1.0, 1.0], 1) and not is_root([-1.0, 1.0], 1.001)
+    for nonsense in (float("inf"), float("nan"), 10**400, True, "1.0", None):
+        assert not is_root(big, nonsense)

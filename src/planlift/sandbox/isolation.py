@@ -3,7 +3,8 @@
 Modes, strongest first:
 - "bwrap+uid" (root with bubblewrap and util-linux `setpriv`): new network, PID, IPC and mount
   namespaces and an unprivileged uid of its own, as below, and a read-only world: the program's root
-  is built from read-only binds of /usr, /etc, the /bin /sbin /lib* links and the interpreter's prefix,
+  is built from read-only binds of /usr, /etc, the /bin /sbin /lib* links and the interpreter's prefix
+  (under empty directories of the view's own, searchable, when it lies elsewhere),
   with a fresh /proc, a minimal /dev, private tmpfs /tmp and /dev/shm and its working directory as the
   only writable host path. Everything else (/home, /root, /run, /var, /srv, project checkouts ...) is
   absent, so no host unix socket can be reached (one found under a bound directory when the mode is
@@ -58,6 +59,12 @@ class Isolation:
         return self.mode.endswith("+uid")
 
     @property
+    def bounds_processes(self) -> bool:
+        """Is the number of a program's processes bounded (RLIMIT_NPROC)? Not for root's own uid: the
+        kernel exempts it, so without a uid of its own a fork bomb fills the machine's PID table."""
+        return self.drops_uid or os.geteuid() != 0
+
+    @property
     def private_tmp(self) -> bool:
         """A read-only world with private /tmp and /dev/shm (the bwrap modes)."""
         return self.mode.startswith("bwrap")
@@ -81,13 +88,26 @@ class Isolation:
         return []
 
 
+def _bound_root(python: str) -> Path:
+    """The directory the read-only view binds to hold `python`: a read-only root, else its prefix."""
+    prefix = Path(os.path.realpath(python)).parent.parent
+    for root in map(Path, _READ_ONLY_ROOTS):
+        if prefix == root or root in prefix.parents:
+            return root
+    return prefix
+
+
 def read_only_view(python: str) -> tuple[str, ...]:
     """bwrap arguments for a root that holds only what an interpreter needs, read-only."""
     roots = list(_READ_ONLY_ROOTS)
-    prefix = Path(os.path.realpath(python)).parent.parent
-    if not any(prefix == Path(root) or Path(root) in prefix.parents for root in roots):
-        roots.append(str(prefix))
+    bound = _bound_root(python)
     view: list[str] = []
+    if str(bound) not in roots:
+        roots.append(str(bound))
+        # bwrap would copy the modes of the host's directories above the prefix (/root is 0700): the
+        # view's own, empty ones are searchable, so another uid reaches the interpreter and nothing else
+        for parent in reversed(bound.parents[:-1]):
+            view += ["--perms", "0755", "--dir", str(parent)]
     for link in _ROOT_LINKS:
         if os.path.islink(link):
             view += ["--symlink", os.readlink(link), link]
@@ -129,9 +149,24 @@ def world_executable(path: str) -> bool:
         return False
 
 
-def _interpreter_for_other_users(python: str) -> str | None:
-    """`python` if another uid can run it, else the system python3 of the same minor version."""
-    if world_executable(python):
+def runnable_in_view(python: str) -> bool:
+    """Can another uid run `python` inside its read-only view (`read_only_view`)? There only the
+    directories from the bound root down count: the view makes those above it searchable."""
+    real = Path(os.path.realpath(python))
+    bound = _bound_root(python)
+    try:
+        if not real.stat().st_mode & stat.S_IXOTH:
+            return False
+        inside = [parent for parent in real.parents if parent == bound or bound in parent.parents]
+        return all(parent.stat().st_mode & stat.S_IXOTH for parent in inside)
+    except OSError:
+        return False
+
+
+def _interpreter_for_other_users(python: str, in_view: bool = False) -> str | None:
+    """`python` if another uid can run it (inside its read-only view when `in_view`), else the system
+    python3 of the same minor version."""
+    if runnable_in_view(python) if in_view else world_executable(python):
         return python
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     for candidate in (f"/usr/bin/{version}", f"/usr/local/bin/{version}"):
@@ -161,7 +196,7 @@ def detect(requested: str = "auto", python: str | None = None, probe_uid: int = 
         elif mode.startswith("bwrap"):
             if bwrap is None or (mode == "bwrap+uid" and (os.geteuid() != 0 or setpriv is None)):
                 continue
-            runner = _interpreter_for_other_users(python) if mode == "bwrap+uid" else python
+            runner = _interpreter_for_other_users(python, in_view=True) if mode == "bwrap+uid" else python
             if runner is None:
                 continue
             runner = os.path.realpath(runner)
@@ -189,6 +224,13 @@ def detect(requested: str = "auto", python: str | None = None, probe_uid: int = 
             log.warning(
                 "sandbox: isolation %r: programs see the host's filesystem (install bubblewrap for a "
                 "read-only world with a private /tmp)",
+                found.mode,
+            )
+        if not found.bounds_processes:
+            log.warning(
+                "sandbox: isolation %r runs programs as root outside their namespaces: their number of "
+                "processes is not bounded (the +uid modes bound it; they need bwrap or unshare, setpriv "
+                "and an interpreter another uid can run)",
                 found.mode,
             )
         if found.mode == "none":

@@ -78,7 +78,7 @@ class Sandbox:
         workers: programs run in parallel by `run_many` (each its own process).
         isolation: auto | namespaces+uid | namespaces | none (`planlift.sandbox.isolation`).
         python: interpreter for the programs (None = this one, or the system one of the same version
-            when this one is unreachable for an unprivileged uid).
+            when an unprivileged uid cannot run this one: `isolation.runnable_in_view`).
         uid_base: first uid of the pool's slots in mode namespaces+uid (slot i runs as uid_base + i).
         max_output_bytes: a recorded reference output larger than this (pickled) is not kept.
     """
