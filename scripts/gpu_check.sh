@@ -15,7 +15,8 @@
 # learning configuration on the GPU (tiny bootstrap + 150 GRPO steps; ~150 s); if vLLM imports: executor=vllm,
 # rollout=vllm (weight sync, mismatch) and the shared planner/executor engine with a LoRA planner.
 # Writes to OUT: summary.txt (install, versions, then one line per check: rc, seconds, step-0 and final
-# val/e2e_acc from the run summary table, peak GPU memory), versions.txt, <check>.log and <check>/ (Hydra
+# val/e2e_acc from the run summary table, peak GPU memory; for the learning run and the vLLM checks a line
+# of step time / weight sync / log-prob mismatch from its events), versions.txt, <check>.log and <check>/ (Hydra
 # config, TensorBoard events; checkpoints stay behind). Exit status 1 when a check failed or timed out.
 # Environment: PYTHON (default python3), GPU_WHEELS_DIR (default gpu_wheels), PLANLIFT_CACHE (default: a
 # temporary folder), GPU_CHECK_BUDGET_S.
@@ -28,7 +29,7 @@ OUT_ARG=
 for arg in "$@"; do
   case $arg in
     --cpu-dry-run) DRY_RUN=1 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     -*) echo "gpu_check.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
     *) OUT_ARG=$arg ;;
   esac
@@ -192,10 +193,33 @@ check() {  # name limit_s overrides... : one src/train.py run
   find "$run" -name "events.out.tfevents.*" -exec cp {} "$OUT/$name/" \; 2>/dev/null
 }
 
+rollout_numbers() {  # name: step time (all train/time/* phases), weight-sync time, rollout-training mismatch
+  "$PY" - "$WORK/runs/$1" <<'PY' | sed "s/^/$1 /" | tee -a "$SUMMARY"
+import collections, glob, os, statistics, sys
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+files = glob.glob(f"{sys.argv[1]}/**/events.out.tfevents.*", recursive=True)
+if not files:
+    print("no events"); raise SystemExit
+events = EventAccumulator(os.path.dirname(files[0]), size_guidance={"scalars": 0})  # every file of the run
+events.Reload()
+tags = events.Tags()["scalars"]
+def values(tag):
+    return [e.value for e in events.Scalars(tag)] if tag in tags else []
+per_step = collections.defaultdict(float)
+for tag in (t for t in tags if t.startswith("train/time/")):
+    for e in events.Scalars(tag):
+        per_step[e.step] += e.value
+fmt = lambda v: f"{statistics.median(v):.3g}" if v else "n/a"
+print(f"step_s={fmt(list(per_step.values()))} weight_sync_s={fmt(values('train/time/weight_sync'))}"
+      f" logprob_abs_diff_mean={fmt(values('train/rollout/logprob_abs_diff_mean'))}"
+      f" logprob_abs_diff_max={max(values('train/rollout/logprob_abs_diff_max') or [float('nan')]):.3g}")
+PY
+}
 if ((DRY_RUN)); then
   check cpu_dry_run 240 debug=fast hardware=cpu torch_threads=1 trainer.max_steps=2
+  rollout_numbers cpu_dry_run
   echo "total seconds $(($(date +%s) - START))" | tee -a "$SUMMARY"
-  rc=$(awk '$1 == "cpu_dry_run" {sub("rc=", "", $2); print $2}' "$SUMMARY")
+  rc=$(awk '$1 == "cpu_dry_run" && $2 ~ /^rc=/ {sub("rc=", "", $2); print $2}' "$SUMMARY")
   [[ $rc == 0 ]]
   exit
 fi
@@ -248,23 +272,10 @@ if ((${GPUS:-0} > 1)); then
   check ddp 120 debug=fast torch_threads=4 hardware=ddp trainer.devices="$GPUS"
 fi
 check default_config 150 hardware=gpu   # the learning run: tiny bootstrap, 150 GRPO steps
-rollout_numbers() {  # name: step time, weight-sync time and rollout-training log-prob mismatch of a check
-  "$PY" - "$WORK/runs/$1" <<'PY' | sed "s/^/$1 /" | tee -a "$SUMMARY"
-import glob, statistics, sys
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-files = glob.glob(f"{sys.argv[1]}/**/events.out.tfevents.*", recursive=True)
-if not files:
-    print("no events"); raise SystemExit
-events = EventAccumulator(files[0]); events.Reload()
-def values(tag):
-    return [e.value for e in events.Scalars(tag)] if tag in events.Tags()["scalars"] else []
-step = [sum(v) for v in zip(*(values(f"train/time/{p}") for p in ("weight_sync", "rollout", "executor", "update")))]
-fmt = lambda v: f"{statistics.median(v):.3g}" if v else "n/a"
-print(f"step_s={fmt(step)} weight_sync_s={fmt(values('train/time/weight_sync'))}"
-      f" logprob_abs_diff_mean={fmt(values('train/rollout/logprob_abs_diff_mean'))}"
-      f" logprob_abs_diff_max={max(values('train/rollout/logprob_abs_diff_max') or [float('nan')]):.3g}")
-PY
-}
+rollout_numbers default_config
+# the same run on this project's 2-core CPU box (torch 2.13 CPU build, and the lent machine's torch 2.11 /
+# transformers 5.17 in .venv-twin: identical numbers), to read the line above against
+note "default_config cpu_reference (2 CPU cores, 2026-11-30): val/e2e_acc step0=0.155 final=0.295 step_s=0.66"
 if "$PY" -c "import vllm" 2>/dev/null; then
   check vllm 90 debug=fast hardware=gpu executor=vllm executor.dtype=bfloat16 executor.gpu_memory_utilization=0.3
   # planner rollouts through vLLM: full-weight sync, then a LoRA planner sharing one engine with the executor

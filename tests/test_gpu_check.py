@@ -139,6 +139,8 @@ def test_gpu_wheels_install_and_cpu_dry_run(tmp_path):
         summary
     )
     assert re.search(r"^install rc=0 wheels=\d+ ", summary, re.M), summary
+    # the step-time line the GPU run writes for default_config, read from the run's TensorBoard events
+    assert re.search(r"^cpu_dry_run step_s=[0-9.]+ weight_sync_s=n/a ", summary, re.M), summary
     cuda = re.escape(str(torch.version.cuda))  # None for a CPU build; the CUDA build runs here too
     assert re.search(rf"^versions python=\S+ cuda={cuda} torch=\S+ .*hydra-core=1\.3\.", summary, re.M), (
         summary
