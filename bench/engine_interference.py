@@ -6,6 +6,7 @@ idle while the update runs.
     .venv-vllm/bin/python bench/engine_interference.py [--repeats 5] [--batch 8] [--length 200]
 
 Prints the median seconds before and after and their ratio (> 1: the update is slower beside the engine).
+`--control` starts no engine: the ratio of two plain runs of timings, for drift between them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--length", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--control", action="store_true", help="start no engine: the same two timings, for drift between them"
+    )
     args = parser.parse_args()
     os.environ.update(
         VLLM_ENABLE_V1_MULTIPROCESSING="0", VLLM_CPU_KVCACHE_SPACE="2", VLLM_CPU_OMP_THREADS_BIND="nobind"
@@ -55,7 +59,8 @@ def main() -> None:
 
     update()  # warm-up
     before = [update() for _ in range(args.repeats)]
-    VLLMEngine(seed=0).load_weights(policy)
+    if not args.control:
+        VLLMEngine(seed=0).load_weights(policy)
     after = [update() for _ in range(args.repeats)]
     result = {
         "settings": vars(args),
