@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import shutil
 import sys
 
@@ -13,7 +14,7 @@ from planlift.errors import ConfigError
 from planlift.sandbox import STATUSES, CodeTest, Limits, ProgramJob, Sandbox
 from planlift.sandbox.conversion import convert
 from planlift.sandbox.isolation import detect, read_only_view, runnable_in_view, world_executable
-from planlift.sandbox.oracles import is_root
+from planlift.sandbox.oracles import is_root, reference_value
 from planlift.sandbox.protocol import loads_plain
 
 ADD = "def add(a, b):\n    return a + b\n"
@@ -226,3 +227,7 @@ def test_a_root_is_judged_to_the_rounding_of_its_terms_on_every_python():
     assert is_root([-1.0, 1.0], 1) and not is_root([-1.0, 1.0], 1.001)
     for nonsense in (float("inf"), float("nan"), 10**400, True, "1.0", None):
         assert not is_root(big, nonsense)
+    # a reference's answer is recorded only if it is a root (given the call's arguments)
+    stopped_short = pickle.dumps(-0.02777033164296834, protocol=4)
+    assert reference_value(stopped_short, "poly_root", [wide], 1e-4) == (False, -0.02777033164296834)
+    assert reference_value(pickle.dumps(-2.3440476479552648, protocol=4), "poly_root", [wide], 1e-4)[0]

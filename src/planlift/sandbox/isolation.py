@@ -138,13 +138,15 @@ def _host_sockets_under(roots: list[str]) -> list[str]:
     return sorted(found)
 
 
-def world_executable(path: str) -> bool:
-    """Can any user run `path` (every parent directory searchable, the file executable)?"""
+def world_executable(path: str, top: Path | None = None) -> bool:
+    """Can any user run `path` (the file executable, every parent directory searchable; with `top`, only
+    the directories from `top` down)?"""
     real = Path(os.path.realpath(path))
+    parents = [p for p in real.parents if top is None or p == top or top in p.parents]
     try:
         if not real.stat().st_mode & stat.S_IXOTH:
             return False
-        return all(parent.stat().st_mode & stat.S_IXOTH for parent in real.parents)
+        return all(parent.stat().st_mode & stat.S_IXOTH for parent in parents)
     except OSError:
         return False
 
@@ -152,15 +154,7 @@ def world_executable(path: str) -> bool:
 def runnable_in_view(python: str) -> bool:
     """Can another uid run `python` inside its read-only view (`read_only_view`)? There only the
     directories from the bound root down count: the view makes those above it searchable."""
-    real = Path(os.path.realpath(python))
-    bound = _bound_root(python)
-    try:
-        if not real.stat().st_mode & stat.S_IXOTH:
-            return False
-        inside = [parent for parent in real.parents if parent == bound or bound in parent.parents]
-        return all(parent.stat().st_mode & stat.S_IXOTH for parent in inside)
-    except OSError:
-        return False
+    return world_executable(python, top=_bound_root(python))
 
 
 def _interpreter_for_other_users(python: str, in_view: bool = False) -> str | None:

@@ -99,11 +99,16 @@ def is_root(coefficients: Any, x: Any, atol: float = 0.0) -> bool:
     return residual <= max(atol, 1e-6) or residual <= 1e-12 * scale
 
 
-def reference_value(output: bytes | None, oracle: str) -> tuple[bool, Any]:
-    """(usable, expected value) from a reference solution's pickled output under `oracle`."""
+def reference_value(
+    output: bytes | None, oracle: str, args: Any = None, atol: float = 0.0
+) -> tuple[bool, Any]:
+    """(usable, expected value) from a reference solution's pickled output under `oracle`. Given the
+    call's `args`, a poly_root answer is usable only if it is a root: the reference is checked, not copied."""
     value, reason = decode(output)
     if oracle == "truthy":  # a match object is not data: its presence is the answer
         return True, _something(value, reason is None)
+    if reason is None and oracle == "poly_root" and args is not None:
+        return is_root(args[0], value, atol), value
     return reason is None, value
 
 
