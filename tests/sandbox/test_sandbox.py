@@ -160,6 +160,14 @@ def test_an_interpreter_under_a_private_directory_is_reachable_in_the_view(tmp_p
     assert not runnable_in_view(str(python))
 
 
+def test_an_interpreter_whose_prefix_is_the_root_binds_its_directory_not_the_host():
+    python = "/planlift-no-such-bin/python3"  # as /bin/python3 where /bin is a directory, not a link
+    view = list(read_only_view(python))
+    binds = [view[i + 1] for i, arg in enumerate(view) if arg == "--ro-bind"]
+    assert "/" not in binds and "/planlift-no-such-bin" in binds
+    assert len(binds) == len(set(binds))
+
+
 @pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("bwrap") or not shutil.which("setpriv"),
     reason="needs root and bwrap",
@@ -231,3 +239,18 @@ def test_a_root_is_judged_to_the_rounding_of_its_terms_on_every_python():
     stopped_short = pickle.dumps(-0.02777033164296834, protocol=4)
     assert reference_value(stopped_short, "poly_root", [wide], 1e-4) == (False, -0.02777033164296834)
     assert reference_value(pickle.dumps(-2.3440476479552648, protocol=4), "poly_root", [wide], 1e-4)[0]
+
+
+def test_an_assert_converted_poly_root_call_keeps_only_a_root():
+    """HumanEval/32's check(candidate) calls: the reference's answer becomes a test only if it is a root."""
+    wide = [9, -6, 20999, 2, 8, -4, -10, 26, 6, 5, -1, 8]
+    snippet = "def check(candidate):\n    assert candidate([9, -6]) is not None\ncheck(find_zero)\n"
+    calls = [
+        ((2, 2, 11, 31), pickle.dumps([wide], protocol=4), False, pickle.dumps(answer, protocol=4), 0.01)
+        for answer in (-2.3440476479552648, -0.02777033164296834)  # a root; Newton stopped short
+    ]
+    converted = convert(snippet, calls, oracle="poly_root", atol=1e-4)
+    assert [(t.args, t.expected, t.oracle) for t in converted.tests] == [
+        ([wide], -2.3440476479552648, "poly_root")
+    ]
+    assert dict(converted.dropped) == {"the reference's answer is not a root": 1}

@@ -13,8 +13,9 @@ the comparison the assert applied at that call site, read from the snippet's syn
     abs(f(x) - y) < t                                       -> equal within t
 
 A problem-wide oracle (poly_root, truthy) replaces the per-site one. A call is dropped, with its reason
-counted, when its site reads otherwise, it passes keyword arguments, or its arguments or the reference's
-output are not plain data; an assert that calls the function at no site that converts gives no test.
+counted, when its site reads otherwise, it passes keyword arguments, its arguments or the reference's
+output are not plain data, or the reference's poly_root answer is not a root (`oracles.is_root`); an
+assert that calls the function at no site that converts gives no test.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from planlift.sandbox.oracles import WRAPS, reference_value
+from planlift.sandbox.oracles import WRAPS, is_root, reference_value
 from planlift.sandbox.protocol import NotPlainData, loads_plain
 from planlift.sandbox.records import CodeTest
 
@@ -77,7 +78,10 @@ def convert(snippet: str, calls: list[Any], oracle: str = "equal", atol: float =
         if comparison is None:
             result.dropped["the assert compares in a way that does not convert"] += 1
             continue
-        expected = _expected(comparison, output)
+        expected = _expected(comparison, output, args, atol)
+        if expected is _NOT_A_ROOT:
+            result.dropped["the reference's answer is not a root"] += 1
+            continue
         if expected is _NO_VALUE:
             result.dropped["the reference's output is not plain data"] += 1
             continue
@@ -95,13 +99,16 @@ def convert(snippet: str, calls: list[Any], oracle: str = "equal", atol: float =
     return result
 
 
-_NO_VALUE = object()
+_NO_VALUE, _NOT_A_ROOT = object(), object()
 
 
-def _expected(comparison: _Comparison, output: bytes | None) -> Any:
+def _expected(comparison: _Comparison, output: bytes | None, args: list[Any], atol: float) -> Any:
+    """The expected value of one converted call; a poly_root reference's answer is checked, not copied."""
     usable, value = reference_value(output, comparison.oracle)
     if not usable:
         return _NO_VALUE
+    if comparison.oracle == "poly_root" and not (args and is_root(args[0], value, atol)):
+        return _NOT_A_ROOT
     if comparison.wrap is not None:
         try:
             return WRAPS[comparison.wrap](value)

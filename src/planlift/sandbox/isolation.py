@@ -89,12 +89,14 @@ class Isolation:
 
 
 def _bound_root(python: str) -> Path:
-    """The directory the read-only view binds to hold `python`: a read-only root, else its prefix."""
+    """The directory the read-only view binds to hold `python`: a read-only root, else its prefix, or
+    its own directory when the prefix is / (a /bin/python3 without merged /usr: binding / would show
+    the whole host)."""
     prefix = Path(os.path.realpath(python)).parent.parent
     for root in map(Path, _READ_ONLY_ROOTS):
         if prefix == root or root in prefix.parents:
             return root
-    return prefix
+    return prefix if prefix != prefix.parent else Path(os.path.realpath(python)).parent
 
 
 def read_only_view(python: str) -> tuple[str, ...]:
@@ -113,7 +115,7 @@ def read_only_view(python: str) -> tuple[str, ...]:
             view += ["--symlink", os.readlink(link), link]
         elif os.path.isdir(link):
             roots.append(link)
-    for root in roots:
+    for root in dict.fromkeys(roots):  # /bin may be both a root link and the interpreter's directory
         view += ["--ro-bind", root, root]
     for socket_path in _host_sockets_under(roots):
         view += ["--ro-bind", "/dev/null", socket_path]
