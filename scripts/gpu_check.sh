@@ -12,12 +12,14 @@
 # Checks, in order, each bounded by `timeout` and all by GPU_CHECK_BUDGET_S (default 330 s, the script
 # must finish within 6 minutes): CUDA smoke test (bf16 matmul, bitsandbytes 4-bit), hardware=gpu,
 # hardware=fsdp on 1 device, hardware=qlora4bit on the GPU, hardware=ddp (only with 2+ GPUs), the default
-# learning configuration on the GPU (tiny bootstrap + 150 GRPO steps; ~150 s); if vLLM imports: executor=vllm,
-# rollout=vllm (weight sync, mismatch) and the shared planner/executor engine with a LoRA planner.
+# learning configuration on the GPU (150 GRPO steps from the tiny bootstrap gpu_wheels/bootstrap carries,
+# else trained first); if vLLM imports: executor=vllm, rollout=vllm (weight sync, mismatch) and the shared
+# planner/executor engine with a LoRA planner.
 # Writes to OUT: summary.txt (install, versions, then one line per check: rc, seconds, step-0 and final
-# val/e2e_acc from the run summary table, peak GPU memory; for the learning run and the vLLM checks a line
-# of step time / weight sync / log-prob mismatch from its events), versions.txt, <check>.log and <check>/ (Hydra
-# config, TensorBoard events; checkpoints stay behind). Exit status 1 when a check failed or timed out.
+# val/e2e_acc from the run summary table, peak GPU memory, bootstrap cached/built; for the learning run and
+# the vLLM checks a line of step time / weight sync / log-prob mismatch from its events), versions.txt,
+# <check>.log and <check>/ (Hydra config, TensorBoard events; checkpoints stay behind). Exit status 1 when
+# a check failed or timed out.
 # Environment: PYTHON (default python3), GPU_WHEELS_DIR (default gpu_wheels), PLANLIFT_CACHE (default: a
 # temporary folder), GPU_CHECK_BUDGET_S.
 set -uo pipefail
@@ -29,7 +31,7 @@ OUT_ARG=
 for arg in "$@"; do
   case $arg in
     --cpu-dry-run) DRY_RUN=1 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     -*) echo "gpu_check.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
     *) OUT_ARG=$arg ;;
   esac
@@ -97,6 +99,17 @@ else
   export PYTHONPATH=$ROOT/src${PYTHONPATH:+:$PYTHONPATH}
 fi
 echo "PYTHONPATH=$PYTHONPATH"
+# The tiny bootstrap `make gpu-wheels` packed (WHEELS/bootstrap/<key>/, the learning run's): into the cache,
+# so that run starts from the CPU reference's weights; the debug=fast checks train their own here.
+if compgen -G "$WHEELS/bootstrap/*/metrics.json" >/dev/null; then
+  mkdir -p "$PLANLIFT_CACHE/bootstrap"
+  keys=()
+  for dir in "$WHEELS"/bootstrap/*/; do
+    key=$(basename "$dir") && keys+=("$key")
+    [[ -e $PLANLIFT_CACHE/bootstrap/$key ]] || cp -r "$dir" "$PLANLIFT_CACHE/bootstrap/$key"
+  done
+  note "bootstrap carried=${keys[*]} into $PLANLIFT_CACHE/bootstrap"
+fi
 
 # 2. What it runs with (module locations show which copy: the wheels' folder or the machine's).
 "$PY" - "$SUMMARY" >"$OUT/versions.txt" 2>&1 <<'PYEOF'
@@ -171,9 +184,11 @@ record() {  # name rc seconds log peak args...
   read -r step0 final < <(awk '$1 == "val/e2e_acc" && NF >= 3 {s = $2; f = $3} END {print s, f}' "$log")
   local metric="val/e2e_acc=no metric"
   if [[ -n $final && $final != "-" ]]; then metric="val/e2e_acc step0=${step0} final=${final}"; fi
-  local status=$rc
+  local status=$rc boot=
   ((rc == 124 || rc == 137)) && status="$rc(timeout)"
-  note "$name rc=$status seconds=$seconds $metric peak_gpu_mem=${peak:-n/a} args: $*"
+  if grep -q "bootstrap: using cached models" "$log"; then boot=" bootstrap=cached"
+  elif grep -q "bootstrap: training tiny" "$log"; then boot=" bootstrap=built"; fi
+  note "$name rc=$status seconds=$seconds $metric peak_gpu_mem=${peak:-n/a}$boot args: $*"
 }
 check() {  # name limit_s overrides... : one src/train.py run
   local name=$1 limit

@@ -5,9 +5,13 @@
 # (git-ignored gpu_wheels/, passed in `carry`) and scripts/gpu_check.sh installs them with
 # `pip install --no-index --no-deps --target`. docs/scale-out.md has the whole procedure.
 #
-# Usage: bash scripts/gpu_wheels.sh [--dest DIR] [--python-version X.Y] [--check]
+# Usage: bash scripts/gpu_wheels.sh [--dest DIR] [--python-version X.Y] [--bootstrap OVERRIDES] [--check]
 #   --dest DIR            where the wheels go (default: $GPU_WHEELS_DIR, else gpu_wheels)
 #   --python-version X.Y  the target interpreter (default 3.12: the lent machine; the slow test uses its own)
+#   --bootstrap OVERRIDES the train.py overrides whose tiny bootstrap models travel too, in DIR/bootstrap/
+#                         (default "hardware=gpu": the check's learning run, ~4 MB; trained here on the CPU
+#                         once, ~3 min, or taken from the cache). The GPU run then starts from the same
+#                         weights as the CPU reference and spends its minutes on GRPO; "" carries none
 #   --check               download nothing: only the size check of the tree plus DIR
 # Environment: GPU_WHEELS_LIMIT_MIB (default 64: what the device tool carries in all), PYTHON (runs pip;
 # default .venv/bin/python, else python3).
@@ -22,12 +26,14 @@ cd "$(dirname "$0")/.."
 DEST=${GPU_WHEELS_DIR:-gpu_wheels}
 PYVER=3.12
 CHECK_ONLY=0
+BOOTSTRAP=hardware=gpu
 while (($#)); do
   case $1 in
     --dest) DEST=$2; shift 2 ;;
     --python-version) PYVER=$2; shift 2 ;;
+    --bootstrap) BOOTSTRAP=$2; shift 2 ;;
     --check) CHECK_ONLY=1; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "gpu_wheels.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -107,6 +113,35 @@ if ((!CHECK_ONLY)); then
   done <"$DEST/manifest.txt"
 fi
 
+# The tiny bootstrap of the learning run (`--bootstrap`): its models and metrics, keyed as the cache keys
+# them (the key is the bootstrap config's hash: the same on any device), without the SFT logs.
+if ((!CHECK_ONLY)); then
+  rm -rf "$DEST/bootstrap"
+  if [[ -n $BOOTSTRAP ]]; then
+    echo "packing the tiny bootstrap of: $BOOTSTRAP"
+    read -r -a overrides <<<"$BOOTSTRAP"
+    PROJECT_ROOT=$PWD "$PYTHON" - "$DEST/bootstrap" "${overrides[@]}" <<'PYEOF'
+import os
+import shutil
+import sys
+
+import hydra
+from hydra import compose, initialize_config_dir
+
+dest, overrides = sys.argv[1], sys.argv[2:]
+with initialize_config_dir(config_dir=os.path.join(os.environ["PROJECT_ROOT"], "conf"), version_base="1.3"):
+    cfg = compose("train", overrides=overrides)
+if not cfg.get("bootstrap"):
+    sys.exit(f"error: the config of {overrides} has no bootstrap node: nothing to pack")
+bootstrap = hydra.utils.instantiate(cfg.bootstrap, task=hydra.utils.instantiate(cfg.task))
+bootstrap.progress_bar = False
+bootstrap.ensure()
+shutil.copytree(bootstrap.directory, os.path.join(dest, bootstrap.key), ignore=shutil.ignore_patterns("logs"))
+print(f"bootstrap {bootstrap.key} (from {bootstrap.directory}) -> {dest}")
+PYEOF
+  fi
+fi
+
 if ! compgen -G "$DEST/*.whl" >/dev/null; then
   echo "error: no wheels in $DEST (run: make gpu-wheels)" >&2
   exit 1
@@ -122,18 +157,19 @@ tree = 0
 for path in map(os.fsdecode, sys.stdin.buffer.read().split(b"\0")):
     if path and os.path.isfile(path) and not os.path.realpath(path).startswith(dest + os.sep):
         tree += os.path.getsize(path)
-files = [os.path.join(dest, f) for f in sorted(os.listdir(dest))]
+files = [os.path.join(top, f) for top, _, names in os.walk(dest) for f in names]
 wheels = sum(os.path.getsize(f) for f in files if os.path.isfile(f))
 total = tree + wheels
 print(f"working tree (tracked + untracked, not ignored): {tree / mib:.2f} MiB")
 n_wheels = sum(f.endswith(".whl") for f in files)
-print(f"wheels ({sys.argv[1]}, {n_wheels} wheels): {wheels / mib:.2f} MiB")
+boot = sum(os.path.getsize(f) for f in files if os.sep + "bootstrap" + os.sep in f[len(dest) :])
+print(f"wheels ({sys.argv[1]}, {n_wheels} wheels, bootstrap {boot / mib:.2f} MiB): {wheels / mib:.2f} MiB")
 print(f"total: {total / mib:.2f} MiB of {limit_mib:g} MiB")
 if total > limit_mib * mib:
     print(
         f"error: the tree plus the wheels is {total / mib:.2f} MiB, over the {limit_mib:g} MiB that travel to "
-        "the device machine: drop a wheel (bitsandbytes, ~43 MB, serves hardware=qlora4bit only) or shrink "
-        "the working tree",
+        "the device machine: drop a wheel (bitsandbytes, ~43 MB, serves hardware=qlora4bit only), carry no "
+        "bootstrap (--bootstrap \"\"; ~4 MB) or shrink the working tree",
         file=sys.stderr,
     )
     sys.exit(1)

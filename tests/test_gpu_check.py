@@ -76,11 +76,19 @@ def _machine_site(dest: Path, keep: set[str]) -> None:
 @pytest.mark.slow
 def test_gpu_wheels_install_and_cpu_dry_run(tmp_path):
     wheels = tmp_path / "wheels"
-    env = {**os.environ, "PYTHON": sys.executable}
+    env = {**os.environ, "PYTHON": sys.executable, "PLANLIFT_CACHE": str(tmp_path / "packing_cache")}
     env.pop("GPU_WHEELS_LIMIT_MIB", None)
     pyver = f"{sys.version_info.major}.{sys.version_info.minor}"
-    fetched = _run(["bash", "scripts/gpu_wheels.sh", "--dest", str(wheels), "--python-version", pyver], env)
+    # the dry run's bootstrap travels (the GPU run carries the learning run's: `--bootstrap hardware=gpu`)
+    fetch = ["bash", "scripts/gpu_wheels.sh", "--dest", str(wheels), "--python-version", pyver]
+    fetched = _run([*fetch, "--bootstrap", "debug=fast"], env)
     assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    (key,) = [d.name for d in (wheels / "bootstrap").iterdir()]
+    assert sorted(f.name for f in (wheels / "bootstrap" / key).iterdir()) == [
+        "executor",
+        "metrics.json",
+        "planner",
+    ]
 
     # one wheel per pinned package, the pins agreeing with each other
     manifest = {
@@ -103,6 +111,10 @@ def test_gpu_wheels_install_and_cpu_dry_run(tmp_path):
     total = float(re.search(r"^total: ([0-9.]+) MiB", fetched.stdout, re.M).group(1))
     tree = float(re.search(r"^working tree .*: ([0-9.]+) MiB", fetched.stdout, re.M).group(1))
     assert total > tree > 0
+    boot, carried = map(
+        float, re.search(r"bootstrap ([0-9.]+) MiB\): ([0-9.]+) MiB", fetched.stdout).groups()
+    )
+    assert boot > 0 and abs(total - tree - carried) < 0.02  # the bootstrap counts towards the limit
     check = ["bash", "scripts/gpu_wheels.sh", "--dest", str(wheels), "--check"]
     over = _run(check, {**env, "GPU_WHEELS_LIMIT_MIB": str(math.floor(total) - 1)})
     assert over.returncode == 1 and "error: the tree plus the wheels is" in over.stderr
@@ -117,7 +129,9 @@ def test_gpu_wheels_install_and_cpu_dry_run(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True)
     python = str(tmp_path / "venv" / "bin" / "python")
     machine_env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "GPU_CHECK"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTHON", "VIRTUAL_ENV", "GPU_CHECK", "PLANLIFT_CACHE"))
     }
     machine_env.update(PYTHONPATH=str(tmp_path / "machine_site"), PYTHONNOUSERSITE="1")
     for module in ("hydra", "omegaconf", "math_verify", "planlift"):
@@ -139,6 +153,9 @@ def test_gpu_wheels_install_and_cpu_dry_run(tmp_path):
         summary
     )
     assert re.search(r"^install rc=0 wheels=\d+ ", summary, re.M), summary
+    # the carried bootstrap went into the check's own (empty) cache and the run loaded it, trained nothing
+    assert re.search(rf"^bootstrap carried={key} into {re.escape(str(scratch))}/", summary, re.M), summary
+    assert re.search(r"^cpu_dry_run rc=0 .* bootstrap=cached args: ", summary, re.M), summary
     # the step-time line the GPU run writes for default_config, read from the run's TensorBoard events
     assert re.search(r"^cpu_dry_run step_s=[0-9.]+ weight_sync_s=n/a ", summary, re.M), summary
     cuda = re.escape(str(torch.version.cuda))  # None for a CPU build; the CUDA build runs here too
