@@ -28,6 +28,7 @@ def train(cfg: DictConfig, executor=None, engine=None) -> float | None:
     """`executor` / `engine`: an already running executor / rollout engine to use instead of `cfg.executor` /
     `cfg.rollout` (a test session's: vLLM engines in one process share its distributed state)."""
     runtime.configure_threads(cfg.torch_threads)
+    runtime.check_devices(cfg)
     runtime.prepare_ddp_relaunch(__file__)
     runtime.quiet_libraries()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -7,12 +7,14 @@ import inspect
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-import planlift.runtime  # noqa: F401  (registers resolvers, sets PROJECT_ROOT)
+import planlift.runtime  # registers resolvers, sets PROJECT_ROOT; check_devices
+from planlift.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SKIP_GROUPS = {"hydra", "local"}
@@ -133,3 +135,12 @@ def test_unknown_option_is_a_clear_error(tmp_path):
 def test_reward_options_select_their_mode(tmp_path):
     for mode in ("exec_only", "grounded", "uplift_only", "rm_only", "code_gated"):
         assert compose_with([f"reward={mode}"], tmp_path).reward.mode == mode
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error a machine without a GPU gives")
+def test_gpu_hardware_without_a_gpu_fails_before_any_model_is_built(tmp_path):
+    for hardware in ("gpu", "fsdp", "ddp"):
+        with pytest.raises(ConfigError, match=r"trainer\.accelerator=gpu .* sees 0 CUDA device"):
+            planlift.runtime.check_devices(compose_with([f"hardware={hardware}"], tmp_path))
+    for hardware in ("cpu", "ddp_sim", "fsdp_sim", "qlora4bit"):  # qlora4bit: accelerator auto
+        planlift.runtime.check_devices(compose_with([f"hardware={hardware}"], tmp_path))

@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import sysconfig
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -146,7 +147,13 @@ def test_gpu_wheels_install_and_cpu_dry_run(tmp_path):
         PYTHON=python, GPU_WHEELS_DIR=str(wheels), OUT=str(out), TMPDIR=str(scratch), OMP_NUM_THREADS="1"
     )
     dry = _run(["bash", "scripts/gpu_check.sh", "--cpu-dry-run"], machine_env, timeout=290)
-    log = dry.stdout + dry.stderr + (out / "cpu_dry_run.log").read_text(errors="replace")[-3000:]
+    # what the device tool brings back (at most 8 files): the summary, the versions, one archive of the rest
+    assert sorted(f.name for f in out.iterdir()) == ["checks.tar.gz", "summary.txt", "versions.txt"]
+    with tarfile.open(out / "checks.tar.gz") as archive:
+        names = archive.getnames()
+        run_log = archive.extractfile("cpu_dry_run.log").read().decode(errors="replace")
+    assert "cpu_dry_run/config.yaml" in names and any("events.out.tfevents" in n for n in names), names
+    log = dry.stdout + dry.stderr + run_log[-3000:]
     assert dry.returncode == 0, log
     summary = (out / "summary.txt").read_text()
     assert re.search(r"^cpu_dry_run rc=0 seconds=\d+ val/e2e_acc step0=\S+ final=\S+ ", summary, re.M), (
@@ -158,6 +165,9 @@ def test_gpu_wheels_install_and_cpu_dry_run(tmp_path):
     assert re.search(r"^cpu_dry_run rc=0 .* bootstrap=cached args: ", summary, re.M), summary
     # the step-time line the GPU run writes for default_config, read from the run's TensorBoard events
     assert re.search(r"^cpu_dry_run step_s=[0-9.]+ weight_sync_s=n/a ", summary, re.M), summary
+    assert re.search(
+        r"^cpu_dry_run step_s=.* val/e2e_acc first@0=[0-9.]+ last@[0-9]+=[0-9.]+$", summary, re.M
+    ), summary
     cuda = re.escape(str(torch.version.cuda))  # None for a CPU build; the CUDA build runs here too
     assert re.search(rf"^versions python=\S+ cuda={cuda} torch=\S+ .*hydra-core=1\.3\.", summary, re.M), (
         summary
@@ -185,3 +195,50 @@ def test_gpu_wheels_install_and_cpu_dry_run(tmp_path):
     assert versions["planlift"] == str(ROOT / "src" / "planlift" / "__init__.py")
     assert "filelock: this python has" in dry.stdout + dry.stderr
     assert not list(scratch.glob("gpu_check.*")), "the temporary install folder was left behind"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU run itself is what a GPU machine runs")
+def test_the_gpu_run_without_a_gpu_fails_cleanly_and_keeps_the_learning_run_its_time(tmp_path):
+    """The non-dry flow on a CPU: every CUDA check fails (no GPU), and what is left must still be right: the
+    checks before the learning run leave it its reserve (a budget of 170 s leaves them under 20 s: skipped),
+    the exit status says failure, nvidia-smi is sampled (a stand-in on PATH) and no sampler survives, and
+    $OUT holds the three files the device tool brings back."""
+    fake = tmp_path / "bin" / "nvidia-smi"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 1234\n")
+    fake.chmod(0o755)
+    out, empty = tmp_path / "out", tmp_path / "no_wheels"
+    empty.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GPU_CHECK", "PLANLIFT_CACHE"))}
+    env.update(
+        PATH=f"{fake.parent}:{os.environ['PATH']}", PYTHON=sys.executable, GPU_WHEELS_DIR=str(empty),
+        GPU_CHECK_BUDGET_S="170", OMP_NUM_THREADS="1", TMPDIR=str(tmp_path),
+    )  # fmt: skip
+    run = _run(["bash", "scripts/gpu_check.sh", str(out)], env, timeout=300)
+    summary = (out / "summary.txt").read_text()
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert re.search(r"^cuda_smoke rc=1 seconds=\d+ .* peak_gpu_mem=1234MiB$", summary, re.M), summary
+    for name in ("gpu", "fsdp", "qlora4bit"):
+        assert re.search(rf"^{name} rc=skipped\(budget\) seconds=0 ", summary, re.M), summary
+    # train.py refuses a GPU config before it builds any model (exit 2, a one-line error): no bootstrap
+    assert re.search(
+        r"^default_config rc=2 seconds=\d+ val/e2e_acc=no metric peak_gpu_mem=1234MiB ", summary, re.M
+    )
+    assert re.search(r"^vllm rc=skipped \(vLLM is not installed", summary, re.M) or "import vllm" in summary
+    assert sorted(f.name for f in out.iterdir()) == ["checks.tar.gz", "summary.txt", "versions.txt"]
+    with tarfile.open(out / "checks.tar.gz") as archive:
+        assert {"cuda_smoke.log", "default_config.log", "default_config/config.yaml"} <= set(
+            archive.getnames()
+        )
+        log = archive.extractfile("default_config.log").read().decode()
+    assert "error: trainer.accelerator=gpu with trainer.devices=1, but this process sees 0 CUDA device" in log
+    left = [p for p in Path("/proc").glob("[0-9]*/cmdline") if str(out).encode() in _read(p)]
+    assert not left, "a process of the check (the nvidia-smi sampler?) outlived it"
+    assert not list(tmp_path.glob("gpu_check.*")), "the temporary folder was left behind"
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:  # the process ended meanwhile
+        return b""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from planlift.errors import PlanliftError
+from planlift.errors import ConfigError, PlanliftError
 
 log = logging.getLogger("planlift")
 
@@ -153,6 +153,31 @@ def user_errors() -> Iterator[None]:
         log.error("%s: %s", type(cause).__name__, cause)
         print(f"error: {cause}", file=sys.stderr)
         sys.exit(2)
+
+
+def check_devices(cfg: DictConfig) -> None:
+    """Fail before any model is built (a bootstrap can take minutes) when the trainer asks for more CUDA
+    devices than this process sees: `hardware=gpu` on a machine without one, `trainer.devices=8` on 4."""
+    trainer = cfg.get("trainer") or {}
+    accelerator = str(trainer.get("accelerator", "auto"))
+    if accelerator not in ("gpu", "cuda"):
+        return
+    import torch
+
+    devices = trainer.get("devices", 1)
+    if isinstance(devices, int) and devices > 0:
+        wanted = devices
+    elif OmegaConf.is_list(devices) or isinstance(devices, list | tuple):
+        wanted = len(devices)
+    else:  # "auto", -1: as many as there are, at least one
+        wanted = 1
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if visible < wanted:
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} with trainer.devices={devices}, but this process sees "
+            f"{visible} CUDA device(s) (torch {torch.__version__}, CUDA build {torch.version.cuda}); "
+            "without a GPU use hardware=cpu, ddp_sim or fsdp_sim"
+        )
 
 
 def build_trainer(cfg: DictConfig):
