@@ -14,8 +14,8 @@ the comparison the assert applied at that call site, read from the snippet's syn
 
 A problem-wide oracle (poly_root, truthy) replaces the per-site one. A call is dropped, with its reason
 counted, when its site reads otherwise, it passes keyword arguments, its arguments or the reference's
-output are not plain data, or the reference's poly_root answer is not a root (`oracles.is_root`); an
-assert that calls the function at no site that converts gives no test.
+output are not plain data, or the reference's poly_root answer is not a root (`oracles.reference_value`);
+an assert that calls the function at no site that converts gives no test.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from planlift.sandbox.oracles import WRAPS, is_root, reference_value
+from planlift.sandbox.oracles import WRAPS, decode, reference_value
 from planlift.sandbox.protocol import NotPlainData, loads_plain
 from planlift.sandbox.records import CodeTest
 
@@ -103,12 +103,10 @@ _NO_VALUE, _NOT_A_ROOT = object(), object()
 
 
 def _expected(comparison: _Comparison, output: bytes | None, args: list[Any], atol: float) -> Any:
-    """The expected value of one converted call; a poly_root reference's answer is checked, not copied."""
-    usable, value = reference_value(output, comparison.oracle)
-    if not usable:
-        return _NO_VALUE
-    if comparison.oracle == "poly_root" and not (args and is_root(args[0], value, atol)):
-        return _NOT_A_ROOT
+    """The expected value of one converted call (`reference_value` checks a poly_root answer's root)."""
+    usable, value = reference_value(output, comparison.oracle, args, atol)
+    if not usable:  # plain data, yet not usable: a poly_root answer that is not a root
+        return _NOT_A_ROOT if decode(output)[1] is None else _NO_VALUE
     if comparison.wrap is not None:
         try:
             return WRAPS[comparison.wrap](value)

@@ -108,7 +108,7 @@ def reference_value(
     if oracle == "truthy":  # a match object is not data: its presence is the answer
         return True, _something(value, reason is None)
     if reason is None and oracle == "poly_root" and args is not None:
-        return is_root(args[0], value, atol), value
+        return bool(args) and is_root(args[0], value, atol), value
     return reason is None, value
 
 
