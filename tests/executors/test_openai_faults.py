@@ -20,6 +20,7 @@ CLIENT_KIND = {
     "http_5xx": "http_503",
     "http_429": "http_429",
     "hang": "timeout",
+    "client_gone": "timeout",  # not injected: the upstream answered after the client gave up
     "drop": "connection",
     "truncated": "truncated",
     "malformed": "malformed",
@@ -129,3 +130,26 @@ def test_a_server_that_ignores_n_is_decided_on_several_replies_and_logged(faults
         assert client.n_supported is None and "ignores n" not in caplog.text
         assert client.generate([PROMPT], n=3)[0].ok
     assert client.n_supported is False and "ignores n" in caplog.text
+
+
+def test_a_reply_the_client_stopped_waiting_for_is_not_counted_usable():
+    """The upstream answers the first attempt after the client's timeout (no fault injected): the proxy
+    records that attempt as `client_gone`, not as a clean reply, and the retry as the usable one."""
+    first = {"slow": True}
+
+    def slow_once(path, body, raw):
+        if first.pop("slow", False):
+            time.sleep(3 * TIMEOUT_S)
+        return stub_completions(path, body, raw)
+
+    with JsonServer(slow_once) as upstream, fault_servers(upstream.url, "openai") as start:
+        server = start(rate=0.0)
+        client = executor(server)
+        assert client.generate([PROMPT], n=1)[0].ok
+        assert dict(client.attempt_failures) == {"timeout": 1}
+        deadline = time.monotonic() + 5  # the proxy settles the slow attempt once the upstream answers
+        while server.requests()[0]["attempts"][0] == "ok" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (request,) = server.requests()
+        assert request["attempts"] == ["client_gone", "ok"] and request["usable"]
+        assert server.stats()["exhausted_requests"] == 0

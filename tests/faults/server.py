@@ -24,8 +24,10 @@ body, attempt number) only, so a run injects the same faults whatever order conc
 in. `faulty_attempts` replaces the rate: the first k attempts of every request are faulted.
 
 An attempt is *usable* when a client can take answers from it: a clean reply; for the executor also a
-reply with extra choices (dropped) or with fewer but at least one (the client asks for the rest). A
-request that got no usable attempt exhausted its retries: its samples must be masked.
+reply with extra choices (dropped) or with fewer but at least one (the client asks for the rest). A reply
+the client never received is not: when it gave up (its own timeout) while the upstream was answering, the
+attempt's kind is `client_gone`. A request that got no usable attempt exhausted its retries: its samples
+must be masked.
 `GET /faults/stats` returns the counts (requests, attempts, injected faults by kind, exhausted requests by
 the kind of their last attempt); `GET /faults/requests` every request: id, body, attempt kinds, usable.
 """
@@ -35,6 +37,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import select
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -59,6 +63,7 @@ KINDS = (
 )
 APIS = ("openai", "rm")
 CLEAN = "ok"  # the attempt kind of a forwarded, untouched reply
+GONE = "client_gone"  # the kind of a reply the client had stopped waiting for
 
 
 @dataclass(frozen=True)
@@ -94,15 +99,19 @@ class FaultPlan:
 
 @dataclass
 class RequestRecord:
-    """One request: its id, the body of its first attempt, the kind and X-Request-Id of each attempt,
-    and its order."""
+    """One request: its id, the body of its first attempt, the kind, X-Request-Id and usability of each
+    attempt, and its order."""
 
     id: str
     order: int
     body: Any
     attempts: list[str] = field(default_factory=list)
     headers: list[str | None] = field(default_factory=list)
-    usable: bool = False
+    usable_attempts: list[bool] = field(default_factory=list)
+
+    @property
+    def usable(self) -> bool:
+        return any(self.usable_attempts)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -159,9 +168,9 @@ class FaultServer:
 
     # ---- bookkeeping ------------------------------------------------------------------------------
 
-    def begin(self, header: str | None, raw: bytes) -> tuple[RequestRecord, str | None]:
-        """Record an attempt (`header`: its X-Request-Id); returns its request and the fault to inject
-        (None: forward it)."""
+    def begin(self, header: str | None, raw: bytes) -> tuple[RequestRecord, int, str | None]:
+        """Record an attempt (`header`: its X-Request-Id); returns its request, its number there and the
+        fault to inject (None: forward it)."""
         with self._lock:
             self._attempts += 1
             request_id = header.rsplit(".", 1)[0] if header else f"anonymous-{self._attempts}"
@@ -169,18 +178,21 @@ class FaultServer:
             if record is None:
                 record = RequestRecord(request_id, len(self._records), _parse(raw))
                 self._records[request_id] = record
-            fault = self.plan.draw(raw, len(record.attempts))
+            attempt = len(record.attempts)
+            fault = self.plan.draw(raw, attempt)
             record.attempts.append(fault or CLEAN)
             record.headers.append(header)
+            record.usable_attempts.append(False)
             if fault:
                 self._injected[fault] += 1
-            return record, fault
+            return record, attempt, fault
 
-    def settle(self, record: RequestRecord, kind: str, usable: bool) -> None:
-        """The outcome of the request's latest attempt: its final kind and whether a client can use it."""
+    def settle(self, record: RequestRecord, attempt: int, kind: str, usable: bool) -> None:
+        """The outcome of one attempt of the request (a client that gave up may already be on its next):
+        its final kind and whether a client can use it."""
         with self._lock:
-            record.attempts[-1] = kind
-            record.usable = record.usable or usable
+            record.attempts[attempt] = kind
+            record.usable_attempts[attempt] = usable
 
     def requests(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -273,6 +285,15 @@ def _handler(faults: FaultServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
+        def _client_gone(self) -> bool:
+            """Has the client closed its end while we waited for the upstream? (It sends nothing more
+            while it waits for a reply, so a readable connection with no data is a closed one.)"""
+            try:
+                readable, _, _ = select.select([self.connection], [], [], 0)
+                return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+            except OSError:
+                return True
+
         def _close_reply(self, code: int, body: bytes, headers: dict[str, str] | None = None) -> None:
             self._reply(code, body, {"Connection": "close", **(headers or {})})
             self.close_connection = True
@@ -287,7 +308,7 @@ def _handler(faults: FaultServer) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            record, fault = faults.begin(self.headers.get("X-Request-Id"), raw)
+            record, attempt, fault = faults.begin(self.headers.get("X-Request-Id"), raw)
             plan = faults.plan
             if fault == "http_5xx":
                 self._close_reply(503, b'{"error": {"message": "injected: overloaded"}}')
@@ -313,10 +334,13 @@ def _handler(faults: FaultServer) -> type[BaseHTTPRequestHandler]:
             elif fault == "error_200":
                 self._close_reply(200, b'{"error": {"message": "injected: engine error", "code": 500}}')
             else:
-                self._forward(raw, record, fault)
+                self._forward(raw, (record, attempt), fault)
 
         def _forward(
-            self, raw: bytes | None, record: RequestRecord | None = None, fault: str | None = None
+            self,
+            raw: bytes | None,
+            attempt: tuple[RequestRecord, int] | None = None,
+            fault: str | None = None,
         ) -> None:
             if raw is not None and faults.plan.ignore_n and faults.api == "openai":
                 request = json.loads(raw)
@@ -335,20 +359,26 @@ def _handler(faults: FaultServer) -> type[BaseHTTPRequestHandler]:
                 code, body = error.code, error.read()
             except OSError as error:
                 code, body = 502, json.dumps({"error": {"message": f"upstream: {error}"}}).encode()
-            if record is None:
+            if attempt is None:
                 self._reply(code, body)
                 return
             if code != 200:
-                faults.settle(record, f"upstream_{code}", usable=False)
-                self._reply(code, body)
+                kind, usable = f"upstream_{code}", False
+            elif fault is None:
+                kind, usable = CLEAN, True
+            else:
+                answer, usable = faults.distort(fault, json.loads(body))
+                kind, code, body = fault, 200, json.dumps(answer).encode()  # NaN: the bare token NaN
+            if self._client_gone():  # it timed out while the upstream answered: nothing reaches it
+                faults.settle(*attempt, GONE, usable=False)
+                self.close_connection = True
                 return
-            if fault is None:
-                faults.settle(record, CLEAN, usable=True)
+            faults.settle(*attempt, kind, usable)  # before the reply: a client may retry as soon as it has it
+            try:
                 self._reply(code, body)
-                return
-            answer, usable = faults.distort(fault, json.loads(body))
-            faults.settle(record, fault, usable)
-            self._reply(200, json.dumps(answer).encode())  # NaN is written as the bare token NaN
+            except OSError:  # it gave up between the check and the write
+                faults.settle(*attempt, GONE, usable=False)
+                self.close_connection = True
 
     return Handler
 

@@ -22,6 +22,7 @@ CLIENT_KIND = {
     "http_5xx": "http_503",
     "http_429": "http_429",
     "hang": "timeout",
+    "client_gone": "timeout",  # not injected: the upstream answered after the client gave up
     "drop": "connection",
     "truncated": "truncated",
     "malformed": "malformed",
