@@ -12,6 +12,12 @@ A save that falls on a step whose validation is due waits until that validation 
 before it, a resumed run would count the validation as done and never run it (Lightning fast-forwards
 past it); saved after it, the checkpoint holds the validation too, and a kill during the validation
 resumes from the previous checkpoint and runs it again.
+
+The logged metrics of every step a checkpoint covers are on disk before it becomes `last.ckpt`: the loggers
+are flushed first. Lightning hands a step's metrics to the loggers only after `on_train_batch_end`, so a
+save there is written then and committed when the next batch starts (or training ends); a run killed in
+between resumes from the previous checkpoint and logs those steps again, rather than never logging the
+step before the checkpoint.
 """
 
 from __future__ import annotations
@@ -29,30 +35,44 @@ class LastCheckpoint(pl.Callback):
         self.every_n_steps = every_n_steps
         self._saved_step = -1
         self._after_validation = False
+        self._staged = False  # written to its staging path, not yet committed
 
-    def _save(self, trainer: pl.Trainer) -> None:
+    def _save(self, trainer: pl.Trainer, *, commit_now: bool = True) -> None:
         if trainer.global_step == self._saved_step:
             return
-        staging = staging_path(self.path)
-        trainer.save_checkpoint(staging, weights_only=False)  # collective: every rank takes part
+        trainer.save_checkpoint(staging_path(self.path), weights_only=False)  # collective: every rank
+        self._saved_step, self._staged = trainer.global_step, True
+        if commit_now:
+            self._commit(trainer)
+
+    def _commit(self, trainer: pl.Trainer) -> None:
+        """The staged checkpoint becomes last.ckpt, once the metrics it covers are flushed to disk."""
+        if not self._staged:
+            return
+        for logger in trainer.loggers:
+            logger.save()
         if trainer.is_global_zero:
-            commit(staging, self.path)
+            commit(staging_path(self.path), self.path)
         trainer.strategy.barrier()
-        self._saved_step = trainer.global_step
+        self._staged = False
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx: int) -> None:
+        self._commit(trainer)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
             if _validation_due(trainer):
                 self._after_validation = True
-            else:
-                self._save(trainer)
+            else:  # this step's metrics reach the loggers after this hook: committed at the next batch
+                self._save(trainer, commit_now=False)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._after_validation and not trainer.sanity_checking:
             self._after_validation = False
-            self._save(trainer)
+            self._save(trainer)  # the step's and the validation's metrics are logged by now
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._commit(trainer)
         self._save(trainer)
 
 
