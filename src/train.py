@@ -78,6 +78,9 @@ def train(cfg: DictConfig, executor=None, engine=None) -> float | None:
             run_hparams(cfg, HydraConfig.get().runtime.choices),
             final_metrics(trainer.callback_metrics, bootstrap_numbers),
         )
+        # fit closed the writer at its end, so these went to a new one: close it too, or its buffered tail
+        # (the last final/* metrics, the HParams entry) is lost when the process exits
+        logger.finalize("success")
     if trainer.is_global_zero:
         log.info(summary.render(cfg.paths.output_dir, getattr(trainer.logger, "save_dir", None)))
     return runtime.metric_value(trainer.callback_metrics, cfg.optimized_metric)

@@ -59,6 +59,17 @@ def compose_with(
     return cfg
 
 
+def load_entry_point(name: str = "train"):
+    """src/<name>.py as a module (the entry points are scripts, not part of the installed package)."""
+    import importlib.util
+
+    path = CONF.parent / "src" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"planlift_{name}_entry", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def locate(target: str):
     module, _, name = target.rpartition(".")
     try:

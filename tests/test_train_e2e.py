@@ -69,6 +69,18 @@ def text_steps(run_dir: Path) -> dict[str, list[int]]:
     return {tag: sorted(group.step) for tag, group in frame.groupby("tag")}
 
 
+def hparams_entries(run_dir: Path) -> int:
+    """How many HParams entries (config + final metrics, TensorBoard's HParams tab) the run's events hold."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    return sum(
+        value.metadata.plugin_data.plugin_name == "hparams" and value.tag == "_hparams_/session_start_info"
+        for path in (run_dir / "tensorboard").rglob("events.out.tfevents.*")
+        for event in EventFileLoader(str(path)).Load()
+        for value in event.summary.value
+    )
+
+
 # The reward terms each mode logs (train/reward/<term>); every other term must be absent.
 MODE_TERMS = {
     "exec_only": {"e2e", "leakage", "final"},
@@ -112,6 +124,13 @@ def test_debug_run_trains_logs_checkpoints_and_exports(tmp_path, cache_dir, rewa
         "final/val/e2e_acc",
     ):
         assert tag in logged, tag
+    # every validation metric and the bootstrap's numbers reach disk as final/* (the HParams view), and the
+    # HParams entry itself: written after fit, they are the last thing the process writes before it exits
+    finals = {tag for tag in logged if tag.startswith("final/")}
+    validation = {f"final/{tag}" for tag in logged if tag.startswith("val/")}
+    bootstrap = {f"final/bootstrap/{k}" for k in ("executor_alone", "executor_gold", "planner_executor")}
+    assert finals == validation | bootstrap, sorted(finals ^ (validation | bootstrap))
+    assert hparams_entries(run_dir) == 1
     terms = {tag.split("/")[2] for tag in logged if tag.startswith("train/reward/") and tag.count("/") == 2}
     assert terms & ALL_TERMS == MODE_TERMS[reward]
     if reward == "exec_only":  # the reward is the e2e sample, step by step
@@ -135,6 +154,44 @@ def test_debug_run_trains_logs_checkpoints_and_exports(tmp_path, cache_dir, rewa
     from planlift.models import load_policy
 
     assert load_policy(str(exported)).model.config.model_type == "qwen2"
+
+
+def test_final_metrics_and_hparams_are_on_disk_when_train_returns(tmp_path, cache_dir, monkeypatch):
+    """fit closes the loggers' writer; the final/* metrics and the HParams entry logged after it go to a new
+    one, whose events a daemon thread writes from a queue. The run must close that writer (which drains the
+    queue): left open, a process that exits at once loses what is still queued (seen in 1 of 2 default runs
+    and in the last job of a 15-run sweep: no HParams entry, 5-6 final metrics missing). Here the writer
+    thread is slowed once fit is over, so what is still queued when `train` returns is missing on disk."""
+    import time
+
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    from tests.test_configs import compose_with, load_entry_point
+
+    entry = load_entry_point()
+    real_final_metrics, real_write = entry.final_metrics, RecordWriter.write
+
+    def slow_write(self, data):
+        time.sleep(0.05)
+        real_write(self, data)
+
+    def final_metrics(*args, **kwargs):  # called after fit, just before the loggers get the final metrics
+        monkeypatch.setattr(RecordWriter, "write", slow_write)
+        return real_final_metrics(*args, **kwargs)
+
+    monkeypatch.setattr(entry, "final_metrics", final_metrics)
+    run_dir = tmp_path / "run"
+    overrides = [
+        "debug=fast",
+        "torch_threads=1",
+        "callbacks.rich_progress_bar=null",
+        f"paths.cache_dir={cache_dir}",
+    ]
+    entry.train(compose_with(overrides, run_dir))
+    logged = scalars(run_dir)  # read at once, as if the process had exited
+    assert hparams_entries(run_dir) == 1
+    validation = {f"final/{tag}" for tag in logged if tag.startswith("val/")}
+    assert len(validation) > 30 and validation <= set(logged), sorted(validation - set(logged))
 
 
 def test_resume_continues_the_step_count(tmp_path, cache_dir):

@@ -40,7 +40,7 @@ def scalars(run_dir):
 
 def train_steps(tmp_path, *overrides, executor=None, engine=None):
     """A few grounded GRPO steps in process (src/train.py's `train`) with the debug preset."""
-    from tests.test_configs import compose_with
+    from tests.test_configs import compose_with, load_entry_point
 
     train = load_entry_point().train
 
@@ -48,18 +48,6 @@ def train_steps(tmp_path, *overrides, executor=None, engine=None):
     cfg = compose_with([*DEBUG_OVERRIDES, "reward=grounded", "trainer.max_steps=3", *overrides], run_dir)
     train(cfg, executor=executor, engine=engine)
     return scalars(run_dir)
-
-
-def load_entry_point():
-    """src/train.py as a module (it is a script, not part of the installed package)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "src" / "train.py"
-    spec = importlib.util.spec_from_file_location("planlift_train_entry", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def check_grounded_run(logged) -> None:
