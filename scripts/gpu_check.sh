@@ -119,7 +119,17 @@ if compgen -G "$WHEELS/bootstrap/*/metrics.json" >/dev/null; then
     key=$(basename "$dir") && keys+=("$key")
     [[ -e $PLANLIFT_CACHE/bootstrap/$key ]] || cp -r "$dir" "$PLANLIFT_CACHE/bootstrap/$key"
   done
-  note "bootstrap carried=${keys[*]} into $PLANLIFT_CACHE/bootstrap"
+  # its step-0 accuracy as measured where it was packed (the CPU's vector kernels decide the warm start)
+  built=$(timeout --kill-after=5 20 "$PY" - "$WHEELS"/bootstrap/*/metrics.json 2>&1 <<'PYEOF'
+import json, sys
+for path in sys.argv[1:]:
+    metrics = json.load(open(path))
+    built = metrics.get("built_with") or {}
+    devices = "+".join(built.get("devices") or ["?"])
+    print(f"planner_executor={metrics.get('planner_executor')} built_on={devices}/{built.get('cpu_capability', '?')}")
+PYEOF
+  )
+  note "bootstrap carried=${keys[*]} into $PLANLIFT_CACHE/bootstrap (${built//$'\n'/; })"
 fi
 
 # 2. What it runs with (module locations show which copy: the wheels' folder or the machine's).
@@ -310,8 +320,9 @@ RESERVE_S=0
 check default_config 150 hardware=gpu   # the learning run: the carried tiny bootstrap, 150 GRPO steps
 rollout_numbers default_config
 # the same run on this project's 2-core CPU box (torch 2.13 CPU build, and the lent machine's torch 2.11 /
-# transformers 5.17 in .venv-twin: identical numbers), to read the line above against
-note "default_config cpu_reference (2 CPU cores, 2026-11-30): val/e2e_acc step0=0.155 final=0.295 step_s=0.66"
+# transformers 5.17 in .venv-twin: identical numbers), to read the line above against; its step 0 depends
+# on the kernels the carried bootstrap was trained with (the `bootstrap carried` line: AVX2 or AVX512)
+note "default_config cpu_reference (2 CPU cores, 2026-12-01): val/e2e_acc step0=0.155 final=0.295 step_s=0.437 with AVX2 kernels; step0=0.120 final=0.295 step_s=0.458 with AVX512"
 if timeout 60 "$PY" -c "import vllm" 2>/dev/null; then
   check vllm 90 debug=fast hardware=gpu executor=vllm executor.dtype=bfloat16 executor.gpu_memory_utilization=0.3
   # planner rollouts through vLLM: full-weight sync, then a LoRA planner sharing one engine with the executor

@@ -162,6 +162,11 @@ def test_gpu_wheels_install_and_cpu_dry_run(tmp_path):
     assert re.search(r"^install rc=0 wheels=\d+ ", summary, re.M), summary
     # the carried bootstrap went into the check's own (empty) cache and the run loaded it, trained nothing
     assert re.search(rf"^bootstrap carried={key} into {re.escape(str(scratch))}/", summary, re.M), summary
+    # ... with its step 0 as the packing machine measured it, and the kernels it was trained with
+    built_on = re.escape(f"cpu/{torch.backends.cpu.get_cpu_capability()}")
+    assert re.search(
+        rf"^bootstrap carried=.*\(planner_executor=[0-9.]+ built_on={built_on}\)$", summary, re.M
+    ), summary
     assert re.search(r"^cpu_dry_run rc=0 .* bootstrap=cached args: ", summary, re.M), summary
     # the step-time line the GPU run writes for default_config, read from the run's TensorBoard events
     assert re.search(r"^cpu_dry_run step_s=[0-9.]+ weight_sync_s=n/a ", summary, re.M), summary

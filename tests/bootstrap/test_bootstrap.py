@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from planlift.bootstrap import Bootstrap
 from planlift.errors import ConfigError
@@ -30,6 +31,9 @@ def test_bootstrap_writes_models_and_the_three_numbers(trained_bootstrap):
         assert 0.0 <= metrics[key] <= 1.0
     assert metrics["eval_problems"] == 20
     assert metrics["config"] == trained_bootstrap.config()
+    assert metrics["built_with"]["devices"] == ["cpu"]  # what else the weights depend on: kernels, torch
+    assert metrics["built_with"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert metrics["built_with"]["torch"] == torch.__version__
     model, _ = load_model_and_tokenizer(str(artifacts.checkpoint("executor")), "executor.pretrained")
     assert model.config.model_type == "qwen2" and model.config.hidden_size == 64
     assert load_policy(str(artifacts.checkpoint("planner"))).model.config.num_hidden_layers == 2
@@ -90,3 +94,37 @@ def test_mixture_errors_name_the_key(trained_bootstrap):
 
     gsm8k = Bootstrap(GSM8KTask.__new__(GSM8KTask), cache_dir="unused", planner_mixture={"faithful": 1.0})
     assert gsm8k.planner_mixture is None  # no kinds: gold traces, with a warning
+
+
+def test_sampled_headroom_does_not_depend_on_the_callers_random_stream(trained_bootstrap, monkeypatch):
+    """torch's global generator starts from a different seed in every process: the bootstrap's pass@k must
+    come from its own seed (else metrics.json differs between two builds of the same weights)."""
+    import planlift.grpo.rollout as rollout_module
+
+    sampled_texts = []
+    real = rollout_module.sample_rollout
+
+    def recording(policy, task, problems, group_size, **kwargs):
+        rollout = real(policy, task, problems, group_size, **kwargs)
+        if not kwargs.get("greedy"):
+            sampled_texts.append(rollout.texts)
+        return rollout
+
+    monkeypatch.setattr(rollout_module, "sample_rollout", recording)
+    measured = []
+    for caller_seed in (1, 2):
+        torch.manual_seed(caller_seed)
+        measured.append(trained_bootstrap._measure(trained_bootstrap.directory))
+        after = torch.rand(3)
+        torch.manual_seed(caller_seed)
+        assert torch.equal(after, torch.rand(3)), "the caller's stream was moved"
+    assert sampled_texts[0] == sampled_texts[1]
+    assert measured[0]["planner_sampled"] == measured[1]["planner_sampled"]
+    # The check can fail: unseeded, the two callers' streams give different samples.
+    planner = load_policy(str(trained_bootstrap.directory / "planner"))
+    problems = list(trained_bootstrap.task.problems("validation"))[:5]
+    unseeded = []
+    for caller_seed in (1, 2):
+        torch.manual_seed(caller_seed)
+        unseeded.append(real(planner, trained_bootstrap.task, problems, 4, max_new_tokens=64).texts)
+    assert unseeded[0] != unseeded[1]

@@ -118,6 +118,7 @@ class Bootstrap:
         self.accelerator = accelerator
         self.progress_bar = progress_bar
         self._artifacts: BootstrapArtifacts | None = None
+        self._devices: set[str] = set()
 
     def config(self) -> dict[str, Any]:
         """Everything that determines the trained models."""
@@ -156,11 +157,18 @@ class Bootstrap:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.directory) + ".lock"):
             metrics_path = self.directory / "metrics.json"
-            if not metrics_path.exists():
+            cached = metrics_path.exists()
+            if not cached:
                 self._build()
-            else:
-                log.info("bootstrap: using cached models in %s", self.directory)
-            self._artifacts = BootstrapArtifacts(self.directory, json.loads(metrics_path.read_text()))
+            metrics = json.loads(metrics_path.read_text())
+            if cached:
+                built_with = metrics.get("built_with")
+                log.info(
+                    "bootstrap: using cached models in %s (%s)",
+                    self.directory,
+                    _describe(built_with) if built_with else "built before planlift recorded its numerics",
+                )
+            self._artifacts = BootstrapArtifacts(self.directory, metrics)
         return self._artifacts
 
     def _build(self) -> None:
@@ -180,6 +188,7 @@ class Bootstrap:
                 tokenizer.save_pretrained(staging / saved_as)
             seconds[role] = time.perf_counter() - role_start
         metrics = self._measure(staging)
+        metrics["built_with"] = _numerics(self._devices)
         metrics["train_seconds"] = seconds
         metrics["total_seconds"] = time.perf_counter() - start
         metrics["config"] = self.config()
@@ -187,11 +196,13 @@ class Bootstrap:
         shutil.rmtree(self.directory, ignore_errors=True)
         staging.rename(self.directory)
         log.info(
-            "bootstrap: executor alone %.3f | executor with gold trace %.3f | planner -> executor %.3f (%.0fs)",
+            "bootstrap: executor alone %.3f | executor with gold trace %.3f | planner -> executor %.3f "
+            "(%.0fs; %s)",
             metrics["executor_alone"],
             metrics["executor_gold"],
             metrics["planner_executor"],
             metrics["total_seconds"],
+            _describe(metrics["built_with"]),
         )
 
     def _examples(self, role: str, tokenizer):
@@ -259,10 +270,13 @@ class Bootstrap:
             log_every_n_steps=10,
         )
         trainer.fit(module, dataset.loader(settings.batch_size, seed))
+        self._devices.add(str(trainer.strategy.root_device.type))
         return module.model.cpu().eval()
 
     def _measure(self, directory: Path) -> dict[str, Any]:
         """Greedy accuracies on validation problems: executor alone, with gold traces, after the planner."""
+        import torch
+
         from planlift.executors.hf import HFExecutor
         from planlift.grpo.rollout import sample_rollout
         from planlift.judging import BaselineCache, judge_reasonings, pass_at_k, summarize
@@ -285,8 +299,14 @@ class Bootstrap:
                 self.task, executor, problems, [self.task.extract_reasoning(t) for t in rollout.texts], cache
             )
         )
-        # The warm-started planner's headroom: G samples at GRPO's temperature, judged greedily.
-        sampled = sample_rollout(planner, self.task, problems, PASS_AT, max_new_tokens=self.max_length // 2)
+        # The warm-started planner's headroom: G samples at GRPO's temperature, judged greedily. The
+        # sampler draws from torch's global stream, whose start differs per process unless seeded; its
+        # own seed makes the numbers the bootstrap's (whoever builds it), leaving the caller's stream as is.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            sampled = sample_rollout(
+                planner, self.task, problems, PASS_AT, max_new_tokens=self.max_length // 2
+            )
         sampled_records = judge_reasonings(
             self.task,
             executor,
@@ -324,3 +344,28 @@ def _mixture(task: Task, key: str, mixture: dict[str, float] | None) -> dict[str
     if any(weight < 0 for weight in mixture.values()) or not sum(mixture.values()) > 0:
         raise ConfigError(f"bootstrap.{key} weights must be >= 0 with a positive sum, got {dict(mixture)}")
     return {kind: float(mixture[kind]) for kind in kinds if mixture.get(kind, 0) > 0}
+
+
+def _numerics(devices: set[str]) -> dict[str, Any]:
+    """What the trained floats depend on besides the config (not part of the cache key): the same config
+    trains different weights with other kernels. On x86 CPUs torch picks its vector kernels by instruction
+    set (`cpu_capability`): the reference bootstrap measured 0.155 greedy planner -> executor on AVX2 and
+    0.120 on AVX-512 (docs/learning.md, "Reproducing the numbers")."""
+    import platform
+
+    import torch
+
+    return {
+        "torch": torch.__version__,
+        "devices": sorted(devices),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "machine": platform.machine(),
+    }
+
+
+def _describe(built_with: dict[str, Any]) -> str:
+    """One line for the log: where the bootstrap's weights were trained and with which kernels."""
+    devices = "+".join(built_with.get("devices") or ["?"])
+    return (
+        f"built on {devices}, torch {built_with.get('torch')}, CPU kernels {built_with.get('cpu_capability')}"
+    )
