@@ -94,3 +94,41 @@ def test_a_real_executor_that_cannot_write_json(tmp_path, tiny_checkpoint):
     failures = [json.loads(line) for line in (tmp_path / "judge_failures.jsonl").read_text().splitlines()]
     assert summary["judge_failures"] == len(failures) > 0 and all(f["attempts"] == 2 for f in failures)
     assert executor.stats.calls == 2 * 2  # per split: the first attempt and one retry, each one batched call
+
+
+def test_a_sampling_judge_labels_the_same_for_the_same_seed(tmp_path, tiny_checkpoint):
+    """The retries sample from torch's global generator (a local model): build_groups seeds a copy of it with
+    `seed`, so two builds give the same replies whatever the caller's stream, which it leaves in place."""
+    import torch
+
+    from planlift.executors import HFExecutor
+
+    task = ProceduralTask(sizes={"train": 2, "validation": 1, "test": 0})
+    replies = []
+    for caller_seed in (1, 2):
+        torch.manual_seed(caller_seed)
+        executor = HFExecutor(str(tiny_checkpoint), max_new_tokens=12, temperature=1.0, device="cpu")
+        out = tmp_path / str(caller_seed)
+        build_groups(
+            ProceduralGroupSource(task, sizes={"train": 2, "dev": 1}),
+            out,
+            seed=0,
+            labeler=JudgeLabeler(executor, retries=1),
+        )
+        after = torch.rand(3)
+        torch.manual_seed(caller_seed)
+        assert torch.equal(after, torch.rand(3)), "the caller's stream was moved"
+        replies.append(
+            [json.loads(line)["error"] for line in (out / "judge_failures.jsonl").read_text().splitlines()]
+        )
+    assert replies[0] == replies[1] and len(replies[0]) > 0
+    # the check can fail: called without the seeding, the retries' replies follow the caller's stream
+    unseeded = []
+    for caller_seed in (1, 2):
+        torch.manual_seed(caller_seed)
+        judge = JudgeLabeler(
+            HFExecutor(str(tiny_checkpoint), max_new_tokens=12, temperature=1.0, device="cpu")
+        )
+        assert judge.label_batch([request()]) == [None]
+        unseeded.append(judge.failures[0]["error"])
+    assert unseeded[0] != unseeded[1]

@@ -3,7 +3,8 @@
 Splits are disjoint by problem: the procedural source takes train groups from the task's train split and
 dev groups from its validation split (disjoint by construction); the GSM8K source assigns each problem of
 GSM8K's train file to dev when a seeded hash of its id falls below `dev_fraction`. Everything is
-deterministic given `seed` (each problem's negatives are drawn from `Random(f"{seed}/{problem_id}")`).
+deterministic given `seed` (each problem's negatives are drawn from `Random(f"{seed}/{problem_id}")`; a
+judge's sampled retries from torch's generator seeded with it).
 """
 
 from __future__ import annotations
@@ -185,8 +186,14 @@ class GSM8KGroupSource(GroupSource):
         return drafts
 
 
-def _label(drafts: Sequence[Draft], labeler, rules: RuleLabeler) -> list[tuple[dict, list[dict | None]]]:
-    """(positive rubric, [negative rubric or None]) per draft, with one labeler call for the split."""
+def _label(
+    drafts: Sequence[Draft], labeler, rules: RuleLabeler, seed: int
+) -> list[tuple[dict, list[dict | None]]]:
+    """(positive rubric, [negative rubric or None]) per draft, with one labeler call for the split.
+
+    A judge's retries sample, from torch's global generator when its executor is a local model: the call
+    runs on a copy of that generator seeded with `seed`, so the labels depend on `seed` alone and the
+    caller's stream is left where it was."""
     judge_positives = getattr(labeler, "label_positives", False)
     requests = []
     for draft in drafts:
@@ -200,7 +207,14 @@ def _label(drafts: Sequence[Draft], labeler, rules: RuleLabeler) -> list[tuple[d
             LabelRequest(draft.problem_id, draft.problem, draft.reference_solution, reasoning, kind)
             for kind, reasoning in draft.negatives
         ]
-    labels = iter(labeler.label_batch(requests))
+    if isinstance(labeler, RuleLabeler):  # deterministic, and no reason to import torch
+        labels = iter(labeler.label_batch(requests))
+    else:
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            labels = iter(labeler.label_batch(requests))
     out = []
     for draft in drafts:
         positive = next(labels) if judge_positives else rules.label("positive")
@@ -243,7 +257,7 @@ def build_groups(
         dropped: Counter[str] = Counter()
         kinds: Counter[str] = Counter()
         for draft, (positive_rubric, negative_rubrics) in zip(
-            drafts, _label(drafts, labeler, rules), strict=True
+            drafts, _label(drafts, labeler, rules, seed), strict=True
         ):
             negatives = [
                 {"reasoning": reasoning, "negative_kind": kind, "rubric": rubric}
