@@ -20,7 +20,10 @@ from collections import Counter
 from pathlib import Path
 
 import hydra
+import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -40,7 +43,14 @@ def main(argv: list[str]) -> dict:
         else:
             overrides.append(arg)
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["hydra.run.dir=.", *overrides], return_hydra_config=False)
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    # the run-directory keys (trainer.default_root_dir, ...) read Hydra's runtime: the working directory here
+    # (nothing is written), as under `@hydra.main`; then the config is the job's, without Hydra's node
+    OmegaConf.set_readonly(cfg.hydra, False)
+    cfg.hydra.runtime.output_dir = str(Path.cwd())
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
     runtime.configure_threads(cfg.torch_threads)
     runtime.quiet_libraries()
     task = hydra.utils.instantiate(cfg.task)
@@ -50,6 +60,7 @@ def main(argv: list[str]) -> dict:
 
     problems = list(task.problems("validation"))[: sizes["problems"]]
     r, s = sizes["reasonings"], sizes["executor_samples"]
+    torch.manual_seed(cfg.seed)  # both samplers draw from it: the report depends on the config alone
     rollout = sample_rollout(
         policy, task, problems, r, temperature=cfg.algorithm.temperature, max_new_tokens=64
     )
