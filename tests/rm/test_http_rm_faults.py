@@ -40,6 +40,10 @@ def items(count: int) -> list[RMItem]:
     ]
 
 
+# per attempt, as in tests/executors/test_openai_faults.py (0.2 s left no room for a loaded CI box)
+TIMEOUT_S = 1.0
+
+
 @pytest.fixture(scope="module")
 def upstream():
     with JsonServer(stub_scores) as server:
@@ -54,7 +58,7 @@ def faults(upstream):
 
 
 def client(server: FaultServer, **kwargs) -> HttpRM:
-    settings = {"timeout": 0.2, "retries": 1, "backoff": 0.0, **kwargs}
+    settings = {"timeout": TIMEOUT_S, "retries": 1, "backoff": 0.0, **kwargs}
     return HttpRM(f"{server.url}/score", **settings)
 
 
