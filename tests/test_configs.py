@@ -59,12 +59,13 @@ def compose_with(
     return cfg
 
 
-def load_entry_point(name: str = "train"):
-    """src/<name>.py as a module (the entry points are scripts, not part of the installed package)."""
+def load_entry_point(name: str = "train", folder: str = "src"):
+    """<folder>/<name>.py as a module: the entry points (src/) and scripts/ are files, not part of the
+    installed package."""
     import importlib.util
 
-    path = CONF.parent / "src" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"planlift_{name}_entry", path)
+    path = CONF.parent / folder / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"planlift_{folder}_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.test_configs import load_entry_point
 
 
 def test_the_report_is_a_function_of_the_config(tmp_path):
     """It samples planner reasonings and executor answers: seeded by `seed`, not by the process's stream."""
-    spec = importlib.util.spec_from_file_location(
-        "executor_dependence", ROOT / "scripts" / "executor_dependence.py"
-    )
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_entry_point("executor_dependence", "scripts")
     args = [
         "debug=fast",
         "torch_threads=1",

@@ -3,23 +3,19 @@ nothing of the bootstrap, and one place that calls the verifier (planlift.judgin
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.test_configs import load_entry_point
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "planlift"
 
 
 def structure_report():
-    spec = importlib.util.spec_from_file_location(
-        "structure_report", ROOT / "scripts" / "structure_report.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_entry_point("structure_report", "scripts")
 
 
 def test_no_import_circles():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,6 +18,7 @@ from planlift.rm_groups import ProceduralGroupSource, build_groups, read_groups
 from planlift.rubric_rm.data import GroupCollator, first_difference
 from planlift.tasks import ProceduralTask
 from tests.rm.test_rm_configs import compose_primary
+from tests.test_configs import load_entry_point
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -110,9 +110,7 @@ def test_train_then_evaluate(tmp_path, groups_dir):
     from planlift.rubric_rm.evaluation import RMEvaluation
     from planlift.rubric_rm.report import results_table
 
-    spec = importlib.util.spec_from_file_location("train_rm_entry", ROOT / "src" / "train_rm.py")
-    entry = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(entry)  # the entry point's own function, run in this process
+    entry = load_entry_point("train_rm")  # the entry point's own function, run in this process
 
     overrides = [
         f"rm_data.train_path={groups_dir / 'train.jsonl'}",
@@ -183,9 +181,7 @@ def test_train_then_evaluate(tmp_path, groups_dir):
 def test_train_from_the_bootstrap_planner(tmp_path, groups_dir):
     """rm_backbone=tiny_pretrained through the entry point: the bootstrap is built from the task config
     (here a 10-step one in a private cache) and its planner becomes the RM's backbone."""
-    spec = importlib.util.spec_from_file_location("train_rm_entry", ROOT / "src" / "train_rm.py")
-    entry = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(entry)
+    entry = load_entry_point("train_rm")
     overrides = [
         "rm_backbone=tiny_pretrained",
         f"paths.cache_dir={tmp_path / 'cache'}",
@@ -227,9 +223,7 @@ def test_missing_groups_file_is_a_clear_error(tmp_path):
 
 def test_lm_warmup_stages_then_the_rm(tmp_path, groups_dir):
     """rm_stage=lm_reasoning -> lm_full from its export -> dense_rubric from that one (the tiny recipe)."""
-    spec = importlib.util.spec_from_file_location("train_rm_entry", ROOT / "src" / "train_rm.py")
-    entry = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(entry)
+    entry = load_entry_point("train_rm")
     from tbparse import SummaryReader
 
     common = [
@@ -275,9 +269,7 @@ def test_warmup_script_is_deterministic_and_feeds_the_dense_stage(tmp_path, grou
         assert "(full) loss" in result.stderr or "(reasoning) loss" in result.stderr
         outs.append((out / "model.safetensors").read_bytes())
     assert outs[0] == outs[1]
-    spec = importlib.util.spec_from_file_location("train_rm_entry", ROOT / "src" / "train_rm.py")
-    entry = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(entry)
+    entry = load_entry_point("train_rm")
     overrides = [
         "rm_stage=dense_rubric",
         f"rm_backbone.pretrained={tmp_path / 'a'}",
