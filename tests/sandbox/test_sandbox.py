@@ -73,6 +73,22 @@ def test_oracles(sandbox):
     assert run(sandbox, root, [CodeTest(args=[[-1.0, 1.0]], oracle="poly_root", expected=None)]).ok
 
 
+def test_an_infinite_expected_value_accepts_only_the_same_infinity(sandbox):
+    """A tolerance relative to inf is inf: any number was within it (Mbpp/137 expects inf on zeros)."""
+    program = "def add(a, b):\n    return a\n"
+    inf = float("inf")
+    tests = [
+        CodeTest(args=[inf, None], expected=inf),
+        CodeTest(args=[0.0, None], expected=inf),
+        CodeTest(args=[-inf, None], expected=inf),
+        CodeTest(args=[12345.6, None], expected=-inf),
+        CodeTest(args=[[1, -3.0], None], expected=[1, inf]),
+        CodeTest(args=[inf, None], expected=1e308),
+        CodeTest(args=[1.0, None], expected=10**400),  # too large for a float: not close, no crash
+    ]
+    assert run(sandbox, program, tests).failed_tests == (1, 2, 3, 4, 5, 6)
+
+
 def test_recording_reference_outputs(sandbox):
     program = "import collections\ndef add(a, b):\n    if a == 'gen':\n        return (i for i in b)\n    return collections.Counter(a + b)\n"
     tests = [CodeTest(args=["ab", "b"]), CodeTest(args=["gen", [1]]), CodeTest(args=[1, 2])]

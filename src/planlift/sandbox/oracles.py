@@ -2,7 +2,7 @@
 
 Oracles (`CodeTest.oracle`):
 - equal: `out == expected`, or equal within a float tolerance (atol, and rtol relative to expected;
-  ints stay exact; NaN equals only NaN; lists, tuples and dicts element by element);
+  ints stay exact; NaN equals only NaN, inf only the same inf; lists, tuples and dicts element by element);
 - set_equal: the same elements in any order (EvalPlus's unordered-answer problems);
 - truthy: expected True / False stands for "returns something / returns None" (EvalPlus's regex
   matchers, whose answer is a match object: a value that is not plain data counts as something);
@@ -46,8 +46,13 @@ def close(out: Any, expected: Any, atol: float = 0.0, rtol: float = 0.0) -> bool
             return isinstance(out, float) and math.isnan(out)
         if isinstance(expected, int) and isinstance(out, int):
             return out == expected
+        if math.isinf(expected) or (isinstance(out, float) and math.isinf(out)):
+            return out == expected  # a tolerance relative to inf would accept any number
         tolerance = max(atol, _DEFAULT_ATOL) + max(rtol, _DEFAULT_RTOL) * abs(expected)
-        return abs(out - expected) <= tolerance
+        try:
+            return abs(out - expected) <= tolerance
+        except OverflowError:  # an int too large for a float against a float: not within any tolerance
+            return False
     if isinstance(expected, (list, tuple)):
         return (
             type(out) is type(expected)
