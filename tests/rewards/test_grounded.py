@@ -138,6 +138,20 @@ def test_rm_failure_masks(task, problem):
     assert good.rm == 0.5 and bad.mask_reason == "rm_error"
 
 
+class NaNRM(ReasoningRM):
+    def score(self, items):
+        return [float("nan") if "BAD" in item.reasoning else 0.5 for item in items]
+
+
+def test_a_non_finite_rm_score_masks_and_is_counted(task, problem):
+    """clamp(NaN, 0, 1) is 1: a diverged learned RM's NaN would have been the top rubric score."""
+    reward, _, completions = make(task, problem, rm=NaNRM(), max_masked_fraction=1.0)
+    batch = reward([problem], completions, 2)
+    good, bad = batch.records
+    assert good.rm == 0.5 and bad.mask_reason == "rm_non_finite" and bad.final is None
+    assert batch.metrics()["train/reward/masked/rm_non_finite"] == 1.0
+
+
 def test_too_many_masked_stops_the_run(task, problem):
     reward, _, completions = make(task, problem, fail={"GOOD\n", "BAD\n"}, max_masked_fraction=0.5)
     with pytest.raises(TooManyMaskedError, match="max_masked_fraction"):

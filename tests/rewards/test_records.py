@@ -28,7 +28,13 @@ def test_every_mask_reason_is_logged_every_step_zeros_included():
     this step must read 0, not the count of the last step that had it."""
     metrics = RewardBatch([RewardRecord(final=1.0), RewardRecord(mask_reason="rm_error")], 2).metrics()
     masked = {k.rsplit("/", 1)[1]: v for k, v in metrics.items() if k.startswith("train/reward/masked/")}
-    assert masked == {"executor_error": 0.0, "baseline_executor_error": 0.0, "rm_error": 1.0, "leakage": 0.0}
+    assert masked == {
+        "executor_error": 0.0,
+        "baseline_executor_error": 0.0,
+        "rm_error": 1.0,
+        "rm_non_finite": 0.0,
+        "leakage": 0.0,
+    }
 
 
 def test_group_size_must_divide():

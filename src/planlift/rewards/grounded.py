@@ -13,6 +13,7 @@ samples (excluded from group statistics and the loss) and are counted; a step wi
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 
@@ -239,6 +240,8 @@ class ExecutorGroundedReward:
             return RewardRecord(e2e=e2e, leakage=leak, mask_reason="baseline_executor_error")
         if self.uses_rm and rm_score is None:
             return RewardRecord(e2e=e2e, leakage=leak, mask_reason="rm_error")
+        if self.uses_rm and not math.isfinite(rm_score):  # clamped, NaN would read as the top score
+            return RewardRecord(e2e=e2e, leakage=leak, mask_reason="rm_non_finite")
         if self.leakage_policy == "mask" and leak:
             return RewardRecord(e2e=e2e, leakage=leak, mask_reason="leakage")
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field, fields
 import torch
 
 TERMS = ("e2e", "w", "b", "uplift", "rm", "leakage", "exec", "coeff", "final")
-# why a sample is masked (planlift.rewards.grounded); each count is logged every step, zeros included:
-# Lightning repeats a step metric's last value in steps that do not log it
-MASK_REASONS = ("executor_error", "baseline_executor_error", "rm_error", "leakage")
+# why a sample is masked (planlift.rewards.grounded; rm_non_finite: the RM scored NaN or inf); each count is
+# logged every step, zeros included: Lightning repeats a step metric's last value in steps that do not log it
+MASK_REASONS = ("executor_error", "baseline_executor_error", "rm_error", "rm_non_finite", "leakage")
 
 
 @dataclass(frozen=True)
