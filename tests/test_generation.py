@@ -67,3 +67,33 @@ def test_greedy_with_several_samples_decodes_once(tiny_checkpoint):
     out = generate(model, tokenizer, ["S1=3\n", "S2=1 S3?\n"], 4, max_new_tokens=6)
     assert out.completion_ids.shape[0] == 8
     assert out.texts[:4] == [out.texts[0]] * 4 and out.texts[4:] == [out.texts[4]] * 4
+
+
+def test_the_mask_ends_at_the_stop_string_when_pad_is_eos():
+    """SmolLM2 and Qwen2.5 base pad with their EOS: the padding after a row that a stop string ended read
+    as a sampled EOS, so one token the policy never sampled entered the loss (11 of these 12 rows)."""
+    from planlift.generation import generate
+    from planlift.models import build_tiny_qwen2
+
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_qwen2(tokenizer, hidden_size=64, intermediate_size=128, num_hidden_layers=2, seed=1)
+    tokenizer.pad_token_id = tokenizer.eos_token_id
+    torch.manual_seed(0)
+    stop = "ghij"
+    out = generate(
+        model,
+        tokenizer,
+        ["S1=3 S2=7 S3=S1+S2 S3?\n<reasoning>\n", "S1=1\n"],
+        6,
+        do_sample=True,
+        max_new_tokens=12,
+        stop=list(stop),
+    )
+    stopped = 0
+    for ids, kept in zip(out.completion_ids, out.completion_mask, strict=True):
+        tokens = [tokenizer.decode([i]) for i in ids[: int(kept.sum())]]
+        first_stop = next((k for k, token in enumerate(tokens) if token in stop), None)
+        # nothing is kept after the stop string: neither padding nor a later token
+        assert first_stop is None or first_stop == len(tokens) - 1, tokens
+        stopped += first_stop is not None and len(tokens) < 12
+    assert stopped >= 3  # rows the stop string ended, padded after

@@ -57,6 +57,25 @@ def completion_mask(
     return (~after_first_end & ~pad).long()
 
 
+def unmask_padding_after_stop(
+    tokenizer: PreTrainedTokenizerBase, completion_ids: torch.Tensor, mask: torch.Tensor, stop: Sequence[str]
+) -> torch.Tensor:
+    """When the pad token is an EOS token (SmolLM2, Qwen2.5 base), the padding after a row that a stop
+    string ended reads as a sampled EOS, and `completion_mask` keeps it: a token the policy never sampled
+    would enter the loss. A row whose text before its last kept token already holds a stop string was ended
+    by the stop string (generation stops as soon as one completes), so that last token is padding."""
+    mask = mask.clone()
+    for row, (ids, kept) in enumerate(zip(completion_ids, mask, strict=True)):
+        length = int(kept.sum())
+        if length < 2:
+            continue
+        # special tokens kept: the stop-string criterion reads every token's text, `<bos>` included
+        before = tokenizer.decode(ids[: length - 1], skip_special_tokens=False)
+        if cut_at_stop(before, stop) != before:
+            mask[row, length - 1] = 0
+    return mask
+
+
 @dataclass
 class Generation:
     """Output of one batched generate call. B = number of prompts x n."""
@@ -133,6 +152,8 @@ def generate(
     prompt_len = encoded["input_ids"].shape[1]
     completion_ids = output[:, prompt_len:]
     mask = completion_mask(completion_ids, eos_ids, pad_id)
+    if stop and pad_id in eos_ids:
+        mask = unmask_padding_after_stop(tokenizer, completion_ids, mask, stop)
     decoded = [
         tokenizer.decode(ids[m.bool()], skip_special_tokens=True)
         for ids, m in zip(completion_ids, mask, strict=True)
