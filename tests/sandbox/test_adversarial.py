@@ -171,6 +171,37 @@ def test_runaway_time_is_cut(sandbox, canary_dir, name):
     assert result.timed_out and result.passed == 0
 
 
+# Slow but finite, with the timers inside the process disarmed: each would finish within the run's wall
+# clock (LIMITS.timeout), so only the sandbox's own clock for each phase can judge them too slow.
+SLOW = {
+    "test_timer_replaced": (
+        "import signal, time\nsignal.setitimer = lambda *a, **k: (0.0, 0.0)\n"
+        "def f(x):\n    time.sleep(1.5)\n    return x\n"
+    ),
+    "test_timer_disarmed_in_the_call": (
+        "import signal, time\ndef f(x):\n    signal.setitimer(signal.ITIMER_REAL, 0)\n"
+        "    time.sleep(1.5)\n    return x\n"
+    ),
+    "load_timer_disarmed": (
+        "import signal, time\nsignal.setitimer(signal.ITIMER_REAL, 0)\ntime.sleep(3.0)\n"
+        "def f(x):\n    return x\n"
+    ),
+    "honest_but_slow": "import time\ndef f(x):\n    time.sleep(1.5)\n    return x\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SLOW))
+def test_a_disarmed_timer_does_not_buy_time(sandbox, canary_dir, name):
+    """Tests of 0.5 s (load 1.5 s): the sandbox allows 1.5x + 0.5 s = 1.25 s (2.75 s) by its own clock."""
+    tests = [CodeTest(args=[i], expected=i, timeout=0.5) for i in range(2)]
+    result = contained(sandbox, SLOW[name], canary_dir, tests=tests)
+    assert result.status == "timeout" and result.passed == 0, (result.status, result.error)
+    fast = contained(
+        sandbox, "import time\ndef f(x):\n    time.sleep(0.2)\n    return x\n", canary_dir, tests=tests
+    )
+    assert fast.ok
+
+
 def test_stopping_itself(sandbox, canary_dir):
     # Under unshare the program is its PID namespace's init, which ignores SIGSTOP from inside; under
     # bubblewrap (whose own init is pid 1) or without a namespace it stops and the wall clock kills it.
@@ -588,6 +619,26 @@ def test_another_users_file_in_tmp_is_untouched(sandbox, canary_dir):
         for path in (victim, doomed):
             path.unlink()
         directory.rmdir()
+
+
+def test_the_reference_solutions_are_out_of_reach(sandbox, canary_dir):
+    """The vendored data holds every reference solution (and the cache every expected output): a program
+    that could open them could be judged correct without solving anything. Code tasks refuse a sandbox
+    without this world unless told otherwise (task.allow_host_filesystem)."""
+    needs(sandbox, "world")
+    root = Path(__file__).resolve().parents[2]
+    targets = [root / "data" / "mbpp" / "mbpp.jsonl", root / "data" / "humaneval" / "HumanEval.jsonl.gz"]
+    assert all(path.is_file() for path in targets)
+    program = (
+        f"TARGETS = {[str(t) for t in targets]!r}\n"
+        "def f(x):\n    found = []\n    for path in TARGETS:\n"
+        "        try:\n            found.append(len(open(path, 'rb').read(100)))\n"
+        "        except OSError as error:\n            found.append(type(error).__name__)\n"
+        "    print(found)\n    return found\n"
+    )
+    result = contained(sandbox, program, canary_dir, tests=[CodeTest(args=[1], expected=[100, 100])])
+    assert result.status == "failed_tests"
+    assert ast.literal_eval(result.stdout_tail.strip()) == ["FileNotFoundError", "FileNotFoundError"]
 
 
 def test_the_world_is_read_only_and_small(sandbox, canary_dir):

@@ -119,3 +119,12 @@ def test_code_gated_reward_on_real_verdicts(humaneval, problem):
     assert b.e2e == 0.0 and b.w == 0.0 and b.b == 0.0 and b.coeff == 0.0
     assert b.exec == pytest.approx(0.8 * humaneval.verify(problem, bad).pass_rate + 0.2)
     assert {"train/time/executor", "train/time/verify"} <= set(batch.metrics())
+
+
+def test_a_sandbox_that_shows_the_host_filesystem_is_refused():
+    """Without bubblewrap a program sees the checkout: the reference solutions and cached expected outputs."""
+    weak = Sandbox(limits=Limits(timeout=10.0), workers=1, isolation="none")
+    with pytest.raises(ConfigError, match="task.allow_host_filesystem=true"):
+        MBPPTask(sandbox=weak)
+    assert MBPPTask(sandbox=weak, allow_host_filesystem=True).sandbox.isolation.mode == "none"
+    assert not weak.isolation.private_tmp

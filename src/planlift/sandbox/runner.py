@@ -223,7 +223,7 @@ class Sandbox:
         deadline = time.monotonic() + limits.timeout
         timed_out = False
         try:
-            ending = self._read(read_end, collector, deadline)
+            ending = self._read(read_end, collector, deadline, limits)
             timed_out = ending == "deadline"
             if ending == "end":  # the harness is done (or gone): let it exit by itself
                 try:
@@ -245,17 +245,25 @@ class Sandbox:
             process.wait()
         return timed_out, process.returncode
 
-    def _read(self, read_end: int, collector: _Collector, deadline: float) -> str:
+    def _read(self, read_end: int, collector: _Collector, deadline: float, limits: Limits) -> str:
         """Read and judge events until "end" (done, or the channel closed), "stop" (a failure under
-        stop_on_failure, or a malformed frame: the process is killed) or the "deadline"."""
+        stop_on_failure, or a malformed frame: the process is killed) or the "deadline".
+
+        Each phase (the program's loading, then each test) is also timed here, from the report that
+        began it: the timers inside the process belong to a process the program controls (it can disarm
+        them), so a phase that overruns its limit by PHASE_SLACK is judged a timeout and the process
+        killed; the wall clock of the whole run stays the last backstop."""
         reader = FrameReader(max_frame=self.max_output_bytes + 2**16)
         poller = select.poll()  # not select(): a busy training process may hold fds above 1024
         poller.register(read_end, select.POLLIN | select.POLLHUP | select.POLLERR)
+        phase, phase_end = None, deadline
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            now = time.monotonic()
+            if now >= deadline:
                 return "deadline"
-            if not poller.poll(max(1, int(remaining * 1000))):
+            if now >= phase_end or not poller.poll(max(1, int((min(deadline, phase_end) - now) * 1000))):
+                if phase is not None and time.monotonic() >= phase_end:
+                    collector.overran(phase)
                 return "deadline"
             chunk = os.read(read_end, 2**20)
             if not chunk:
@@ -271,6 +279,22 @@ class Sandbox:
                 return "stop"
             if collector.finished:
                 return "end"
+            if collector.running() != phase:
+                phase = collector.running()
+                phase_end = (
+                    deadline if phase is None else time.monotonic() + _allowance(phase, collector, limits)
+                )
+
+
+PHASE_SLACK = (1.5, 0.5)  # a phase may take 1.5x its limit + 0.5 s (pipes, scheduling) before the kill
+
+
+def _allowance(phase: tuple[str, int], collector: _Collector, limits: Limits) -> float:
+    if phase[0] == "load":
+        limit = limits.load_timeout
+    else:
+        limit = collector.job.tests[phase[1]].timeout or limits.test_timeout
+    return PHASE_SLACK[0] * limit + PHASE_SLACK[1]
 
 
 class _Collector:
@@ -285,12 +309,33 @@ class _Collector:
         self.calls: dict[int, list[Any]] = {}
         self.error: str | None = None
         self.channel_error: str | None = None
-        self.syntax = self.program_failed = self.finished = self.stop = False
+        self.syntax = self.program_failed = self.finished = self.stop = self.started = False
         self.program_outcome: str | None = None
+
+    def running(self) -> tuple[str, int] | None:
+        """What the process is doing by its reports: ("load", 0) its program's top level, ("test", i)
+        the first test not yet reported, None nothing that has a limit of its own."""
+        if not self.started or self.finished or self.syntax or self.program_failed:
+            return None
+        if self.program_outcome is None:
+            return ("load", 0)
+        pending = next((i for i in range(self.total) if i not in self.outcomes), None)
+        return None if pending is None else ("test", pending)
+
+    def overran(self, phase: tuple[str, int]) -> None:
+        """The phase took longer than its limit allows, by the parent's clock."""
+        if phase[0] == "load":
+            self.program_outcome, self.program_failed = "timeout", True
+            self.error = "program did not finish loading in time (timed by the sandbox)"
+        else:
+            self.outcomes[phase[1]] = "timeout"
+            self.error = self.error or "test exceeded its time limit (timed by the sandbox)"
 
     def add(self, event: dict) -> None:
         kind = event.get("event")
-        if kind == "syntax":
+        if kind == "start":
+            self.started = True
+        elif kind == "syntax":
             self.syntax, self.error = True, _text(event.get("error"))
         elif kind == "program":
             self.program_outcome = _text(event.get("outcome"))

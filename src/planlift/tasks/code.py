@@ -73,6 +73,10 @@ class CodeTask(Task):
             sandbox limits.test_timeout).
         code_lines: plan lines that read as code before the plan counts as leaking the program.
         cache_dir: where the expected outputs are cached (None = outputs/cache).
+        allow_host_filesystem: accept a sandbox whose programs see the host's filesystem (isolation
+            without bubblewrap). Refused by default: there a program can read the vendored reference
+            solutions and, under the caller's uid, rewrite the cached expected outputs, i.e. be judged
+            correct without solving the problem.
     """
 
     task_type = "code"
@@ -89,6 +93,7 @@ class CodeTask(Task):
         planner_instruction: str = DEFAULT_PLANNER_INSTRUCTION,
         executor_instruction: str = DEFAULT_EXECUTOR_INSTRUCTION,
         executor_alone_instruction: str = DEFAULT_EXECUTOR_ALONE_INSTRUCTION,
+        allow_host_filesystem: bool = False,
     ) -> None:
         if max_inputs is not None and max_inputs < 0:
             raise ConfigError(f"task.max_inputs must be >= 0 or null, got {max_inputs}")
@@ -97,6 +102,14 @@ class CodeTask(Task):
         if code_lines < 1:
             raise ConfigError(f"task.code_lines must be >= 1, got {code_lines}")
         self.sandbox = sandbox if isinstance(sandbox, Sandbox) else Sandbox(**(sandbox or {}))
+        if not self.sandbox.isolation.private_tmp and not allow_host_filesystem:
+            raise ConfigError(
+                f"task.sandbox.isolation resolved to {self.sandbox.isolation.mode!r}, where programs see the "
+                "host's filesystem: the reference solutions (data/) and the cached expected outputs are "
+                "within their reach, so a program could be judged correct without solving the problem. "
+                "Install bubblewrap (`make sandbox-deps`) for a read-only world, or set "
+                "task.allow_host_filesystem=true to accept the risk"
+            )
         self.plus = plus
         self.max_inputs = max_inputs
         self.time_factor = time_factor
