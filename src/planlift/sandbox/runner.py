@@ -311,6 +311,7 @@ class _Collector:
         self.channel_error: str | None = None
         self.syntax = self.program_failed = self.finished = self.stop = self.started = False
         self.program_outcome: str | None = None
+        self._pending = 0  # the first test not yet reported
 
     def running(self) -> tuple[str, int] | None:
         """What the process is doing by its reports: ("load", 0) its program's top level, ("test", i)
@@ -319,8 +320,9 @@ class _Collector:
             return None
         if self.program_outcome is None:
             return ("load", 0)
-        pending = next((i for i in range(self.total) if i not in self.outcomes), None)
-        return None if pending is None else ("test", pending)
+        while self._pending < self.total and self._pending in self.outcomes:  # amortised: tests run in order
+            self._pending += 1
+        return ("test", self._pending) if self._pending < self.total else None
 
     def overran(self, phase: tuple[str, int]) -> None:
         """The phase took longer than its limit allows, by the parent's clock."""
