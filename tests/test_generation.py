@@ -71,7 +71,7 @@ def test_greedy_with_several_samples_decodes_once(tiny_checkpoint):
 
 def test_the_mask_ends_at_the_stop_string_when_pad_is_eos():
     """SmolLM2 and Qwen2.5 base pad with their EOS: the padding after a row that a stop string ended read
-    as a sampled EOS, so one token the policy never sampled entered the loss (11 of these 12 rows)."""
+    as a sampled EOS, so one token the policy never sampled entered the loss (6 of these 12 rows)."""
     from planlift.generation import generate
     from planlift.models import build_tiny_qwen2
 

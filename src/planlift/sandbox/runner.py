@@ -256,15 +256,16 @@ class Sandbox:
         reader = FrameReader(max_frame=self.max_output_bytes + 2**16)
         poller = select.poll()  # not select(): a busy training process may hold fds above 1024
         poller.register(read_end, select.POLLIN | select.POLLHUP | select.POLLERR)
-        phase, phase_end = None, deadline
+        phase, phase_end = None, deadline  # phase_end < deadline only while a phase runs
         while True:
             now = time.monotonic()
             if now >= deadline:
                 return "deadline"
-            if now >= phase_end or not poller.poll(max(1, int((min(deadline, phase_end) - now) * 1000))):
-                if phase is not None and time.monotonic() >= phase_end:
-                    collector.overran(phase)
+            if now >= phase_end:
+                collector.overran(phase)
                 return "deadline"
+            if not poller.poll(max(1, int((phase_end - now) * 1000))):
+                continue  # the clocks above decide
             chunk = os.read(read_end, 2**20)
             if not chunk:
                 return "end"
@@ -279,10 +280,13 @@ class Sandbox:
                 return "stop"
             if collector.finished:
                 return "end"
-            if collector.running() != phase:
-                phase = collector.running()
+            running = collector.running()
+            if running != phase:
+                phase = running
                 phase_end = (
-                    deadline if phase is None else time.monotonic() + _allowance(phase, collector, limits)
+                    deadline
+                    if phase is None
+                    else min(deadline, time.monotonic() + _allowance(phase, collector, limits))
                 )
 
 
