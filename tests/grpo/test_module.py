@@ -1,6 +1,7 @@
 """GRPOModule plumbing on a tiny random model with a hash-scripted executor (not a capability test)."""
 
 import hashlib
+import logging
 
 import pytest
 import pytorch_lightning as pl
@@ -9,7 +10,9 @@ import torch
 from planlift.data import ProblemDataModule
 from planlift.executors.base import Executor, ExecutorResult
 from planlift.grpo import GRPOModule
+from planlift.grpo.rollout import completion_logprobs
 from planlift.models import load_policy
+from planlift.models.dropout import active_dropout
 from planlift.rewards import ExecutorGroundedReward
 from planlift.rm import ConstantRM
 
@@ -96,3 +99,48 @@ def test_executor_is_not_part_of_the_module(tiny_checkpoint, procedural_task):
     optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
     assert optimized == {id(p) for p in module.planner.parameters()}
     assert not optimized & {id(p) for p in executor.model.parameters()}
+
+
+def build_lora(tiny_checkpoint, task, dropout, **kwargs):
+    policy = load_policy(str(tiny_checkpoint), lora={"r": 4, "alpha": 8, "dropout": dropout})
+    reward = ExecutorGroundedReward(HashExecutor(task), task, rm=ConstantRM(1.0), mode="uplift_only")
+    return GRPOModule(policy, reward, task, torch.optim.SGD, num_generations=4, max_new_tokens=12, **kwargs)
+
+
+def train_mode_logprobs(module, rollout):
+    module.planner.train()
+    with torch.no_grad():
+        return completion_logprobs(module.planner, rollout, slice(None), module.temperature)[0]
+
+
+@pytest.mark.parametrize("disable", [False, True])
+def test_old_logprobs_are_the_sampling_policys_with_or_without_dropout(
+    tiny_checkpoint, procedural_task, disable, caplog
+):
+    """The ratio's denominator is the policy that sampled (eval mode); `disable_dropout` makes the update's
+    train-mode log-probs equal to it, so the first of `num_iterations` updates starts at ratio 1."""
+    torch.manual_seed(0)
+    module = build_lora(
+        tiny_checkpoint, procedural_task, dropout=0.5, num_iterations=2, disable_dropout=disable
+    )
+    assert bool(active_dropout(module.planner)) is not disable
+    with caplog.at_level(logging.WARNING, logger="planlift.grpo.module"):
+        module.on_fit_start()
+    assert ("dropout modules are active" in caplog.text) is not disable
+    problems = list(procedural_task.problems("train"))[:3]
+    rollout = module.sample(problems, 4)
+    # a non-zero adapter, so that dropout on its input changes the output
+    with torch.no_grad():
+        for name, param in module.planner.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5)
+    chunks = [slice(0, 5), slice(5, None)]
+    old = module._frozen_logprobs(rollout, chunks)
+    assert module.planner.training  # restored after the eval-mode recompute
+    torch.testing.assert_close(module._frozen_logprobs(rollout, chunks), old, rtol=0, atol=0)
+    mask = rollout.completion_mask.bool()
+    difference = (train_mode_logprobs(module, rollout) - old).abs()[mask]
+    if disable:
+        torch.testing.assert_close(difference, torch.zeros_like(difference), rtol=0, atol=1e-5)
+    else:
+        assert difference.max() > 1e-2  # dropout noise: what disable_dropout removes

@@ -9,6 +9,8 @@ The algorithm's choices, each a constructor argument (defaults follow the author
    `scale_rewards=False` keeps r - mean_group (Dr. GRPO).
 4. Surrogate: PPO-style clipped ratio to the rollout-time policy, bounds (1 - clip_low, 1 + clip_high).
    With `num_iterations=1` the ratio is exactly 1 and the update is -A * grad log pi (the authors').
+   The rollout-time log-probs are recomputed in eval mode, as the rollout was sampled; active dropout
+   (LoRA's) makes the update's differ from them, which `disable_dropout=True` removes.
 5. KL to a reference policy: off by default (`kl_coef=0`, as the authors). The reference is the
    adapter-disabled model under LoRA, else a frozen copy of the initial planner; estimator k1 | k2 | k3.
 6. Loss aggregation: token_mean (DAPO) | sequence_mean (original GRPO) | dr_grpo (sum / (B x max_len)).
@@ -55,6 +57,8 @@ from planlift.grpo.objective import (
 )
 from planlift.grpo.rollout import Rollout, completion_logprobs, sample_rollout
 from planlift.judging import BaselineCache, judge_reasonings, pass_at_k, summarize
+from planlift.models.dropout import active_dropout
+from planlift.models.dropout import disable_dropout as disable_dropout_in
 from planlift.models.policy import Policy
 from planlift.rewards.grounded import ExecutorGroundedReward
 from planlift.rewards.records import RewardBatch
@@ -91,6 +95,7 @@ class GRPOModule(pl.LightningModule):
         seed: int = 0,
         rollout_engine: RolloutEngine | None = None,
         tis_cap: float | None = None,
+        disable_dropout: bool = False,
     ) -> None:
         super().__init__()
         if num_generations < 2:
@@ -143,6 +148,10 @@ class GRPOModule(pl.LightningModule):
         self.seed = seed
         self.engine = rollout_engine or HFEngine()
         self.tis_cap = tis_cap
+        if disable_dropout:
+            log.info(
+                "algorithm.disable_dropout: %d dropout modules set to p=0", disable_dropout_in(self.planner)
+            )
         self._engine_step: int | None = None  # the optimizer step whose weights the engine holds
         self._sync_seconds = 0.0
         self.val_baseline_cache = BaselineCache()
@@ -269,9 +278,11 @@ class GRPOModule(pl.LightningModule):
 
     @torch.no_grad()
     def _frozen_logprobs(self, rollout: Rollout, chunks: list[slice]) -> torch.Tensor:
-        return torch.cat(
-            [completion_logprobs(self.planner, rollout, rows, self.temperature)[0] for rows in chunks]
-        )
+        """Log-probs of the policy that sampled: in eval mode, as the rollout was (no dropout noise)."""
+        with _eval_mode(self.planner):
+            return torch.cat(
+                [completion_logprobs(self.planner, rollout, rows, self.temperature)[0] for rows in chunks]
+            )
 
     @torch.no_grad()
     def _reference_logprobs(self, rollout: Rollout, chunks: list[slice]) -> torch.Tensor:
@@ -390,6 +401,17 @@ class GRPOModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self.planner.train()  # from_pretrained leaves models in eval mode (LoRA dropout needs train mode)
+        dropout = active_dropout(self.planner)
+        if dropout and (self.num_iterations > 1 or self.tis_cap is not None):
+            log.warning(
+                "%d dropout modules are active (e.g. %s): the update's log-probs carry dropout noise that the "
+                "rollout's do not, so the PPO ratio (num_iterations=%d) and the importance weights (tis_cap=%s) "
+                "move with it; algorithm.disable_dropout=true removes it",
+                len(dropout),
+                dropout[0],
+                self.num_iterations,
+                self.tis_cap,
+            )
         if self._reference and self.device_mesh is None:  # a sharded reference is placed already
             self._reference[0].to(self.device)
 
@@ -497,6 +519,16 @@ def _mismatch_stats(
     stats["abs_diff_sum"] += diff.sum().item()
     stats["sampled_tokens"] += mask.sum().item()
     stats["abs_diff_max"] = max(stats["abs_diff_max"], diff.max().item() if diff.numel() else 0.0)
+
+
+@contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 @contextmanager
