@@ -104,9 +104,9 @@ def test_gpu_wheels_install_and_cpu_dry_run(tmp_path):
     assert found == {name: version for name, (version, _) in manifest.items()}
     assert found["hydra_core"].startswith("1.3.") and found["omegaconf"].startswith("2.3.")
     assert found["antlr4_python3_runtime"] == "4.9.3"
-    assert {"math_verify", "latex2sympy2_extended", "bitsandbytes", "submitit", "tbparse", "gguf"} <= set(
-        found
-    )
+    assert {
+        "math_verify", "latex2sympy2_extended", "text2num", "bitsandbytes", "submitit", "tbparse", "gguf"
+    } <= set(found)  # fmt: skip
 
     # the size limit: tree + wheels is printed, and a limit below it fails with a clear message
     total = float(re.search(r"^total: ([0-9.]+) MiB", fetched.stdout, re.M).group(1))
@@ -186,7 +186,7 @@ def test_gpu_wheels_install_and_cpu_dry_run(tmp_path):
     }
     target, machine = f"{scratch}/gpu_check.", str(tmp_path / "machine_site")
     for dist in ("hydra-core", "omegaconf", "antlr4-python3-runtime", "math-verify", "bitsandbytes",
-                 "latex2sympy2_extended", "submitit", "filelock", "requests", "torch"):  # fmt: skip
+                 "latex2sympy2_extended", "text2num", "submitit", "filelock", "requests", "torch"):  # fmt: skip
         version, role = manifest.get(_norm(dist), (None, None))
         from_wheel = role == "core" or (role == "fill" and _norm(dist) not in machine_has)
         where = versions[dist]

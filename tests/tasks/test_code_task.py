@@ -92,6 +92,12 @@ def test_leakage_is_code_in_the_plan(humaneval, problem):
     assert not humaneval.detect_leakage(
         problem, "Compare every pair of numbers.\nReturn True when one is close.\n"
     )
+    # the program under another name, or its statements joined on one line
+    assert humaneval.detect_leakage(problem, "Use def close(a, b): return abs(a - b) < t\n")
+    assert humaneval.detect_leakage(
+        problem, "pairs = combinations(numbers, 2); d = min(gaps); return d < t\n"
+    )
+    assert not humaneval.detect_leakage(problem, "Sort the numbers; then compare neighbours; stop early.\n")
 
 
 def test_humaneval_is_test_only(humaneval):

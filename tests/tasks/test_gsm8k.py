@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from planlift.errors import ConfigError
@@ -10,7 +12,7 @@ from planlift.models import build_char_tokenizer
 from planlift.rewards import ExecutorGroundedReward
 from planlift.rm import OracleRM
 from planlift.rm.base import RMItem
-from planlift.tasks import GSM8KTask
+from planlift.tasks import GSM8KTask, answers
 from planlift.tasks.base import REASONING_CLOSE
 from tests.rewards.scripted import ScriptedExecutor
 
@@ -92,6 +94,37 @@ def test_leakage_value_and_statement(task):
     statement = GSM8KTask(leakage="statement")
     assert statement.detect_leakage(problem, "The answer is 64.\n")
     assert not statement.detect_leakage(problem, "9 * 2 = 18\n")
+
+
+@pytest.mark.parametrize(
+    "reasoning",
+    [
+        "Nine eggs at two dollars each make eighteen dollars.\n",
+        "She makes 18dollars a day.\n",
+        "The total is x18 once you double x9.\n",
+        "That is 1.8e1 dollars.\n",
+        "Her sales come to total-18 dollars (a hyphen, not a minus).\n",
+    ],
+)
+def test_answer_value_counts_in_words_glued_or_scientific(task, reasoning):
+    """Ways to write 18 that a policy penalised for leaking would find next."""
+    problem = task.problems("test")[0]  # answer 18
+    assert task.detect_leakage(problem, reasoning)
+
+
+def test_ordinals_and_problem_quantities_in_words_are_not_the_answer(task):
+    problem = task.problems("test")[0]  # answer 18; 16, 3, 4 and 2 are given in the problem
+    assert not task.detect_leakage(problem, "Her 18th egg is the last one sold.\n")
+    assert not task.detect_leakage(problem, "Take sixteen, remove three and four, then double.\n")
+    # a problem that gives its answer in words only: a value match needs an explicit statement
+    worded = next(
+        p
+        for p in task.problems("test")
+        if any(answers._close(v, float(p.answer)) for v in answers.numbers_in(p.text))
+        and not any(float(d.replace(",", "")) == float(p.answer) for d in re.findall(r"\d[\d,]*", p.text))
+    )
+    assert not task.detect_leakage(worded, f"Use the {worded.answer} from the problem.\n")
+    assert task.detect_leakage(worded, f"The answer is {worded.answer}.\n")
 
 
 def test_answer_that_is_a_given_quantity_needs_a_statement(task):

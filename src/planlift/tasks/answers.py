@@ -3,6 +3,11 @@
 The executor's reply is cut at its stop string; `math_verify.parse` extracts the answer expression
 (plain numbers, LaTeX, `\\boxed{}`; thousands separators and units tolerated) and `math_verify.verify`
 decides equivalence symbolically, so "18", "$18.", "18.00" and "18 dollars" all match a gold "18".
+
+Leak detection reads numbers as a policy could write them to slip past a digit-only match: spelled out
+("eighteen", "one hundred and five": `text2num` converts them, even "one"), glued to a word ("18apples",
+"x18"), or in scientific notation ("1.8e1"). Ordinals ("18th", "eighteenth") are positions, not
+quantities, and do not count.
 """
 
 from __future__ import annotations
@@ -11,11 +16,16 @@ import re
 from functools import lru_cache
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+from text_to_num import alpha2digit
 
 _PRED_CONFIG = (ExprExtractionConfig(), LatexExtractionConfig())
 _GOLD_CONFIG = (ExprExtractionConfig(),)
-# Numbers as written in prose: 1,234.5 / -3 / .5 (the comma must group thousands).
-_NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?![\w])")
+# Numbers as written in prose: 1,234.5 / -3 / .5 / 1.8e1, also glued to words (the comma must group
+# thousands; a minus glued to a word is a hyphen: "x-18" holds 18). Ordinal suffixes do not count.
+_NUMBER = re.compile(
+    r"(?:(?<![\w.])-)?(?<![\d.])(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:[eE][+-]?\d+)?"
+    r"(?![\d.]\d|\d|(?:st|nd|rd|th)\b)"
+)
 # Phrases that state a final answer outright.
 _ANSWER_STATEMENT = re.compile(
     r"(?:final answer|the answer is|answer\s*[:=]|####|\\boxed\{)\s*\$?\s*(?P<value>[^\n]*)", re.IGNORECASE
@@ -43,9 +53,9 @@ def answers_match(gold: str, text: str) -> tuple[bool, str | None]:
 
 
 def numbers_in(text: str) -> list[float]:
-    """Every number written in `text` (commas as thousands separators)."""
+    """Every number written in `text`, in digits or in words (commas as thousands separators)."""
     values = []
-    for match in _NUMBER.finditer(text):
+    for match in _NUMBER.finditer(alpha2digit(text, "en", threshold=0)):
         token = match.group(0)
         if token in ("", "-", ".", "-."):
             continue

@@ -9,8 +9,9 @@ sandbox, cached under `<cache_dir>/code_expected/` (keyed by the data and the ha
 which the reference itself fails are dropped (counted in the log). Each test's time limit is
 max(limits.test_timeout, time_factor x the reference's time on it) (the asserts are timed in the same run).
 
-Leakage: the plan contains code — a fenced block, a definition of the function to write, or
-`code_lines` or more lines that read as Python statements.
+Leakage: the plan contains code — a fenced block, a `def name(` of any function (a helper under another
+name is the program too), or `code_lines` or more statements (lines, and `;`-joined parts of a line)
+that read as Python.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ _CODE_LINE = re.compile(
     r"^\s*(?:return\b.*|(?:for|while|if|elif|with|def|class)\b.*:\s*$|else:\s*$|"
     r"(?:import|from)\s+\w+.*|[A-Za-z_][\w.\[\]]*\s*(?:[-+*/]?=)\s*[^=].*)$"
 )
+
+_DEF = re.compile(r"\bdef\s+[A-Za-z_]\w*\s*\(")
 
 
 class CodeTask(Task):
@@ -370,9 +373,10 @@ class CodeTask(Task):
     def detect_leakage(self, problem: Problem, reasoning: str) -> bool:
         if FENCE in reasoning:
             return True
-        if re.search(rf"\bdef\s+{re.escape(self._record(problem).entry_point)}\s*\(", reasoning):
+        if _DEF.search(reasoning):
             return True
-        return sum(bool(_CODE_LINE.match(line)) for line in reasoning.splitlines()) >= self.code_lines
+        statements = [part for line in reasoning.splitlines() for part in line.split(";")]
+        return sum(bool(_CODE_LINE.match(statement)) for statement in statements) >= self.code_lines
 
 
 class HumanEvalTask(CodeTask):
