@@ -263,3 +263,29 @@ def test_reasoning_kind_errors_name_the_problem():
         task.reasoning(problem, "wrong_state", random.Random(0))
     with pytest.raises(ConfigError, match="unknown reasoning kind"):
         task.reasoning(problem, "sloppy", random.Random(0))
+
+
+@pytest.mark.parametrize(
+    "extra",
+    ["S6={v}", "S6 is {v}", "S6 = S5 + S4 = {v}", "so S6: {v} for the executor", "so the answer is {v}"],
+)
+def test_executor_share_stated_in_prose_is_leakage(shared_task, extra):
+    """The executor's state or the answer in any wording, not only in the step-line format."""
+    task, problem = shared_task
+    reasoning = task.gold_reasoning(problem) + extra.format(v=problem.answer) + "\n"
+    assert task.detect_leakage(problem, reasoning)
+
+
+@pytest.mark.parametrize("extra", ["S6 = S5 + S4 next", "S6 = 3 + 4", "then the executor writes S6"])
+def test_naming_the_executor_state_without_its_value_is_not_leakage(shared_task, extra):
+    task, problem = shared_task
+    assert not task.detect_leakage(problem, task.gold_reasoning(problem) + extra + "\n")
+
+
+def test_answer_sentence_after_the_full_trace_is_not_premature(program_and_states):
+    task, problem, _, states = program_and_states
+    reasoning = task.gold_reasoning(problem) + f"So the answer is {format_number(states[-1])}.\n"
+    analysis = task.analyze(problem, reasoning)
+    assert not (analysis.leaked_answer or analysis.premature_answer) and analysis.unparsed_lines == 0
+    early = f"The answer is {format_number(states[-1])}.\n" + task.gold_reasoning(problem)
+    assert task.analyze(problem, early).premature_answer
