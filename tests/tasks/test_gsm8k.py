@@ -68,6 +68,10 @@ def test_prompts(task):
         ("9 * 2 = 18", True, "correct"),
         ("\\boxed{18}", True, "correct"),
         ("64 cents.", False, "wrong"),
+        ("18%", True, "correct"),  # a percentage is its number, as GSM8K writes it
+        ("\\boxed{18\\%}", True, "correct"),
+        ("1800%", False, "wrong"),  # not a hedge between 1800 and 18
+        ("0.18", False, "wrong"),
         ("eighteen", False, "no_answer"),
         ("", False, "no_answer"),
     ],

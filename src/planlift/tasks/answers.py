@@ -3,6 +3,8 @@
 The executor's reply is cut at its stop string; `math_verify.parse` extracts the answer expression
 (plain numbers, LaTeX, `\\boxed{}`; thousands separators and units tolerated) and `math_verify.verify`
 decides equivalence symbolically, so "18", "$18.", "18.00" and "18 dollars" all match a gold "18".
+A percent sign is dropped before parsing ("25%" is 25, as GSM8K writes such answers): math-verify
+reads "X%" as both X and X/100, so "1800%" would match a gold 18 and a gold 1800 alike.
 
 Leak detection reads numbers as a policy could write them to slip past a digit-only match: spelled out
 ("eighteen", "one hundred and five": `text2num` converts them, even "one"), glued to a word ("18apples",
@@ -26,6 +28,8 @@ _NUMBER = re.compile(
     r"(?:(?<![\w.])-)?(?<![\d.])(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:[eE][+-]?\d+)?"
     r"(?![\d.]\d|\d|(?:st|nd|rd|th)\b)"
 )
+# Percent markers of a reply: "%", LaTeX "\\%", the word "percent".
+_PERCENT = re.compile(r"\s*(?:\\%|%|\bper\s?cent\b)", re.IGNORECASE)
 # Phrases that state a final answer outright.
 _ANSWER_STATEMENT = re.compile(
     r"(?:final answer|the answer is|answer\s*[:=]|####|\\boxed\{)\s*\$?\s*(?P<value>[^\n]*)", re.IGNORECASE
@@ -39,8 +43,8 @@ def parse_gold(answer: str) -> tuple:
 
 
 def extract_answer(text: str) -> list:
-    """math-verify's parse of a reply (an empty list when it finds no answer)."""
-    return parse(text, extraction_config=list(_PRED_CONFIG))
+    """math-verify's parse of a reply, percent markers dropped (an empty list when it finds no answer)."""
+    return parse(_PERCENT.sub("", text), extraction_config=list(_PRED_CONFIG))
 
 
 def answers_match(gold: str, text: str) -> tuple[bool, str | None]:
