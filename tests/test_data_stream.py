@@ -83,3 +83,11 @@ def test_same_batches_as_lightning_drew_from_the_old_loader(size, batch):
     )
     trainer.fit(Recorder(), train_dataloaders=loader)
     assert take(ProblemStream(list(range(size)), batch, seed=0), len(seen)) == seen
+
+
+def test_a_zero_val_batch_size_names_the_key(procedural_task):
+    from planlift.data import ProblemDataModule
+    from planlift.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data\.val_batch_size must be >= 1, got 0"):
+        ProblemDataModule(procedural_task, val_batch_size=0)

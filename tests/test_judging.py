@@ -54,6 +54,28 @@ def test_baseline_cache_hits_and_survives_a_checkpoint_and_a_file(task, tmp_path
     assert not (tmp_path / "alone.json.tmp").exists()
 
 
+def test_a_baseline_of_other_task_settings_is_not_reused(task):
+    """executor_steps (or an instruction) changes the no-reasoning prompt of the same problem."""
+    shared = ProceduralTask(sizes={"train": 20, "validation": 5, "test": 5}, executor_steps=1)
+    problem = task.problems("train")[0]
+    assert shared.problems("train")[0].id == problem.id
+    assert task.executor_prompt(problem, None) != shared.executor_prompt(problem, None)
+    executor = ScriptedExecutor(task, {None: ["x"]})
+    cache = BaselineCache()
+    judge_alone(executor, task, [problem], cache, 2)
+    judge_alone(executor, shared, [problem], cache, 2)
+    assert executor.calls == [(1, 2), (1, 2)] and cache.hits == 0 and len(cache.entries) == 2
+
+
+def test_a_baseline_whose_programs_never_ran_is_not_cached():
+    cache = BaselineCache()
+    broken = Judgement(("", ""), (Verdict(False, 0.0, "sandbox_error"), Verdict(False, 0.0, "failed_tests")))
+    cache.put("k", broken)
+    assert cache.entries == {}
+    cache.put("k", Judgement(("",), (Verdict(False, 0.0, "failed_tests"),)))
+    assert list(cache.entries) == ["k"]
+
+
 def test_checkpoints_of_outcomes_only_still_load():
     cache = BaselineCache()
     cache.load_state_dict({"entries": {"k": [True, False]}})

@@ -46,6 +46,8 @@ class ProblemDataModule(pl.LightningDataModule):
             raise ConfigError(f"data.val_problems must be >= 1 or null, got {val_problems}")
         if train_limit is not None and train_limit < 1:
             raise ConfigError(f"data.train_limit must be >= 1 or null, got {train_limit}")
+        if val_batch_size < 1:
+            raise ConfigError(f"data.val_batch_size must be >= 1, got {val_batch_size}")
         self.task = task
         self.train_limit = train_limit
         self.problems_per_step = problems_per_step

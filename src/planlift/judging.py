@@ -12,6 +12,7 @@ bootstrap's report.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import defaultdict
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from planlift.atomic import save_atomically
 from planlift.executors.base import Executor
-from planlift.tasks.base import Problem, Task, Verdict
+from planlift.tasks.base import SANDBOX_ERROR, Problem, Task, Verdict
 
 
 @dataclass(frozen=True)
@@ -100,11 +101,19 @@ def judge(
     ]
 
 
+def task_tag(task: Task) -> str:
+    """A short hash of the task's fingerprint (its settings)."""
+    text = json.dumps(task.fingerprint(), sort_keys=True, default=str)
+    return f"{task.name}:{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
 @dataclass
 class BaselineCache:
     """The executor alone, per problem: valid only while the executor is frozen.
 
-    Keys name the executor, the problem and the sampling, so one cache can serve several settings.
+    Keys name the executor, the task's settings (its fingerprint: `executor_steps` or the instructions
+    change the no-reasoning prompt), the problem and the sampling, so one cache can serve several settings.
+    Judgements of a failed call, or with a program the sandbox could not run, are not kept.
     `path`: a JSON file that holds the entries across runs (offline evaluation); None: memory only.
     """
 
@@ -121,8 +130,8 @@ class BaselineCache:
                 self.load_state_dict(json.loads(self.path.read_text()))
 
     @staticmethod
-    def key(executor: Executor, problem: Problem, samples: int, greedy: bool) -> str:
-        return f"{executor.identity}|{problem.id}|n={samples}|greedy={greedy}"
+    def key(executor: Executor, task: Task, problem: Problem, samples: int, greedy: bool) -> str:
+        return f"{executor.identity}|{task_tag(task)}|{problem.id}|n={samples}|greedy={greedy}"
 
     def get(self, key: str) -> Judgement | None:
         found = self.entries.get(key) if self.enabled else None
@@ -133,7 +142,8 @@ class BaselineCache:
         return found
 
     def put(self, key: str, judgement: Judgement) -> None:
-        if self.enabled and judgement.ok:  # a failed call is retried next time
+        sandbox_failed = any(v.status == SANDBOX_ERROR for v in judgement.verdicts or ())
+        if self.enabled and judgement.ok and not sandbox_failed:  # retried next time
             self.entries[key] = judgement
 
     def save(self) -> None:
@@ -172,7 +182,7 @@ def judge_alone(
     seconds: dict[str, float] | None = None,
 ) -> list[Judgement]:
     """The executor without reasoning, per problem: cached judgements, plus one call for the rest."""
-    keys = [cache.key(executor, p, samples, greedy) for p in problems]
+    keys = [cache.key(executor, task, p, samples, greedy) for p in problems]
     found: dict[str, Judgement] = {}
     missing: dict[str, Problem] = {}
     for key, problem in zip(keys, problems, strict=True):

@@ -75,3 +75,82 @@ def test_empty_plus_input_and_malformed_files(tmp_path):
         load_humaneval(plus=True, root=tmp_path)
     with pytest.raises(DataError, match="unknown MBPP split"):
         load_mbpp("dev")
+
+
+def _vendored_lines(relative: str) -> list[str]:
+    path = data_dir() / relative
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        return [handle.readline() for _ in range(3)]
+
+
+def _write(root, relative: str, lines) -> None:
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(line if isinstance(line, str) else json.dumps(line) + "\n" for line in lines)
+    if path.suffix == ".gz":
+        with gzip.open(path, "wt", encoding="utf-8") as handle:
+            handle.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+
+
+HUMANEVAL_PLUS = "humaneval_plus/HumanEvalPlus-v0.1.10.jsonl.gz"
+MBPP_PLUS = "mbpp_plus/MbppPlus-v0.2.0.jsonl.gz"
+MBPP = "mbpp/mbpp.jsonl"
+
+
+@pytest.mark.parametrize(
+    ("relative", "load"),
+    [
+        (HUMANEVAL_PLUS, lambda root: load_humaneval(plus=True, root=root)),
+        (MBPP_PLUS, lambda root: load_mbpp_plus(root=root)),
+    ],
+)
+def test_a_duplicate_task_id_names_both_lines(tmp_path, relative, load):
+    first, second, _ = _vendored_lines(relative)
+    _write(tmp_path, relative, [first, second, first])
+    task_id = json.loads(first)["task_id"]
+    with pytest.raises(DataError, match=rf"jsonl.gz:3: duplicate task_id '{task_id}' \(first at line 1\)"):
+        load(tmp_path)
+
+
+def _mbpp_train_record(task_id: int = 701, **changes) -> dict:
+    source = json.loads((data_dir() / MBPP).read_text(encoding="utf-8").splitlines()[task_id - 1])
+    assert source["task_id"] == task_id
+    return {**source, **changes}
+
+
+def test_mbpp_duplicates_non_string_tests_and_empty_splits_are_data_errors(tmp_path):
+    record = _mbpp_train_record()
+    _write(tmp_path, MBPP, [record, _mbpp_train_record(702), record])
+    with pytest.raises(DataError, match=r"mbpp.jsonl:3: duplicate task_id 701 \(first at line 1\)"):
+        load_mbpp("train", root=tmp_path)
+    _write(tmp_path, MBPP, [_mbpp_train_record(test_list=[5])])
+    with pytest.raises(DataError, match=r"mbpp.jsonl:1: field 'test_list' must hold strings, item 0 is int"):
+        load_mbpp("train", root=tmp_path)
+    _write(tmp_path, MBPP, [{**_mbpp_train_record(), "task_id": True}])
+    with pytest.raises(DataError, match=r"mbpp.jsonl:1: field 'task_id' must be int, got bool"):
+        load_mbpp("train", root=tmp_path)
+    for lines in ([], ["\n"], [_mbpp_train_record(11)]):  # empty, blank, no problem of the split
+        _write(tmp_path, MBPP, lines)
+        with pytest.raises(DataError, match=r"mbpp.jsonl: no problems of MBPP split 'train'"):
+            load_mbpp("train", root=tmp_path)
+
+
+@pytest.mark.parametrize("task_id", ["Mbpp-2", "Mbpp/x", "Mbpp/"])
+def test_a_malformed_mbpp_plus_task_id_names_the_line(tmp_path, task_id):
+    first, *_ = _vendored_lines(MBPP_PLUS)
+    _write(tmp_path, MBPP_PLUS, [first, {**json.loads(first), "task_id": task_id}])
+    with pytest.raises(
+        DataError, match=rf"jsonl.gz:2: field 'task_id' must be 'Mbpp/<number>', got '{task_id}'"
+    ):
+        load_mbpp_plus(root=tmp_path)
+
+
+@pytest.mark.parametrize("atol", ["abc", -1, float("inf"), True])
+def test_a_bad_atol_names_the_line(tmp_path, atol):
+    first, *_ = _vendored_lines(HUMANEVAL_PLUS)
+    _write(tmp_path, HUMANEVAL_PLUS, [{**json.loads(first), "atol": atol}])
+    with pytest.raises(DataError, match=r"jsonl.gz:1: field 'atol' must be a finite number >= 0"):
+        load_humaneval(plus=True, root=tmp_path)

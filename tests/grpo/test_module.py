@@ -144,3 +144,21 @@ def test_old_logprobs_are_the_sampling_policys_with_or_without_dropout(
         torch.testing.assert_close(difference, torch.zeros_like(difference), rtol=0, atol=1e-5)
     else:
         assert difference.max() > 1e-2  # dropout noise: what disable_dropout removes
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"top_p": 1.5}, r"algorithm\.top_p must be in \(0, 1\], got 1\.5"),
+        ({"top_p": 0.0}, r"algorithm\.top_p must be in \(0, 1\]"),
+        ({"max_grad_norm": -1}, r"algorithm\.max_grad_norm must be > 0, or null"),
+        ({"max_grad_norm": 0}, r"algorithm\.max_grad_norm must be > 0, or null"),
+        ({"max_new_tokens": 0}, r"algorithm\.max_new_tokens must be >= 1"),
+        ({"val_executor_samples": 0}, r"algorithm\.val_executor_samples must be >= 1"),
+    ],
+)
+def test_invalid_algorithm_values_name_the_key(kwargs, message):
+    from planlift.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):  # checked before the policy or the reward is touched
+        GRPOModule(None, None, None, None, **kwargs)

@@ -40,6 +40,12 @@ def test_code_exec_score(status, pass_rate, expected):
     assert formulas.code_exec_score(verdict) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("status", ["wrong", "no_answer", "sandbox_error"])
+def test_code_exec_score_refuses_a_status_without_a_bonus(status):
+    with pytest.raises(ValueError, match=f"program status '{status}'"):
+        formulas.code_exec_score(Verdict(correct=False, pass_rate=0.0, status=status))
+
+
 TIES = (0.0, 0.5, 2 / 3, 1.0)
 
 

@@ -1,3 +1,5 @@
+import logging
+
 import pytest
 
 from planlift.errors import ConfigError, TooManyMaskedError
@@ -100,13 +102,10 @@ def test_uplift_only_and_rm_only(task, problem):
     assert executor.calls == [(2, 1)]
 
 
-def test_code_gated_formula_on_math_verdicts(task, problem):
-    reward, _, completions = make(task, problem, mode="code_gated")
-    good, bad = reward([problem], completions, 2).records
-    # GOOD: exec = 0.8 * 1 + 0.2 (status correct); 3/3 with vs 1/3 without -> coeff +1 -> clamp(1 + 0.16) = 1
-    assert (good.exec, good.coeff, good.final) == (pytest.approx(1.0), 1.0, 1.0)
-    # BAD: e2e wrong ("wrong" status has no bonus) -> exec 0; 1/3 vs 1/3 tie -> coeff 0.5 -> 0.2*0.8*0.5
-    assert (bad.exec, bad.coeff, bad.final) == (0.0, 0.5, pytest.approx(0.08))
+def test_code_gated_on_a_math_task_is_a_config_error(task, problem):
+    """The code formula's execution bonus is by program status: math verdicts would silently get none."""
+    with pytest.raises(ConfigError, match=r"reward\.mode=code_gated .* task='procedural' is a math task"):
+        make(task, problem, mode="code_gated")
 
 
 def test_executor_failure_masks_and_counts(task, problem):
@@ -183,6 +182,8 @@ def test_leakage_policies(task, problem, policy, expected_final, reason):
         ({"e2e_weight": -0.5}, "reward.e2e_weight"),
         ({"leakage_policy": "ignore"}, "reward.leakage_policy"),
         ({"max_masked_fraction": 0}, "reward.max_masked_fraction"),
+        ({"pool_e2e": "maybe"}, "reward.pool_e2e must be true or false, got 'maybe'"),
+        ({"baseline_cache": 1}, "reward.baseline_cache must be true or false"),
     ],
 )
 def test_invalid_config_is_a_clear_error(task, kwargs, message):
@@ -207,3 +208,19 @@ def test_mismatches_fail_at_construction_naming_the_keys(task):
         ExecutorGroundedReward(
             executor, HumanEvalTask(), ConstantRM(1.0), mode="code_gated", baseline_samples=2
         )
+
+
+@pytest.mark.parametrize("returned", [2, 1, 0, 5])
+def test_an_executor_that_returns_the_wrong_number_of_texts_masks_and_counts(task, problem, returned, caplog):
+    """k + 1 = 4 samples asked per prompt: fewer (or more) without an error is a failed prompt."""
+    reward, executor, completions = make(task, problem, max_masked_fraction=1.0)
+    scripted = executor._generate
+    executor._generate = lambda prompts, n, greedy: [
+        type(r)(texts=(r.texts * 2)[:returned]) if n == 4 else r for r in scripted(prompts, n, greedy)
+    ]
+    with caplog.at_level(logging.WARNING, logger="planlift.executors.base"):
+        batch = reward([problem], completions, 2)
+    assert [r.mask_reason for r in batch.records] == ["executor_error"] * 2
+    assert batch.metrics()["train/reward/masked/executor_error"] == 2.0
+    assert executor.stats.failed_prompts == 2
+    assert f"returned {returned} texts for a prompt, asked for 4" in caplog.text

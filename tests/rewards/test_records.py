@@ -31,6 +31,7 @@ def test_every_mask_reason_is_logged_every_step_zeros_included():
     assert masked == {
         "executor_error": 0.0,
         "baseline_executor_error": 0.0,
+        "sandbox_error": 0.0,
         "rm_error": 1.0,
         "rm_non_finite": 0.0,
         "leakage": 0.0,

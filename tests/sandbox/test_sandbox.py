@@ -270,3 +270,13 @@ def test_an_assert_converted_poly_root_call_keeps_only_a_root():
         ([wide], -2.3440476479552648, "poly_root")
     ]
     assert dict(converted.dropped) == {"the reference's answer is not a root": 1}
+
+
+def test_a_harness_that_never_starts_is_a_sandbox_error_not_a_crash(caplog):
+    """/bin/false never runs the harness: no verdict on the program, which is correct."""
+    broken = Sandbox(limits=Limits(timeout=6.0), workers=1, isolation="none", python="/bin/false")
+    with caplog.at_level(logging.WARNING, logger="planlift.sandbox.runner"):
+        result = run(broken, ADD, [CodeTest(args=[1, 2], expected=3)])
+    assert result.status == "sandbox_error" and result.status in STATUSES
+    assert result.passed == 0 and "never reported its start" in result.error
+    assert "never reported its start" in caplog.text

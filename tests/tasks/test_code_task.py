@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from planlift.datasets.code import load_humaneval
 from planlift.errors import ConfigError
 from planlift.rewards import ExecutorGroundedReward
 from planlift.rm import ConstantRM
@@ -134,3 +137,42 @@ def test_a_sandbox_that_shows_the_host_filesystem_is_refused():
         MBPPTask(sandbox=weak)
     assert MBPPTask(sandbox=weak, allow_host_filesystem=True).sandbox.isolation.mode == "none"
     assert not weak.isolation.private_tmp
+
+
+def test_references_the_sandbox_cannot_start_raise_and_are_not_cached(tmp_path, monkeypatch):
+    """A sandbox outage while the expected outputs are recorded must not cache every test as dropped."""
+    from planlift.sandbox import runner
+
+    real = runner.Sandbox._execute
+    monkeypatch.setattr(runner.Sandbox, "_execute", lambda self, command, *a: real(self, ["/bin/false"], *a))
+    sandbox = Sandbox(limits=Limits(timeout=10.0), workers=1, isolation="none")
+    task = HumanEvalTask(sandbox=sandbox, max_inputs=1, cache_dir=str(tmp_path), allow_host_filesystem=True)
+    task._records = lambda split: load_humaneval()[:2]
+    with pytest.raises(
+        ConfigError, match=r"could not start 2 of 2 reference solutions.*task\.sandbox\.python"
+    ):
+        task.problems("test")
+    assert not list((tmp_path / "code_expected").glob("*.pkl"))
+    monkeypatch.setattr(runner.Sandbox, "_execute", real)  # the outage is over
+    assert len(task.problems("test")) == 2
+
+
+def test_code_gated_masks_and_counts_programs_the_sandbox_could_not_run(humaneval, problem, monkeypatch):
+    good = f"def has_close_elements(numbers, threshold):\n{BODY}"
+    executor = ScriptedExecutor(humaneval, {"plan A": [good], None: [good]})
+    executor._reasoning = lambda user: user.split("Plan:\n", 1)[1] if "Plan:\n" in user else None
+    reward = ExecutorGroundedReward(
+        executor, humaneval, ConstantRM(1.0), mode="code_gated", repeats=3, max_masked_fraction=1.0
+    )
+    real = humaneval.sandbox.run_many
+    outage = lambda jobs, limits=None: [  # noqa: E731
+        dataclasses.replace(r, status="sandbox_error", passed=0) for r in real(jobs, limits)
+    ]
+    monkeypatch.setattr(humaneval.sandbox, "run_many", outage)
+    batch = reward([problem], ["plan A" + REASONING_CLOSE] * 2, group_size=2)
+    assert [r.mask_reason for r in batch.records] == ["sandbox_error"] * 2
+    assert batch.metrics()["train/reward/masked/sandbox_error"] == 2.0
+    assert not reward.baseline_cache.entries  # the baseline's programs never ran: retried next step
+    monkeypatch.setattr(humaneval.sandbox, "run_many", real)
+    batch = reward([problem], ["plan A" + REASONING_CLOSE] * 2, group_size=2)
+    assert [r.final for r in batch.records] == [pytest.approx(1.0)] * 2

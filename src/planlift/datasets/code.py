@@ -18,6 +18,7 @@ Special oracles (facts from EvalPlus, which marks these problems as ambiguous): 
 from __future__ import annotations
 
 import ast
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ MBPP_SPLIT_IDS = {"train": range(601, 975), "validation": range(511, 601), "test
 _SET_EQUAL = {"Mbpp/2", "Mbpp/7", "Mbpp/111", "Mbpp/140", "Mbpp/232", "Mbpp/579", "Mbpp/769"}
 _TRUTHY = {"Mbpp/737", "Mbpp/787", "Mbpp/794"}
 _POLY_ROOT = {"HumanEval/32"}
+_MBPP_PLUS_ID = re.compile(r"Mbpp/(\d+)")
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,9 @@ def load_humaneval(plus: bool = True, root: str | Path | None = None) -> list[Co
     """HumanEval (164 problems, `check` only) or HumanEval+ (`check` plus the base and extra inputs)."""
     path = _path(HUMANEVAL_PLUS_FILE if plus else HUMANEVAL_FILE, root)
     records = []
+    seen: dict[str, int] = {}
     for line, raw in read_jsonl(path):
-        task_id = require(raw, "task_id", path, line)
+        task_id = _unique_id(require(raw, "task_id", path, line), seen, path, line)
         prompt = require(raw, "prompt", path, line)
         entry = require(raw, "entry_point", path, line)
         check = require(raw, "test", path, line)
@@ -90,7 +93,7 @@ def load_humaneval(plus: bool = True, root: str | Path | None = None) -> list[Co
                 asserts=(f"{check}\ncheck({entry})\n",),
                 inputs=tuple(inputs),
                 base_inputs=base,
-                atol=float(raw.get("atol") or 0.0),
+                atol=_atol(raw, path, line),
                 oracle="poly_root" if task_id in _POLY_ROOT else "equal",
                 completion_style=True,
             )
@@ -98,6 +101,28 @@ def load_humaneval(plus: bool = True, root: str | Path | None = None) -> list[Co
     if not records:
         raise DataError(f"{path}: no problems")
     return records
+
+
+def _unique_id(task_id: Any, seen: dict[Any, int], path: Path, line: int) -> Any:
+    """task_id, after checking that no earlier line of the file has it (they would share expected outputs)."""
+    if task_id in seen:
+        raise DataError(f"{path}:{line}: duplicate task_id {task_id!r} (first at line {seen[task_id]})")
+    seen[task_id] = line
+    return task_id
+
+
+def _atol(raw: dict[str, Any], path: Path, line: int) -> float:
+    value = raw.get("atol")
+    if value is None:
+        return 0.0
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise DataError(f"{path}:{line}: field 'atol' must be a finite number >= 0, got {value!r}")
+    return float(value)
 
 
 def _plus_inputs(raw: dict[str, Any], path: Path, line: int) -> list[Any]:
@@ -213,8 +238,12 @@ def load_mbpp_plus(plus: bool = True, root: str | Path | None = None) -> list[Co
     """MBPP+ (378 problems): the base assertions, plus (with `plus`) the base and extra inputs."""
     path = _path(MBPP_PLUS_FILE, root)
     records = []
+    seen: dict[str, int] = {}
     for line, raw in read_jsonl(path):
-        task_id = require(raw, "task_id", path, line)
+        task_id = _unique_id(require(raw, "task_id", path, line), seen, path, line)
+        number = _MBPP_PLUS_ID.fullmatch(task_id)
+        if number is None:
+            raise DataError(f"{path}:{line}: field 'task_id' must be 'Mbpp/<number>', got {task_id!r}")
         entry = require(raw, "entry_point", path, line)
         asserts, setup = _split_assertion(require(raw, "assertion", path, line), f"{path}:{line}")
         asserts = [_with_imports(a, setup) for a in asserts]
@@ -239,9 +268,9 @@ def load_mbpp_plus(plus: bool = True, root: str | Path | None = None) -> list[Co
                 asserts=tuple(asserts),
                 inputs=tuple(inputs),
                 base_inputs=base,
-                atol=float(raw.get("atol") or 0.0),
+                atol=_atol(raw, path, line),
                 oracle=oracle,
-                meta={"mbpp_id": int(task_id.split("/")[1])},
+                meta={"mbpp_id": int(number.group(1))},
             )
         )
     if not records:
@@ -258,13 +287,19 @@ def load_mbpp(
     path = _path(MBPP_FILE, root)
     ids = MBPP_SPLIT_IDS[split]
     records = []
+    seen: dict[int, int] = {}
     for line, raw in read_jsonl(path):
-        task_id = require(raw, "task_id", path, line, int)
+        task_id = _unique_id(require(raw, "task_id", path, line, int), seen, path, line)
         if task_id not in ids or task_id in exclude_ids:
             continue
         tests = require(raw, "test_list", path, line, list)
         if not tests:
             raise DataError(f"{path}:{line}: empty test_list")
+        for index, test in enumerate(tests):
+            if not isinstance(test, str):
+                raise DataError(
+                    f"{path}:{line}: field 'test_list' must hold strings, item {index} is {type(test).__name__}"
+                )
         setup = raw.get("test_setup_code") or ""
         entry = _called_function(tests[0])
         if entry is None:
@@ -278,6 +313,11 @@ def load_mbpp(
                 asserts=tuple(f"{setup}\n{t}" if setup else t for t in tests),
                 meta={"mbpp_id": task_id},
             )
+        )
+    if not records:
+        raise DataError(
+            f"{path}: no problems of MBPP split {split!r} (task ids {ids.start}-{ids.stop - 1}"
+            f"{', not excluded' if exclude_ids else ''})"
         )
     return records
 

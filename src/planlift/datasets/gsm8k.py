@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ def load_gsm8k(split: str, path: str | Path | None = None) -> list[GSM8KRecord]:
     records = []
     for line, raw in read_jsonl(path):
         question = require(raw, "question", path, line)
+        if not question.strip():
+            raise DataError(f"{path}:{line}: field 'question' is empty")
         full = require(raw, "answer", path, line)
         if "####" not in full:
             raise DataError(f"{path}:{line}: GSM8K answer has no '####' final-answer line")
@@ -40,6 +43,10 @@ def load_gsm8k(split: str, path: str | Path | None = None) -> list[GSM8KRecord]:
         answer = answer.strip().replace(",", "")
         if not answer:
             raise DataError(f"{path}:{line}: empty final answer after '####'")
+        if not _is_finite_number(answer):
+            raise DataError(
+                f"{path}:{line}: final answer after '####' must be a finite number, got {answer!r}"
+            )
         records.append(
             GSM8KRecord(
                 id=f"gsm8k-{split}-{line}",
@@ -48,4 +55,13 @@ def load_gsm8k(split: str, path: str | Path | None = None) -> list[GSM8KRecord]:
                 answer=answer,
             )
         )
+    if not records:
+        raise DataError(f"{path}: no problems (the file has no records)")
     return records
+
+
+def _is_finite_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False

@@ -8,6 +8,7 @@ raising, so the reward can mask and count the affected samples.
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 from planlift.errors import ConfigError
 from planlift.resumable import Resumable
 from planlift.tasks.base import ChatPrompt
+
+log = logging.getLogger(__name__)
 
 
 def check_sampling(temperature: float, top_p: float, max_new_tokens: int) -> None:
@@ -91,11 +94,19 @@ class Executor(Resumable, abc.ABC):
         if not prompts:
             return []
         start = time.perf_counter()
-        results = self._generate(prompts, n, greedy)
+        results = list(self._generate(prompts, n, greedy))
         if len(results) != len(prompts):
             raise RuntimeError(
                 f"{type(self).__name__} returned {len(results)} results for {len(prompts)} prompts"
             )
+        # a backend bug or a truncated batch: the prompt failed, masked and counted like any failure
+        short = [i for i, r in enumerate(results) if r.ok and len(r.texts) != n]
+        if short:
+            counts = "/".join(str(c) for c in sorted({len(results[i].texts) for i in short}))
+            error = f"{type(self).__name__} returned {counts} texts for a prompt, asked for {n}"
+            log.warning("executor: %d of %d prompts failed: %s", len(short), len(prompts), error)
+            for i in short:
+                results[i] = ExecutorResult(error=error)
         self.stats.calls += 1
         self.stats.prompts += len(prompts)
         self.stats.generations += len(prompts) * n

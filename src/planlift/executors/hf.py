@@ -46,7 +46,7 @@ class HFExecutor(Executor):
         self.model, self.tokenizer = load_model_and_tokenizer(
             self.source, "executor.pretrained", dtype, allow_download
         )
-        self.model.to(resolve_device(device))
+        self.model.to(resolve_device(device, "executor.device"))
         self.model.eval()
         self.model.requires_grad_(False)
         self.temperature = temperature

@@ -120,6 +120,16 @@ class GRPOModule(pl.LightningModule):
             raise ConfigError(f"algorithm.val_pass_samples must be >= 0, got {val_pass_samples}")
         if temperature <= 0:
             raise ConfigError(f"algorithm.temperature must be > 0, got {temperature}")
+        if not 0 < top_p <= 1:
+            raise ConfigError(f"algorithm.top_p must be in (0, 1], got {top_p}")
+        if max_new_tokens < 1:
+            raise ConfigError(f"algorithm.max_new_tokens must be >= 1, got {max_new_tokens}")
+        if max_grad_norm is not None and not max_grad_norm > 0:  # Lightning skips clipping at <= 0
+            raise ConfigError(
+                f"algorithm.max_grad_norm must be > 0, or null to turn clipping off, got {max_grad_norm}"
+            )
+        if val_executor_samples < 1:
+            raise ConfigError(f"algorithm.val_executor_samples must be >= 1, got {val_executor_samples}")
         if tis_cap is not None and tis_cap < 1:
             raise ConfigError(f"algorithm.tis_cap must be >= 1 or null, got {tis_cap}")
         self.automatic_optimization = False

@@ -6,6 +6,10 @@ import os
 
 import torch
 
+from planlift.errors import ConfigError
+
+ACCEPTED = "auto, cpu, cuda or cuda:<index>"
+
 
 def default_device() -> torch.device:
     if torch.cuda.is_available():
@@ -13,6 +17,17 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
-def resolve_device(device: str) -> torch.device:
-    """`auto` -> `default_device()`; anything else is a torch device string."""
-    return default_device() if device == "auto" else torch.device(device)
+def resolve_device(device: str, key: str = "device") -> torch.device:
+    """`auto` -> `default_device()`; anything else is a torch device string. `key` names the setting in
+    errors: an unknown device, or a CUDA device this machine does not have."""
+    if device == "auto":
+        return default_device()
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"{key} must be one of {ACCEPTED}, got {device!r}") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (resolved.index or 0) >= count:
+            raise ConfigError(f"{key} is {device!r}, but this machine sees {count} CUDA device(s)")
+    return resolved

@@ -70,9 +70,15 @@ CODE_STATUS_BONUS = {
 def code_exec_score(
     verdict: Verdict, pass_weight: float = 0.8, status_bonus: dict[str, float] | None = None
 ) -> float:
-    """exec = 0.8 * pass_rate + bonus (bonus by run status; unknown statuses get 0)."""
-    bonus = (status_bonus or CODE_STATUS_BONUS).get(verdict.status, 0.0)
-    return pass_weight * verdict.pass_rate + bonus
+    """exec = 0.8 * pass_rate + bonus (bonus by run status; a status without a bonus is an error: a
+    verdict that is not a program run's, or a sandbox failure that should have been masked)."""
+    table = status_bonus or CODE_STATUS_BONUS
+    if verdict.status not in table:
+        raise ValueError(
+            f"no execution bonus for the program status {verdict.status!r} (known: {list(table)}): the code "
+            "formula scores code tasks' verdicts only"
+        )
+    return pass_weight * verdict.pass_rate + table[verdict.status]
 
 
 def code_uplift_coefficient(

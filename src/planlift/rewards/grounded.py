@@ -5,9 +5,9 @@ One step costs at most two executor calls, whatever P and G are:
      into the k repeats, k + 1 otherwise (the authors' scheme: e2e is a separate 4th sample);
   2. the no-reasoning baseline for the problems not yet in the cache (once per problem: it depends only
      on the problem and the frozen executor), `baseline_samples` each.
-The RM scores every reasoning in one batched call. Failed executor or RM calls mask the affected
-samples (excluded from group statistics and the loss) and are counted; a step with more than
-`max_masked_fraction` masked samples stops the run.
+The RM scores every reasoning in one batched call. Failed executor or RM calls, and programs the
+sandbox could not run (status sandbox_error), mask the affected samples (excluded from group statistics
+and the loss) and are counted; a step with more than `max_masked_fraction` masked samples stops the run.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from planlift.rewards import formulas
 from planlift.rewards.records import RewardBatch, RewardRecord
 from planlift.rewards.variants import VARIANTS, Weights
 from planlift.rm.base import ReasoningRM, RMItem
-from planlift.tasks.base import Problem, Task
+from planlift.tasks.base import SANDBOX_ERROR, Problem, Task
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,9 @@ class ExecutorGroundedReward:
     ) -> None:
         if mode not in MODES:
             raise ConfigError(f"reward.mode must be one of {list(MODES)}, got {mode!r}")
+        for key, value in (("pool_e2e", pool_e2e), ("baseline_cache", baseline_cache)):
+            if not isinstance(value, bool):
+                raise ConfigError(f"reward.{key} must be true or false, got {value!r}")
         if repeats < 1:
             raise ConfigError(f"reward.repeats must be >= 1, got {repeats}")
         if baseline_samples < 1:
@@ -99,6 +102,11 @@ class ExecutorGroundedReward:
         if variant.uses_rm and rm is None:
             raise ConfigError(f"reward.mode={mode} needs a reasoning RM (config group rm)")
         if mode == "code_gated":
+            if task.task_type != "code":
+                raise ConfigError(
+                    f"reward.mode=code_gated scores programs (pass rate and run status) and needs a code "
+                    f"task; task={task.name!r} is a {task.task_type} task"
+                )
             if len(code_tie_coefficients) != repeats + 1:
                 raise ConfigError(
                     f"reward.code_tie_coefficients has {len(code_tie_coefficients)} values; the tie table "
@@ -236,8 +244,12 @@ class ExecutorGroundedReward:
         verdicts = judgement.verdicts
         e2e_verdict = verdicts[0]
         e2e = float(e2e_verdict.correct)
+        if _sandbox_failed(judgement):
+            return RewardRecord(leakage=leak, mask_reason="sandbox_error")
         if self.uses_uplift and not baseline.ok:
             return RewardRecord(e2e=e2e, leakage=leak, mask_reason="baseline_executor_error")
+        if self.uses_uplift and _sandbox_failed(baseline):
+            return RewardRecord(e2e=e2e, leakage=leak, mask_reason="sandbox_error")
         if self.uses_rm and rm_score is None:
             return RewardRecord(e2e=e2e, leakage=leak, mask_reason="rm_error")
         if self.uses_rm and not math.isfinite(rm_score):  # clamped, NaN would read as the top score
@@ -257,3 +269,8 @@ class ExecutorGroundedReward:
         if self.leakage_policy == "penalty" and leak:
             terms["final"] -= self.leakage_penalty
         return RewardRecord(**terms)
+
+
+def _sandbox_failed(judgement: Judgement) -> bool:
+    """The sandbox could not run one of the judged programs: the verdicts say nothing about them."""
+    return any(v.status == SANDBOX_ERROR for v in judgement.verdicts or ())

@@ -10,9 +10,17 @@ from dataclasses import dataclass, field, fields
 import torch
 
 TERMS = ("e2e", "w", "b", "uplift", "rm", "leakage", "exec", "coeff", "final")
-# why a sample is masked (planlift.rewards.grounded; rm_non_finite: the RM scored NaN or inf); each count is
-# logged every step, zeros included: Lightning repeats a step metric's last value in steps that do not log it
-MASK_REASONS = ("executor_error", "baseline_executor_error", "rm_error", "rm_non_finite", "leakage")
+# why a sample is masked (planlift.rewards.grounded; rm_non_finite: the RM scored NaN or inf; sandbox_error:
+# the sandbox could not run one of its programs, with or without the reasoning); each count is logged every
+# step, zeros included: Lightning repeats a step metric's last value in steps that do not log it
+MASK_REASONS = (
+    "executor_error",
+    "baseline_executor_error",
+    "sandbox_error",
+    "rm_error",
+    "rm_non_finite",
+    "leakage",
+)
 
 
 @dataclass(frozen=True)
@@ -22,7 +30,7 @@ class RewardRecord:
     e2e: the first executor sample with the reasoning is correct (0/1); w / b: success rates with / without
     the reasoning; uplift: clamp(w - b); rm: rubric score; leakage: the reasoning states the answer (0/1);
     exec / coeff: the code formula's execution score and uplift coefficient; final: the reward.
-    A masked sample (failed executor or RM call, or the leakage policy "mask") has final=None.
+    A masked sample (failed executor, sandbox or RM call, or the leakage policy "mask") has final=None.
     """
 
     e2e: float | None = None

@@ -72,7 +72,7 @@ class LearnedRM(ReasoningRM):
 
         self.path = str(path)
         self.model = RubricRewardModel.from_pretrained(path, dtype, "rm.path")
-        self.model.to(resolve_device(device))
+        self.model.to(resolve_device(device, "rm.device"))
         self.model.eval()
         self.model.requires_grad_(False)
         self.tokenizer = self.model.tokenizer

@@ -8,9 +8,12 @@ from typing import Any
 
 from planlift.errors import ConfigError
 from planlift.sandbox.oracles import ORACLES, WRAPS
+from planlift.tasks.base import SANDBOX_ERROR
 
 # Program statuses, as the code reward expects them (planlift.rewards.formulas.CODE_STATUS_BONUS).
-STATUSES = ("correct", "failed_tests", "runtime_error", "timeout", "syntax_error", "no_tests")
+# sandbox_error: the harness never reported its start (the interpreter or the isolation failed to launch),
+# so the program never ran: no verdict on it (the reward masks it, reference runs stop).
+STATUSES = ("correct", "failed_tests", "runtime_error", "timeout", "syntax_error", "no_tests", SANDBOX_ERROR)
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,8 @@ class ProgramJob:
 class SandboxResult:
     """The outcome of one program run.
 
-    status: correct | failed_tests | runtime_error | timeout | syntax_error | no_tests.
+    status: correct | failed_tests | runtime_error | timeout | syntax_error | no_tests | sandbox_error
+        (the harness never started: not a verdict on the program).
     failed_tests: indices of tests that did not pass (including tests never reached).
     network_isolated: the program ran in its own network namespace (False: it had the host's network).
     isolation: the mode it ran under (`planlift.sandbox.isolation`).

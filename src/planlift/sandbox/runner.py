@@ -61,7 +61,7 @@ from planlift.errors import ConfigError
 from planlift.sandbox import isolation as isolation_module
 from planlift.sandbox import oracles
 from planlift.sandbox.protocol import FrameReader
-from planlift.sandbox.records import Limits, ProgramJob, SandboxResult
+from planlift.sandbox.records import SANDBOX_ERROR, Limits, ProgramJob, SandboxResult
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,8 @@ class Sandbox:
                 result = collector.result(timed_out, exit_code)
                 result.stdout_tail = _tail(stdout_file, limits.output_chars)
                 result.stderr_tail = _tail(stderr_file, limits.output_chars)
+                if result.status == SANDBOX_ERROR:
+                    log.warning("sandbox: %s; stderr: %s", result.error, result.stderr_tail[-500:].strip())
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
             if uid is not None:
@@ -390,7 +392,13 @@ class _Collector:
             error = f"{self.channel_error}: the run was stopped"
         finished = self.finished or self.stop  # stopped at the first failure: nothing is missing
         errors = any(outcome in ("error", "memory") for outcome in outcomes.values())
-        if self.syntax:
+        if not self.started:  # the program never ran: a fault of the sandbox, not of the program
+            status = SANDBOX_ERROR
+            error = (
+                f"the sandbox harness never reported its start (exit code {exit_code}"
+                f"{', killed at the time limit' if timed_out else ''}): the program did not run"
+            )
+        elif self.syntax:
             status = "syntax_error"
         elif self.channel_error is not None:
             status = "runtime_error"

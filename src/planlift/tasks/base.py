@@ -45,12 +45,16 @@ class ChatPrompt:
     stop: tuple[str, ...] = ()
 
 
+# A program the sandbox could not start (planlift.sandbox): no verdict on it; the reward masks it.
+SANDBOX_ERROR = "sandbox_error"
+
+
 @dataclass(frozen=True)
 class Verdict:
     """The verifier's judgement of one executor output.
 
     status: "correct", "wrong", "no_answer" for answer tasks; code tasks add "failed_tests",
-    "runtime_error", "timeout", "syntax_error", "no_tests".
+    "runtime_error", "timeout", "syntax_error", "no_tests" and "sandbox_error" (the program never ran).
     """
 
     correct: bool

@@ -2,7 +2,8 @@
 
 Programs run in `planlift.sandbox` (a pool: `verify_batch` judges a whole rollout's programs in
 parallel). The verdict carries `pass_rate` and the program status (correct | failed_tests |
-runtime_error | timeout | syntax_error | no_tests), which is what the `code_gated` reward needs.
+runtime_error | timeout | syntax_error | no_tests), which is what the `code_gated` reward needs; a program
+the sandbox could not run at all has status sandbox_error (the reward masks it).
 
 Expected outputs of the EvalPlus call tests are computed once by running the reference solution in the
 sandbox, cached under `<cache_dir>/code_expected/` (keyed by the data and the harness), and inputs on
@@ -34,6 +35,7 @@ from planlift.errors import ConfigError
 from planlift.models.packaged import default_cache_dir
 from planlift.sandbox import CodeTest, ProgramJob, Sandbox, conversion, oracles
 from planlift.sandbox.oracles import reference_value
+from planlift.sandbox.records import SANDBOX_ERROR
 from planlift.sandbox.runner import HARNESS_SOURCE
 from planlift.tasks.base import (
     REASONING_CLOSE,
@@ -260,9 +262,21 @@ class CodeTask(Task):
             )
             for r in records
         ]
+        results = self.sandbox.run_many(jobs, limits)
+        broken = [
+            (r, result) for r, result in zip(records, results, strict=True) if result.status == SANDBOX_ERROR
+        ]
+        if broken:  # nothing is cached: the next run tries again
+            record, result = broken[0]
+            raise ConfigError(
+                f"{self.name}: the sandbox could not start {len(broken)} of {len(records)} reference solutions "
+                f"(first: {record.id}: {result.error}; stderr: {result.stderr_tail[-300:].strip()!r}). Check "
+                "task.sandbox.isolation and task.sandbox.python, and the machine's limits on namespaces and "
+                "processes; no expected outputs were cached"
+            )
         expected = {}
         failures = 0
-        for record, result in zip(records, self.sandbox.run_many(jobs, limits), strict=True):
+        for record, result in zip(records, results, strict=True):
             skip = len(record.asserts)
             asserts = [
                 conversion.convert(snippet, result.calls.get(i, []), record.oracle, record.atol)

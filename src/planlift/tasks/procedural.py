@@ -148,6 +148,9 @@ class ProceduralTask(Task):
                 raise ConfigError(f"task.sizes has unknown split {split!r}; known: {list(SPLITS)}")
             if size < 0:
                 raise ConfigError(f"task.sizes.{split} must be >= 0, got {size}")
+        for split in ("train", "validation"):  # training and its validation need problems; test may be empty
+            if sizes.get(split) == 0:
+                raise ConfigError(f"task.sizes.{split} must be >= 1, got 0")
         self.length = length
         self.lookback = lookback
         self.value_range = (low, high)
