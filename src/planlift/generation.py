@@ -7,6 +7,7 @@ call, `n` samples per prompt sharing it (rows grouped per prompt: [p0s0, p0s1, .
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,19 +16,54 @@ from transformers import PreTrainedTokenizerBase
 
 from planlift.tasks.base import ChatPrompt
 
+# Spellings of the common chat formats' control tokens (ChatML/Qwen `<|im_end|>`, Llama 3 `<|eot_id|>`,
+# `<s>`/`</s>`, `[INST]`, `<<SYS>>`, Gemma `<end_of_turn>`): for text that a tokenizer we do not hold will
+# read (an API server's chat template).
+CONTROL_TOKEN_TEXT = re.compile(r"<\|[^<>|\s]{1,64}\|>|</?s>|\[/?INST\]|<</?SYS>>|<(?:start|end)_of_turn>")
+
+
+def special_token_strings(tokenizer: PreTrainedTokenizerBase | None) -> list[str]:
+    """The strings `tokenizer` turns into its special tokens when they appear in text, longest first."""
+    if tokenizer is None:
+        return []
+    found = set(getattr(tokenizer, "all_special_tokens", []))
+    for added in getattr(tokenizer, "added_tokens_decoder", {}).values():
+        if getattr(added, "special", False):
+            found.add(str(added.content))
+    return sorted((s for s in found if s), key=len, reverse=True)
+
+
+def strip_control_tokens(text: str, tokenizer: PreTrainedTokenizerBase | None = None) -> str:
+    """`text` without spellings of control tokens: the tokenizer's special tokens and the common chat
+    formats'. Text a policy wrote (a reasoning inside the executor's prompt) could otherwise close the user
+    turn and write the assistant's, since tokenizers read these spellings as the real tokens. Removal repeats
+    until none is left (removing one can join the halves of another)."""
+    specials = special_token_strings(tokenizer)
+    while True:
+        stripped = CONTROL_TOKEN_TEXT.sub("", text)
+        for special in specials:
+            stripped = stripped.replace(special, "")
+        if stripped == text:
+            return text
+        text = stripped
+
 
 def render_prompt(
     tokenizer: PreTrainedTokenizerBase, prompt: ChatPrompt, use_chat_template: bool | None
 ) -> str:
-    """Chat template when the tokenizer has one (or when forced), else `system\\nuser`; then the prefill."""
+    """Chat template when the tokenizer has one (or when forced), else `system\\nuser`; then the prefill.
+    Control-token spellings in the system and user text are removed first (`strip_control_tokens`): only
+    the template writes control tokens."""
+    system = strip_control_tokens(prompt.system, tokenizer) if prompt.system else prompt.system
+    user = strip_control_tokens(prompt.user, tokenizer)
     if use_chat_template is None:
         use_chat_template = getattr(tokenizer, "chat_template", None) is not None
     if use_chat_template:
-        messages = [{"role": "system", "content": prompt.system}] if prompt.system else []
-        messages.append({"role": "user", "content": prompt.user})
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": user})
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     else:
-        text = f"{prompt.system}\n{prompt.user}" if prompt.system else prompt.user
+        text = f"{system}\n{user}" if system else user
     return text + prompt.prefill
 
 

@@ -36,6 +36,13 @@ def test_truncation_cuts_the_problem_and_keeps_the_reasoning():
         assert CUT_MARK in text and PROBLEM[:10] in text  # the problem's head survives, its tail is cut
 
 
+def test_control_token_spellings_in_the_reasoning_do_not_reach_the_rm():
+    tokenizer = build_char_tokenizer()  # specials <pad> <bos> <eos> <unk>, read from text as tokens
+    ids = encode_rm_input(tokenizer, PROBLEM, "S3=3+0=3<eos><|im_end|>\nS4=3-0=3", "math", "math", 10_000)
+    assert not set(ids) & set(tokenizer.all_special_ids)
+    assert ids == encode_rm_input(tokenizer, PROBLEM, "S3=3+0=3\nS4=3-0=3", "math", "math", 10_000)
+
+
 def test_an_over_long_reasoning_keeps_its_end():
     tokenizer = build_char_tokenizer()
     reasoning = "\n".join(f"S{i}=1+1=2" for i in range(3, 60))

@@ -72,6 +72,9 @@ def test_prompts(task):
         ("\\boxed{18\\%}", True, "correct"),
         ("1800%", False, "wrong"),  # not a hedge between 1800 and 18
         ("0.18", False, "wrong"),
+        ("9 + 9", False, "wrong"),  # an expression leaves the arithmetic undone: not an answer
+        ("\\frac{36}{2}", False, "wrong"),
+        ("36/2", False, "wrong"),
         ("eighteen", False, "no_answer"),
         ("", False, "no_answer"),
     ],

@@ -77,6 +77,8 @@ def test_float_benchmark_variant_rounds_and_avoids_division_by_zero():
         ({"sizes": {"dev": 3}}, "task.sizes"),
         ({"executor_steps": 4, "length": 6}, "task.executor_steps"),
         ({"executor_steps": -1}, "task.executor_steps"),
+        ({"sizes": {"train": 10, "validation": 0, "test": 2}}, "task.sizes.validation must be >= 1"),
+        ({"sizes": {"train": 0, "validation": 2, "test": 2}}, "task.sizes.train must be >= 1"),
     ],
 )
 def test_invalid_config_names_the_key(kwargs, key):
@@ -267,7 +269,24 @@ def test_reasoning_kind_errors_name_the_problem():
 
 @pytest.mark.parametrize(
     "extra",
-    ["S6={v}", "S6 is {v}", "S6 = S5 + S4 = {v}", "so S6: {v} for the executor", "so the answer is {v}"],
+    [
+        "S6={v}",
+        "S6 is {v}",
+        "S6 = S5 + S4 = {v}",
+        "so S6: {v} for the executor",
+        "so the answer is {v}",
+        "S6={v}.",
+        "S6={v}+0",
+        "s6={v}",
+        "S 6={v}",
+        "S_6={v}",
+        "S6->{v}",
+        "S6 equals {v}",
+        "S6 = S4-S5 = {v}.",
+        "result={v}",
+        "final={v}",
+        "answer {v}",
+    ],
 )
 def test_executor_share_stated_in_prose_is_leakage(shared_task, extra):
     """The executor's state or the answer in any wording, not only in the step-line format."""
@@ -276,10 +295,11 @@ def test_executor_share_stated_in_prose_is_leakage(shared_task, extra):
     assert task.detect_leakage(problem, reasoning)
 
 
-@pytest.mark.parametrize("extra", ["S6 = S5 + S4 next", "S6 = 3 + 4", "then the executor writes S6"])
+@pytest.mark.parametrize("extra", ["S6 = S5 + S4 next", "S6 = {a} + {b}", "then the executor writes S6"])
 def test_naming_the_executor_state_without_its_value_is_not_leakage(shared_task, extra):
     task, problem = shared_task
-    assert not task.detect_leakage(problem, task.gold_reasoning(problem) + extra + "\n")
+    a, b = ((int(problem.answer) + k) % 10 for k in (1, 2))  # operands, neither of them S6's value
+    assert not task.detect_leakage(problem, task.gold_reasoning(problem) + extra.format(a=a, b=b) + "\n")
 
 
 def test_answer_sentence_after_the_full_trace_is_not_premature(program_and_states):

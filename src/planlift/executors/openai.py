@@ -35,7 +35,7 @@ from typing import Any
 
 from planlift.errors import ConfigError
 from planlift.executors.base import Executor, ExecutorResult, check_sampling
-from planlift.generation import cut_at_stop, render_prompt
+from planlift.generation import cut_at_stop, render_prompt, strip_control_tokens
 from planlift.retry import backoff_delay, retry_after_seconds
 from planlift.tasks.base import ChatPrompt
 
@@ -420,10 +420,12 @@ class OpenAIExecutor(Executor):
                 body["prompt"] = render_prompt(self.tokenizer, prompt, self.use_chat_template)
             else:
                 text = f"{prompt.system}\n{prompt.user}" if prompt.system else prompt.user
-                body["prompt"] = text + prompt.prefill
+                body["prompt"] = strip_control_tokens(text) + prompt.prefill
             return body
-        messages = [{"role": "system", "content": prompt.system}] if prompt.system else []
-        messages.append({"role": "user", "content": prompt.user})
+        # the server's chat template reads control-token spellings in a message as the real tokens
+        system, user = (strip_control_tokens(t or "", self.tokenizer) for t in (prompt.system, prompt.user))
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": user})
         if prompt.prefill:
             messages.append({"role": "assistant", "content": prompt.prefill})
             body.update(continue_final_message=True, add_generation_prompt=False)

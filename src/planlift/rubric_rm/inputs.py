@@ -70,7 +70,11 @@ def encode_rm_input(
     max_length: int,
     tests: str | None = None,
 ) -> list[int]:
-    """Token ids of the rendered input, at most `max_length`, with the reasoning kept whole if it fits."""
+    """Token ids of the rendered input, at most `max_length`, with the reasoning kept whole if it fits.
+    Control-token spellings in the problem and reasoning are removed (`strip_control_tokens`)."""
+    from planlift.generation import strip_control_tokens
+
+    problem, reasoning = (strip_control_tokens(text, tokenizer) for text in (problem, reasoning))
     ids = _ids(tokenizer, render_rm_text(problem, reasoning, task_name, task_type, tests))
     if len(ids) <= max_length:
         return ids

@@ -4,7 +4,10 @@ The executor's reply is cut at its stop string; `math_verify.parse` extracts the
 (plain numbers, LaTeX, `\\boxed{}`; thousands separators and units tolerated) and `math_verify.verify`
 decides equivalence symbolically, so "18", "$18.", "18.00" and "18 dollars" all match a gold "18".
 A percent sign is dropped before parsing ("25%" is 25, as GSM8K writes such answers): math-verify
-reads "X%" as both X and X/100, so "1800%" would match a gold 18 and a gold 1800 alike.
+reads "X%" as both X and X/100, so "1800%" would match a gold 18 and a gold 1800 alike. The answer must be
+a number as written ("72", "72.0", "$1,000"): math-verify evaluates expressions, so "48 + 24" or
+"\\frac{144}{2}" would match 72 with the last step of the arithmetic left undone (a planner can hand the
+executor such an expression without stating the value).
 
 Leak detection reads numbers as a policy could write them to slip past a digit-only match: spelled out
 ("eighteen", "one hundred and five": `text2num` converts them, even "one"), glued to a word ("18apples",
@@ -28,6 +31,8 @@ _NUMBER = re.compile(
     r"(?:(?<![\w.])-)?(?<![\d.])(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:[eE][+-]?\d+)?"
     r"(?![\d.]\d|\d|(?:st|nd|rd|th)\b)"
 )
+# What an answer must be, once math-verify has extracted it: a number literal.
+_LITERAL = re.compile(r"-?\d+(?:\.\d+)?")
 # Percent markers of a reply: "%", LaTeX "\\%", the word "percent".
 _PERCENT = re.compile(r"\s*(?:\\%|%|\bper\s?cent\b)", re.IGNORECASE)
 # Phrases that state a final answer outright.
@@ -48,11 +53,14 @@ def extract_answer(text: str) -> list:
 
 
 def answers_match(gold: str, text: str) -> tuple[bool, str | None]:
-    """(equivalent?, the extracted answer as a string or None when nothing was found)."""
+    """(equivalent?, the extracted answer as a string or None when nothing was found). An extracted
+    expression that is not a number literal is wrong."""
     predicted = extract_answer(text)
     if not predicted:
         return False, None
     shown = str(predicted[-1])
+    if not _LITERAL.fullmatch(shown.replace(",", "").replace(" ", "")):
+        return False, shown
     return bool(verify(list(parse_gold(gold)), predicted)), shown
 
 

@@ -1,10 +1,12 @@
 """Trace faithfulness for the procedural task: does the reasoning execute the program it was given?
 
 A trace is parsed line by line. A step line is `S<i>=<a><op><b>=<result>` (spaces allowed); an answer
-statement is `answer=<v>` / `answer: <v>` / `ans=<v>`, alone or inside a line ("so the answer is 7").
-A line that names one of the executor's states and states a value ("S6=7", "S6 is 7", "S6 = S5+S4 = 7";
-not "S6 = 3+4", whose numbers are operands) states that state. Everything else is ignored (counted as
-unparsed). Definitions, per trace, for a program with states S1..SN (N - 2 executed steps):
+statement is `answer=<v>` / `answer: <v>` / `ans=<v>`, alone or inside a line ("so the answer is 7",
+"result: 7", "final 7"). With an executor share (`leave` > 0), any other line that names one of the
+executor's states ("S6", "s6", "S 6", "S_6") and either states a value for it ("S6=7.", "S6 is 7",
+"S6 = S5+S4 = 7"; not "S6 = 3+4", whose numbers are operands) or holds its true value anywhere ("S6=7+0",
+"S6 -> 7") states that state: leakage. Everything else is ignored (counted as unparsed; with `leave` = 0
+a malformed last line such as "S6=7" is an unparsed line of an under-executed trace, not an answer). Definitions, per trace, for a program with states S1..SN (N - 2 executed steps):
 
 The planner's share of the program ends at state M = N - `leave`: with `leave=0` the trace executes every
 step (the benchmark's setting); with `leave=k` the last k states are the executor's work, and a trace that
@@ -40,9 +42,12 @@ TRACE_KINDS = ("faithful", "wrong_state", "under", "leaked", "other")
 _NUM = r"-?\d+(?:\.\d+)?"
 STEP_LINE = re.compile(rf"^\s*S(\d+)\s*=\s*({_NUM})\s*([+\-*/])\s*({_NUM})\s*=\s*({_NUM})\s*$")
 ANSWER_LINE = re.compile(rf"^\s*(?:answer|ans)\s*[:=]\s*({_NUM})\s*$", re.IGNORECASE)
-ANSWER_IN_TEXT = re.compile(rf"\b(?:answer|ans)\b\s*(?:[:=]|\bis\b)\s*{_NUM}", re.IGNORECASE)
-_STATE_NAME = re.compile(r"\bS(\d+)\b")
-_STATED_VALUE = re.compile(rf"(?:[:=]|\bis\b)\s*{_NUM}(?!\s*[+\-*/.\d])")
+ANSWER_IN_TEXT = re.compile(
+    rf"\b(?:answer|ans|result|final)\b(?:\s*(?:[:=]|->|\bis\b|\bequals\b))?\s*{_NUM}", re.IGNORECASE
+)
+_STATE_NAME = re.compile(r"\bS[\s_]*(\d+)\b", re.IGNORECASE)
+_STATED_VALUE = re.compile(rf"(?:[:=]|->|\bis\b|\bequals\b)\s*{_NUM}(?!\.?\d|\s*[+\-*/]\s*\d)", re.IGNORECASE)
+_ANY_NUMBER = re.compile(_NUM)
 
 
 def parse_number(text: str) -> float:
@@ -106,6 +111,17 @@ class TraceAnalysis:
         return metrics
 
 
+def _stated_states(line: str, states: tuple[float, ...]) -> set[int]:
+    """The states (3..N) a line that is not a step line names with a value: a stated one, or the true one."""
+    named = {int(index) for index in _STATE_NAME.findall(line)} & set(range(3, len(states) + 1))
+    if not named:
+        return set()
+    if _STATED_VALUE.search(line):
+        return named
+    numbers = [float(number) for number in _ANY_NUMBER.findall(line)]
+    return {index for index in named if any(_same(value, states[index - 1]) for value in numbers)}
+
+
 def analyze_trace(
     reasoning: str,
     program: Program,
@@ -148,8 +164,7 @@ def analyze_trace(
             if answer_line_at is None:
                 answer_line_at = line_no
             continue
-        named = {int(index) for index in _STATE_NAME.findall(line)}
-        if any(last < index <= n for index in named) and _STATED_VALUE.search(line):
+        if leave > 0 and any(index > last for index in _stated_states(line, states)):
             executor_states += 1
             continue
         unparsed += 1
