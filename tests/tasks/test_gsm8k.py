@@ -110,6 +110,9 @@ def test_leakage_value_and_statement(task):
         "She makes 18dollars a day.\n",
         "The total is x18 once you double x9.\n",
         "That is 1.8e1 dollars.\n",
+        "So the 18th dollar is the last.\n",
+        "The eighteenth dollar is the last.\n",
+        "She makes 1\u200b8 dollars.\n",
         "Her sales come to total-18 dollars (a hyphen, not a minus).\n",
     ],
 )
@@ -119,9 +122,8 @@ def test_answer_value_counts_in_words_glued_or_scientific(task, reasoning):
     assert task.detect_leakage(problem, reasoning)
 
 
-def test_ordinals_and_problem_quantities_in_words_are_not_the_answer(task):
+def test_problem_quantities_in_words_are_not_the_answer(task):
     problem = task.problems("test")[0]  # answer 18; 16, 3, 4 and 2 are given in the problem
-    assert not task.detect_leakage(problem, "Her 18th egg is the last one sold.\n")
     assert not task.detect_leakage(problem, "Take sixteen, remove three and four, then double.\n")
     # a problem that gives its answer in words only: a value match needs an explicit statement
     worded = next(

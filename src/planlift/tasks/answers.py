@@ -11,13 +11,14 @@ executor such an expression without stating the value).
 
 Leak detection reads numbers as a policy could write them to slip past a digit-only match: spelled out
 ("eighteen", "one hundred and five": `text2num` converts them, even "one"), glued to a word ("18apples",
-"x18"), or in scientific notation ("1.8e1"). Ordinals ("18th", "eighteenth") are positions, not
-quantities, and do not count.
+"x18", "18th", "eighteenth"), in scientific notation ("1.8e1"), or split by invisible characters (format
+characters such as zero-width spaces are removed first).
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import lru_cache
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
@@ -26,10 +27,9 @@ from text_to_num import alpha2digit
 _PRED_CONFIG = (ExprExtractionConfig(), LatexExtractionConfig())
 _GOLD_CONFIG = (ExprExtractionConfig(),)
 # Numbers as written in prose: 1,234.5 / -3 / .5 / 1.8e1, also glued to words (the comma must group
-# thousands; a minus glued to a word is a hyphen: "x-18" holds 18). Ordinal suffixes do not count.
+# thousands; a minus glued to a word is a hyphen: "x-18" holds 18).
 _NUMBER = re.compile(
-    r"(?:(?<![\w.])-)?(?<![\d.])(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:[eE][+-]?\d+)?"
-    r"(?![\d.]\d|\d|(?:st|nd|rd|th)\b)"
+    r"(?:(?<![\w.])-)?(?<![\d.])(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\d.]\d|\d)"
 )
 # What an answer must be, once math-verify has extracted it: a number literal.
 _LITERAL = re.compile(r"-?\d+(?:\.\d+)?")
@@ -67,7 +67,8 @@ def answers_match(gold: str, text: str) -> tuple[bool, str | None]:
 def numbers_in(text: str) -> list[float]:
     """Every number written in `text`, in digits or in words (commas as thousands separators)."""
     values = []
-    for match in _NUMBER.finditer(alpha2digit(text, "en", threshold=0)):
+    visible = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    for match in _NUMBER.finditer(alpha2digit(visible, "en", threshold=0)):
         token = match.group(0)
         if token in ("", "-", ".", "-."):
             continue
