@@ -225,7 +225,6 @@ def test_same_seed_gives_the_same_metrics(tmp_path, cache_dir):
     [
         ["reward=uplift_only"],
         ["reward=rm_only", "rm=constant"],
-        ["reward=code_gated"],
         ["algorithm.kl_coef=0.05", "algorithm.loss_aggregation=dr_grpo", "algorithm.scale_rewards=false"],
         [
             "algorithm.num_iterations=2",
@@ -284,6 +283,14 @@ def test_invalid_reward_value_fails_with_the_key(tmp_path, cache_dir):
     result = train(tmp_path / "run", cache_dir, "reward.repeats=-1", check=False)
     assert result.returncode == 2
     assert "reward.repeats must be >= 1, got -1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_code_reward_on_a_math_task_fails_with_the_key(tmp_path, cache_dir):
+    """code_gated scores program statuses: on the procedural task every sample lost its execution bonus."""
+    result = train(tmp_path / "run", cache_dir, "reward=code_gated", check=False)
+    assert result.returncode == 2
+    assert "reward.mode=code_gated scores programs" in result.stderr and "'procedural'" in result.stderr
     assert "Traceback" not in result.stderr
 
 
