@@ -5,7 +5,16 @@ import json
 
 import pytest
 
-from planlift.judging import BaselineCache, Judgement, ReasoningRecord, judge, judge_alone, pass_at_k
+from planlift.judging import (
+    BaselineCache,
+    Judgement,
+    ReasoningRecord,
+    judge,
+    judge_alone,
+    pass_at_k,
+    record,
+    summarize,
+)
 from planlift.tasks import ProceduralTask
 from planlift.tasks.base import Verdict
 from tests.rewards.scripted import ScriptedExecutor
@@ -96,3 +105,23 @@ def test_pass_at_k_counts_problems_with_any_success():
     assert pass_at_k(records, 3) == pytest.approx(1 / 2)
     with pytest.raises(ValueError, match="groups of 4"):
         pass_at_k(records, 4)
+
+
+def test_programs_that_never_ran_are_counted_apart_not_scored_wrong(task):
+    problem = task.problems("train")[0]
+    ran = Judgement(("a",), (Verdict(True, 1.0, "correct"),))
+    broken = Judgement(("b",), (Verdict(False, 0.0, "sandbox_error"),))
+    failed_call = Judgement((), None, error="timeout")
+    records = [
+        record(task, problem, "r", ran, ran),
+        record(task, problem, "r", broken, ran),
+        record(task, problem, "r", ran, broken),
+        record(task, problem, "r", failed_call, ran),
+    ]
+    assert [r.sandbox_failed for r in records] == [False, True, True, False]
+    summary = summarize(records)
+    assert summary["sandbox_failed"] == 2 and summary["executor_failed"] == 1
+    assert (
+        summary["e2e_acc"] == 1.0
+    )  # the two that ran; neither the broken program nor the failed call counts
+    assert summary["baseline_acc"] == 1.0 and summary["uplift"] == 0.0

@@ -142,8 +142,7 @@ class BaselineCache:
         return found
 
     def put(self, key: str, judgement: Judgement) -> None:
-        sandbox_failed = any(v.status == SANDBOX_ERROR for v in judgement.verdicts or ())
-        if self.enabled and judgement.ok and not sandbox_failed:  # retried next time
+        if self.enabled and judgement.ok and not sandbox_failed(judgement):  # retried next time
             self.entries[key] = judgement
 
     def save(self) -> None:
@@ -209,10 +208,11 @@ class ReasoningRecord:
     problem_id: str
     reasoning: str | None
     executor_outputs: tuple[str, ...]
-    with_reasoning: float | None  # the executor's success rate with the reasoning (None: its call failed)
+    with_reasoning: float | None  # the executor's success rate with the reasoning (None: no verdict)
     alone: float | None  # its success rate without reasoning
     leakage: float
     trace: dict[str, float] = field(default_factory=dict)
+    sandbox_failed: bool = False  # a program of either arm never ran: its rate is None, not a failure
 
     @property
     def uplift(self) -> float | None:
@@ -221,15 +221,22 @@ class ReasoningRecord:
         return self.with_reasoning - self.alone
 
 
+def sandbox_failed(judgement: Judgement | None) -> bool:
+    """The sandbox could not run one of the judged programs: the verdicts say nothing about them."""
+    return judgement is not None and any(v.status == SANDBOX_ERROR for v in judgement.verdicts or ())
+
+
 def record(
     task: Task, problem: Problem, reasoning: str, judgement: Judgement, baseline: Judgement | None
 ) -> ReasoningRecord:
+    broken = sandbox_failed(judgement), sandbox_failed(baseline)
     return ReasoningRecord(
         problem_id=problem.id,
         reasoning=reasoning,
         executor_outputs=judgement.texts,
-        with_reasoning=judgement.accuracy,
-        alone=None if baseline is None else baseline.accuracy,
+        with_reasoning=None if broken[0] else judgement.accuracy,
+        alone=None if baseline is None or broken[1] else baseline.accuracy,
+        sandbox_failed=any(broken),
         leakage=float(task.detect_leakage(problem, reasoning)),
         trace=task.trace_metrics(problem, reasoning, judgement.texts[0] if judgement.ok else None),
     )
@@ -253,7 +260,8 @@ def judge_reasonings(
 
 
 def summarize(records: Sequence[ReasoningRecord]) -> dict[str, float]:
-    """Means over problems: e2e_acc, baseline_acc, uplift, leakage, trace/*, and the failure count."""
+    """Means over problems: e2e_acc, baseline_acc, uplift, leakage, trace/*, and the failure counts
+    (`executor_failed`: no executor reply; `sandbox_failed`: a program the sandbox could not start)."""
     sums: dict[str, list[float]] = defaultdict(list)
     for item in records:
         if item.with_reasoning is not None:
@@ -266,7 +274,10 @@ def summarize(records: Sequence[ReasoningRecord]) -> dict[str, float]:
         for key, value in item.trace.items():
             sums[key].append(value)
     summary = {key: sum(values) / len(values) for key, values in sums.items()}
-    summary["executor_failed"] = float(sum(r.with_reasoning is None for r in records))
+    summary["executor_failed"] = float(
+        sum(r.with_reasoning is None and not r.sandbox_failed for r in records)
+    )
+    summary["sandbox_failed"] = float(sum(r.sandbox_failed for r in records))
     return summary
 
 

@@ -239,6 +239,7 @@ class OfflineEvaluation:
             summary[f"{arm}/uplift"] = metrics.get("uplift")
             summary[f"{arm}/leakage"] = metrics.get("leakage")
             summary[f"{arm}/executor_failed"] = metrics.get("executor_failed")
+            summary[f"{arm}/sandbox_failed"] = metrics.get("sandbox_failed")
             for key, value in metrics.items():
                 if key.startswith("trace/"):
                     summary[f"{arm}/{key}"] = value

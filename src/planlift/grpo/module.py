@@ -364,7 +364,8 @@ class GRPOModule(pl.LightningModule):
             samples=self.val_executor_samples,
             greedy=True,
         )
-        summary = {f"sampled/{k}": v for k, v in summarize(records).items() if k != "executor_failed"}
+        counts = ("executor_failed", "sandbox_failed")
+        summary = {f"sampled/{k}": v for k, v in summarize(records).items() if k not in counts}
         summary[f"pass@{g}"] = pass_at_k(records, g)
         self._log_val(summary, len(problems))
 
@@ -377,7 +378,7 @@ class GRPOModule(pl.LightningModule):
                 on_epoch=True,
                 batch_size=batch_size,
                 sync_dist=True,
-                reduce_fx="sum" if key == "executor_failed" else "mean",
+                reduce_fx="sum" if key in ("executor_failed", "sandbox_failed") else "mean",
             )
 
     # ---- Lightning plumbing -----------------------------------------------------------------------

@@ -19,12 +19,12 @@ from collections.abc import Sequence
 
 from planlift.errors import ConfigError, TooManyMaskedError
 from planlift.executors.base import Executor
-from planlift.judging import BaselineCache, Judgement, judge, judge_alone
+from planlift.judging import BaselineCache, Judgement, judge, judge_alone, sandbox_failed
 from planlift.rewards import formulas
 from planlift.rewards.records import RewardBatch, RewardRecord
 from planlift.rewards.variants import VARIANTS, Weights
 from planlift.rm.base import ReasoningRM, RMItem
-from planlift.tasks.base import SANDBOX_ERROR, Problem, Task
+from planlift.tasks.base import Problem, Task
 
 log = logging.getLogger(__name__)
 
@@ -244,11 +244,11 @@ class ExecutorGroundedReward:
         verdicts = judgement.verdicts
         e2e_verdict = verdicts[0]
         e2e = float(e2e_verdict.correct)
-        if _sandbox_failed(judgement):
+        if sandbox_failed(judgement):
             return RewardRecord(leakage=leak, mask_reason="sandbox_error")
         if self.uses_uplift and not baseline.ok:
             return RewardRecord(e2e=e2e, leakage=leak, mask_reason="baseline_executor_error")
-        if self.uses_uplift and _sandbox_failed(baseline):
+        if self.uses_uplift and sandbox_failed(baseline):
             return RewardRecord(e2e=e2e, leakage=leak, mask_reason="sandbox_error")
         if self.uses_rm and rm_score is None:
             return RewardRecord(e2e=e2e, leakage=leak, mask_reason="rm_error")
@@ -269,8 +269,3 @@ class ExecutorGroundedReward:
         if self.leakage_policy == "penalty" and leak:
             terms["final"] -= self.leakage_penalty
         return RewardRecord(**terms)
-
-
-def _sandbox_failed(judgement: Judgement) -> bool:
-    """The sandbox could not run one of the judged programs: the verdicts say nothing about them."""
-    return any(v.status == SANDBOX_ERROR for v in judgement.verdicts or ())
