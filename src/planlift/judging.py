@@ -130,8 +130,9 @@ class BaselineCache:
                 self.load_state_dict(json.loads(self.path.read_text()))
 
     @staticmethod
-    def key(executor: Executor, task: Task, problem: Problem, samples: int, greedy: bool) -> str:
-        return f"{executor.identity}|{task_tag(task)}|{problem.id}|n={samples}|greedy={greedy}"
+    def key(executor: Executor, tag: str, problem: Problem, samples: int, greedy: bool) -> str:
+        """`tag`: `task_tag(task)`, computed once per batch."""
+        return f"{executor.identity}|{tag}|{problem.id}|n={samples}|greedy={greedy}"
 
     def get(self, key: str) -> Judgement | None:
         found = self.entries.get(key) if self.enabled else None
@@ -181,7 +182,8 @@ def judge_alone(
     seconds: dict[str, float] | None = None,
 ) -> list[Judgement]:
     """The executor without reasoning, per problem: cached judgements, plus one call for the rest."""
-    keys = [cache.key(executor, task, p, samples, greedy) for p in problems]
+    tag = task_tag(task)
+    keys = [cache.key(executor, tag, p, samples, greedy) for p in problems]
     found: dict[str, Judgement] = {}
     missing: dict[str, Problem] = {}
     for key, problem in zip(keys, problems, strict=True):

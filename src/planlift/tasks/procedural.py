@@ -146,11 +146,9 @@ class ProceduralTask(Task):
         for split, size in sizes.items():
             if split not in SPLITS:
                 raise ConfigError(f"task.sizes has unknown split {split!r}; known: {list(SPLITS)}")
-            if size < 0:
-                raise ConfigError(f"task.sizes.{split} must be >= 0, got {size}")
-        for split in ("train", "validation"):  # training and its validation need problems; test may be empty
-            if sizes.get(split) == 0:
-                raise ConfigError(f"task.sizes.{split} must be >= 1, got 0")
+            minimum = 0 if split == "test" else 1  # training and its validation need problems
+            if size < minimum:
+                raise ConfigError(f"task.sizes.{split} must be >= {minimum}, got {size}")
         self.length = length
         self.lookback = lookback
         self.value_range = (low, high)

@@ -6,7 +6,8 @@ statement is `answer=<v>` / `answer: <v>` / `ans=<v>`, alone or inside a line ("
 executor's states ("S6", "s6", "S 6", "S_6") and either states a value for it ("S6=7.", "S6 is 7",
 "S6 = S5+S4 = 7"; not "S6 = 3+4", whose numbers are operands) or holds its true value anywhere ("S6=7+0",
 "S6 -> 7") states that state: leakage. Everything else is ignored (counted as unparsed; with `leave` = 0
-a malformed last line such as "S6=7" is an unparsed line of an under-executed trace, not an answer). Definitions, per trace, for a program with states S1..SN (N - 2 executed steps):
+a malformed last line such as "S6=7" is an unparsed line of an under-executed trace, not an answer).
+Definitions, per trace, for a program with states S1..SN (N - 2 executed steps):
 
 The planner's share of the program ends at state M = N - `leave`: with `leave=0` the trace executes every
 step (the benchmark's setting); with `leave=k` the last k states are the executor's work, and a trace that
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 TRACE_KINDS = ("faithful", "wrong_state", "under", "leaked", "other")
 _NUM = r"-?\d+(?:\.\d+)?"
 STEP_LINE = re.compile(rf"^\s*S(\d+)\s*=\s*({_NUM})\s*([+\-*/])\s*({_NUM})\s*=\s*({_NUM})\s*$")
-ANSWER_LINE = re.compile(rf"^\s*(?:answer|ans)\s*[:=]\s*({_NUM})\s*$", re.IGNORECASE)
 ANSWER_IN_TEXT = re.compile(
     rf"\b(?:answer|ans|result|final)\b(?:\s*(?:[:=]|->|\bis\b|\bequals\b))?\s*{_NUM}", re.IGNORECASE
 )
@@ -160,7 +160,7 @@ def analyze_trace(
             if index == last and final_step_at is None:
                 final_step_at = line_no
             continue
-        if ANSWER_LINE.match(line) or ANSWER_IN_TEXT.search(line):
+        if ANSWER_IN_TEXT.search(line):
             if answer_line_at is None:
                 answer_line_at = line_no
             continue
