@@ -128,3 +128,16 @@ def test_sampled_headroom_does_not_depend_on_the_callers_random_stream(trained_b
         torch.manual_seed(caller_seed)
         unseeded.append(real(planner, trained_bootstrap.task, problems, 4, max_new_tokens=64).texts)
     assert unseeded[0] != unseeded[1]
+
+
+def test_a_task_without_gold_reasoning_fails_before_any_training(tmp_path):
+    """MBPP has no gold reasoning to warm-start the tiny planner on: the error comes before the executor's
+    SFT (which would otherwise run in vain), and names the way out."""
+    from planlift.sandbox import Sandbox
+    from planlift.tasks import MBPPTask
+
+    task = MBPPTask(sandbox=Sandbox(workers=1), cache_dir=str(tmp_path / "code"), sizes={"train": 3})
+    bootstrap = Bootstrap(task, cache_dir=str(tmp_path / "bootstrap"), progress_bar=False)
+    with pytest.raises(ConfigError, match=r"gives no planner training examples .*experiment=mbpp_smollm2"):
+        bootstrap.ensure()
+    assert not (tmp_path / "bootstrap" / f"{bootstrap.key}.tmp" / "logs").exists()  # no SFT ran

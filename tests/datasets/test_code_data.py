@@ -154,3 +154,12 @@ def test_a_bad_atol_names_the_line(tmp_path, atol):
     _write(tmp_path, HUMANEVAL_PLUS, [{**json.loads(first), "atol": atol}])
     with pytest.raises(DataError, match=r"jsonl.gz:1: field 'atol' must be a finite number >= 0"):
         load_humaneval(plus=True, root=tmp_path)
+
+
+@pytest.mark.parametrize("assertion", ["import math\n", "check(foo)\n", "# assert foo(1) == 2\n"])
+def test_an_mbpp_plus_assertion_without_an_assert_names_the_line(tmp_path, assertion):
+    """Without an assert, the base tests would silently be none (plus=False: the problem left out)."""
+    first, *_ = _vendored_lines(MBPP_PLUS)
+    _write(tmp_path, MBPP_PLUS, [first, {**json.loads(first), "task_id": "Mbpp/999", "assertion": assertion}])
+    with pytest.raises(DataError, match=r"jsonl.gz:2: assertion holds no assert statement"):
+        load_mbpp_plus(root=tmp_path)

@@ -109,11 +109,30 @@ def test_humaneval_is_test_only(humaneval):
 
 
 def test_mbpp_train_problems_run_their_asserts(sandbox, tmp_path):
-    task = MBPPTask(sandbox=sandbox, cache_dir=str(tmp_path))
-    train = task.problems("train")[:6]
+    task = MBPPTask(sandbox=sandbox, cache_dir=str(tmp_path), sizes={"train": 8})
+    train = task.problems("train")
     verdicts = task.verify_batch(train, [task.executor_target(p) for p in train])
-    assert [v.status for v in verdicts] == ["correct"] * 6
-    assert all(len(p.meta["tests"]) >= 3 for p in train)
+    assert [v.status for v in verdicts] == ["correct"] * len(train)
+    assert train and all(len(p.meta["tests"]) >= 3 for p in train)
+
+
+def test_sizes_keep_the_first_records_and_only_run_their_references(sandbox, tmp_path):
+    task = MBPPTask(sandbox=sandbox, cache_dir=str(tmp_path), sizes={"train": 8, "validation": 3})
+    for split, size in (("train", 8), ("validation", 3)):
+        first = [r.id for r in task._records(split)[:size]]
+        kept = [p.id for p in task.problems(split)]
+        # the first records in file order; one without a test after conversion is left out and named
+        assert sorted(kept + list(task._left_out[split]), key=first.index) == first
+        assert kept == [i for i in first if i in kept]
+    with pytest.raises(ConfigError, match=r"task.sizes.test=9999 exceeds the 378 problems of mbpp/test"):
+        MBPPTask(sandbox=sandbox, cache_dir=str(tmp_path), sizes={"test": 9999}).problems("test")
+    for sizes, key in (
+        ({"dev": 3}, "unknown split 'dev'"),
+        ({"train": 0}, "task.sizes.train"),
+        ({"train": True}, "task.sizes.train"),
+    ):
+        with pytest.raises(ConfigError, match=key):
+            MBPPTask(sandbox=sandbox, sizes=sizes)
 
 
 def test_code_gated_reward_on_real_verdicts(humaneval, problem):

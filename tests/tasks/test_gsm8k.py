@@ -149,6 +149,17 @@ def test_bad_config_names_the_key():
         GSM8KTask(validation_size=10**6).problems("train")
 
 
+def test_sizes_keep_the_first_problems_of_each_split(task):
+    small = GSM8KTask(sizes={"train": 5, "validation": 3})
+    for split, size in (("train", 5), ("validation", 3)):
+        assert [p.id for p in small.problems(split)] == [p.id for p in task.problems(split)[:size]]
+    assert len(small.problems("test")) == len(task.problems("test"))  # absent: the whole split
+    with pytest.raises(ConfigError, match=r"task.sizes.validation=201 exceeds the 200 problems"):
+        GSM8KTask(sizes={"validation": 201}).problems("train")
+    with pytest.raises(ConfigError, match="task.sizes has unknown split 'dev'"):
+        GSM8KTask(sizes={"dev": 1})
+
+
 def test_oracle_rm_refuses_gsm8k(task):
     problem = task.problems("test")[0]
     with pytest.raises(ConfigError, match="rm=oracle"):

@@ -179,10 +179,12 @@ class Bootstrap:
         staging = self.directory.with_name(self.directory.name + ".tmp")
         shutil.rmtree(staging, ignore_errors=True)
         tokenizer = build_char_tokenizer()
+        # every role's examples before any training: a task that cannot warm-start a role fails at once
+        examples = {role: self._examples(role, tokenizer) for role in ROLES}
         seconds = {}
         for role in ("shared",) if self.shared_base else ROLES:
             role_start = time.perf_counter()
-            model = self._train(role, tokenizer, staging / "logs")
+            model = self._train(role, examples, tokenizer, staging / "logs")
             for saved_as in ROLES if role == "shared" else (role,):
                 model.save_pretrained(staging / saved_as)
                 tokenizer.save_pretrained(staging / saved_as)
@@ -226,7 +228,9 @@ class Bootstrap:
                 examples.append(SFTExample(prompt, f"{reasoning}{REASONING_CLOSE}"))
         if not examples:
             raise ConfigError(
-                f"bootstrap: task {self.task.name!r} gives no {role} training examples (no gold reasoning)"
+                f"bootstrap: task {self.task.name!r} gives no {role} training examples (no gold reasoning): "
+                "the tiny models (model=tiny, executor=tiny) are warm-started on it. Train on this task with "
+                "real models, e.g. model=smollm2 executor=smollm2 (experiment=mbpp_smollm2 for MBPP)"
             )
         return examples
 
@@ -237,7 +241,7 @@ class Bootstrap:
         kind = rng.choices(list(mixture), weights=list(mixture.values()))[0]
         return self.task.reasoning(problem, kind, rng)
 
-    def _train(self, role: str, tokenizer, log_dir: Path):
+    def _train(self, role: str, examples: dict[str, list], tokenizer, log_dir: Path):
         import pytorch_lightning as pl
         from pytorch_lightning.loggers import TensorBoardLogger
 
@@ -247,10 +251,10 @@ class Bootstrap:
 
         if role == "shared":
             settings, seed = self.sft["planner"], self.seed
-            examples = self._examples("executor", tokenizer) + self._examples("planner", tokenizer)
+            examples = examples["executor"] + examples["planner"]
         else:
             settings, seed = self.sft[role], self.seed + ROLES.index(role)
-            examples = self._examples(role, tokenizer)
+            examples = examples[role]
         model = build_tiny_qwen2(tokenizer, seed=seed, **self.architecture)
         if settings.steps == 0:
             return model

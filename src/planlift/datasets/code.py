@@ -146,6 +146,8 @@ def _split_assertion(source: str, where: str) -> tuple[list[str], str]:
         raise DataError(f"{where}: assertion does not parse ({error.msg})") from None
     asserts = [ast.get_source_segment(source, n) for n in module.body if isinstance(n, ast.Assert)]
     setup = [ast.get_source_segment(source, n) for n in module.body if not isinstance(n, ast.Assert)]
+    if not any(asserts):
+        raise DataError(f"{where}: assertion holds no assert statement (got {source[:80]!r})")
     return [a for a in asserts if a], "\n".join(s for s in setup if s)
 
 

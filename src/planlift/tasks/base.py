@@ -21,6 +21,27 @@ REASONING_CLOSE = "</reasoning>"
 SPLITS: tuple[Split, ...] = ("train", "validation", "test")
 
 
+def check_sizes(sizes: Mapping[str, int] | None) -> dict[str, int]:
+    """Validated `task.sizes` of a dataset task: at most this many problems per split (absent = all)."""
+    checked = dict(sizes or {})
+    for split, size in checked.items():
+        if split not in SPLITS:
+            raise ConfigError(f"task.sizes has unknown split {split!r}; known: {list(SPLITS)}")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise ConfigError(f"task.sizes.{split} must be an integer >= 1 (or absent for all), got {size!r}")
+    return checked
+
+
+def first_of_split(items: list, split: str, sizes: Mapping[str, int], task: str) -> list:
+    """The first `sizes[split]` items of a dataset split, in file order; an error when it has fewer."""
+    size = sizes.get(split)
+    if size is None:
+        return items
+    if size > len(items):
+        raise ConfigError(f"task.sizes.{split}={size} exceeds the {len(items)} problems of {task}/{split}")
+    return items[:size]
+
+
 @dataclass(frozen=True)
 class Problem:
     """One problem. `meta` holds task-specific ground truth (intermediate states, tests ...)."""

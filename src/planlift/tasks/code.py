@@ -46,6 +46,8 @@ from planlift.tasks.base import (
     Split,
     Task,
     Verdict,
+    check_sizes,
+    first_of_split,
 )
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,9 @@ class CodeTask(Task):
             sandbox limits.test_timeout).
         code_lines: plan lines that read as code before the plan counts as leaking the program.
         cache_dir: where the expected outputs are cached (None = outputs/cache).
+        sizes: at most this many problems per split, the first in file order (e.g. {train: 200};
+            absent = all). Only those records' expected outputs are computed; a record left without a
+            test after conversion is then left out (logged), so a split may hold fewer.
         allow_host_filesystem: accept a sandbox whose programs see the host's filesystem (isolation
             without bubblewrap). Refused by default: there a program can read the vendored reference
             solutions and, under the caller's uid, rewrite the cached expected outputs, i.e. be judged
@@ -98,6 +103,7 @@ class CodeTask(Task):
         planner_instruction: str = DEFAULT_PLANNER_INSTRUCTION,
         executor_instruction: str = DEFAULT_EXECUTOR_INSTRUCTION,
         executor_alone_instruction: str = DEFAULT_EXECUTOR_ALONE_INSTRUCTION,
+        sizes: dict[str, int] | None = None,
         allow_host_filesystem: bool = False,
     ) -> None:
         if max_inputs is not None and max_inputs < 0:
@@ -106,6 +112,7 @@ class CodeTask(Task):
             raise ConfigError(f"task.time_factor must be > 0, got {time_factor}")
         if code_lines < 1:
             raise ConfigError(f"task.code_lines must be >= 1, got {code_lines}")
+        self.sizes = check_sizes(sizes)
         self.sandbox = sandbox if isinstance(sandbox, Sandbox) else Sandbox(**(sandbox or {}))
         if not self.sandbox.isolation.private_tmp and not allow_host_filesystem:
             raise ConfigError(
@@ -148,7 +155,7 @@ class CodeTask(Task):
         if split not in SPLITS:
             raise ConfigError(f"unknown split {split!r}; known: {list(SPLITS)}")
         if split not in self._splits:
-            records = self._records(split)
+            records = first_of_split(self._records(split), split, self.sizes, self.name)
             expected = self._expected_outputs(records)
             problems = [self._problem(r, expected.get(r.id)) for r in records]
             untested = [p.id for p in problems if not p.meta["tests"]]

@@ -34,6 +34,8 @@ from planlift.tasks.base import (
     Split,
     Task,
     Verdict,
+    check_sizes,
+    first_of_split,
 )
 
 LEAKAGE_MODES = ("value", "statement")
@@ -56,6 +58,8 @@ class GSM8KTask(Task):
             stop string then, and math-verify takes the last expression).
         leakage: "value" | "statement" (module docstring).
         system_prompt / planner_instruction / executor_instruction / executor_alone_instruction: prompt text.
+        sizes: at most this many problems per split, the first in file order after the validation carve
+            (e.g. {train: 200}; absent = all).
     """
 
     name = "gsm8k"
@@ -71,11 +75,13 @@ class GSM8KTask(Task):
         planner_instruction: str = DEFAULT_PLANNER_INSTRUCTION,
         executor_instruction: str = DEFAULT_EXECUTOR_INSTRUCTION,
         executor_alone_instruction: str = DEFAULT_EXECUTOR_ALONE_INSTRUCTION,
+        sizes: dict[str, int] | None = None,
     ) -> None:
         if validation_size < 0:
             raise ConfigError(f"task.validation_size must be >= 0, got {validation_size}")
         if leakage not in LEAKAGE_MODES:
             raise ConfigError(f"task.leakage must be one of {list(LEAKAGE_MODES)}, got {leakage!r}")
+        self.sizes = check_sizes(sizes)
         self.validation_size = validation_size
         self.data_dir = data_dir
         self.answer_prefix = answer_prefix
@@ -115,11 +121,12 @@ class GSM8KTask(Task):
             )
         ranked = sorted(train, key=lambda p: hashlib.sha256(p.id.encode()).hexdigest())
         held = {p.id for p in ranked[: self.validation_size]}
-        return {
+        splits = {
             "train": [p for p in train if p.id not in held],
             "validation": [p for p in train if p.id in held],
             "test": self._load("test"),
         }
+        return {split: first_of_split(items, split, self.sizes, self.name) for split, items in splits.items()}
 
     def problems(self, split: Split) -> list[Problem]:
         if split not in SPLITS:
