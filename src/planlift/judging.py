@@ -130,9 +130,19 @@ class BaselineCache:
                 self.load_state_dict(json.loads(self.path.read_text()))
 
     @staticmethod
-    def key(executor: Executor, tag: str, problem: Problem, samples: int, greedy: bool) -> str:
-        """`tag`: `task_tag(task)`, computed once per batch."""
-        return f"{executor.identity}|{tag}|{problem.id}|n={samples}|greedy={greedy}"
+    def key(
+        executor: Executor,
+        tag: str,
+        problem: Problem,
+        samples: int,
+        greedy: bool,
+        full_pass_rate: int | None = 0,
+    ) -> str:
+        """`tag`: `task_tag(task)`, computed once per batch. `full_pass_rate` (see `judge`) is part of the key
+        unless 0, training's setting: a code verdict that stopped at its first failing test has a lower
+        pass rate than one that ran every test."""
+        full = "" if full_pass_rate == 0 else f"|full={full_pass_rate}"
+        return f"{executor.identity}|{tag}|{problem.id}|n={samples}|greedy={greedy}{full}"
 
     def get(self, key: str) -> Judgement | None:
         found = self.entries.get(key) if self.enabled else None
@@ -180,10 +190,13 @@ def judge_alone(
     samples: int,
     greedy: bool = False,
     seconds: dict[str, float] | None = None,
+    full_pass_rate: int | None = 0,
 ) -> list[Judgement]:
-    """The executor without reasoning, per problem: cached judgements, plus one call for the rest."""
+    """The executor without reasoning, per problem: cached judgements, plus one call for the rest.
+    full_pass_rate: as in `judge`; 0 (the reward's baseline needs only correct / not) stops each code
+    program at its first failing test, None (an evaluation reporting pass rates) runs every test."""
     tag = task_tag(task)
-    keys = [cache.key(executor, tag, p, samples, greedy) for p in problems]
+    keys = [cache.key(executor, tag, p, samples, greedy, full_pass_rate) for p in problems]
     found: dict[str, Judgement] = {}
     missing: dict[str, Problem] = {}
     for key, problem in zip(keys, problems, strict=True):
@@ -196,7 +209,9 @@ def judge_alone(
             found[key] = cached
     if missing:
         problems_left = list(missing.values())
-        fresh = judge(executor, task, problems_left, [None] * len(missing), samples, greedy, 0, seconds)
+        fresh = judge(
+            executor, task, problems_left, [None] * len(missing), samples, greedy, full_pass_rate, seconds
+        )
         for key, judgement in zip(missing, fresh, strict=True):
             cache.put(key, judgement)
             found[key] = judgement

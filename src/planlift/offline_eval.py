@@ -138,8 +138,8 @@ class OfflineEvaluation:
         rows = [{"id": p.id, "problem": p.text, "answer": p.answer} for p in batch]
         hits_before = alone_cache.hits
         seconds: dict[str, float] = {}
-        baseline = judge_alone(
-            self.executor, self.task, batch, alone_cache, self.k, self.executor_greedy, seconds
+        baseline = judge_alone(  # every test run: alone/pass_rate is compared with the arms' full runs
+            self.executor, self.task, batch, alone_cache, self.k, self.executor_greedy, seconds, None
         )
         self.alone_cached += alone_cache.hits - hits_before
         self.timings["executor_alone"] += seconds.get("executor", 0.0) + seconds.get("verify", 0.0)

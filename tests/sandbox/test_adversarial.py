@@ -448,6 +448,37 @@ def test_fake_results_on_stdout(sandbox, canary_dir):
     assert result.status == "failed_tests" and result.passed == 0
 
 
+@pytest.mark.parametrize(
+    "seconds",
+    ["10**400", "float('nan')", "'soon'", "-1.0", "[1]"],
+    ids=["huge_int", "nan", "str", "neg", "list"],
+)
+def test_a_malformed_frame_is_judged_not_raised(sandbox, canary_dir, seconds):
+    """A frame the program writes with a field the parent cannot take (an int too large for a float): a
+    wrong program, never an exception out of the sandbox that would end the training step."""
+    program = (
+        "import os, pickle, struct, sys\n"
+        f"payload = pickle.dumps({{'event': 'test', 'i': 0, 'outcome': 'returned', 'seconds': {seconds},\n"
+        "                         'error': None, 'output': pickle.dumps('wrong')})\n"
+        "os.write(int(sys.argv[2]), struct.pack('>I', len(payload)) + payload)\n"
+        "def f(x):\n    return x\n"
+    )
+    result = contained(sandbox, program, canary_dir)
+    assert result.passed == 0 and result.status in ("runtime_error", "failed_tests"), (
+        result.status,
+        result.error,
+    )
+    assert all(0 <= value < LIMITS.timeout for value in result.test_seconds.values())
+
+
+def test_an_assertion_error_of_the_program_is_a_crash_not_a_failed_test(sandbox, canary_dir):
+    """A call test runs no assert of ours: an AssertionError comes from the program (as any exception)."""
+    raised = contained(sandbox, "def f(x):\n    assert x < 0, 'no'\n", canary_dir)
+    assert raised.status == "runtime_error" and "AssertionError" in raised.error, raised.error
+    wrong = contained(sandbox, "def f(x):\n    return None\n", canary_dir)
+    assert wrong.status == "failed_tests"
+
+
 def test_the_pool_keeps_working_after_hostile_programs(sandbox, canary_dir):
     good = ProgramJob("def f(x):\n    return x\n", [IDENTITY], entry_point="f")
     results = sandbox.run_many([good] * 4)

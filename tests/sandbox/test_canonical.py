@@ -81,3 +81,23 @@ def test_plus_references_pass_all_extra_inputs(task_class, generous, tmp_path):
         assert dropped["HumanEval/32"] <= 4
     assert task.conversion_report("test")["dropped_assert_calls"] == {}
     assert sum(len(p.meta["tests"]) for p in problems) > (120_000 if task_class is HumanEvalTask else 40_000)
+
+
+def test_a_reference_that_needs_long_over_all_its_tests_passes_under_the_default_limits(tmp_path):
+    """Mbpp/599's reference (`sum(range(1, n + 1))` on 94 inputs) takes about 19 s in all on 2 cores:
+    under a fixed 20 s run limit it was judged a timeout, so no program as fast as it could pass. The run
+    limit now scales with the reference's time; the task config's own limits are used, not generous ones."""
+    from tests.test_configs import load_entry_point
+
+    script = load_entry_point("check_references", "scripts")
+    task = script.task_from_config("mbpp", [f"task.cache_dir={tmp_path}"])
+    record = next(r for r in task._records("test") if r.id == "Mbpp/599")
+    problem = task._problem(record, task._expected_outputs([record])[record.id])
+    assert problem.meta["run_timeout"] > task.sandbox.limits.timeout  # the reference needs over 20 s here
+    verdict = task.verify(problem, task.executor_target(problem))
+    assert (verdict.status, verdict.pass_rate) == ("correct", 1.0), verdict
+    # a program that loops forever on one input is still cut at that test's own limit
+    hang = task.executor_target(problem).replace(
+        "def sum_average(number):", "def sum_average(number):\n   while number > 50: pass"
+    )
+    assert task.verify(problem, hang).status == "timeout"

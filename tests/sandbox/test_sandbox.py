@@ -14,7 +14,7 @@ from planlift.errors import ConfigError
 from planlift.sandbox import STATUSES, CodeTest, Limits, ProgramJob, Sandbox
 from planlift.sandbox.conversion import convert
 from planlift.sandbox.isolation import detect, read_only_view, runnable_in_view, world_executable
-from planlift.sandbox.oracles import is_root, reference_value
+from planlift.sandbox.oracles import close, is_root, reference_value
 from planlift.sandbox.protocol import loads_plain
 
 ADD = "def add(a, b):\n    return a + b\n"
@@ -280,3 +280,23 @@ def test_a_harness_that_never_starts_is_a_sandbox_error_not_a_crash(caplog):
     assert result.status == "sandbox_error" and result.status in STATUSES
     assert result.passed == 0 and "never reported its start" in result.error
     assert "never reported its start" in caplog.text
+
+
+def test_an_int_answer_is_exact_unless_the_test_gives_a_tolerance():
+    assert close(15.0, 15) and close(15, 15)  # Python's 15.0 == 15, as EvalPlus compares
+    assert not close(15.0000009, 15) and not close(1.000000005e20, 10**20)
+    assert close(15.0000009, 15, atol=1e-6) and close(15.0000009, 15, rtol=1e-6)  # math.isclose asserts
+    assert close(15.0000009, 15.0)  # a float answer keeps the default tolerance
+
+
+def test_a_job_timeout_raises_the_whole_run_limit_only():
+    sandbox = Sandbox(limits=Limits(timeout=1.0, test_timeout=1.0, cpu_seconds=1), workers=1)
+    program = "import time\ndef f(x):\n    time.sleep(0.4)\n    return x\n"
+    tests = [CodeTest(args=[i], expected=i) for i in range(4)]  # 1.6 s in all, 0.4 s each
+    assert sandbox.run(ProgramJob(program, tests, entry_point="f")).status == "timeout"
+    assert sandbox.run(ProgramJob(program, tests, entry_point="f", timeout=5.0)).status == "correct"
+    assert (
+        sandbox.run(ProgramJob(program, tests, entry_point="f", timeout=0.5)).status == "timeout"
+    )  # never lower
+    busy = "def f(x):\n    while True:\n        pass\n"  # one test still ends at its own limit
+    assert sandbox.run(ProgramJob(busy, tests, entry_point="f", timeout=30.0)).status == "timeout"

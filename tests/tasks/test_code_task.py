@@ -8,11 +8,13 @@ import pytest
 
 from planlift.datasets.code import load_humaneval
 from planlift.errors import ConfigError
+from planlift.judging import BaselineCache, judge_alone, task_tag
 from planlift.rewards import ExecutorGroundedReward
 from planlift.rm import ConstantRM
 from planlift.sandbox import Limits, Sandbox
 from planlift.tasks import HumanEvalTask, MBPPTask
 from planlift.tasks.base import REASONING_CLOSE
+from planlift.tasks.code import code_statements
 from tests.rewards.scripted import ScriptedExecutor
 
 
@@ -101,6 +103,46 @@ def test_leakage_is_code_in_the_plan(humaneval, problem):
         problem, "pairs = combinations(numbers, 2); d = min(gaps); return d < t\n"
     )
     assert not humaneval.detect_leakage(problem, "Sort the numbers; then compare neighbours; stop early.\n")
+
+
+PROGRAM_LINES = [
+    "for i, a in enumerate(numbers):",
+    "for b in numbers[i + 1:]:",
+    "if abs(a - b) < t:",
+    "return True",
+]
+
+
+@pytest.mark.parametrize(
+    "dress",
+    [
+        lambda i, line: line,
+        lambda i, line: f"- {line}",
+        lambda i, line: f"{i + 1}. {line}",
+        lambda i, line: f"Step {i + 1}: {line}",
+        lambda i, line: f"`{line}`",
+        lambda i, line: f"Then `{line}` here.",
+        lambda i, line: f"    {line}",
+    ],
+    ids=["bare", "bullets", "numbered", "step_prefix", "backticks", "inline_span", "indented"],
+)
+def test_the_program_dressed_as_a_list_is_still_code(humaneval, problem, dress):
+    plan = "\n".join(dress(i, line) for i, line in enumerate(PROGRAM_LINES)) + "\n"
+    assert humaneval.detect_leakage(problem, plan)
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        "with two pointers, scan the sorted list:\nfrom the left end, move right.\nreturn the pair when found.\n",
+        "First sort the list.\nreturn 0 when the list is empty.\nfrom the rest, keep the large ones.\n",
+        "result = the first character whose count is 1.\nreturn None when there is none.\nElse: return it.\n",
+        "1. Set total = 0.\n2. For each number n: if n is even, add n to total.\n3. Return total.\n",
+        "Edge cases:\n- empty list: False\n- one number: False\nIf two numbers are close:\n",
+    ],
+)
+def test_prose_plans_are_not_code(humaneval, problem, plan):
+    assert code_statements(plan) == 0 and not humaneval.detect_leakage(problem, plan)
 
 
 def test_humaneval_is_test_only(humaneval):
@@ -195,3 +237,33 @@ def test_code_gated_masks_and_counts_programs_the_sandbox_could_not_run(humaneva
     monkeypatch.setattr(humaneval.sandbox, "run_many", real)
     batch = reward([problem], ["plan A" + REASONING_CLOSE] * 2, group_size=2)
     assert [r.final for r in batch.records] == [pytest.approx(1.0)] * 2
+
+
+def test_an_evaluation_baseline_runs_every_test_and_is_cached_apart(sandbox, tmp_path):
+    """Training's baseline stops each program at its first failing test (only correct / not counts);
+    offline evaluation reports the alone arm's pass rate next to the planner's, so it runs every test."""
+    task = MBPPTask(sandbox=sandbox, cache_dir=str(tmp_path), sizes={"train": 3})
+    problem = task.problems("train")[0]
+    first, entry = problem.meta["tests"][0], task._record(problem).entry_point
+    # right except on the first test's arguments: wrong on 1 of the problem's tests
+    program = (
+        f"{task.executor_target(problem).split('```')[0]}\n_right = {entry}\n"
+        f"def {entry}(*args):\n"
+        f"    return None if list(args) == {list(first.args)!r} else _right(*args)\n```"
+    )
+    executor = ScriptedExecutor(task, {None: [program]})
+    cache = BaselineCache()
+    early = judge_alone(executor, task, [problem], cache, 1, greedy=True)[0].verdicts[0]
+    full = judge_alone(executor, task, [problem], cache, 1, greedy=True, full_pass_rate=None)[0].verdicts[0]
+    total = len(problem.meta["tests"])
+    assert (early.status, early.pass_rate) == ("failed_tests", 0.0)
+    assert (full.status, full.pass_rate) == ("failed_tests", pytest.approx((total - 1) / total))
+    assert len(cache.entries) == 2 and executor.calls == [(1, 1), (1, 1)]
+
+
+def test_a_baseline_judged_under_other_sandbox_limits_is_not_reused(tmp_path):
+    def tag(**limits):
+        return task_tag(MBPPTask(sandbox=Sandbox(limits=Limits(**limits)), cache_dir=str(tmp_path)))
+
+    assert tag(test_timeout=2.0) == tag(test_timeout=2.0)
+    assert tag(test_timeout=2.0) != tag(test_timeout=0.01) != tag(test_timeout=0.01, memory_mb=64)

@@ -2,7 +2,8 @@
 
 Oracles (`CodeTest.oracle`):
 - equal: `out == expected`, or equal within a float tolerance (atol, and rtol relative to expected;
-  ints stay exact; NaN equals only NaN, inf only the same inf; lists, tuples and dicts element by element);
+  a float expected gets at least 1e-6 + 1e-7 relative; an int expected is exact unless the test gives a
+  tolerance, so 15.0 passes for 15 and 15.0000009 does not; NaN equals only NaN, inf only the same inf; lists, tuples and dicts element by element);
 - set_equal: the same elements in any order (EvalPlus's unordered-answer problems);
 - truthy: expected True / False stands for "returns something / returns None" (EvalPlus's regex
   matchers, whose answer is a match object: a value that is not plain data counts as something);
@@ -44,8 +45,8 @@ def close(out: Any, expected: Any, atol: float = 0.0, rtol: float = 0.0) -> bool
     if isinstance(expected, (int, float)) and isinstance(out, (int, float)):
         if isinstance(expected, float) and math.isnan(expected):
             return isinstance(out, float) and math.isnan(out)
-        if isinstance(expected, int) and isinstance(out, int):
-            return out == expected
+        if isinstance(expected, int) and (isinstance(out, int) or not (atol or rtol)):
+            return out == expected  # an int answer is exact unless the test gives a tolerance (EvalPlus)
         if math.isinf(expected) or (isinstance(out, float) and math.isinf(out)):
             return out == expected  # a tolerance relative to inf would accept any number
         tolerance = max(atol, _DEFAULT_ATOL) + max(rtol, _DEFAULT_RTOL) * abs(expected)

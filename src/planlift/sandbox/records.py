@@ -84,13 +84,16 @@ class CodeTest:
 class ProgramJob:
     """A program and its tests. `stop_on_failure`: stop at the first failing test (binary success);
     `record_outputs`: return the outputs instead of judging them (reference solutions; assert snippets
-    report the calls they make, see `planlift.sandbox.conversion`)."""
+    report the calls they make, see `planlift.sandbox.conversion`). `timeout`: the whole run's wall-clock
+    limit when it must exceed Limits.timeout (a problem whose reference itself needs longer over all its
+    tests); RLIMIT_CPU is raised to match."""
 
     program: str
     tests: Sequence[CodeTest] = ()
     entry_point: str | None = None
     stop_on_failure: bool = False
     record_outputs: bool = False
+    timeout: float | None = None
 
 
 @dataclass

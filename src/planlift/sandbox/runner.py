@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import pickle
 import queue
@@ -53,7 +54,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,10 @@ class Sandbox:
                 "assert snippets (CodeTest.code) run only to record a reference solution's calls: a "
                 "program under test could forge their outcome. Convert them into call tests first "
                 "(planlift.sandbox.conversion, done by the code tasks)"
+            )
+        if job.timeout is not None and job.timeout > limits.timeout:  # a problem whose tests need longer
+            limits = replace(
+                limits, timeout=job.timeout, cpu_seconds=max(limits.cpu_seconds, math.ceil(job.timeout))
             )
         start = time.perf_counter()
         uid = self.uid_base + slot if self.isolation.drops_uid else None
@@ -272,7 +277,11 @@ class Sandbox:
             if not chunk:
                 return "end"
             for event in reader.feed(chunk):
-                collector.add(event)
+                try:
+                    collector.add(event)
+                except Exception as error:  # the program wrote this frame: it never crashes the parent
+                    collector.channel_error = f"malformed result frame ({type(error).__name__}: {error})"
+                    return "stop"
                 if collector.finished or collector.stop:
                     break
             if reader.bad is not None:
@@ -290,6 +299,18 @@ class Sandbox:
                     if phase is None
                     else min(deadline, time.monotonic() + _allowance(phase, collector, limits))
                 )
+
+
+def _seconds(value: Any) -> float:
+    """A test's reported duration: the program can write this frame, so anything but a finite number
+    >= 0 (a string, NaN, an int too large for a float) counts as 0."""
+    if type(value) not in (int, float):
+        return 0.0
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return 0.0
+    return seconds if math.isfinite(seconds) and seconds >= 0 else 0.0
 
 
 PHASE_SLACK = (1.5, 0.5)  # a phase may take 1.5x its limit + 0.5 s (pipes, scheduling) before the kill
@@ -363,6 +384,9 @@ class _Collector:
         output = output if isinstance(output, bytes) else None
         if outcome not in _REPORTED_OUTCOMES:
             outcome, error = "error", f"unknown test outcome {outcome!r} on the result channel"
+        elif outcome == "fail" and not self.job.record_outputs:
+            # a call test runs no assert of ours: an AssertionError came from the program, a crash
+            outcome = "error"
         elif outcome == "returned":  # only the parent's judgement turns a returned value into a pass
             if self.job.record_outputs:
                 outcome = "pass"
@@ -374,8 +398,7 @@ class _Collector:
                 passed, error = oracles.judge(self.job.tests[index], output)
                 outcome = "pass" if passed else "fail"
         self.outcomes[index] = outcome
-        seconds = event.get("seconds")
-        self.seconds[index] = float(seconds) if isinstance(seconds, (int, float)) else 0.0
+        self.seconds[index] = _seconds(event.get("seconds"))
         if self.error is None and error:
             self.error = error
         if outcome != "pass" and self.job.stop_on_failure:

@@ -8,15 +8,21 @@ the sandbox could not run at all has status sandbox_error (the reward masks it).
 Expected outputs of the EvalPlus call tests are computed once by running the reference solution in the
 sandbox, cached under `<cache_dir>/code_expected/` (keyed by the data and the harness), and inputs on
 which the reference itself fails are dropped (counted in the log). Each test's time limit is
-max(limits.test_timeout, time_factor x the reference's time on it) (the asserts are timed in the same run).
+max(limits.test_timeout, time_factor x the reference's time on it) (the asserts are timed in the same run),
+and the whole run's is max(limits.timeout, limits.load_timeout + time_factor x the reference's time over
+all tests): under a fixed 20 s, the MBPP+ reference of Mbpp/599 (94 tests) was itself judged a timeout.
 
 Leakage: the plan contains code — a fenced block, a `def name(` of any function (a helper under another
-name is the program too), or `code_lines` or more statements (lines, and `;`-joined parts of a line)
-that read as Python.
+name is the program too), or `code_lines` or more statements (lines, `;`-joined parts of a line, or
+`inline code` spans) that parse as Python (an assignment, return, import, raise or call, or a block
+header), once list markers and "Step n:" prefixes are stripped: a program dressed as a bulleted list is
+still the program, and prose ("return the pair when the sum matches") does not parse.
 """
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -61,10 +67,52 @@ DEFAULT_PLANNER_INSTRUCTION = (
 )
 DEFAULT_EXECUTOR_INSTRUCTION = "Write the Python function. Follow the plan."
 DEFAULT_EXECUTOR_ALONE_INSTRUCTION = "Write the Python function."
-_CODE_LINE = re.compile(
-    r"^\s*(?:return\b.*|(?:for|while|if|elif|with|def|class)\b.*:\s*$|else:\s*$|"
-    r"(?:import|from)\s+\w+.*|[A-Za-z_][\w.\[\]]*\s*(?:[-+*/]?=)\s*[^=].*)$"
-)
+# A plan line's decoration before a statement: list markers, "Step 2:", quote marks.
+_LINE_PREFIX = re.compile(r"^\s*(?:(?:[-*+>•]|\(?\d+[.):]|step\s*\d+\s*[:.)-]?)\s+)*", re.IGNORECASE)
+_INLINE_CODE = re.compile(r"`+([^`]+)`+")
+_STATEMENTS = (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Return, ast.Import, ast.ImportFrom, ast.Raise)
+_BLOCKS = (ast.For, ast.While, ast.If, ast.With, ast.FunctionDef, ast.ClassDef, ast.Try)
+
+
+def _is_code(text: str) -> bool:
+    """Whether `text` is one Python statement: an assignment, return, import or call, or the header of a
+    block ("for x in xs:", "elif x:", "else:"). Prose rarely parses ("return the pair when ...")."""
+    text = text.strip().rstrip(".")
+    if not text:
+        return False
+    if text.endswith(":"):
+        for source in (
+            f"{text}\n    pass",
+            f"if 0:\n    pass\n{text}\n    pass",
+            f"try:\n    pass\n{text}\n    pass",
+        ):
+            with contextlib.suppress(SyntaxError, ValueError):
+                if isinstance(ast.parse(source).body[0], _BLOCKS):
+                    return True
+        return False
+    try:
+        body = ast.parse(text).body
+    except (SyntaxError, ValueError):
+        return False
+    return len(body) == 1 and (
+        isinstance(body[0], _STATEMENTS)
+        or (isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Call))
+    )
+
+
+def code_statements(reasoning: str) -> int:
+    """How many lines (or `;`-joined parts, or `inline code` spans) of a plan are Python statements,
+    once list markers and "Step n:" prefixes are stripped."""
+    count = 0
+    for line in reasoning.splitlines():
+        plain = _LINE_PREFIX.sub("", line.replace("`", ""))
+        spans = _INLINE_CODE.findall(line)
+        count += max(
+            sum(_is_code(part) for part in plain.split(";")),
+            sum(_is_code(part) for span in spans for part in span.split(";")),
+        )
+    return count
+
 
 _DEF = re.compile(r"\bdef\s+[A-Za-z_]\w*\s*\(")
 
@@ -144,6 +192,8 @@ class CodeTask(Task):
             "planner_instruction": self.planner_instruction,
             "executor_instruction": self.executor_instruction,
             "executor_alone_instruction": self.executor_alone_instruction,
+            # a verdict depends on the limits it ran under (a cached baseline judged with other timeouts)
+            "limits": dataclasses.asdict(self.sandbox.limits),
         }
 
     # ---- data -------------------------------------------------------------------------------------
@@ -182,6 +232,7 @@ class CodeTask(Task):
 
     def _problem(self, record: CodeRecord, expected: dict[str, Any] | None) -> Problem:
         tests: list[CodeTest] = []
+        reference_seconds = 0.0  # the reference's time over the tests kept
         dropped_calls: Counter = Counter()
         asserts_without_tests = 0
         for converted in (expected or {}).get("asserts", ()):
@@ -192,6 +243,7 @@ class CodeTask(Task):
                 dataclasses.replace(test, timeout=self._timeout(seconds))
                 for test, seconds in zip(converted.tests, converted.seconds, strict=True)
             ]
+            reference_seconds += sum(seconds or 0.0 for seconds in converted.seconds)
             dropped_calls.update(converted.dropped)
             asserts_without_tests += not converted.tests
         dropped = 0
@@ -202,6 +254,7 @@ class CodeTask(Task):
                 if seconds is None:  # the reference failed on this input
                     dropped += 1
                     continue
+                reference_seconds += seconds
                 tests.append(
                     CodeTest(
                         args=args,
@@ -218,6 +271,8 @@ class CodeTask(Task):
             meta={
                 "record": record,
                 "tests": tuple(tests),
+                # the whole run may take time_factor x the reference's time (limits.timeout at least)
+                "run_timeout": self.sandbox.limits.load_timeout + self.time_factor * reference_seconds,
                 "dropped_inputs": dropped,
                 "asserts_without_tests": asserts_without_tests,
                 "dropped_assert_calls": dict(dropped_calls),
@@ -383,6 +438,7 @@ class CodeTask(Task):
                 tests=problem.meta["tests"],
                 entry_point=self._record(problem).entry_point,
                 stop_on_failure=flag,
+                timeout=problem.meta["run_timeout"],
             )
             for problem, output, flag in zip(problems, outputs, flags, strict=True)
         ]
@@ -396,8 +452,7 @@ class CodeTask(Task):
             return True
         if _DEF.search(reasoning):
             return True
-        statements = [part for line in reasoning.splitlines() for part in line.split(";")]
-        return sum(bool(_CODE_LINE.match(statement)) for statement in statements) >= self.code_lines
+        return code_statements(reasoning) >= self.code_lines
 
 
 class HumanEvalTask(CodeTask):
