@@ -55,6 +55,20 @@ def train(run_dir: Path, cache_dir: Path, *overrides: str, check: bool = True) -
     return result
 
 
+def train_preset(run_dir: Path, *overrides: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+    """`python src/train.py` with a whole-run preset of real models (no debug preset, no private cache)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        "torch_threads=1",
+        f"hydra.run.dir={run_dir}",
+        "callbacks.rich_progress_bar=null",
+        *overrides,
+    ]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def scalars(run_dir: Path):
     from tbparse import SummaryReader
 

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from tests.test_train_e2e import ROOT, scalars
+from tests.test_train_e2e import scalars, train_preset
 
 pytestmark = pytest.mark.slow
 
 
 def test_grounded_grpo_on_gsm8k_with_smollm2(tmp_path):
     run_dir = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [
-        sys.executable,
-        str(ROOT / "src" / "train.py"),
+    result = train_preset(
+        run_dir,
         "experiment=gsm8k_smollm2",
-        "torch_threads=1",
-        f"hydra.run.dir={run_dir}",
-        "callbacks.rich_progress_bar=null",
         "trainer.max_steps=2",
         "trainer.val_check_interval=2",
         "data.val_problems=4",
@@ -31,8 +22,7 @@ def test_grounded_grpo_on_gsm8k_with_smollm2(tmp_path):
         "algorithm.max_new_tokens=48",
         "reward.repeats=1",
         "reward.baseline_samples=2",
-    ]
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    )
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     logged = scalars(run_dir)
     for tag in (
@@ -48,20 +38,15 @@ def test_grounded_grpo_on_gsm8k_with_smollm2(tmp_path):
 
 
 def test_gsm8k_with_the_oracle_rm_is_a_clear_error(tmp_path):
-    command = [
-        sys.executable,
-        str(ROOT / "src" / "train.py"),
+    result = train_preset(
+        tmp_path,
         "experiment=gsm8k_smollm2",
         "rm=oracle",
-        "torch_threads=1",
-        f"hydra.run.dir={tmp_path}",
-        "callbacks.rich_progress_bar=null",
         "validate_before_training=false",
         "trainer.max_steps=1",
         "algorithm.num_generations=2",
         "algorithm.max_new_tokens=8",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        timeout=900,
+    )
     assert result.returncode == 2
     assert "rm=oracle needs ground-truth states" in result.stderr

@@ -3,27 +3,18 @@ sandbox judging the executor's programs (train.py on a code task end to end)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from tests.test_train_e2e import ROOT, scalars
+from tests.test_train_e2e import scalars, train_preset
 
 pytestmark = pytest.mark.slow
 
 
 def test_code_gated_grpo_on_mbpp_with_smollm2(tmp_path):
     run_dir = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [
-        sys.executable,
-        str(ROOT / "src" / "train.py"),
+    result = train_preset(
+        run_dir,
         "experiment=mbpp_smollm2",
-        "torch_threads=1",
-        f"hydra.run.dir={run_dir}",
-        "callbacks.rich_progress_bar=null",
         "task.sizes={train: 20, validation: 4}",  # only these references run to convert the tests
         "trainer.max_steps=2",
         "trainer.val_check_interval=2",
@@ -34,8 +25,7 @@ def test_code_gated_grpo_on_mbpp_with_smollm2(tmp_path):
         "algorithm.max_new_tokens=32",
         "executor.max_new_tokens=128",
         # reward.repeats and baseline_samples stay 3: code_gated's tie table is the authors', for counts 0..3
-    ]
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    )
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     logged = scalars(run_dir)
     assert [step for step, _ in logged["train/loss"]] == [0, 1]
