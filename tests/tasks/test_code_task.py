@@ -131,6 +131,12 @@ def test_the_program_dressed_as_a_list_is_still_code(humaneval, problem, dress):
     assert humaneval.detect_leakage(problem, plan)
 
 
+def test_block_headers_are_statements():
+    for header in ("else:", "elif x > 1:", "try:", "except ValueError:", "finally:", "with open(p) as f:"):
+        assert code_statements(header) == 1, header
+    assert code_statements("Else:\nTry:\nFinally, return it:\n") == 0
+
+
 @pytest.mark.parametrize(
     "plan",
     [
@@ -139,6 +145,9 @@ def test_the_program_dressed_as_a_list_is_still_code(humaneval, problem, dress):
         "result = the first character whose count is 1.\nreturn None when there is none.\nElse: return it.\n",
         "1. Set total = 0.\n2. For each number n: if n is even, add n to total.\n3. Return total.\n",
         "Edge cases:\n- empty list: False\n- one number: False\nIf two numbers are close:\n",
+        # markdown headings and methods named in sentences (SmolLM2 plans write both)
+        "### Output:\nThe function has edge cases.\n### Output:\nIt returns a list.\n### Output:\n",
+        "Call `upper()` on the string.\n- `capitalize()` each word.\n- Use `strip()` and `split()` first.\n",
     ],
 )
 def test_prose_plans_are_not_code(humaneval, problem, plan):

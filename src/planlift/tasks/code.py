@@ -14,7 +14,7 @@ all tests): under a fixed 20 s, the MBPP+ reference of Mbpp/599 (94 tests) was i
 
 Leakage: the plan contains code — a fenced block, a `def name(` of any function (a helper under another
 name is the program too), or `code_lines` or more statements (lines, `;`-joined parts of a line, or
-`inline code` spans) that parse as Python (an assignment, return, import, raise or call, or a block
+`inline code` spans) that parse as Python (an assignment, return, import, raise, a call with arguments, or a block
 header), once list markers and "Step n:" prefixes are stripped: a program dressed as a bulleted list is
 still the program, and prose ("return the pair when the sum matches") does not parse.
 """
@@ -75,29 +75,38 @@ _BLOCKS = (ast.For, ast.While, ast.If, ast.With, ast.FunctionDef, ast.ClassDef, 
 
 
 def _is_code(text: str) -> bool:
-    """Whether `text` is one Python statement: an assignment, return, import or call, or the header of a
-    block ("for x in xs:", "elif x:", "else:"). Prose rarely parses ("return the pair when ...")."""
+    """Whether `text` is one Python statement: an assignment, return, import or a call with arguments, or
+    the header of a block ("for x in xs:", "elif x:", "else:"). Prose rarely parses ("return the pair
+    when ..."); a comment or a markdown heading ("### Output:") is not a statement, nor is a bare
+    `upper()` named in a sentence."""
     text = text.strip().rstrip(".")
-    if not text:
+    if not text or text.startswith("#"):
         return False
     if text.endswith(":"):
-        for source in (
-            f"{text}\n    pass",
-            f"if 0:\n    pass\n{text}\n    pass",
-            f"try:\n    pass\n{text}\n    pass",
+        # the header alone, or after an `if` (elif / else) or a `try` (except / finally); the block must
+        # then hold the header's own clause, not only the wrapper's
+        for source, clause in (
+            (f"{text}\n    pass", lambda node: isinstance(node, _BLOCKS)),
+            (f"{text}\n    pass\nfinally:\n    pass", lambda node: isinstance(node, ast.Try)),  # try:
+            (f"if 0:\n    pass\n{text}\n    pass", lambda node: isinstance(node, ast.If) and node.orelse),
+            (f"try:\n    pass\n{text}\n    pass", lambda node: isinstance(node, ast.Try) and node.handlers),
+            (f"try:\n    pass\n{text}\n    pass", lambda node: isinstance(node, ast.Try) and node.finalbody),
         ):
             with contextlib.suppress(SyntaxError, ValueError):
-                if isinstance(ast.parse(source).body[0], _BLOCKS):
+                body = ast.parse(source).body
+                if len(body) == 1 and clause(body[0]):
                     return True
         return False
     try:
         body = ast.parse(text).body
     except (SyntaxError, ValueError):
         return False
-    return len(body) == 1 and (
-        isinstance(body[0], _STATEMENTS)
-        or (isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Call))
-    )
+    if len(body) != 1:
+        return False
+    node = body[0]
+    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+        return bool(node.value.args or node.value.keywords)
+    return isinstance(node, _STATEMENTS)
 
 
 def code_statements(reasoning: str) -> int:

@@ -1,0 +1,20 @@
+"""scripts/code_leakage.py: a reference program is flagged alike however it is dressed as a plan."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+from tests.test_configs import load_entry_point
+
+
+def test_every_dressing_of_the_references_is_flagged_alike(monkeypatch, capsys):
+    script = load_entry_point("code_leakage", "scripts")
+    monkeypatch.setattr(sys, "argv", ["code_leakage.py"])
+    script.main()
+    counts = re.findall(r"flagged (\d+)/(\d+)", capsys.readouterr().out)
+    assert (
+        len(counts) == len(script.DRESSINGS) and len(set(counts)) == 1
+    )  # bullets, Step k:, backticks = bare
+    flagged, total = map(int, counts[0])
+    assert total > 300 and flagged > 0.7 * total  # the rest are 1-2 line bodies, below code_lines=3
