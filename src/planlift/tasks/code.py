@@ -14,9 +14,9 @@ all tests): under a fixed 20 s, the MBPP+ reference of Mbpp/599 (94 tests) was i
 
 Leakage: the plan contains code — a fenced block, a `def name(` of any function (a helper under another
 name is the program too), or `code_lines` or more statements (lines, `;`-joined parts of a line, or
-`inline code` spans) that parse as Python (an assignment, return, import, raise, a call with arguments, or a block
-header), once list markers and "Step n:" prefixes are stripped: a program dressed as a bulleted list is
-still the program, and prose ("return the pair when the sum matches") does not parse.
+`inline code` spans) that parse as Python (an assignment, return, import, raise, a call with arguments,
+or a block header), once list markers and "Step n:" prefixes are stripped: a program dressed as a
+bulleted list is still the program, and prose ("return the pair when the sum matches") does not parse.
 """
 
 from __future__ import annotations
