@@ -37,17 +37,10 @@ def sweep_command(name: str, sweep_dir: Path, *overrides: str) -> list[str]:
 
 
 def train(run_dir: Path, cache_dir: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PLANLIFT_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [
-        sys.executable,
-        str(ROOT / "src" / "train.py"),
-        "debug=fast",
-        "torch_threads=1",
-        f"hydra.run.dir={run_dir}",
-        "callbacks.rich_progress_bar=null",
-        *overrides,
-    ]
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    """`python src/train.py debug=fast` with the tiny models, their bootstrap cached in `cache_dir`."""
+    result = train_preset(
+        run_dir, "debug=fast", *overrides, timeout=900, env={"PLANLIFT_CACHE": str(cache_dir)}
+    )
     if check and result.returncode != 0:
         raise AssertionError(
             f"train.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
@@ -55,9 +48,11 @@ def train(run_dir: Path, cache_dir: Path, *overrides: str, check: bool = True) -
     return result
 
 
-def train_preset(run_dir: Path, *overrides: str, timeout: int = 1800) -> subprocess.CompletedProcess:
-    """`python src/train.py` with a whole-run preset of real models (no debug preset, no private cache)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+def train_preset(
+    run_dir: Path, *overrides: str, timeout: int = 1800, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`python src/train.py <overrides>` single-threaded, offline, without a progress bar, into `run_dir`."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **(env or {})}
     command = [
         sys.executable,
         str(ROOT / "src" / "train.py"),

@@ -3,7 +3,8 @@
 Oracles (`CodeTest.oracle`):
 - equal: `out == expected`, or equal within a float tolerance (atol, and rtol relative to expected;
   a float expected gets at least 1e-6 + 1e-7 relative; an int expected is exact unless the test gives a
-  tolerance, so 15.0 passes for 15 and 15.0000009 does not; NaN equals only NaN, inf only the same inf; lists, tuples and dicts element by element);
+  tolerance, so 15.0 passes for 15 and 15.0000009 does not; NaN equals only NaN, inf only the same inf;
+  lists, tuples and dicts element by element);
 - set_equal: the same elements in any order (EvalPlus's unordered-answer problems);
 - truthy: expected True / False stands for "returns something / returns None" (EvalPlus's regex
   matchers, whose answer is a match object: a value that is not plain data counts as something);

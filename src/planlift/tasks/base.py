@@ -21,14 +21,16 @@ REASONING_CLOSE = "</reasoning>"
 SPLITS: tuple[Split, ...] = ("train", "validation", "test")
 
 
-def check_sizes(sizes: Mapping[str, int] | None) -> dict[str, int]:
-    """Validated `task.sizes` of a dataset task: at most this many problems per split (absent = all)."""
+def check_sizes(sizes: Mapping[str, int] | None, minimums: Mapping[str, int] | None = None) -> dict[str, int]:
+    """Validated `task.sizes`: problems per split, each an integer >= its minimum (1 unless `minimums`
+    says otherwise). Dataset tasks read it as a cap (absent = all)."""
     checked = dict(sizes or {})
     for split, size in checked.items():
         if split not in SPLITS:
             raise ConfigError(f"task.sizes has unknown split {split!r}; known: {list(SPLITS)}")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-            raise ConfigError(f"task.sizes.{split} must be an integer >= 1 (or absent for all), got {size!r}")
+        minimum = (minimums or {}).get(split, 1)
+        if not isinstance(size, int) or isinstance(size, bool) or size < minimum:
+            raise ConfigError(f"task.sizes.{split} must be >= {minimum}, got {size!r} (an integer)")
     return checked
 
 

@@ -89,8 +89,7 @@ def _is_code(text: str) -> bool:
             (f"{text}\n    pass", lambda node: isinstance(node, _BLOCKS)),
             (f"{text}\n    pass\nfinally:\n    pass", lambda node: isinstance(node, ast.Try)),  # try:
             (f"if 0:\n    pass\n{text}\n    pass", lambda node: isinstance(node, ast.If) and node.orelse),
-            (f"try:\n    pass\n{text}\n    pass", lambda node: isinstance(node, ast.Try) and node.handlers),
-            (f"try:\n    pass\n{text}\n    pass", lambda node: isinstance(node, ast.Try) and node.finalbody),
+            (f"try:\n    pass\n{text}\n    pass", lambda node: isinstance(node, ast.Try)),  # except / finally
         ):
             with contextlib.suppress(SyntaxError, ValueError):
                 body = ast.parse(source).body
@@ -252,7 +251,7 @@ class CodeTask(Task):
                 dataclasses.replace(test, timeout=self._timeout(seconds))
                 for test, seconds in zip(converted.tests, converted.seconds, strict=True)
             ]
-            reference_seconds += sum(seconds or 0.0 for seconds in converted.seconds)
+            reference_seconds += sum(converted.seconds)
             dropped_calls.update(converted.dropped)
             asserts_without_tests += not converted.tests
         dropped = 0

@@ -50,6 +50,7 @@ from planlift.tasks.base import (
     Split,
     Task,
     Verdict,
+    check_sizes,
 )
 from planlift.tasks.procedural_trace import STEP_LINE, TraceAnalysis, analyze_trace, parse_number
 
@@ -142,13 +143,8 @@ class ProceduralTask(Task):
         low, high = value_range
         if low > high:
             raise ConfigError(f"task.value_range must be [low, high], got {list(value_range)}")
-        sizes = dict(sizes or {"train": 4000, "validation": 200, "test": 200})
-        for split, size in sizes.items():
-            if split not in SPLITS:
-                raise ConfigError(f"task.sizes has unknown split {split!r}; known: {list(SPLITS)}")
-            minimum = 0 if split == "test" else 1  # training and its validation need problems
-            if size < minimum:
-                raise ConfigError(f"task.sizes.{split} must be >= {minimum}, got {size}")
+        # training and its validation need problems; the test split may be empty
+        sizes = check_sizes(sizes or {"train": 4000, "validation": 200, "test": 200}, minimums={"test": 0})
         self.length = length
         self.lookback = lookback
         self.value_range = (low, high)
