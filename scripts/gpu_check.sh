@@ -145,7 +145,7 @@ dists = [
     ("accelerate", "accelerate"), ("tokenizers", "tokenizers"), ("hydra-core", "hydra"),
     ("omegaconf", "omegaconf"), ("antlr4-python3-runtime", "antlr4"), ("bitsandbytes", "bitsandbytes"),
     ("math-verify", "math_verify"), ("latex2sympy2_extended", "latex2sympy2_extended"),
-    ("text2num", "text_to_num"),
+    ("text2num", "text_to_num"), ("roman", "roman"),
     ("submitit", "submitit"), ("hydra-submitit-launcher", "hydra_plugins.hydra_submitit_launcher"),
     ("filelock", "filelock"), ("requests", "requests"), ("tbparse", "tbparse"), ("gguf", "gguf"),
     ("vllm", "vllm"), ("planlift", "planlift"),

@@ -52,6 +52,7 @@ PINS=(
   "math-verify==0.9.0 core"
   "latex2sympy2_extended==1.11.0 core"
   "text2num==3.1.0 core"                    # GSM8K leak detection: numbers written in words
+  "roman==5.2 core"                         # GSM8K leak detection: Roman numerals
   "bitsandbytes==0.50.2 core"               # ~43 MB, py3-none-manylinux_2_24: hardware=qlora4bit
   "tbparse==0.0.9 core"                     # src/compare.py only (its pandas is not carried)
   "gguf==0.19.0 core"                       # model=smollm2 only

@@ -105,7 +105,8 @@ def test_gpu_wheels_install_and_cpu_dry_run(tmp_path):
     assert found["hydra_core"].startswith("1.3.") and found["omegaconf"].startswith("2.3.")
     assert found["antlr4_python3_runtime"] == "4.9.3"
     assert {
-        "math_verify", "latex2sympy2_extended", "text2num", "bitsandbytes", "submitit", "tbparse", "gguf"
+        "math_verify", "latex2sympy2_extended", "text2num", "roman", "bitsandbytes", "submitit", "tbparse",
+        "gguf",
     } <= set(found)  # fmt: skip
 
     # the size limit: tree + wheels is printed, and a limit below it fails with a clear message
@@ -186,7 +187,7 @@ def test_gpu_wheels_install_and_cpu_dry_run(tmp_path):
     }
     target, machine = f"{scratch}/gpu_check.", str(tmp_path / "machine_site")
     for dist in ("hydra-core", "omegaconf", "antlr4-python3-runtime", "math-verify", "bitsandbytes",
-                 "latex2sympy2_extended", "text2num", "submitit", "filelock", "requests", "torch"):  # fmt: skip
+                 "latex2sympy2_extended", "text2num", "roman", "submitit", "filelock", "requests", "torch"):  # fmt: skip
         version, role = manifest.get(_norm(dist), (None, None))
         from_wheel = role == "core" or (role == "fill" and _norm(dist) not in machine_has)
         where = versions[dist]

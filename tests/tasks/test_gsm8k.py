@@ -114,12 +114,45 @@ def test_leakage_value_and_statement(task):
         "The eighteenth dollar is the last.\n",
         "She makes 1\u200b8 dollars.\n",
         "Her sales come to total-18 dollars (a hyphen, not a minus).\n",
+        "She makes 1**8** dollars.\n",
+        "She makes 1`8` dollars.\n",
+        "She makes 1_8 dollars.\n",
+        "She makes XVIII dollars.\n",
     ],
 )
 def test_answer_value_counts_in_words_glued_or_scientific(task, reasoning):
     """Ways to write 18 that a policy penalised for leaking would find next."""
     problem = task.problems("test")[0]  # answer 18
     assert task.detect_leakage(problem, reasoning)
+
+
+def test_space_grouped_thousands_are_read_as_one_number(task):
+    """GSM8K's own solutions group thousands by spaces; the plain reading missed them (1 of the test split)."""
+    problem = next(p for p in task.problems("test") if p.id == "gsm8k-test-267")  # answer 118000
+    line = next(line for line in task.gold_reasoning(problem).splitlines() if "$118 000" in line)
+    assert 118000.0 not in answers.literal_numbers(line)
+    assert task.detect_leakage(problem, line)
+    assert task.detect_leakage(problem, "Net proceeds: 118\u202f000 dollars.\n")  # a narrow no-break space
+    # the other readings are added to the plain one: each number of "3 100-dollar bills" still counts
+    assert {3.0, 100.0, 3100.0} <= set(answers.numbers_in("3 100-dollar bills"))
+
+
+def test_added_readings_flag_no_other_gold_line(task):
+    """On the test split's gold solutions, a line that only the added readings flag is a space-grouped
+    answer, and no problem text comes to state its answer through them."""
+    added = []
+    for problem in task.problems("test"):
+        target = float(problem.answer)
+        plain = any(answers._close(v, target) for v in answers.literal_numbers(problem.text))
+        assert plain == any(answers._close(v, target) for v in answers.numbers_in(problem.text)), problem.id
+        for line in task.gold_reasoning(problem).splitlines():
+            values = answers.numbers_in(line)
+            if any(answers._close(v, target) for v in values) and not any(
+                answers._close(v, target) for v in answers.literal_numbers(line)
+            ):
+                added.append((problem.id, line))
+    assert [problem_id for problem_id, _ in added] == ["gsm8k-test-267"]
+    assert all(re.search(r"\d \d{3}\b", line) for _, line in added)
 
 
 def test_problem_quantities_in_words_are_not_the_answer(task):
