@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 PYTEST := OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
-.PHONY: venv sandbox-deps venv-vllm demo train rm-tiny test test-slow test-slurm test-vllm test-all lint format bench gpu-wheels gpu-twin clean
+.PHONY: venv sandbox-deps venv-vllm demo train rm-tiny test test-slow test-slow-rest test-slow-split test-slurm test-vllm test-all lint format bench gpu-wheels gpu-twin clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,15 @@ test: venv  ## fast tier
 
 test-slow: venv  ## slow tier (ddp_sim, longer end-to-end runs)
 	$(PYTEST) -m "slow" -q
+
+# .ci/run splits the slow tier over its two lanes: SLOW_SPLIT (~150 s) runs after the fast tier, the rest
+# alone, so that both lanes take about as long.
+SLOW_SPLIT := tests/test_train_mbpp.py
+test-slow-rest: venv
+	$(PYTEST) -m "slow" -q $(addprefix --ignore=,$(SLOW_SPLIT))
+
+test-slow-split: venv
+	$(PYTEST) -m "slow" -q $(SLOW_SPLIT)
 
 # A private single-node SLURM with accounting on 127.0.0.1 (apt-installs slurm-wlm, munge, slurmdbd and
 # MariaDB when missing), the slurm tier against it, then the daemons are stopped by their recorded PIDs.

@@ -127,3 +127,25 @@ def test_importance_weights_scale_the_update(tiny_checkpoint, procedural_task):
         moves[cap] = torch.cat([(after[k] - initial[k]).flatten() for k in after])
     assert moves[None].abs().sum() > 0
     torch.testing.assert_close(moves[2.0], moves[None] * math.exp(0.3), rtol=1e-3, atol=1e-7)
+
+
+class CPUEngine(RolloutEngine):
+    """Returns its tensors on the CPU, as the vLLM engines do whatever device the planner is on."""
+
+    def sample(self, policy, texts, n, **kwargs) -> Generation:
+        out = HFEngine().sample(policy, texts, n, **kwargs)
+        out.logprobs = torch.zeros(out.completion_ids.shape)
+        return out
+
+
+def test_the_rollout_is_on_the_planners_device_whatever_the_engine_returns(tiny_checkpoint, procedural_task):
+    """A planner on another device (the meta device stands in for a GPU here) gets the rollout there: the
+    update multiplies it with tensors on that device."""
+    from tests.grpo.test_module import build
+
+    module = build(tiny_checkpoint, procedural_task, rollout_engine=CPUEngine())
+    module._device = torch.device("meta")  # what Lightning sets when it moves the module
+    rollout = module.sample(procedural_task.problems("train")[:2], 3)
+    tensors = (rollout.prompt_ids, rollout.prompt_mask, rollout.completion_ids, rollout.completion_mask)
+    assert all(t.device.type == "meta" for t in (*tensors, rollout.sampler_logprobs))
+    assert rollout.completion_ids.shape[0] == 6 and len(rollout.texts) == 6

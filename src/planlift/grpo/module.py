@@ -199,7 +199,7 @@ class GRPOModule(pl.LightningModule):
         self, problems: list[Problem], group_size: int, greedy: bool = False, seed: int | None = None
     ) -> Rollout:
         self.sync_engine()
-        return sample_rollout(
+        rollout = sample_rollout(
             self.policy,
             self.task,
             problems,
@@ -211,6 +211,7 @@ class GRPOModule(pl.LightningModule):
             engine=self.engine,
             seed=self._step_seed() if seed is None else seed,
         )
+        return rollout.to(self.device)  # the update mixes it with tensors on the planner's device
 
     def update_policy(
         self, rollout: Rollout, advantages: torch.Tensor, sample_mask: torch.Tensor

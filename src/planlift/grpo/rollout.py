@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -29,6 +29,18 @@ class Rollout:
     @property
     def completion_lengths(self) -> torch.Tensor:  # [B]
         return self.completion_mask.sum(dim=1)
+
+    def to(self, device: torch.device | str) -> Rollout:
+        """The same rollout with its tensors on `device` (an engine such as vLLM returns them on the CPU)."""
+        sampler = self.sampler_logprobs
+        return replace(
+            self,
+            prompt_ids=self.prompt_ids.to(device),
+            prompt_mask=self.prompt_mask.to(device),
+            completion_ids=self.completion_ids.to(device),
+            completion_mask=self.completion_mask.to(device),
+            sampler_logprobs=None if sampler is None else sampler.to(device),
+        )
 
 
 def sample_rollout(
