@@ -18,21 +18,25 @@ def group_advantages(
 ) -> torch.Tensor:
     """A_i = (r_i - mean_g) / (std_g + eps) within each group, over unmasked samples only.
 
-    rewards [B] float, mask [B] bool -> advantages [B]. Masked samples and groups with fewer than two
-    unmasked samples get 0. std is the unbiased sample std (torch's default, as the authors' code).
-    Dr. GRPO: scale_by_std=False leaves r_i - mean_g.
+    rewards [B] float, mask [B] bool -> advantages [B] float32. Masked samples, groups with fewer than two
+    unmasked samples and groups whose unmasked rewards are all equal get 0. std is the unbiased sample std
+    (torch's default, as the authors' code). Dr. GRPO: scale_by_std=False leaves r_i - mean_g.
+    In float64: a float32 mean of equal rewards can miss them by an ulp, and that 1e-8 over (std + eps)
+    made advantages of +-0.05 (G=3) to 0.1 (G=8), all of one sign, in a group that carries no signal.
     """
-    r = rewards.view(-1, group_size).float()
-    m = mask.view(-1, group_size).float()
+    r = rewards.view(-1, group_size).double()
+    m = mask.view(-1, group_size).bool()
     count = m.sum(dim=1, keepdim=True)
-    mean = (r * m).sum(dim=1, keepdim=True) / count.clamp(min=1)
-    centered = (r - mean) * m
+    mean = torch.where(m, r, 0.0).sum(dim=1, keepdim=True) / count.clamp(min=1)
+    centered = torch.where(m, r - mean, 0.0)
     advantages = centered
     if scale_by_std:
         std = ((centered**2).sum(dim=1, keepdim=True) / (count - 1).clamp(min=1)).sqrt()
         advantages = torch.where(std > 0, centered / (std + eps), torch.zeros_like(centered))
-    advantages = advantages * (count >= 2).float()
-    return advantages.view(-1)
+    highest = torch.where(m, r, -torch.inf).amax(dim=1, keepdim=True)
+    lowest = torch.where(m, r, torch.inf).amin(dim=1, keepdim=True)
+    informative = (count >= 2) & (highest > lowest)
+    return torch.where(informative, advantages, 0.0).float().view(-1)
 
 
 def token_logprobs(

@@ -4,6 +4,10 @@ A problem has inputs x, y (`S1 = x`, `S2 = y`) and steps `S_i = S_a op S_b` for 
 S_(i-1), the other at most `lookback` states back (and not S_(i-1) when the look-back allows);
 every state is rounded to 3 decimals; the answer is `S_N` rounded to 3 decimals. Every intermediate state is
 known, so the faithfulness of a trace (not only its answer) can be measured (`procedural_trace`).
+A step is computed in decimal from its operands as the trace shows them and rounded half up, as by hand
+(6.885*6.5 = 44.7525 -> 44.753). States are stored as floats, which hold 3 decimals only below ~1e12;
+long programs with * reach far beyond (2.9e82 in 2,000 problems of the benchmark's configuration), and
+there the float comparisons' relative tolerance of 1e-12 decides, not the third decimal.
 
 Two value modes:
 - `modulus: null` — the benchmark as specified: int or float inputs, ops from + - * /.
@@ -38,6 +42,7 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from planlift.errors import ConfigError
@@ -52,7 +57,14 @@ from planlift.tasks.base import (
     Verdict,
     check_sizes,
 )
-from planlift.tasks.procedural_trace import STEP_LINE, TraceAnalysis, analyze_trace, parse_number
+from planlift.tasks.procedural_trace import (
+    EXACT,
+    STEP_LINE,
+    TraceAnalysis,
+    analyze_trace,
+    parse_number,
+    round3,
+)
 
 OPS = ("+", "-", "*", "/")
 ANSWER_PREFIX = "answer="
@@ -161,7 +173,8 @@ class ProceduralTask(Task):
     # ---- generation -------------------------------------------------------------------------------
 
     def fingerprint(self) -> dict[str, Any]:
-        return {
+        rounding = {} if self.modulus is not None else {"rounding": "decimal_half_up"}  # was binary round()
+        return rounding | {
             "name": self.name,
             "length": self.length,
             "lookback": self.lookback,
@@ -233,22 +246,17 @@ class ProceduralTask(Task):
         return Program(x, y, tuple(steps))
 
     def _apply(self, a: float, op: str, b: float) -> float | None:
-        if op == "+":
-            value = a + b
-        elif op == "-":
-            value = a - b
-        elif op == "*":
-            value = a * b
-        else:
-            if b == 0:
-                return None
-            value = a / b
+        """One step in decimal arithmetic on the operands as a trace shows them, rounded half up to the 3
+        decimals a trace shows (so following the trace is exact); None for a division by zero or a state
+        beyond float range."""
+        x, y = Decimal(repr(a)), Decimal(repr(b))
+        if op == "/" and y == 0:
+            return None
+        value = {"+": EXACT.add, "-": EXACT.subtract, "*": EXACT.multiply, "/": EXACT.divide}[op](x, y)
         if self.modulus is not None:
             return float(int(value) % self.modulus)
-        if not math.isfinite(value):
-            return None
-        # States are kept at the 3 decimals a trace shows, so following the trace is exact.
-        return round(value, 3)
+        value = float(value)
+        return round3(value) if math.isfinite(value) else None
 
     def execute(self, program: Program) -> list[float]:
         """All states S1..SN."""
@@ -339,7 +347,7 @@ class ProceduralTask(Task):
     def _wrong_value(self, value: float, rng: random.Random) -> float:
         if self.modulus is not None:
             return float((int(value) + rng.randint(1, self.modulus - 1)) % self.modulus)
-        return round(value + rng.choice((-1, 1)) * rng.randint(1, 9), 3)
+        return round3(value + rng.choice((-1, 1)) * rng.randint(1, 9))
 
     def planner_prompt(self, problem: Problem) -> ChatPrompt:
         return ChatPrompt(
@@ -421,12 +429,12 @@ _FIRST_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 def format_number(value: float) -> str:
     """Integers without a decimal point; others rounded to 3 decimals with trailing zeros cut."""
-    rounded = round(value, 3)
+    rounded = round3(value)
     if rounded == int(rounded):
         return str(int(rounded))
     return f"{rounded:.3f}".rstrip("0").rstrip(".")
 
 
 def numbers_match(a: float, b: float) -> bool:
-    """Exact match after rounding to 3 decimals (the benchmark's criterion)."""
-    return math.isclose(round(a, 3), round(b, 3), rel_tol=1e-12, abs_tol=1e-9)
+    """Exact match after rounding to 3 decimals, half up (the benchmark's criterion)."""
+    return math.isclose(round3(a), round3(b), rel_tol=1e-12, abs_tol=1e-9)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
@@ -50,12 +51,24 @@ _STATED_VALUE = re.compile(rf"(?:[:=]|->|\bis\b|\bequals\b)\s*{_NUM}(?!\.?\d|\s*
 _ANY_NUMBER = re.compile(_NUM)
 
 
+_MILLI = Decimal("0.001")
+EXACT = Context(prec=1000)  # exact for + - * of any finite float; division keeps 1000 digits
+
+
 def parse_number(text: str) -> float:
     return float(text)
 
 
+def round3(value: float) -> float:
+    """`value` rounded to 3 decimals, half up, as written in decimal: 44.7525 -> 44.753 (Python's round
+    gives 44.752: the binary float is just below the tie). Infinities and NaN are returned as they are."""
+    if not math.isfinite(value):
+        return value
+    return float(Decimal(repr(value)).quantize(_MILLI, rounding=ROUND_HALF_UP, context=EXACT))
+
+
 def _same(a: float, b: float) -> bool:
-    return math.isclose(round(a, 3), round(b, 3), rel_tol=1e-12, abs_tol=1e-9)
+    return math.isclose(round3(a), round3(b), rel_tol=1e-12, abs_tol=1e-9)
 
 
 @dataclass(frozen=True)
@@ -118,7 +131,7 @@ def _stated_states(line: str, states: tuple[float, ...]) -> set[int]:
         return set()
     if _STATED_VALUE.search(line):
         return named
-    numbers = [float(number) for number in _ANY_NUMBER.findall(line)]
+    numbers = [float(number) for number in _ANY_NUMBER.findall(_STATE_NAME.sub(" ", line))]  # "S5" is no 5
     return {index for index in named if any(_same(value, states[index - 1]) for value in numbers)}
 
 
