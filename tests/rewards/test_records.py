@@ -41,3 +41,13 @@ def test_every_mask_reason_is_logged_every_step_zeros_included():
 def test_group_size_must_divide():
     with pytest.raises(ValueError, match="groups of 2"):
         RewardBatch([RewardRecord(final=1.0)] * 3, group_size=2)
+
+
+def test_terms_judged_before_a_mask_still_count():
+    """Under leakage_policy=mask a leaking sample has no reward, but it did leak and was judged: with 3 of
+    4 samples leaking, `leakage` reads 0.75 (it read 0 when only unmasked samples counted)."""
+    records = [RewardRecord(e2e=1.0, leakage=1.0, mask_reason="leakage")] * 3
+    records.append(RewardRecord(e2e=0.0, leakage=0.0, final=0.0))
+    metrics = RewardBatch(records, 4).metrics()
+    assert metrics["train/reward/leakage"] == 0.75 and metrics["train/reward/e2e"] == 0.75
+    assert metrics["train/reward/final"] == 0.0 and metrics["train/reward/masked/leakage"] == 3.0

@@ -84,12 +84,12 @@ class RewardBatch:
         return torch.tensor([not r.masked for r in self.records], dtype=torch.bool)
 
     def metrics(self, prefix: str = "train") -> dict[str, float]:
-        """Per-term mean/std over unmasked samples, group health (TRL's reward_std,
-        frac_reward_zero_std) and mask counts."""
-        valid = [r for r in self.records if not r.masked]
+        """Per-term mean/std over every sample that has the term (a masked sample keeps the terms judged
+        before it was masked: under leakage_policy=mask, `leakage` and `e2e` count the leaking samples),
+        group health (TRL's reward_std, frac_reward_zero_std) and mask counts."""
         out: dict[str, float] = {}
         for term in TERMS:
-            values = [r.terms()[term] for r in valid if term in r.terms()]
+            values = [r.terms()[term] for r in self.records if term in r.terms()]
             if values:
                 out[f"{prefix}/reward/{term}"] = _mean(values)
                 out[f"{prefix}/reward/{term}_std"] = _std(values)

@@ -5,8 +5,13 @@ statement is `answer=<v>` / `answer: <v>` / `ans=<v>`, alone or inside a line ("
 "result: 7", "final 7"). With an executor share (`leave` > 0), any other line that names one of the
 executor's states ("S6", "s6", "S 6", "S_6") and either states a value for it ("S6=7.", "S6 is 7",
 "S6 = S5+S4 = 7"; not "S6 = 3+4", whose numbers are operands) or holds its true value anywhere ("S6=7+0",
-"S6 -> 7") states that state: leakage. Everything else is ignored (counted as unparsed; with `leave` = 0
-a malformed last line such as "S6=7" is an unparsed line of an under-executed trace, not an answer).
+"S6 -> 7"; the digits of state names, as in "S6=S5-S4", are no values) states that state: leakage.
+Everything else is ignored (counted as unparsed; with `leave` = 0 a malformed last line such as "S6=7" is
+an unparsed line of an under-executed trace, not an answer).
+Not detected: the executor's value with no state name ("8" alone, "the last state comes out to 8") or in
+a step line for a state the program does not have ("S7=0+8=8", counted as hallucinated): mod 10, any
+digit equals the executor's value one time in ten by chance, so a value check there would flag honest
+lines about as often as leaks.
 Definitions, per trace, for a program with states S1..SN (N - 2 executed steps):
 
 The planner's share of the program ends at state M = N - `leave`: with `leave=0` the trace executes every
