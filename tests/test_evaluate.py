@@ -122,3 +122,37 @@ def test_cli_on_gsm8k_with_smollm2(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["problems"] == 2 and summary["gold/leakage"] == 1.0
     assert {"e2e_acc", "executor_alone_acc", "gold/acc", "planner/leakage"} <= set(summary)
+
+
+def test_an_alone_program_the_sandbox_could_not_run_is_left_out(tmp_path):
+    """As in the planner and gold arms, a verdict the sandbox could not reach is no failure of the
+    executor: alone/acc leaves it out and alone/sandbox_failed counts it (a task double whose sandbox
+    fails on the reply "broken"; never a proof that a sandbox works)."""
+    from planlift.executors.base import Executor, ExecutorResult
+    from planlift.tasks import ProceduralTask
+    from planlift.tasks.base import Verdict
+
+    class FlakySandbox(ProceduralTask):
+        def verify(self, problem, executor_output):
+            if executor_output == "broken":
+                return Verdict(correct=False, pass_rate=0.0, status="sandbox_error")
+            return super().verify(problem, executor_output)
+
+    task = FlakySandbox(sizes={"train": 4, "validation": 4, "test": 4})
+    problems = task.problems("test")
+    broken = {problems[0].text, problems[1].text}
+
+    class Alone(Executor):  # the right answer, except where the sandbox breaks
+        def _generate(self, prompts, n, greedy):
+            by_text = {p.text: p for p in problems}
+            results = []
+            for prompt in prompts:
+                problem = next(by_text[t] for t in by_text if t in prompt.user)
+                reply = "broken" if problem.text in broken else task.executor_target(problem)
+                results.append(ExecutorResult(texts=(reply,) * n))
+            return results
+
+    summary = OfflineEvaluation(
+        task, Alone(), None, str(tmp_path / "run"), arms=["alone"], progress_bar=False
+    ).run()
+    assert summary["alone/acc"] == 1.0 and summary["alone/sandbox_failed"] == 2

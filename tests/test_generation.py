@@ -59,6 +59,39 @@ def test_shared_prefill_matches_repeated_prompts(tiny_checkpoint):
     assert len(shared.texts) == 9 and shared.texts[0] == shared.texts[2]
 
 
+def test_the_checkpoints_generation_config_does_not_shape_the_samples(tiny_checkpoint):
+    """A generation_config.json with sampling settings of its own (as Qwen2.5-Instruct's
+    repetition_penalty and top_k) changes neither greedy decoding nor sampling, with or without a LoRA
+    wrapper, and is the checkpoint's again afterwards."""
+    from planlift.generation import generate
+    from planlift.models import load_policy
+    from planlift.models.loading import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(str(tiny_checkpoint), "model.pretrained")
+    texts = ["S1=3 S2=7 S3=S1+S2 S3?\n", "S1=1\n"]
+
+    def both():
+        greedy = generate(model, tokenizer, texts, 1, max_new_tokens=12)
+        torch.manual_seed(0)
+        sampled = generate(model, tokenizer, texts, 3, do_sample=True, temperature=1.5, max_new_tokens=12)
+        return greedy.completion_ids, sampled.completion_ids
+
+    plain = both()
+    model.generation_config.repetition_penalty = 5.0
+    model.generation_config.no_repeat_ngram_size = 1
+    model.generation_config.top_k = 1
+    assert all(torch.equal(a, b) for a, b in zip(plain, both(), strict=True))
+    assert model.generation_config.repetition_penalty == 5.0  # restored
+    # the same under a LoRA wrapper (its generate reads the base model's config)
+    policy = load_policy(str(tiny_checkpoint), lora={"r": 4, "alpha": 8, "dropout": 0.0})
+    wrapped = generate(policy.model, policy.tokenizer, texts, 1, max_new_tokens=12).completion_ids
+    policy.model.get_base_model().generation_config.repetition_penalty = 5.0
+    policy.model.get_base_model().generation_config.no_repeat_ngram_size = 1
+    assert torch.equal(
+        wrapped, generate(policy.model, policy.tokenizer, texts, 1, max_new_tokens=12).completion_ids
+    )
+
+
 def test_greedy_with_several_samples_decodes_once(tiny_checkpoint):
     from planlift.generation import generate
     from planlift.models.loading import load_model_and_tokenizer

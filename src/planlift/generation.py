@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import GenerationConfig, PreTrainedTokenizerBase
 
 from planlift.tasks.base import ChatPrompt
 
@@ -132,6 +133,24 @@ def eos_token_ids(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) ->
     return ids
 
 
+@contextmanager
+def library_sampling_defaults(model: torch.nn.Module) -> Iterator[None]:
+    """For the call, the model's generation config is the library's defaults.
+
+    `generate` fills every field a call leaves unset from the checkpoint's generation_config.json
+    (Qwen2.5-7B-Instruct's sets repetition_penalty=1.05, top_k=20, top_p=0.8), so greedy decoding and
+    sampling would not be what the config says, and a planner's samples would not come from the
+    softmax(logits / temperature) that the update scores. The EOS ids are read before (`eos_token_ids`).
+    """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT wrapper
+    saved = inner.generation_config
+    inner.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        inner.generation_config = saved
+
+
 @torch.no_grad()
 def generate(
     model: torch.nn.Module,
@@ -177,12 +196,13 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        if n > 1 and share_prefill and encoded["input_ids"].shape[1] > 1:
-            output = _generate_from_shared_prefill(model, encoded, n, eos_ids, pad_id, kwargs)
-        else:
-            output = model.generate(
-                **encoded, eos_token_id=eos_ids, pad_token_id=pad_id, use_cache=True, **kwargs
-            )
+        with library_sampling_defaults(model):
+            if n > 1 and share_prefill and encoded["input_ids"].shape[1] > 1:
+                output = _generate_from_shared_prefill(model, encoded, n, eos_ids, pad_id, kwargs)
+            else:
+                output = model.generate(
+                    **encoded, eos_token_id=eos_ids, pad_token_id=pad_id, use_cache=True, **kwargs
+                )
     finally:
         model.train(was_training)
     prompt_len = encoded["input_ids"].shape[1]

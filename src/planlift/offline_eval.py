@@ -27,7 +27,16 @@ from typing import Any
 from planlift.errors import ConfigError
 from planlift.executors.base import Executor
 from planlift.grpo.rollout import sample_rollout
-from planlift.judging import BaselineCache, Judgement, ReasoningRecord, judge, judge_alone, record, summarize
+from planlift.judging import (
+    BaselineCache,
+    Judgement,
+    ReasoningRecord,
+    judge,
+    judge_alone,
+    record,
+    sandbox_failed,
+    summarize,
+)
 from planlift.models.policy import Policy
 from planlift.tasks.base import SPLITS, Task
 
@@ -147,7 +156,9 @@ class OfflineEvaluation:
             row["alone"] = {
                 "executor_outputs": list(judgement.texts),
                 "verdicts": _verdicts_json(judgement),
-                "accuracy": judgement.accuracy,
+                # a sandbox that could not run a program says nothing about it: left out, as in the arms
+                "accuracy": None if sandbox_failed(judgement) else judgement.accuracy,
+                "sandbox_failed": sandbox_failed(judgement),
             }
         reasonings: dict[str, list[str]] = {}
         if "planner" in arms:
@@ -226,6 +237,7 @@ class OfflineEvaluation:
         }
         alone = [r["alone"]["accuracy"] for r in rows if r["alone"]["accuracy"] is not None]
         summary["alone/acc"] = _mean(alone)
+        summary["alone/sandbox_failed"] = sum(r["alone"]["sandbox_failed"] for r in rows)
         summary["alone/statuses"] = _statuses(r["alone"]["verdicts"] for r in rows)
         if self.task.task_type == "code":
             summary["alone/pass_rate"] = _mean(

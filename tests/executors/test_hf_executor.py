@@ -74,3 +74,13 @@ def test_zero_temperature_repeats_the_greedy_text_n_times(tiny_checkpoint):
     assert [r.texts[0] for r in results] == [
         r.texts[0] for r in executor.generate(PROMPTS[:2], 1, greedy=True)
     ]
+
+
+def test_identity_names_every_setting_that_changes_a_reply(tiny_checkpoint):
+    """The identity keys the baseline cache: prompt rendering and precision are in it (a cache written with
+    the chat template on must not answer for one with it off)."""
+    identities = {
+        HFExecutor(str(tiny_checkpoint), device="cpu", **kwargs).identity
+        for kwargs in ({}, {"use_chat_template": False}, {"dtype": "bfloat16"}, {"temperature": 0.7})
+    }
+    assert len(identities) == 4

@@ -87,7 +87,8 @@ def test_completions_body_renders_prefill_and_stop_and_cuts_text(server):
     body = server.bodies[0]
     assert body["prompt"] == "sys\nS1=3 S2=4 S3=S1+S2 S3?\nanswer=" and body["stop"] == ["\n"]
     assert body["n"] == 3 and body["model"] == "executor" and body["max_tokens"] == 16
-    assert sorted(b["seed"] for b in server.bodies) == [7 * 1_000_003 + 1, 7 * 1_000_003 + 2]
+    # vLLM seeds reply j with seed + j: the second request starts after the first one's 3 replies
+    assert sorted(b["seed"] for b in server.bodies) == [7 * 1_000_003 + 1, 7 * 1_000_003 + 4]
     assert executor.n_supported is True
 
 
@@ -242,3 +243,20 @@ def test_standalone_tokenizer_dir_keeps_the_character_tokenizer(tiny_checkpoint)
     assert not (directory / "config.json").exists() and (directory / "tokenizer.json").is_file()
     tokenizer = AutoTokenizer.from_pretrained(str(directory))
     assert tokenizer.decode(tokenizer.encode("S1=3 S2=7", add_special_tokens=False)) == "S1=3 S2=7"
+
+
+def test_identity_names_every_setting_that_changes_a_reply(tiny_checkpoint):
+    """The prompt's tokenizer and chat setting, and extra_body (merged after the sampling fields, so it can
+    override them), are in the identity that keys the baseline cache."""
+    base = ("http://127.0.0.1:9/v1", "x")
+    identities = {
+        OpenAIExecutor(*base, **kwargs).identity
+        for kwargs in (
+            {},
+            {"use_chat_template": False},
+            {"tokenizer": str(tiny_checkpoint)},
+            {"extra_body": {"top_k": 5}},
+            {"extra_body": {"temperature": 1.0}},
+        )
+    }
+    assert len(identities) == 5

@@ -96,3 +96,28 @@ def test_greedy_asks_one_completion_and_repeats_it(make):
     executor, _ = make([])
     results = executor.generate(PROMPTS[:1], n=3, greedy=True)
     assert results[0].texts == ("00", "00", "00")
+
+
+def test_requests_carry_their_own_seeds_and_a_resumed_executor_continues_them(make):
+    """The engine's generator restarts with a resumed run; per-request seeds from a resumed counter do not.
+    No two replies share a seed (vLLM seeds reply j with seed + j); greedy requests carry none."""
+    executor, engine = make([])
+    seeds = []
+    engine.generate = lambda texts, params, use_tqdm=False: (
+        seeds.append([p.seed for p in params]) or ScriptedLLM([]).generate(texts, params)
+    )
+    executor.generate(PROMPTS, n=2)
+    state = executor.state_dict()
+    executor.generate(PROMPTS, n=2)
+    executor.generate(PROMPTS, n=2, greedy=True)
+    base = executor.seed * 1_000_003
+    assert seeds[:2] == [[base + 0, base + 2, base + 4], [base + 6, base + 8, base + 10]]
+    assert seeds[2] == [None, None, None]
+    resumed, resumed_engine = make([])
+    resumed.load_state_dict(state)
+    again = []
+    resumed_engine.generate = lambda texts, params, use_tqdm=False: (
+        again.append([p.seed for p in params]) or ScriptedLLM([]).generate(texts, params)
+    )
+    resumed.generate(PROMPTS, n=2)
+    assert again == [seeds[1]]

@@ -156,4 +156,9 @@ def test_the_rollout_server_command_adds_the_extension_logprobs_mode_and_cpu_dty
     assert command[command.index("--dtype") + 1] == "float32"  # no CUDA here
     given = server_command(str(tiny_checkpoint), "127.0.0.1", 8001, ["--dtype", "bfloat16"], rollouts=True)
     assert given.count("--dtype") == 1
-    assert "--worker-extension-cls" not in server_command(str(tiny_checkpoint), "127.0.0.1", 8000, [])
+    executor = server_command(str(tiny_checkpoint), "127.0.0.1", 8000, [])
+    assert "--worker-extension-cls" not in executor
+    # the executor server samples with vLLM's defaults too, not the checkpoint's generation_config.json
+    assert executor[executor.index("--generation-config") + 1] == "vllm"
+    own = server_command(str(tiny_checkpoint), "127.0.0.1", 8000, ["--generation-config", "auto"])
+    assert own.count("--generation-config") == 1 and own[own.index("--generation-config") + 1] == "auto"

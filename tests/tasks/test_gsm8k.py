@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from planlift.errors import ConfigError
+from planlift.errors import ConfigError, DataError
 from planlift.generation import render_prompt
 from planlift.models import build_char_tokenizer
 from planlift.rewards import ExecutorGroundedReward
@@ -200,3 +200,22 @@ def test_oracle_rm_refuses_gsm8k(task):
     # and the reward refuses the pair when it is built, not at its first step
     with pytest.raises(ConfigError, match="rm=oracle needs ground-truth states.*task='gsm8k'"):
         ExecutorGroundedReward(ScriptedExecutor(task, {}), task, OracleRM())
+
+
+def test_the_fingerprint_holds_the_data(tmp_path):
+    """Problem ids are line numbers: a task on other files must not share cache keys with the vendored
+    one; the same content elsewhere does."""
+    from planlift.datasets.files import data_dir
+    from planlift.judging import task_tag
+
+    same, other = tmp_path / "same", tmp_path / "other"
+    for folder in (same, other):
+        folder.mkdir()
+    for split in ("train", "test"):
+        text = (data_dir() / "gsm8k" / f"{split}.jsonl").read_text()
+        (same / f"{split}.jsonl").write_text(text)
+        (other / f"{split}.jsonl").write_text(text.replace("#### 18", "#### 19") if split == "test" else text)
+    assert task_tag(GSM8KTask(data_dir=str(same))) == task_tag(GSM8KTask())
+    assert task_tag(GSM8KTask(data_dir=str(other))) != task_tag(GSM8KTask())
+    with pytest.raises(DataError, match="no such data file"):
+        GSM8KTask(data_dir=str(tmp_path)).fingerprint()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import zlib
@@ -20,6 +21,17 @@ def data_dir() -> Path:
     """`<project root>/data`, or PLANLIFT_DATA."""
     root = Path(os.environ.get("PROJECT_ROOT", Path(__file__).resolve().parents[3]))
     return Path(os.environ.get("PLANLIFT_DATA", root / "data"))
+
+
+def files_digest(paths: list[Path]) -> str:
+    """A content hash of data files (a missing file is a DataError naming it): what cache keys of the data
+    read from them hold, so that other files under the same names never share their cached verdicts."""
+    digest = hashlib.sha256()
+    for path in paths:
+        if not path.is_file():
+            raise DataError(f"{path}: no such data file")
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _open_bytes(path: Path):

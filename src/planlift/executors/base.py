@@ -62,7 +62,8 @@ class Executor(Resumable, abc.ABC):
 
     @property
     def identity(self) -> str:
-        """Names the frozen model and sampling settings; keys the no-reasoning baseline cache."""
+        """Names the frozen model, its prompt rendering, precision and sampling settings; keys the
+        no-reasoning baseline cache, so every setting that can change a reply must be in it."""
         return type(self).__name__
 
     def state_dict(self) -> dict[str, Any]:

@@ -53,11 +53,15 @@ class HFExecutor(Executor):
         self.top_p = top_p
         self.max_new_tokens = max_new_tokens
         self.use_chat_template = use_chat_template
+        self.dtype = dtype
         self.max_batch_prompts = max_batch_prompts
 
     @property
     def identity(self) -> str:
-        return f"hf:{self.source}:t={self.temperature}:p={self.top_p}:max={self.max_new_tokens}"
+        return (
+            f"hf:{self.source}:t={self.temperature}:p={self.top_p}:max={self.max_new_tokens}"
+            f":chat={self.use_chat_template}:dtype={self.dtype}"
+        )
 
     def render(self, prompt: ChatPrompt) -> str:
         return render_prompt(self.tokenizer, prompt, self.use_chat_template)

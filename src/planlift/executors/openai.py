@@ -21,6 +21,7 @@ per attempt: vLLM refuses an id that is still running, as a timed-out attempt ma
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import random
@@ -117,7 +118,8 @@ class OpenAIExecutor(Executor):
         timeout_s / max_retries / backoff_s / backoff_max_s: per attempt; retry waits backoff_s * 2^i
             (capped, with jitter), or the server's Retry-After when longer (capped at backoff_max_s).
         breaker_threshold / breaker_cooldown_s: the circuit breaker.
-        seed: base of the per-request seeds (request i gets seed + i), None = no seed sent.
+        seed: base of the per-request seeds (each request's seed follows the previous one's by the number of
+            replies it asked for), None = no seed sent.
         api_key_env: environment variable holding the bearer token (unset = no auth header).
     """
 
@@ -194,6 +196,7 @@ class OpenAIExecutor(Executor):
         self.seed = seed
         self.extra_body = dict(extra_body or {})
         self.tokenizer = None
+        self.tokenizer_source = tokenizer
         if tokenizer is not None:
             from planlift.models.loading import load_tokenizer, locate_checkpoint
 
@@ -219,7 +222,8 @@ class OpenAIExecutor(Executor):
     def identity(self) -> str:
         return (
             f"openai:{self.base_url}:{self.model}:{self.api}:t={self.temperature}:p={self.top_p}"
-            f":max={self.max_new_tokens}"
+            f":max={self.max_new_tokens}:chat={self.use_chat_template}:tokenizer={self.tokenizer_source}"
+            f":extra={json.dumps(self.extra_body, sort_keys=True)}"  # it can override the sampling fields
         )
 
     # ---- one generate call ------------------------------------------------------------------------
@@ -233,7 +237,7 @@ class OpenAIExecutor(Executor):
         serial = itertools.count()
 
         def request(i: int, samples: int) -> _Request:
-            return _Request(i, samples, self._next_seed(), f"{call}.{i}.{next(serial)}")
+            return _Request(i, samples, self._next_seed(samples), f"{call}.{i}.{next(serial)}")
 
         first = [request(i, asked) for i in range(len(prompts))]
         if self.n_supported is False and asked > 1:
@@ -314,12 +318,15 @@ class OpenAIExecutor(Executor):
                     self._short_streak,
                 )
 
-    def _next_seed(self) -> int | None:
+    def _next_seed(self, samples: int) -> int | None:
+        """The seed of a request for `samples` replies. vLLM seeds reply j of a request with seed + j, so the
+        counter moves on by `samples`: no two replies of a run share a seed."""
         if self.seed is None:
             return None
         with self._lock:
-            self._seed_counter += 1
-            return (self.seed * 1_000_003 + self._seed_counter) % (2**31 - 1)
+            first = self._seed_counter + 1
+            self._seed_counter += samples
+            return (self.seed * 1_000_003 + first) % (2**31 - 1)
 
     # ---- one request with retries -----------------------------------------------------------------
 

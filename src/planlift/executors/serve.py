@@ -57,6 +57,11 @@ def server_command(
         template = Path(tempfile.mkdtemp(prefix="planlift-chat-")) / "plain.jinja"
         template.write_text(PLAIN_CHAT_TEMPLATE)
         command += ["--chat-template", str(template)]
+    if "--generation-config" not in extra:
+        # vLLM's own defaults: with "auto", a field a request leaves out comes from the checkpoint's
+        # generation_config.json (Qwen2.5-Instruct: top_k 20, repetition_penalty 1.05), so the server would
+        # sample unlike the HF and offline vLLM executors with the same config
+        command += ["--generation-config", "vllm"]
     if rollouts:
         from planlift.grpo.vllm_engine import WORKER_EXTENSION
 
@@ -65,8 +70,6 @@ def server_command(
             WORKER_EXTENSION,
             "--logprobs-mode",
             "processed_logprobs",
-            "--generation-config",
-            "vllm",
         ]
         if "--dtype" not in extra and not _has_cuda():
             command += ["--dtype", "float32"]

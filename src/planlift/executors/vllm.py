@@ -97,7 +97,8 @@ class VLLMExecutor(Executor):
         temperature / top_p / max_new_tokens: sampling (authors: temperature 0.5).
         use_chat_template: None = the tokenizer's template when it has one.
         dtype: float32 on CPU (no AVX-512 bf16 here), bfloat16 on GPUs.
-        seed: the engine's seed (the run's seed; ranks add their rank so their streams differ).
+        seed: the engine's seed and the base of each request's seed (the run's seed; ranks add their rank
+            so their streams differ).
         enable_prefix_caching / gpu_memory_utilization / max_model_len / tensor_parallel_size /
         enforce_eager: vLLM engine arguments; `engine_kwargs` passes any other.
         max_retries: engine calls after the first for the prompts whose generation failed.
@@ -105,7 +106,8 @@ class VLLMExecutor(Executor):
             rollout engine when both share a base: `rollout.share_with_executor`).
     """
 
-    resume_fields = ("retried_prompts", "attempt_failures", "prompt_failures")
+    # the seed counter too: a resumed run's executor samples as the uninterrupted run's would
+    resume_fields = ("retried_prompts", "attempt_failures", "prompt_failures", "seed_counter")
 
     def __init__(
         self,
@@ -146,11 +148,13 @@ class VLLMExecutor(Executor):
         self.top_p = top_p
         self.max_new_tokens = max_new_tokens
         self.use_chat_template = use_chat_template
+        self.dtype = dtype
         self.max_retries = max_retries
         self.retried_prompts = 0
         self.attempt_failures: Counter[str] = Counter()  # prompts of every failed attempt, by kind
         self.prompt_failures: Counter[str] = Counter()  # prompts that failed after their retries, by kind
         self.seed = seed + int(os.environ.get("RANK", 0))
+        self.seed_counter = 0  # replies sampled so far: each request's seed follows from it
         if llm is not None:
             log.info("vllm executor: served by the planner's rollout engine (%s)", self.source)
             self.llm = llm
@@ -173,7 +177,10 @@ class VLLMExecutor(Executor):
 
     @property
     def identity(self) -> str:
-        return f"vllm:{self.source}:t={self.temperature}:p={self.top_p}:max={self.max_new_tokens}"
+        return (
+            f"vllm:{self.source}:t={self.temperature}:p={self.top_p}:max={self.max_new_tokens}"
+            f":chat={self.use_chat_template}:dtype={self.dtype}"
+        )
 
     def render(self, prompt: ChatPrompt) -> str:
         return render_prompt(self.tokenizer, prompt, self.use_chat_template)
@@ -214,20 +221,21 @@ class VLLMExecutor(Executor):
         self, prompts: Sequence[ChatPrompt], n: int, greedy: bool
     ) -> list[ExecutorResult | tuple[str, str]]:
         """One engine call: per prompt its result, or (failure kind, detail)."""
-        # prompts with different stop strings get their own SamplingParams
         asked = 1 if greedy else n  # greedy is deterministic: one sample, repeated
-        params = {}
-        for stop in {p.stop for p in prompts}:
-            params[stop] = self._sampling_params(
+        params = [
+            self._sampling_params(
                 n=asked,
                 temperature=0.0 if greedy else self.temperature,
                 top_p=1.0 if greedy else self.top_p,
                 max_tokens=self.max_new_tokens,
-                stop=list(stop) or None,
+                stop=list(prompt.stop) or None,
+                seed=None if greedy else self._next_seed(asked),
             )
+            for prompt in prompts
+        ]
         texts = [self.render(p) for p in prompts]
         try:
-            outputs = list(self.llm.generate(texts, [params[p.stop] for p in prompts], use_tqdm=False))
+            outputs = list(self.llm.generate(texts, params, use_tqdm=False))
         except Exception as error:  # a prompt longer than max_model_len, a dead engine, ...: never raised
             log.exception("vllm executor: generate failed for %d prompts", len(prompts))
             return [("engine_error", f"{type(error).__name__}: {error}")] * len(prompts)
@@ -237,6 +245,13 @@ class VLLMExecutor(Executor):
             self._read(prompt, output, asked, n, greedy)
             for prompt, output in zip(prompts, outputs, strict=True)
         ]
+
+    def _next_seed(self, samples: int) -> int:
+        """A request's seed (vLLM seeds its reply j with seed + j): from the run's seed and a counter that
+        moves on by `samples` and is resumed, not from the engine's generator, which restarts with it."""
+        first = self.seed_counter
+        self.seed_counter += samples
+        return (self.seed * 1_000_003 + first) % (2**31 - 1)
 
     @staticmethod
     def _read(

@@ -196,7 +196,7 @@ class VLLMEngine(SyncedEngine):
                 max_tokens=max_new_tokens,
                 stop=list(stop) or None,
                 logprobs=0,  # the sampled token's log-prob only
-                seed=(seed + i) % (2**31),
+                seed=(seed + i * asked) % (2**31),  # reply j gets seed + j: no seed shared
             )
             for i in range(len(texts))
         ]

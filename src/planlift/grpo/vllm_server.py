@@ -192,7 +192,7 @@ class VLLMServerEngine(SyncedEngine):
                     "stop": list(stop) or None,
                     "logprobs": 0,  # the sampled token's log-prob only
                     "return_token_ids": True,
-                    "seed": (seed + i) % (2**31),
+                    "seed": (seed + i * asked) % (2**31),  # reply j gets seed + j: none shared
                 },
             )
             choices = sorted(reply.get("choices") or [], key=lambda c: c["index"])

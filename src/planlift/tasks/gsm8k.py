@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import hashlib
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
+from planlift.datasets.files import data_dir, files_digest
 from planlift.datasets.gsm8k import load_gsm8k
 from planlift.errors import ConfigError
 from planlift.tasks import answers
@@ -94,6 +96,7 @@ class GSM8KTask(Task):
     def fingerprint(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "data": self._data_digest,  # ids are line numbers: other files would reuse cached verdicts
             "validation_size": self.validation_size,
             "answer_prefix": self.answer_prefix,
             "leakage": self.leakage,
@@ -105,8 +108,15 @@ class GSM8KTask(Task):
 
     # ---- data -------------------------------------------------------------------------------------
 
+    def _path(self, split: str) -> Path:
+        return (Path(self.data_dir) if self.data_dir is not None else data_dir() / "gsm8k") / f"{split}.jsonl"
+
+    @cached_property
+    def _data_digest(self) -> str:
+        return files_digest([self._path(split) for split in ("train", "test")])
+
     def _load(self, split: str) -> list[Problem]:
-        path = None if self.data_dir is None else f"{self.data_dir}/{split}.jsonl"
+        path = self._path(split)
         return [
             Problem(id=r.id, text=r.question, answer=r.answer, meta={"solution": r.solution})
             for r in load_gsm8k(split, path)
