@@ -55,13 +55,13 @@ class ScriptedLLM:
 def make(monkeypatch, tiny_checkpoint):
     """make(faults, max_retries) -> (a VLLMExecutor whose engine is a ScriptedLLM, that engine)."""
 
-    def build(faults, max_retries=1):
+    def build(faults, max_retries=1, **kwargs):
         engine = ScriptedLLM(faults)
         fake = SimpleNamespace(
             LLM=lambda **_: engine, SamplingParams=lambda **kwargs: SimpleNamespace(**kwargs)
         )
         monkeypatch.setattr(vllm_module, "import_vllm", lambda: fake)
-        return vllm_module.VLLMExecutor(str(tiny_checkpoint), max_retries=max_retries), engine
+        return vllm_module.VLLMExecutor(str(tiny_checkpoint), max_retries=max_retries, **kwargs), engine
 
     return build
 
@@ -100,8 +100,9 @@ def test_greedy_asks_one_completion_and_repeats_it(make):
 
 def test_requests_carry_their_own_seeds_and_a_resumed_executor_continues_them(make):
     """The engine's generator restarts with a resumed run; per-request seeds from a resumed counter do not.
-    No two replies share a seed (vLLM seeds reply j with seed + j); greedy requests carry none."""
-    executor, engine = make([])
+    No two replies share a seed (vLLM seeds reply j with seed + j); greedy requests carry none. Without
+    CUDA they are off by default (vLLM's CPU build fails them), so the test turns them on."""
+    executor, engine = make([], request_seeds=True)
     seeds = []
     engine.generate = lambda texts, params, use_tqdm=False: (
         seeds.append([p.seed for p in params]) or ScriptedLLM([]).generate(texts, params)
@@ -113,7 +114,7 @@ def test_requests_carry_their_own_seeds_and_a_resumed_executor_continues_them(ma
     base = executor.seed * 1_000_003
     assert seeds[:2] == [[base + 0, base + 2, base + 4], [base + 6, base + 8, base + 10]]
     assert seeds[2] == [None, None, None]
-    resumed, resumed_engine = make([])
+    resumed, resumed_engine = make([], request_seeds=True)
     resumed.load_state_dict(state)
     again = []
     resumed_engine.generate = lambda texts, params, use_tqdm=False: (
@@ -121,3 +122,13 @@ def test_requests_carry_their_own_seeds_and_a_resumed_executor_continues_them(ma
     )
     resumed.generate(PROMPTS, n=2)
     assert again == [seeds[1]]
+
+
+def test_without_cuda_requests_carry_no_seed_by_default(make):
+    executor, engine = make([])
+    seen = []
+    engine.generate = lambda texts, params, use_tqdm=False: (
+        seen.append([p.seed for p in params]) or ScriptedLLM([]).generate(texts, params)
+    )
+    executor.generate(PROMPTS, n=2)
+    assert executor.request_seeds is False and seen == [[None, None, None]]

@@ -119,7 +119,7 @@ def test_the_client_retries_server_errors_and_samples_each_prompt_with_its_own_s
     assert generation.texts == ["x", "y", "x", "y"]  # choices ordered by index
     requests = [body for path, body in server.seen if path == "/v1/completions"]
     assert len(requests) == 3 and engine.retried == 1  # the 503 was sent again
-    assert sorted(r["seed"] for r in requests[1:]) == [10, 11]
+    assert sorted(r["seed"] for r in requests[1:]) == [10, 12]  # reply j of prompt i: seed + i * n + j
     assert all(r["n"] == 2 and r["logprobs"] == 0 and r["return_token_ids"] for r in requests)
     assert all(isinstance(r["prompt"], list) for r in requests)  # token ids, not text
 

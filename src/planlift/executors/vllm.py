@@ -102,6 +102,10 @@ class VLLMExecutor(Executor):
         enable_prefix_caching / gpu_memory_utilization / max_model_len / tensor_parallel_size /
         enforce_eager: vLLM engine arguments; `engine_kwargs` passes any other.
         max_retries: engine calls after the first for the prompts whose generation failed.
+        request_seeds: seed every sampled request from the run's seed and a counter kept across a resume,
+            so a resumed run's executor samples as the uninterrupted run's; None = where CUDA is available
+            (vLLM's CPU build fails seeded requests whose prefill is split: "CPU Generator does not use
+            offset"), else the engine's generator, which restarts with a resumed run.
         llm: an engine already running `pretrained` to serve from instead of starting one (the planner's
             rollout engine when both share a base: `rollout.share_with_executor`).
     """
@@ -126,6 +130,7 @@ class VLLMExecutor(Executor):
         engine_kwargs: dict[str, Any] | None = None,
         allow_download: bool = False,
         max_retries: int = 1,
+        request_seeds: bool | None = None,
         llm: Any = None,
     ) -> None:
         super().__init__()
@@ -155,6 +160,7 @@ class VLLMExecutor(Executor):
         self.prompt_failures: Counter[str] = Counter()  # prompts that failed after their retries, by kind
         self.seed = seed + int(os.environ.get("RANK", 0))
         self.seed_counter = 0  # replies sampled so far: each request's seed follows from it
+        self.request_seeds = _has_cuda() if request_seeds is None else request_seeds
         if llm is not None:
             log.info("vllm executor: served by the planner's rollout engine (%s)", self.source)
             self.llm = llm
@@ -229,7 +235,7 @@ class VLLMExecutor(Executor):
                 top_p=1.0 if greedy else self.top_p,
                 max_tokens=self.max_new_tokens,
                 stop=list(prompt.stop) or None,
-                seed=None if greedy else self._next_seed(asked),
+                seed=self._next_seed(asked) if self.request_seeds and not greedy else None,
             )
             for prompt in prompts
         ]
