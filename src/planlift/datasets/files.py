@@ -28,15 +28,18 @@ def files_digest(paths: list[Path]) -> str:
     read from them hold, so that other files under the same names never share their cached verdicts."""
     digest = hashlib.sha256()
     for path in paths:
-        if not path.is_file():
-            raise DataError(f"{path}: no such data file")
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        digest.update(path.name.encode() + b"\0" + _existing(path).read_bytes())
     return digest.hexdigest()[:16]
 
 
-def _open_bytes(path: Path):
+def _existing(path: Path) -> Path:
     if not path.is_file():
         raise DataError(f"{path}: no such data file")
+    return path
+
+
+def _open_bytes(path: Path):
+    _existing(path)
     return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
 
 

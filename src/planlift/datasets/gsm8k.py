@@ -27,10 +27,15 @@ def strip_calculator_annotations(text: str) -> str:
     return _CALCULATOR.sub("", text)
 
 
+def gsm8k_file(split: str, folder: str | Path | None = None) -> Path:
+    """A split's file in `folder` (None = the vendored `data/gsm8k`)."""
+    return (Path(folder) if folder is not None else data_dir() / "gsm8k") / f"{split}.jsonl"
+
+
 def load_gsm8k(split: str, path: str | Path | None = None) -> list[GSM8KRecord]:
     if split not in SPLITS:
         raise DataError(f"unknown GSM8K split {split!r}; known: {list(SPLITS)}")
-    path = Path(path) if path is not None else data_dir() / "gsm8k" / f"{split}.jsonl"
+    path = Path(path) if path is not None else gsm8k_file(split)
     records = []
     for line, raw in read_jsonl(path):
         question = require(raw, "question", path, line)

@@ -54,6 +54,12 @@ class ExecutorStats:
     last_call_generations: int = 0
 
 
+def request_seed(base: int, index: int) -> int:
+    """The seed of a request whose first reply is the run's `index`-th (vLLM seeds reply j with seed + j, so
+    a caller moves `index` on by the replies each request asks for)."""
+    return (base * 1_000_003 + index) % (2**31 - 1)
+
+
 class Executor(Resumable, abc.ABC):
     """Turns (problem + reasoning) prompts into answers or programs."""
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from planlift.errors import ConfigError
-from planlift.executors.base import Executor, ExecutorResult, check_sampling
+from planlift.executors.base import Executor, ExecutorResult, check_sampling, request_seed
 from planlift.generation import cut_at_stop, render_prompt, strip_control_tokens
 from planlift.retry import backoff_delay, retry_after_seconds
 from planlift.tasks.base import ChatPrompt
@@ -326,7 +326,7 @@ class OpenAIExecutor(Executor):
         with self._lock:
             first = self._seed_counter + 1
             self._seed_counter += samples
-            return (self.seed * 1_000_003 + first) % (2**31 - 1)
+            return request_seed(self.seed, first)
 
     # ---- one request with retries -----------------------------------------------------------------
 

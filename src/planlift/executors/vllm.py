@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from planlift.errors import ConfigError
-from planlift.executors.base import Executor, ExecutorResult, check_sampling
+from planlift.executors.base import Executor, ExecutorResult, check_sampling, request_seed
 from planlift.generation import cut_at_stop, render_prompt
 from planlift.models.loading import (
     GENERIC_TOKENIZER_CLASSES,
@@ -257,7 +257,7 @@ class VLLMExecutor(Executor):
         moves on by `samples` and is resumed, not from the engine's generator, which restarts with it."""
         first = self.seed_counter
         self.seed_counter += samples
-        return (self.seed * 1_000_003 + first) % (2**31 - 1)
+        return request_seed(self.seed, first)
 
     @staticmethod
     def _read(

@@ -527,7 +527,7 @@ def _mismatch_stats(
     stats: dict[str, float], train: torch.Tensor, sampler: torch.Tensor, mask: torch.Tensor
 ) -> None:
     """Accumulate |log pi_train - log pi_rollout| over the sampled tokens (sum, count, max)."""
-    diff = (train - sampler.to(train.device)).abs() * mask
+    diff = (train - sampler).abs() * mask
     stats["abs_diff_sum"] += diff.sum().item()
     stats["sampled_tokens"] += mask.sum().item()
     stats["abs_diff_max"] = max(stats["abs_diff_max"], diff.max().item() if diff.numel() else 0.0)

@@ -32,7 +32,7 @@ def group_advantages(
     advantages = centered
     if scale_by_std:
         std = ((centered**2).sum(dim=1, keepdim=True) / (count - 1).clamp(min=1)).sqrt()
-        advantages = torch.where(std > 0, centered / (std + eps), torch.zeros_like(centered))
+        advantages = centered / (std + eps)  # groups with std 0 are not informative: zeroed below
     highest = torch.where(m, r, -torch.inf).amax(dim=1, keepdim=True)
     lowest = torch.where(m, r, torch.inf).amin(dim=1, keepdim=True)
     informative = (count >= 2) & (highest > lowest)

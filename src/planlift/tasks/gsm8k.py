@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import hashlib
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
-from planlift.datasets.files import data_dir, files_digest
-from planlift.datasets.gsm8k import load_gsm8k
+from planlift.datasets.files import files_digest
+from planlift.datasets.gsm8k import gsm8k_file, load_gsm8k
 from planlift.errors import ConfigError
 from planlift.tasks import answers
 from planlift.tasks.base import (
@@ -108,18 +107,14 @@ class GSM8KTask(Task):
 
     # ---- data -------------------------------------------------------------------------------------
 
-    def _path(self, split: str) -> Path:
-        return (Path(self.data_dir) if self.data_dir is not None else data_dir() / "gsm8k") / f"{split}.jsonl"
-
     @cached_property
     def _data_digest(self) -> str:
-        return files_digest([self._path(split) for split in ("train", "test")])
+        return files_digest([gsm8k_file(split, self.data_dir) for split in ("train", "test")])
 
     def _load(self, split: str) -> list[Problem]:
-        path = self._path(split)
         return [
             Problem(id=r.id, text=r.question, answer=r.answer, meta={"solution": r.solution})
-            for r in load_gsm8k(split, path)
+            for r in load_gsm8k(split, gsm8k_file(split, self.data_dir))
         ]
 
     @cached_property

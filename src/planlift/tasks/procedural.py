@@ -62,6 +62,7 @@ from planlift.tasks.procedural_trace import (
     STEP_LINE,
     TraceAnalysis,
     analyze_trace,
+    numbers_match,
     parse_number,
     round3,
 )
@@ -433,8 +434,3 @@ def format_number(value: float) -> str:
     if rounded == int(rounded):
         return str(int(rounded))
     return f"{rounded:.3f}".rstrip("0").rstrip(".")
-
-
-def numbers_match(a: float, b: float) -> bool:
-    """Exact match after rounding to 3 decimals, half up (the benchmark's criterion)."""
-    return math.isclose(round3(a), round3(b), rel_tol=1e-12, abs_tol=1e-9)

@@ -72,7 +72,8 @@ def round3(value: float) -> float:
     return float(Decimal(repr(value)).quantize(_MILLI, rounding=ROUND_HALF_UP, context=EXACT))
 
 
-def _same(a: float, b: float) -> bool:
+def numbers_match(a: float, b: float) -> bool:
+    """Exact match after rounding to 3 decimals, half up (the benchmark's criterion)."""
     return math.isclose(round3(a), round3(b), rel_tol=1e-12, abs_tol=1e-9)
 
 
@@ -137,7 +138,7 @@ def _stated_states(line: str, states: tuple[float, ...]) -> set[int]:
     if _STATED_VALUE.search(line):
         return named
     numbers = [float(number) for number in _ANY_NUMBER.findall(_STATE_NAME.sub(" ", line))]  # "S5" is no 5
-    return {index for index in named if any(_same(value, states[index - 1]) for value in numbers)}
+    return {index for index in named if any(numbers_match(value, states[index - 1]) for value in numbers)}
 
 
 def analyze_trace(
@@ -190,7 +191,7 @@ def analyze_trace(
     correct = 0
     first_error: int | None = None
     for index in range(3, last + 1):
-        if index in first_value and _same(first_value[index], states[index - 1]):
+        if index in first_value and numbers_match(first_value[index], states[index - 1]):
             correct += 1
         elif first_error is None:
             first_error = index
@@ -216,7 +217,7 @@ def analyze_trace(
         premature_answer=premature,
         leaked_answer=(answered and skipped) or (leave > 0 and (answered or executor_states > 0)),
         first_error_state=first_error,
-        final_state_correct=last in first_value and _same(first_value[last], states[last - 1]),
+        final_state_correct=last in first_value and numbers_match(first_value[last], states[last - 1]),
         missing_answer=missing,
         right_for_wrong_reasons=wrong_reasons,
         executor_states_stated=executor_states,
