@@ -37,8 +37,8 @@ def main() -> None:
     args = parser.parse_args()
 
     sequential, pool = Sandbox(workers=1), Sandbox(workers=args.workers)
-    task = HumanEvalTask(sandbox=pool)
-    problems = task.problems("test")[: args.problems]
+    task = HumanEvalTask(sandbox=pool, sizes={"test": args.problems})  # records only these references
+    problems = task.problems("test")
     tests = sum(len(p.meta["tests"]) for p in problems)
 
     def jobs(program_of, early_exit):

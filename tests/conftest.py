@@ -35,6 +35,31 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def bos_checkpoint(tmp_path_factory):
+    """A tiny Qwen2 whose tokenizer adds BOS to any text it encodes (as Llama 3's, Gemma's and Mistral's
+    do) and whose chat template writes BOS itself."""
+    from tokenizers import processors
+
+    from planlift.models import build_char_tokenizer, build_tiny_qwen2
+    from planlift.models.char_tokenizer import BOS
+
+    path = tmp_path_factory.mktemp("tiny_bos")
+    tokenizer = build_char_tokenizer()
+    bos = tokenizer.convert_tokens_to_ids(BOS)
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", special_tokens=[(BOS, bos)]
+    )
+    tokenizer.chat_template = (
+        "{{ bos_token }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}"
+    )
+    model = build_tiny_qwen2(tokenizer, hidden_size=64, intermediate_size=128, num_hidden_layers=2, seed=1)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def trained_bootstrap(tmp_path_factory, procedural_task):
     """A short real bootstrap (trained tiny executor and planner) shared by the tests that need one."""
     from planlift.bootstrap import Bootstrap

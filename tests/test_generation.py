@@ -163,3 +163,17 @@ def test_control_tokens_are_stripped_without_a_tokenizer():
     text = "a<|eot_id|>b</s>c[INST]d<end_of_turn>e<|im_<|im_end|>end|>f"
     assert strip_control_tokens(text) == "abcdef"
     assert strip_control_tokens("x < y and y > z, a|b") == "x < y and y > z, a|b"
+
+
+def test_hf_generation_runs_the_chat_templates_bos_once(bos_checkpoint):
+    """The ids HF generation runs are `encode_prompt`'s, the ones the vLLM and OpenAI executors send."""
+    from planlift.generation import encode_prompt, generate
+    from planlift.models.loading import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(str(bos_checkpoint), "test")
+    prompts = [ChatPrompt(user="S1=3 S1?\n", prefill="answer="), ChatPrompt(user="S1=12345 S1?\n")]
+    texts = [render_prompt(tokenizer, p, None) for p in prompts]
+    out = generate(model, tokenizer, texts, 1, max_new_tokens=2)
+    for row, text in enumerate(texts):
+        ran = out.prompt_ids[row][out.prompt_mask[row].bool()].tolist()
+        assert ran == encode_prompt(tokenizer, text) and ran.count(tokenizer.bos_token_id) == 1

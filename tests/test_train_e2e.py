@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -52,8 +54,18 @@ def train_preset(
     run_dir: Path, *overrides: str, timeout: int = 1800, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     """`python src/train.py <overrides>` single-threaded, offline, without a progress bar, into `run_dir`."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **(env or {})}
-    command = [
+    return subprocess.run(
+        train_command(run_dir, *overrides),
+        cwd=ROOT,
+        env=train_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def train_command(run_dir: Path, *overrides: str) -> list[str]:
+    return [
         sys.executable,
         str(ROOT / "src" / "train.py"),
         "torch_threads=1",
@@ -61,7 +73,10 @@ def train_preset(
         "callbacks.rich_progress_bar=null",
         *overrides,
     ]
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def train_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **(extra or {})}
 
 
 def scalars(run_dir: Path):
@@ -303,10 +318,16 @@ def test_code_reward_on_a_math_task_fails_with_the_key(tmp_path, cache_dir):
     assert "Traceback" not in result.stderr
 
 
+DDP_SIM = ("hardware=ddp_sim", "algorithm.micro_batch_size=2", "data.train_limit=4")  # repeats from step 3
+
+
 @pytest.mark.slow
 def test_ddp_sim_two_processes(tmp_path, cache_dir):
+    """Two gloo ranks train and checkpoint each rank's state; killed after its step-2 checkpoint and resumed,
+    the run is the uninterrupted one: same rewards and losses, same weights, and rank 1 (whose state only
+    rank 0 writes) sampled the same baselines as many times."""
     run_dir = tmp_path / "runs" / "ddp"
-    train(run_dir, cache_dir, "hardware=ddp_sim", "algorithm.micro_batch_size=2")
+    train(run_dir, cache_dir, *DDP_SIM)
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["ddp"]  # one Hydra output dir
     events = list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
     writers = {event.name.split(".")[-2] for event in events}  # events.out.tfevents.<time>.<host>.<pid>.<n>
@@ -314,4 +335,44 @@ def test_ddp_sim_two_processes(tmp_path, cache_dir):
     assert (run_dir / "train_ddp_process_1.log").is_file()  # rank 1 wrote into the same Hydra dir
     logged = scalars(run_dir)
     assert [step for step, _ in logged["train/loss"]] == [0, 1, 2, 3]
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+    final = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert final["global_step"] == 4
+    ranks = final["planlift"]["ranks"]
+    assert len(ranks) == 2 and all(state["baseline_cache"]["entries"] for state in ranks)
+
+    interrupted = tmp_path / "interrupted"
+    checkpoint = interrupted / "checkpoints" / "last.ckpt"
+    env = train_env({"PLANLIFT_CACHE": str(cache_dir)})
+    process = subprocess.Popen(
+        train_command(interrupted, "debug=fast", *DDP_SIM, "auto_resume=false"),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # rank 1 is rank 0's child: the group dies together
+    )
+    deadline = time.monotonic() + 600
+    while not checkpoint.is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert torch.load(checkpoint, weights_only=False)["global_step"] == 2
+    train(interrupted, cache_dir, *DDP_SIM)  # auto_resume from last.ckpt
+
+    def last_per_step(series):
+        return sorted(dict(series).items())
+
+    resumed = scalars(interrupted)
+    for tag in ("train/reward/final", "train/loss", "train/executor/calls", "val/e2e_acc"):
+        assert last_per_step(resumed[tag]) == last_per_step(logged[tag]), tag
+    again = torch.load(checkpoint, weights_only=False)
+    for name, tensor in final["state_dict"].items():
+        assert torch.equal(tensor, again["state_dict"][name]), name
+    for before, after in zip(ranks, again["planlift"]["ranks"], strict=True):
+        counts = [
+            {k: v for k, v in state["executor"]["stats"].items() if k != "seconds"}
+            for state in (before, after)
+        ]
+        assert counts[0] == counts[1]
+        assert before["baseline_cache"]["entries"].keys() == after["baseline_cache"]["entries"].keys()

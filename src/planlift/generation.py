@@ -68,6 +68,13 @@ def render_prompt(
     return text + prompt.prefill
 
 
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """A rendered prompt's token ids, as every backend runs it: no special tokens added. A chat template
+    writes its own BOS, and a tokenizer that adds one (Llama 3, Gemma, Mistral) would make it two; HF
+    `generate` here encodes the same way."""
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     """Text before the earliest stop string."""
     end = len(text)

@@ -260,3 +260,18 @@ def test_identity_names_every_setting_that_changes_a_reply(tiny_checkpoint):
         )
     }
     assert len(identities) == 5
+
+
+def test_completions_with_a_tokenizer_send_the_ids_with_the_chat_templates_bos_only(server, bos_checkpoint):
+    """A server tokenizing the rendered text adds its BOS before the template's; token ids are what HF
+    generation runs. The identity says how the prompt travels (it keys cached baselines)."""
+    from planlift.generation import encode_prompt, render_prompt
+
+    executor = make(server, tokenizer=str(bos_checkpoint))
+    assert executor.generate([PROMPT], n=2)[0].texts == ("0", "1")
+    tokenizer = executor.tokenizer
+    ids = server.bodies[0]["prompt"]
+    assert ids == encode_prompt(tokenizer, render_prompt(tokenizer, PROMPT, None))
+    assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1
+    assert tokenizer.decode(ids).endswith("assistant: answer=")
+    assert executor.identity.endswith(":prompt=ids") and not make(server).identity.endswith(":prompt=ids")

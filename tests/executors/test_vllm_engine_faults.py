@@ -9,6 +9,8 @@ from types import SimpleNamespace
 import pytest
 
 from planlift.executors import vllm as vllm_module
+from planlift.generation import encode_prompt
+from planlift.models import build_char_tokenizer
 from planlift.tasks.base import ChatPrompt
 
 PROMPTS = [ChatPrompt(user=f"S1={i} S1?\n", prefill="answer=", stop=("\n",)) for i in range(3)]
@@ -23,19 +25,23 @@ FAULTS = {  # what the engine does wrong -> the kind the executor counts
 
 class ScriptedLLM:
     """Answers completion j of prompt i with "ij\\n...". Call k does `faults[k]` wrong (None: nothing) to
-    the first prompt of the call and to prompt 1; `calls` records how many prompts each call got."""
+    the first prompt of the call and to prompt 1; `calls` records how many prompts each call got. Prompts
+    arrive as token ids (character tokenizer), as the real engine gets them."""
+
+    tokenizer = build_char_tokenizer()
 
     def __init__(self, faults: list[str | None]) -> None:
         self.faults = list(faults)
         self.calls: list[int] = []
 
-    def generate(self, texts, params, use_tqdm=False):
+    def generate(self, prompts, params, use_tqdm=False):
         fault = self.faults.pop(0) if self.faults else None
-        self.calls.append(len(texts))
+        self.calls.append(len(prompts))
         if fault == "raise":
             raise RuntimeError("EngineDeadError: the engine core died")
         outputs = []
-        for i, (text, param) in enumerate(zip(texts, params, strict=True)):
+        for i, (prompt, param) in enumerate(zip(prompts, params, strict=True)):
+            text = self.tokenizer.decode(prompt["prompt_token_ids"])
             index = text.split("S1=")[1].split(" ")[0]
             completions = [
                 SimpleNamespace(text=f"{index}{j}\nrest", finish_reason="stop") for j in range(param.n)
@@ -55,13 +61,13 @@ class ScriptedLLM:
 def make(monkeypatch, tiny_checkpoint):
     """make(faults, max_retries) -> (a VLLMExecutor whose engine is a ScriptedLLM, that engine)."""
 
-    def build(faults, max_retries=1, **kwargs):
+    def build(faults, max_retries=1, checkpoint=tiny_checkpoint, **kwargs):
         engine = ScriptedLLM(faults)
         fake = SimpleNamespace(
             LLM=lambda **_: engine, SamplingParams=lambda **kwargs: SimpleNamespace(**kwargs)
         )
         monkeypatch.setattr(vllm_module, "import_vllm", lambda: fake)
-        return vllm_module.VLLMExecutor(str(tiny_checkpoint), max_retries=max_retries, **kwargs), engine
+        return vllm_module.VLLMExecutor(str(checkpoint), max_retries=max_retries, **kwargs), engine
 
     return build
 
@@ -104,8 +110,8 @@ def test_requests_carry_their_own_seeds_and_a_resumed_executor_continues_them(ma
     CUDA they are off by default (vLLM's CPU build fails them), so the test turns them on."""
     executor, engine = make([], request_seeds=True)
     seeds = []
-    engine.generate = lambda texts, params, use_tqdm=False: (
-        seeds.append([p.seed for p in params]) or ScriptedLLM([]).generate(texts, params)
+    engine.generate = lambda prompts, params, use_tqdm=False: (
+        seeds.append([p.seed for p in params]) or ScriptedLLM([]).generate(prompts, params)
     )
     executor.generate(PROMPTS, n=2)
     state = executor.state_dict()
@@ -117,8 +123,8 @@ def test_requests_carry_their_own_seeds_and_a_resumed_executor_continues_them(ma
     resumed, resumed_engine = make([], request_seeds=True)
     resumed.load_state_dict(state)
     again = []
-    resumed_engine.generate = lambda texts, params, use_tqdm=False: (
-        again.append([p.seed for p in params]) or ScriptedLLM([]).generate(texts, params)
+    resumed_engine.generate = lambda prompts, params, use_tqdm=False: (
+        again.append([p.seed for p in params]) or ScriptedLLM([]).generate(prompts, params)
     )
     resumed.generate(PROMPTS, n=2)
     assert again == [seeds[1]]
@@ -127,8 +133,26 @@ def test_requests_carry_their_own_seeds_and_a_resumed_executor_continues_them(ma
 def test_without_cuda_requests_carry_no_seed_by_default(make):
     executor, engine = make([])
     seen = []
-    engine.generate = lambda texts, params, use_tqdm=False: (
-        seen.append([p.seed for p in params]) or ScriptedLLM([]).generate(texts, params)
+    engine.generate = lambda prompts, params, use_tqdm=False: (
+        seen.append([p.seed for p in params]) or ScriptedLLM([]).generate(prompts, params)
     )
     executor.generate(PROMPTS, n=2)
     assert executor.request_seeds is False and seen == [[None, None, None]]
+
+
+def test_the_engine_gets_token_ids_with_the_chat_templates_bos_only(make, bos_checkpoint):
+    """A tokenizer that adds BOS would put a second one before the chat template's if the engine tokenized
+    the text; the executor sends the ids that HF generation runs (one BOS)."""
+    executor, engine = make([], checkpoint=bos_checkpoint)
+    sent = []
+    engine.generate = lambda prompts, params, use_tqdm=False: (
+        sent.extend(prompts) or ScriptedLLM([]).generate(prompts, params)
+    )
+    assert executor.generate(PROMPTS, n=2)[0].texts == ("00", "01")
+    tokenizer = executor.tokenizer
+    bos = tokenizer.bos_token_id
+    assert tokenizer("S1=0")["input_ids"][0] == bos  # the tokenizer adds BOS to text
+    for prompt, request in zip(PROMPTS, sent, strict=True):
+        ids = request["prompt_token_ids"]
+        assert ids == encode_prompt(tokenizer, executor.render(prompt))
+        assert ids[0] == bos and ids.count(bos) == 1

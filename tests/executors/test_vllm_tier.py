@@ -12,6 +12,7 @@ import urllib.request
 import pytest
 
 from planlift.executors import HFExecutor, OpenAIExecutor
+from planlift.generation import encode_prompt
 from planlift.tasks.base import ChatPrompt
 from tests.executors.conftest import DEBUG_OVERRIDES
 
@@ -79,13 +80,25 @@ def test_offline_engine_samples_n_per_prompt_with_stops(vllm_executor, debug_boo
     assert all(len(set(r.texts)) == 1 and len(r.texts) == 3 for r in greedy)
 
 
-def test_offline_engine_reads_the_character_tokenizer_like_hf(vllm_executor, debug_bootstrap):
-    """Greedy answers match the in-process HF executor (a broken tokenizer would drop spaces)."""
+def test_offline_engine_reads_the_character_tokenizer_like_hf(vllm_executor, debug_bootstrap, monkeypatch):
+    """The engine runs the prompt ids that HF generation runs, and greedy answers match the in-process HF
+    executor (a broken tokenizer would drop spaces)."""
     task, bootstrap = debug_bootstrap
     problems, gold, alone = problems_and_prompts(task, 16)
     hf = HFExecutor(str(bootstrap.ensure().checkpoint("executor")), max_new_tokens=8, device="cpu")
+    ran = []
+    engine_generate = vllm_executor.llm.generate
+
+    def recorded(*args, **kwargs):
+        outputs = engine_generate(*args, **kwargs)
+        ran.extend(list(output.prompt_token_ids) for output in outputs)
+        return outputs
+
+    monkeypatch.setattr(vllm_executor.llm, "generate", recorded)
     for prompts in (gold, alone):
+        ran.clear()
         ours = vllm_executor.generate(prompts, 1, greedy=True)
+        assert ran == [encode_prompt(hf.tokenizer, hf.render(p)) for p in prompts]
         theirs = hf.generate(prompts, 1, greedy=True)
         same = sum(a.texts == b.texts for a, b in zip(ours, theirs, strict=True))
         assert same >= 0.8 * len(prompts), (same, [r.texts for r in ours], [r.texts for r in theirs])
@@ -109,13 +122,18 @@ def openai_executor(base_url, **kwargs) -> OpenAIExecutor:
     return OpenAIExecutor(base_url, "executor", **settings)
 
 
-@pytest.mark.parametrize("api", ["completions", "chat"])
+@pytest.mark.parametrize(
+    ("api", "tokenizer"), [("completions", None), ("completions", "executor"), ("chat", None)]
+)
 def test_openai_server_n_samples_and_greedy_match_the_offline_engine(
-    openai_server, vllm_executor, debug_bootstrap, api
+    openai_server, vllm_executor, debug_bootstrap, api, tokenizer
 ):
-    task, _ = debug_bootstrap
+    """With a tokenizer, completion prompts travel as token ids."""
+    task, bootstrap = debug_bootstrap
     _, gold, alone = problems_and_prompts(task)
-    executor = openai_executor(openai_server, api=api, max_concurrency=4)
+    if tokenizer is not None:
+        tokenizer = str(bootstrap.ensure().checkpoint(tokenizer))
+    executor = openai_executor(openai_server, api=api, max_concurrency=4, tokenizer=tokenizer)
     results = executor.generate(gold + alone, n=3)
     assert all(r.ok and len(r.texts) == 3 for r in results)
     assert executor.n_supported is True and executor.requests_sent == 16  # one request per prompt

@@ -162,3 +162,34 @@ def test_invalid_algorithm_values_name_the_key(kwargs, message):
 
     with pytest.raises(ConfigError, match=message):  # checked before the policy or the reward is touched
         GRPOModule(None, None, None, None, **kwargs)
+
+
+def test_a_checkpoint_of_another_world_size_keeps_every_ranks_cached_baselines(
+    tiny_checkpoint, procedural_task, caplog
+):
+    """Each rank restores its own state when the world size is the checkpoint's (the DDP resume is in the
+    slow tier); under another world size a rank takes rank 0's counters and every rank's cached baselines."""
+    from planlift.judging import Judgement
+    from planlift.tasks.base import Verdict
+
+    def state(rank, key, calls):
+        module = build(tiny_checkpoint, procedural_task)
+        module.reward.baseline_cache.put(key, Judgement(("1",), (Verdict(True, 1.0, "correct"),)))
+        module.reward.executor.stats.calls = calls
+        saved = {}
+        module.on_save_checkpoint(saved)
+        (one,) = saved["planlift"]["ranks"]  # no process group: this process's state only
+        return one
+
+    ranks = [state(0, "a", 3), state(1, "b", 5)]
+    module = build(tiny_checkpoint, procedural_task)
+    with caplog.at_level(logging.WARNING):
+        module.on_load_checkpoint({"planlift": {"batches_seen": 7, "ranks": ranks}})
+    assert "the state of 2 ranks and this run has 1" in caplog.text
+    assert set(module.reward.baseline_cache.entries) == {"a", "b"} and module.batches_seen == 7
+    assert module.reward.executor.stats.calls == 3
+    same_size = build(tiny_checkpoint, procedural_task)
+    same_size.on_load_checkpoint({"planlift": {"batches_seen": 7, "ranks": ranks[1:]}})
+    assert (
+        set(same_size.reward.baseline_cache.entries) == {"b"} and same_size.reward.executor.stats.calls == 5
+    )

@@ -36,7 +36,7 @@ from typing import Any
 
 from planlift.errors import ConfigError
 from planlift.executors.base import Executor, ExecutorResult, check_sampling, request_seed
-from planlift.generation import cut_at_stop, render_prompt, strip_control_tokens
+from planlift.generation import cut_at_stop, encode_prompt, render_prompt, strip_control_tokens
 from planlift.retry import backoff_delay, retry_after_seconds
 from planlift.tasks.base import ChatPrompt
 
@@ -224,6 +224,7 @@ class OpenAIExecutor(Executor):
             f"openai:{self.base_url}:{self.model}:{self.api}:t={self.temperature}:p={self.top_p}"
             f":max={self.max_new_tokens}:chat={self.use_chat_template}:tokenizer={self.tokenizer_source}"
             f":extra={json.dumps(self.extra_body, sort_keys=True)}"  # it can override the sampling fields
+            + (":prompt=ids" if self.api == "completions" and self.tokenizer is not None else "")
         )
 
     # ---- one generate call ------------------------------------------------------------------------
@@ -424,7 +425,9 @@ class OpenAIExecutor(Executor):
             body["seed"] = request.seed
         if self.api == "completions":
             if self.tokenizer is not None:
-                body["prompt"] = render_prompt(self.tokenizer, prompt, self.use_chat_template)
+                # token ids: a server tokenizing the text would add its BOS to the template's own
+                text = render_prompt(self.tokenizer, prompt, self.use_chat_template)
+                body["prompt"] = encode_prompt(self.tokenizer, text)
             else:
                 text = f"{prompt.system}\n{prompt.user}" if prompt.system else prompt.user
                 body["prompt"] = strip_control_tokens(text) + prompt.prefill

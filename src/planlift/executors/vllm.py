@@ -28,7 +28,7 @@ from typing import Any
 
 from planlift.errors import ConfigError
 from planlift.executors.base import Executor, ExecutorResult, check_sampling, request_seed
-from planlift.generation import cut_at_stop, render_prompt
+from planlift.generation import cut_at_stop, encode_prompt, render_prompt
 from planlift.models.loading import (
     GENERIC_TOKENIZER_CLASSES,
     load_tokenizer,
@@ -185,7 +185,7 @@ class VLLMExecutor(Executor):
     def identity(self) -> str:
         return (
             f"vllm:{self.source}:t={self.temperature}:p={self.top_p}:max={self.max_new_tokens}"
-            f":chat={self.use_chat_template}:dtype={self.dtype}"
+            f":chat={self.use_chat_template}:dtype={self.dtype}:prompt=ids"
         )
 
     def render(self, prompt: ChatPrompt) -> str:
@@ -239,9 +239,10 @@ class VLLMExecutor(Executor):
             )
             for prompt in prompts
         ]
-        texts = [self.render(p) for p in prompts]
+        # token ids, not text: the engine would add the tokenizer's BOS to the chat template's own
+        inputs = [{"prompt_token_ids": encode_prompt(self.tokenizer, self.render(p))} for p in prompts]
         try:
-            outputs = list(self.llm.generate(texts, params, use_tqdm=False))
+            outputs = list(self.llm.generate(inputs, params, use_tqdm=False))
         except Exception as error:  # a prompt longer than max_model_len, a dead engine, ...: never raised
             log.exception("vllm executor: generate failed for %d prompts", len(prompts))
             return [("engine_error", f"{type(error).__name__}: {error}")] * len(prompts)

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -174,3 +175,12 @@ def world_size() -> int:
 
 def rank() -> int:
     return torch.distributed.get_rank() if world_size() > 1 else 0
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's `obj` in rank order (collective: every rank calls it); `[obj]` without a process group."""
+    if world_size() == 1:
+        return [obj]
+    gathered: list[Any] = [None] * world_size()
+    torch.distributed.all_gather_object(gathered, obj)
+    return gathered

@@ -46,7 +46,7 @@ import pytorch_lightning as pl
 import torch
 
 from planlift.errors import ConfigError
-from planlift.grpo.engines import HFEngine, RolloutEngine
+from planlift.grpo.engines import HFEngine, RolloutEngine, gather_objects, rank, world_size
 from planlift.grpo.objective import (
     AGGREGATIONS,
     KL_ESTIMATORS,
@@ -435,31 +435,61 @@ class GRPOModule(pl.LightningModule):
             self._reference.append(reference.to(self.device))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Beyond weights, optimizer and loop state (Lightning's): everything the next step depends on."""
-        checkpoint["baseline_cache"] = self.reward.baseline_cache.state_dict()
+        """Beyond weights, optimizer and loop state (Lightning's): everything the next step depends on. Ranks
+        differ (each samples its own problems with its own streams): saving is collective, so every rank's
+        state is gathered and rank 0 writes them all."""
         checkpoint["planlift"] = {
             "batches_seen": self.batches_seen,
-            "val_baseline_cache": self.val_baseline_cache.state_dict(),
-            "executor": self.reward.executor.state_dict(),
-            "rm": self.reward.rm.state_dict() if self.reward.rm is not None else {},
-            "rng": rng_states(),
+            "ranks": gather_objects(self._rank_state()),
         }
         if self.policy.lora:  # keep only the adapter: the frozen base is the pretrained checkpoint
             trainable = {f"planner.{name}" for name, p in self.planner.named_parameters() if p.requires_grad}
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.reward.baseline_cache.load_state_dict(checkpoint.get("baseline_cache", {}))
         state = checkpoint.get("planlift")
-        if state is not None:  # checkpoints from before it: weights, optimizer and baseline cache only
+        if state is None:  # checkpoints from before it: weights, optimizer and baseline cache only
+            self.reward.baseline_cache.load_state_dict(checkpoint.get("baseline_cache", {}))
+        else:
             self.batches_seen = state["batches_seen"]
-            self.val_baseline_cache.load_state_dict(state["val_baseline_cache"])
-            self.reward.executor.load_state_dict(state["executor"])
-            if self.reward.rm is not None:
-                self.reward.rm.load_state_dict(state.get("rm", {}))
-            set_rng_states(state["rng"])
+            # checkpoints from before the per-rank state: one state, the baseline cache beside it
+            ranks = state.get("ranks") or [{**state, "baseline_cache": checkpoint.get("baseline_cache", {})}]
+            self._load_rank_state(ranks)
         if self.policy.lora:
             self.strict_loading = False
+
+    def _rank_state(self) -> dict[str, Any]:
+        return {
+            "baseline_cache": self.reward.baseline_cache.state_dict(),
+            "val_baseline_cache": self.val_baseline_cache.state_dict(),
+            "executor": self.reward.executor.state_dict(),
+            "rm": self.reward.rm.state_dict() if self.reward.rm is not None else {},
+            "rng": rng_states(),
+        }
+
+    def _load_rank_state(self, ranks: list[dict[str, Any]]) -> None:
+        """This rank's own state; under another number of ranks, rank 0's with every rank's cached
+        baselines (valid for any rank: keyed by executor, task and problem)."""
+        if len(ranks) == world_size():
+            state = ranks[rank()]
+        else:
+            log.warning(
+                "the checkpoint holds the state of %d ranks and this run has %d: every rank continues rank "
+                "0's counters and random streams with all cached baselines, so the run does not repeat an "
+                "uninterrupted one",
+                len(ranks),
+                world_size(),
+            )
+            state = {**ranks[0]}
+            for cache in ("baseline_cache", "val_baseline_cache"):
+                entries = {k: v for r in ranks for k, v in r[cache].get("entries", {}).items()}
+                state[cache] = {**ranks[0][cache], "entries": entries}
+        self.reward.baseline_cache.load_state_dict(state["baseline_cache"])
+        self.val_baseline_cache.load_state_dict(state["val_baseline_cache"])
+        self.reward.executor.load_state_dict(state["executor"])
+        if self.reward.rm is not None:
+            self.reward.rm.load_state_dict(state.get("rm", {}))
+        set_rng_states(state["rng"])
 
     # ---- logging ----------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from planlift.errors import ConfigError
+from planlift.generation import encode_prompt
 from planlift.grpo.engines import (
     Sampled,
     SyncedEngine,
@@ -186,7 +187,7 @@ class VLLMEngine(SyncedEngine):
         self.start(policy)
         self._wake()
         tokenizer = policy.tokenizer
-        prompt_ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+        prompt_ids = [encode_prompt(tokenizer, text) for text in texts]
         asked = requests_per_prompt(n, greedy)
         params = [
             self._vllm.SamplingParams(

@@ -35,6 +35,7 @@ import torch
 from requests.adapters import HTTPAdapter
 
 from planlift.errors import ConfigError
+from planlift.generation import encode_prompt
 from planlift.grpo.engines import (
     Sampled,
     SyncedEngine,
@@ -176,7 +177,7 @@ class VLLMServerEngine(SyncedEngine):
     def sample(self, policy, texts, n, *, greedy, temperature, top_p, max_new_tokens, stop, seed):
         self.start(policy)
         tokenizer = policy.tokenizer
-        prompt_ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+        prompt_ids = [encode_prompt(tokenizer, text) for text in texts]
         asked = requests_per_prompt(n, greedy)
 
         def complete(i: int) -> list[Sampled]:
