@@ -35,6 +35,13 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    """One PLANLIFT_CACHE for the session's training subprocesses: the debug preset's bootstrap is built
+    once (its key holds every setting it depends on, so other presets build their own beside it)."""
+    return tmp_path_factory.mktemp("planlift_cache")
+
+
+@pytest.fixture(scope="session")
 def bos_checkpoint(tmp_path_factory):
     """A tiny Qwen2 whose tokenizer adds BOS to any text it encodes (as Llama 3's, Gemma's and Mistral's
     do) and whose chat template writes BOS itself."""

@@ -35,9 +35,8 @@ SCHEDULE = (
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("planlift_cache")
-    return {**os.environ, "PLANLIFT_CACHE": str(cache), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+def env(cache_dir):
+    return {**os.environ, "PLANLIFT_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
 def command(run_dir: Path, *extra: str) -> list[str]:

@@ -14,11 +14,6 @@ from tests.test_train_e2e import scalars, train
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("planlift_cache")
-
-
 def test_fsdp_sim_shards_and_matches_ddp_step_for_step(tmp_path, cache_dir):
     fsdp, ddp = tmp_path / "fsdp", tmp_path / "ddp"
     train(fsdp, cache_dir, "hardware=fsdp_sim")

@@ -41,19 +41,14 @@ def run_compare(sweep_dir: Path) -> tuple[str, dict]:
     return result.stdout, json.loads((sweep_dir / "compare" / "comparison.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("planlift_cache")
-
-
 def get(url: str, data: bytes | None = None):
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
 
 
-def test_reward_sweep_compared_and_served_by_tensorboard(tmp_path, cache):
-    sweep_dir = sweep(tmp_path, cache, "reward_ablation", "arm=exec_only,grounded_oracle", "seed=0,1")
+def test_reward_sweep_compared_and_served_by_tensorboard(tmp_path, cache_dir):
+    sweep_dir = sweep(tmp_path, cache_dir, "reward_ablation", "arm=exec_only,grounded_oracle", "seed=0,1")
     markdown, used = run_compare(sweep_dir)
     assert sorted(used) == [
         "arm=exec_only,seed=0",
@@ -117,10 +112,10 @@ def test_reward_sweep_compared_and_served_by_tensorboard(tmp_path, cache):
         server.wait(timeout=30)
 
 
-def test_length_sweep_table_has_a_length_column_and_a_collapse_curve(tmp_path, cache):
+def test_length_sweep_table_has_a_length_column_and_a_collapse_curve(tmp_path, cache_dir):
     sweep_dir = sweep(
         tmp_path,
-        cache,
+        cache_dir,
         "length_collapse",
         "arm=grounded_oracle",
         "task.length=5,7",

@@ -15,11 +15,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("planlift_cache")
-
-
 def sweep_command(name: str, sweep_dir: Path, *overrides: str) -> list[str]:
     """`python src/train.py -m` over sweeps/<name>.yaml with the debug preset, into `sweep_dir`."""
     return [

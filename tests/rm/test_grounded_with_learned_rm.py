@@ -26,7 +26,7 @@ def run(script: str, *overrides: str) -> str:
 
 
 @pytest.mark.slow
-def test_grpo_with_the_learned_rm(tmp_path):
+def test_grpo_with_the_learned_rm(tmp_path, cache_dir):
     groups = tmp_path / "groups"
     run("build_groups.py", f"output_dir={groups}", "groups.sizes.train=64", "groups.sizes.dev=16")
     rm_run = tmp_path / "rm_run"
@@ -56,7 +56,7 @@ def test_grpo_with_the_learned_rm(tmp_path):
     run_dir = tmp_path / "grpo"
     train(
         run_dir,
-        tmp_path / "cache",
+        cache_dir,
         "reward=grounded",
         "rm=learned",
         f"rm.path={reward_model}",
