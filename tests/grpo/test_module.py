@@ -168,7 +168,8 @@ def test_a_checkpoint_of_another_world_size_keeps_every_ranks_cached_baselines(
     tiny_checkpoint, procedural_task, caplog
 ):
     """Each rank restores its own state when the world size is the checkpoint's (the DDP resume is in the
-    slow tier); under another world size a rank takes rank 0's counters and every rank's cached baselines."""
+    slow tier); under another world size a rank takes rank 0's counters and every rank's cached baselines;
+    checkpoints from before the per-rank state still load."""
     from planlift.judging import Judgement
     from planlift.tasks.base import Verdict
 
@@ -193,3 +194,10 @@ def test_a_checkpoint_of_another_world_size_keeps_every_ranks_cached_baselines(
     assert (
         set(same_size.reward.baseline_cache.entries) == {"b"} and same_size.reward.executor.stats.calls == 5
     )
+    # the format before per-rank states: one state, the baseline cache beside it
+    legacy = build(tiny_checkpoint, procedural_task)
+    old = {k: v for k, v in ranks[1].items() if k != "baseline_cache"}
+    legacy.on_load_checkpoint(
+        {"baseline_cache": ranks[1]["baseline_cache"], "planlift": {"batches_seen": 2, **old}}
+    )
+    assert set(legacy.reward.baseline_cache.entries) == {"b"} and legacy.reward.executor.stats.calls == 5
