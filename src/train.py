@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from planlift import runtime
+from planlift.callbacks.requeue import RequeueSignal
 from planlift.checkpoints import config_resolver, resolve_checkpoints
 from planlift.hparams import final_metrics, run_hparams
 from planlift.summary import RunSummary
@@ -27,6 +28,7 @@ log = logging.getLogger("planlift.train")
 def train(cfg: DictConfig, executor=None, engine=None) -> float | None:
     """`executor` / `engine`: an already running executor / rollout engine to use instead of `cfg.executor` /
     `cfg.rollout` (a test session's: vLLM engines in one process share its distributed state)."""
+    RequeueSignal.install()  # under SLURM: a requeue signal from here on is kept for the first step boundary
     runtime.configure_threads(cfg.torch_threads)
     runtime.check_devices(cfg)
     runtime.prepare_ddp_relaunch(__file__)

@@ -57,7 +57,8 @@ if not OmegaConf.has_resolver("planlift.tensorboard_dir"):
 
 def resume_checkpoint(output_dir: str | Path) -> str | None:
     """The newest checkpoint a restarted job left in its own output dir: `checkpoints/last.ckpt` or
-    Lightning's SLURM `hpc_ckpt_<n>.ckpt` (saved when SLURM signals a requeue). None for a fresh run."""
+    Lightning's SLURM `hpc_ckpt_<n>.ckpt` (its own requeue handler saves one when the run has no
+    LastCheckpoint callback: planlift.callbacks.requeue). None for a fresh run."""
     root = Path(output_dir)
     found = [*root.glob("hpc_ckpt_*.ckpt"), root / "checkpoints" / "last.ckpt"]
     found = [path for path in found if path.is_file()]

@@ -18,15 +18,22 @@ are flushed first. Lightning hands a step's metrics to the loggers only after `o
 save there is written then and committed when the next batch starts (or training ends); a run killed in
 between resumes from the previous checkpoint and logs those steps again, rather than never logging the
 step before the checkpoint.
+
+Under SLURM, the requeue signal (planlift.callbacks.requeue) makes the end of the step it arrives in a save
+point like the schedule's; once that `last.ckpt` is committed, the job is requeued.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytorch_lightning as pl
 
 from planlift.atomic import commit, staging_path
+from planlift.callbacks.requeue import RequeueSignal
+
+log = logging.getLogger(__name__)
 
 
 class LastCheckpoint(pl.Callback):
@@ -36,6 +43,12 @@ class LastCheckpoint(pl.Callback):
         self._saved_step = -1
         self._after_validation = False
         self._staged = False  # written to its staging path, not yet committed
+        self._requeue: RequeueSignal | None = None
+        self._requeue_after_commit = False
+
+    def setup(self, trainer: pl.Trainer, pl_module, stage: str) -> None:
+        if stage == "fit":  # before Lightning registers its signal handlers
+            self._requeue = RequeueSignal.for_trainer(trainer)
 
     def _save(self, trainer: pl.Trainer, *, commit_now: bool = True) -> None:
         if trainer.global_step == self._saved_step:
@@ -46,21 +59,27 @@ class LastCheckpoint(pl.Callback):
             self._commit(trainer)
 
     def _commit(self, trainer: pl.Trainer) -> None:
-        """The staged checkpoint becomes last.ckpt, once the metrics it covers are flushed to disk."""
-        if not self._staged:
-            return
-        for logger in trainer.loggers:
-            logger.save()
-        if trainer.is_global_zero:
-            commit(staging_path(self.path), self.path)
-        trainer.strategy.barrier()
-        self._staged = False
+        """The staged checkpoint becomes last.ckpt, once the metrics it covers are flushed to disk; then a
+        requeue that waited for it."""
+        if self._staged:
+            for logger in trainer.loggers:
+                logger.save()
+            if trainer.is_global_zero:
+                commit(staging_path(self.path), self.path)
+            trainer.strategy.barrier()
+            self._staged = False
+        if self._requeue_after_commit:
+            self._requeue_after_commit = False
+            self._requeue.requeue(trainer)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx: int) -> None:
         self._commit(trainer)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+        scheduled = bool(self.every_n_steps) and trainer.global_step % self.every_n_steps == 0
+        requeue = self._requeue is not None and self._requeue.due(trainer)  # every rank, every step
+        if scheduled or requeue:
+            self._requeue_after_commit |= requeue
             if _validation_due(trainer):
                 self._after_validation = True
             else:  # this step's metrics reach the loggers after this hook: committed at the next batch
@@ -72,6 +91,9 @@ class LastCheckpoint(pl.Callback):
             self._save(trainer)  # the step's and the validation's metrics are logged by now
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._requeue_after_commit:  # training is done: the job finishes rather than run again
+            self._requeue_after_commit = False
+            log.info("requeue signal at the last step: the job finishes instead of being requeued")
         self._commit(trainer)
         self._save(trainer)
 
