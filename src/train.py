@@ -40,6 +40,9 @@ def train(cfg: DictConfig, executor=None, engine=None) -> float | None:
     checkpoints = config_resolver(cfg, task)
     with summary.phase("models (bootstrap included)"):
         resolve_checkpoints(cfg, checkpoints, skip=("bootstrap",))  # `bootstrap:<role>` -> a directory
+        rm = hydra.utils.instantiate(cfg.rm) if cfg.get("rm") else None
+        # the reward checks its settings against the task and the RM before the models load (minutes at 7B)
+        reward = hydra.utils.instantiate(cfg.reward, executor=None, task=task, rm=rm)
         policy = hydra.utils.instantiate(cfg.model)
         if engine is None:
             engine = hydra.utils.instantiate(cfg.rollout)
@@ -47,8 +50,7 @@ def train(cfg: DictConfig, executor=None, engine=None) -> float | None:
             executor = hydra.utils.instantiate(cfg.executor, llm=engine.shared_llm(policy))  # one engine
         elif executor is None:
             executor = hydra.utils.instantiate(cfg.executor)
-    rm = hydra.utils.instantiate(cfg.rm) if cfg.get("rm") else None
-    reward = hydra.utils.instantiate(cfg.reward, executor=executor, task=task, rm=rm)
+    reward.executor = executor
     module = hydra.utils.instantiate(
         cfg.algorithm, policy=policy, reward=reward, task=task, rollout_engine=engine
     )

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from planlift.callbacks import LastCheckpoint
 from planlift.callbacks.requeue import RequeueSignal
+from tests.executors.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 JOB_ID = "4242"
@@ -150,7 +151,7 @@ def test_a_signal_at_one_rank_saves_and_requeues_on_every_rank_at_one_step(tmp_p
         **os.environ,
         **slurm_environment(tmp_path, tasks=2),
         "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(29_500 + os.getpid() % 1000),
+        "MASTER_PORT": str(free_port()),
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
