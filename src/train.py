@@ -28,7 +28,10 @@ log = logging.getLogger("planlift.train")
 def train(cfg: DictConfig, executor=None, engine=None) -> float | None:
     """`executor` / `engine`: an already running executor / rollout engine to use instead of `cfg.executor` /
     `cfg.rollout` (a test session's: vLLM engines in one process share its distributed state)."""
-    RequeueSignal.install()  # under SLURM: a requeue signal from here on is kept for the first step boundary
+    # under SLURM, LastCheckpoint takes the requeue signal (without it, Lightning's handler does): from here
+    # on a signal is kept for the first step boundary
+    if (cfg.get("callbacks") or {}).get("last_checkpoint"):
+        RequeueSignal.install()
     runtime.configure_threads(cfg.torch_threads)
     runtime.check_devices(cfg)
     runtime.prepare_ddp_relaunch(__file__)
