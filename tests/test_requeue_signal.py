@@ -24,28 +24,23 @@ from torch.utils.data import DataLoader
 from planlift.callbacks import LastCheckpoint
 from planlift.callbacks.requeue import RequeueSignal
 from tests.executors.conftest import free_port
+from tests.test_last_checkpoint import Counting
 
 ROOT = Path(__file__).resolve().parents[1]
 JOB_ID = "4242"
 
 
-class Counting(pl.LightningModule):
+class Signalling(Counting):
+    """tests/test_last_checkpoint.py's module, with SIGUSR1 sent to itself by one rank at one step."""
+
     def __init__(self, signal_rank: int | None = None, signal_step: int = -1) -> None:
         super().__init__()
-        self.weight = torch.nn.Parameter(torch.zeros(1))
         self.signal_rank, self.signal_step = signal_rank, signal_step
 
     def training_step(self, batch, batch_idx):
         if self.global_rank == self.signal_rank and self.global_step == self.signal_step:
             os.kill(os.getpid(), signal.SIGUSR1)  # this rank only, in the middle of a step
-        self.log("train/step", float(self.global_step), on_step=True, on_epoch=False)
-        return (self.weight - batch).pow(2).mean()
-
-    def validation_step(self, batch, batch_idx):
-        self.log("val/step", float(self.global_step), sync_dist=True)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
+        return super().training_step(batch, batch_idx)
 
 
 def slurm_environment(tmp_path: Path, tasks: int = 1) -> dict[str, str]:
@@ -188,4 +183,4 @@ if __name__ == "__main__":  # one rank of the two-rank test
         callbacks=[LastCheckpoint(str(out / "checkpoints"), every_n_steps=0)],
         enable_checkpointing=False,
     )
-    run.fit(Counting(signal_rank=1, signal_step=2), *data())
+    run.fit(Signalling(signal_rank=1, signal_step=2), *data())
