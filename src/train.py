@@ -61,11 +61,7 @@ def train(cfg: DictConfig, executor=None, engine=None) -> float | None:
     trainer: pl.Trainer = runtime.build_trainer(cfg)
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # the same stream whether or not bootstrap ran
-    ckpt_path = cfg.ckpt_path
-    if ckpt_path is None and cfg.get("auto_resume", False):  # a requeued SLURM job continues
-        ckpt_path = runtime.resume_checkpoint(cfg.paths.output_dir)
-        if ckpt_path:
-            log.info("resuming from %s", ckpt_path)
+    ckpt_path = runtime.checkpoint_to_resume(cfg)
     if cfg.validate_before_training and not ckpt_path:
         with summary.phase("step-0 validation"):
             trainer.validate(module, datamodule=datamodule, verbose=False)

@@ -4,7 +4,9 @@
     python src/train_rm.py rm_backbone=tiny_pretrained              # the bootstrap's tiny planner as backbone
     python src/train_rm.py rm_data=gsm8k rm_backbone=smollm2         # SmolLM2-135M on GSM8K groups
 
-Exports the trained RM (authors' layout) to <run dir>/reward_model; returns `optimized_metric`.
+Exports the trained RM (authors' layout) to <run dir>/reward_model; returns `optimized_metric`. Resumes
+from <run dir>/checkpoints/last.ckpt when it exists (`auto_resume`; a requeued SLURM job) or from
+`ckpt_path=...`, continuing exactly as the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from planlift import runtime
+from planlift.callbacks.requeue import RequeueSignal
 from planlift.checkpoints import config_resolver, resolve_checkpoints
 
 log = logging.getLogger("planlift.train_rm")
 
 
 def train_rm(cfg: DictConfig) -> float | None:
+    if (cfg.get("callbacks") or {}).get("last_checkpoint"):  # the requeue signal waits for a step boundary
+        RequeueSignal.install()
     runtime.configure_threads(cfg.torch_threads)
     runtime.quiet_libraries()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -34,9 +39,10 @@ def train_rm(cfg: DictConfig) -> float | None:
     )
     module = hydra.utils.instantiate(cfg.module, model=model)
     trainer: pl.Trainer = runtime.build_trainer(cfg)
-    if cfg.validate_before_training:
+    ckpt_path = runtime.checkpoint_to_resume(cfg)  # a requeued SLURM job continues from its last.ckpt
+    if cfg.validate_before_training and not ckpt_path:
         trainer.validate(module, datamodule=datamodule, verbose=False)
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metric = runtime.metric_value(trainer.callback_metrics, cfg.optimized_metric)
     log.info("%s = %s; outputs in %s", cfg.optimized_metric, metric, cfg.paths.output_dir)
     return metric

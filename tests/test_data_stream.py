@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from planlift.data import ProblemStream
+from planlift.batch_stream import BatchStream
 
 
-def take(stream: ProblemStream, count: int) -> list[list[int]]:
+def take(stream: BatchStream, count: int) -> list[list[int]]:
     return list(itertools.islice(iter(stream), count))
 
 
@@ -33,22 +33,22 @@ def test_same_order_as_a_shuffling_dataloader(size, batch):
     loader = old_loader(size, batch, seed=7)
     # as Lightning iterates it: a fresh iterator per epoch, len(loader) batches taken
     epochs = [batch for _ in range(3) for batch in itertools.islice(iter(loader), len(loader))]
-    assert take(ProblemStream(list(range(size)), batch, seed=7), len(epochs)) == epochs
+    assert take(BatchStream(list(range(size)), batch, seed=7), len(epochs)) == epochs
 
 
 def test_resuming_at_any_position_continues_the_sequence():
     problems = list(range(30))
-    full = take(ProblemStream(problems, 4, seed=1), 20)
+    full = take(BatchStream(problems, 4, seed=1), 20)
     for start in (0, 3, 7, 13):
-        assert take(ProblemStream(problems, 4, seed=1, start=start), 20 - start) == full[start:]
-    stream = ProblemStream(problems, 4, seed=1)
+        assert take(BatchStream(problems, 4, seed=1, start=start), 20 - start) == full[start:]
+    stream = BatchStream(problems, 4, seed=1)
     take(stream, 5)
     assert stream.position == 4  # the fifth batch is drawn, not yet passed
 
 
 def test_ranks_share_each_epoch_without_overlap():
     problems = list(range(40))
-    ranks = [take(ProblemStream(problems, 5, seed=0, rank=r, world_size=2), 4) for r in range(2)]
+    ranks = [take(BatchStream(problems, 5, seed=0, rank=r, world_size=2), 4) for r in range(2)]
     first_epoch = [set(itertools.chain.from_iterable(batches)) for batches in ranks]
     assert first_epoch[0].isdisjoint(first_epoch[1]) and len(first_epoch[0] | first_epoch[1]) == 40
 
@@ -82,7 +82,7 @@ def test_same_batches_as_lightning_drew_from_the_old_loader(size, batch):
         num_sanity_val_steps=0,
     )
     trainer.fit(Recorder(), train_dataloaders=loader)
-    assert take(ProblemStream(list(range(size)), batch, seed=0), len(seen)) == seen
+    assert take(BatchStream(list(range(size)), batch, seed=0), len(seen)) == seen
 
 
 def test_a_zero_val_batch_size_names_the_key(procedural_task):

@@ -1,18 +1,16 @@
 """The data module: batches of problems (lists of `Problem`) from a task's splits.
 
-Training batches come from `ProblemStream`, an endless, resumable sequence: batch k is a function of
-(seed, k, rank) only, so a run resumed from a checkpoint continues with exactly the batch the
-uninterrupted run would have drawn (the checkpoint carries k: `GRPOModule.batches_seen`).
+Training batches come from a `BatchStream` (planlift.batch_stream): endless and resumable at any batch
+(the checkpoint carries the position: `GRPOModule.batches_seen`).
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator, Sequence
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from planlift.batch_stream import BatchStream
 from planlift.errors import ConfigError
 from planlift.tasks.base import Problem, Task
 
@@ -55,13 +53,13 @@ class ProblemDataModule(pl.LightningDataModule):
         self.val_batch_size = val_batch_size
         self.seed = seed
 
-    def train_dataloader(self) -> ProblemStream:
+    def train_dataloader(self) -> BatchStream[Problem]:
         problems = list(self.task.problems("train"))[: self.train_limit]
         if not problems:
             raise ConfigError(f"task {self.task.name!r} has no training problems")
         trainer = self.trainer  # None outside fit
         module = trainer.lightning_module if trainer is not None else None
-        return ProblemStream(
+        return BatchStream(
             problems,
             self.problems_per_step,
             self.seed,
@@ -78,65 +76,3 @@ class ProblemDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         problems = list(self.task.problems("validation"))[: self.val_problems]
         return DataLoader(problems, batch_size=self.val_batch_size, shuffle=False, collate_fn=_as_list)
-
-
-class ProblemStream:
-    """Endless training batches: epoch after epoch of shuffled problems, each rank its own share.
-
-    Epoch e is the permutation a shuffling DataLoader with `Generator().manual_seed(seed)` draws in its
-    e-th epoch, so single-process runs see the problems in the same order as before this class existed. Under several ranks each takes every
-    `world_size`-th problem of the permutation (as a DistributedSampler). An epoch holds only full
-    batches when there are at least `batch_size` problems per rank. `position` counts the batches drawn.
-    """
-
-    def __init__(
-        self,
-        problems: Sequence[Problem],
-        batch_size: int,
-        seed: int,
-        start: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        self.problems = list(problems)
-        self.batch_size = batch_size
-        self.seed = seed
-        self.position = start
-        self.rank = rank
-        self.world_size = world_size
-        share = len(self.problems[rank::world_size])
-        self.batches_per_epoch = max(share // batch_size, 1)  # fewer problems than a batch: one short batch
-        self._epoch: tuple[int, list[int]] | None = None
-
-    def __iter__(self) -> Iterator[list[Problem]]:
-        while True:
-            yield self.batch(self.position)
-            self.position += 1
-
-    def batch(self, k: int) -> list[Problem]:
-        """The k-th batch of this rank."""
-        epoch, index = divmod(k, self.batches_per_epoch)
-        order = self._order(epoch)
-        chunk = order[index * self.batch_size : (index + 1) * self.batch_size]
-        return [self.problems[i] for i in chunk]
-
-    def _order(self, epoch: int) -> list[int]:
-        if self._epoch is None or self._epoch[0] != epoch:
-            generator = torch.Generator().manual_seed(self.seed)
-            partial = len(self.problems) < self.batch_size
-            for _ in range(epoch):  # the draws of the epochs before
-                _draw_epoch(len(self.problems), generator, partial)
-            permutation = _draw_epoch(len(self.problems), generator, partial)
-            self._epoch = (epoch, permutation[self.rank :: self.world_size])
-        return self._epoch[1]
-
-
-def _draw_epoch(n: int, generator: torch.Generator, partial: bool) -> list[int]:
-    """One epoch of a shuffling DataLoader's draws as Lightning iterates it: the iterator's base seed and
-    RandomSampler's permutation. Lightning stops after len(loader) full batches, so the sampler reaches
-    its (empty) remainder draw only when the epoch is one partial batch (fewer problems than a batch)."""
-    torch.empty((), dtype=torch.int64).random_(generator=generator)
-    permutation = torch.randperm(n, generator=generator).tolist()
-    if partial:
-        torch.randperm(n, generator=generator)
-    return permutation

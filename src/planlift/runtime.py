@@ -55,6 +55,19 @@ if not OmegaConf.has_resolver("planlift.tensorboard_dir"):
     OmegaConf.register_new_resolver("planlift.tensorboard_dir", _tensorboard_dir)
 
 
+def checkpoint_to_resume(cfg: DictConfig) -> str | None:
+    """`cfg.ckpt_path` when given; else, with `auto_resume`, the newest checkpoint the job left in its own
+    output dir (a requeued SLURM job continues); else None (a fresh run)."""
+    if cfg.get("ckpt_path"):
+        return str(cfg.ckpt_path)
+    if not cfg.get("auto_resume", False):
+        return None
+    found = resume_checkpoint(cfg.paths.output_dir)
+    if found:
+        log.info("resuming from %s", found)
+    return found
+
+
 def resume_checkpoint(output_dir: str | Path) -> str | None:
     """The newest checkpoint a restarted job left in its own output dir: `checkpoints/last.ckpt` or
     Lightning's SLURM `hpc_ckpt_<n>.ckpt` (its own requeue handler saves one when the run has no

@@ -45,8 +45,9 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from planlift.distributed import gather_objects, rank, world_size
 from planlift.errors import ConfigError
-from planlift.grpo.engines import HFEngine, RolloutEngine, gather_objects, rank, world_size
+from planlift.grpo.engines import HFEngine, RolloutEngine
 from planlift.grpo.objective import (
     AGGREGATIONS,
     KL_ESTIMATORS,

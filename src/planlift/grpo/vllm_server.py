@@ -34,16 +34,10 @@ import requests
 import torch
 from requests.adapters import HTTPAdapter
 
+from planlift.distributed import rank, world_size
 from planlift.errors import ConfigError
 from planlift.generation import encode_prompt
-from planlift.grpo.engines import (
-    Sampled,
-    SyncedEngine,
-    rank,
-    requests_per_prompt,
-    to_generation,
-    world_size,
-)
+from planlift.grpo.engines import Sampled, SyncedEngine, requests_per_prompt, to_generation
 from planlift.grpo.weights import planner_dtype, planner_weights
 from planlift.models.policy import Policy
 from planlift.retry import backoff_delay

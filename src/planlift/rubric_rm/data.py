@@ -1,7 +1,9 @@
 """Batches of TraceLift-Groups for the RM: each group gives 1 positive + `num_negatives` negatives.
 
 Rows are grouped per problem ([g0 pos, g0 neg1..negK-1, g1 pos, ...]), so scores reshape to [G, K]
-with the positive in column 0. Training draws the positive and the negatives with a seeded stream;
+with the positive in column 0. Training batches are endless and resume at any batch (`TrainingBatches`:
+the checkpoint carries the position, `RubricRMModule.batches_seen`); training draws the positive and the
+negatives with a seeded stream;
 evaluation draws them from `Random(f"{seed}/{problem_id}")`, so every evaluation of a group sees the
 same negatives whatever the batch order (the authors' evaluation negatives were random).
 """
@@ -9,13 +11,14 @@ same negatives whatever the batch order (the authors' evaluation negatives were 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from planlift.batch_stream import BatchStream
 from planlift.errors import ConfigError, DataError
 from planlift.rm_groups.schema import Group, read_groups
 from planlift.rubric_rm.inputs import encode_reasoning_only, encode_rm_input, pad_batch, reasoning_token_count
@@ -218,14 +221,19 @@ class GroupsDataModule(pl.LightningDataModule):
             render=self.render,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(
+    def train_dataloader(self) -> TrainingBatches:
+        trainer = self.trainer  # None outside fit
+        module = trainer.lightning_module if trainer is not None else None
+        stream = BatchStream(
             self.train_groups,
-            batch_size=self.groups_per_batch,
-            shuffle=True,
-            collate_fn=self.collator(fixed=False),
-            generator=torch.Generator().manual_seed(self.seed),
+            self.groups_per_batch,
+            self.seed,
+            start=getattr(module, "batches_seen", 0),  # restored from the checkpoint before this call
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
+            keep_partial=True,
         )
+        return TrainingBatches(stream, self.collator(fixed=False))
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(
@@ -234,3 +242,20 @@ class GroupsDataModule(pl.LightningDataModule):
             shuffle=False,
             collate_fn=self.collator(fixed=True),
         )
+
+
+class TrainingBatches:
+    """Collated training batches, endless and resumable: the groups of batch k come from `stream`, and the
+    collator's draws (positive and negatives) continue as if batches 0..k-1 had been collated. A run that
+    starts at batch 0 sees what a shuffling DataLoader over the groups gave it (before resuming existed)."""
+
+    def __init__(self, stream: BatchStream[Group], collator: GroupCollator) -> None:
+        self.stream = stream
+        self.collator = collator
+        for k in range(stream.position):  # replay the choices only; nothing is tokenized
+            for group in stream.batch(k):
+                collator.choose(group)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for groups in self.stream:
+            yield self.collator(groups)

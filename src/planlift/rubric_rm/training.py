@@ -26,7 +26,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
+from planlift.distributed import gather_objects, rank, world_size
 from planlift.errors import ConfigError
+from planlift.rng import rng_states, set_rng_states
 from planlift.rubric_rm import losses, metrics
 from planlift.rubric_rm.model import RubricOutput, RubricRewardModel
 
@@ -82,6 +84,9 @@ class RubricRMModule(pl.LightningModule):
         self.negneg_margin = negneg_margin
         self.huber_delta = huber_delta
         self._val: list[dict[str, Any]] = []
+        self.batches_seen = (
+            0  # the data position a resumed run continues from (rubric_rm.data.TrainingBatches)
+        )
 
     def losses(self, batch: dict[str, Any], out: RubricOutput) -> dict[str, torch.Tensor]:
         k = batch["group_size"]
@@ -120,6 +125,7 @@ class RubricRMModule(pl.LightningModule):
         return terms
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        self.batches_seen += 1
         dense = self.weights["lm"] > 0 or self.weights["prefix"] > 0
         out = self.model(batch["input_ids"], batch["attention_mask"], return_hidden=dense)
         terms = self.losses(batch, out)
@@ -163,6 +169,29 @@ class RubricRMModule(pl.LightningModule):
         self._val.clear()
         for name, value in summary.items():
             self.log(f"val/{name}", value, prog_bar=name == "pairwise_acc")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Beyond weights, optimizer, scheduler and loop state (Lightning's): the data position and every
+        rank's random streams (LoRA dropout draws from torch's); saving is collective."""
+        checkpoint["planlift"] = {"batches_seen": self.batches_seen, "ranks": gather_objects(rng_states())}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("planlift")
+        if state is None:  # checkpoints from before resuming existed: the data restarts from its first batch
+            log.warning("the checkpoint has no data position: training batches start again from the first")
+            return
+        self.batches_seen = state["batches_seen"]
+        ranks = state["ranks"]
+        if len(ranks) == world_size():
+            set_rng_states(ranks[rank()])
+        else:
+            log.warning(
+                "the checkpoint holds the random streams of %d ranks and this run has %d: each rank "
+                "continues rank 0's, so the run does not repeat an uninterrupted one",
+                len(ranks),
+                world_size(),
+            )
+            set_rng_states(ranks[0])
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]

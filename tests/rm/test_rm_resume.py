@@ -1,0 +1,139 @@
+"""kill -9 `train_rm.py` at a random point and run it again: the same RM training as one never interrupted.
+
+The RM trains 40 steps (checkpoint every 2, dev check every 8) in a real subprocess on 10 groups in
+batches of 4, so epochs end with a short batch and the run crosses 13 of them; LoRA dropout draws from
+torch's generator. The killed run is resumed by rerunning the same command (`auto_resume`), and compared
+with an uninterrupted one: the logged series, the final weights, optimizer and scheduler state bit for bit,
+and the exported reward model byte for byte.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from planlift.rm.base import MATH_DIMENSIONS
+from planlift.rm_groups import ProceduralGroupSource, build_groups
+from planlift.tasks import ProceduralTask
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+STEPS = 40
+
+
+@pytest.fixture(scope="module")
+def groups_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("groups")
+    task = ProceduralTask(sizes={"train": 10, "validation": 4, "test": 0})
+    build_groups(ProceduralGroupSource(task, sizes={"train": 10, "dev": 4}), out)
+    assert len(MATH_DIMENSIONS) == 5
+    return out
+
+
+@pytest.fixture(scope="module")
+def env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def command(run_dir: Path, groups_dir: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        str(ROOT / "src" / "train_rm.py"),
+        f"rm_data.train_path={groups_dir / 'train.jsonl'}",
+        f"rm_data.dev_path={groups_dir / 'dev.jsonl'}",
+        "rm_data.groups_per_batch=4",
+        "rm_data.dev_groups_per_batch=4",
+        "rm_backbone.tiny.hidden_size=32",
+        "rm_backbone.tiny.intermediate_size=64",
+        "rm_backbone.tiny.num_hidden_layers=2",
+        "+rm_backbone.lora={r: 4, alpha: 8, dropout: 0.2, target_modules: [q_proj, v_proj]}",
+        f"trainer.max_steps={STEPS}",
+        "trainer.val_check_interval=8",
+        "callbacks.last_checkpoint.every_n_steps=2",
+        "module.scheduler.num_warmup_steps=3",
+        "torch_threads=1",
+        "seed=3",
+        f"hydra.run.dir={run_dir}",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, groups_dir, env):
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    done = subprocess.run(command(run_dir, groups_dir), cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return run_dir
+
+
+def series(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """The last value logged per step (steps after the checkpoint are logged twice by a resumed run)."""
+    from tbparse import SummaryReader
+
+    frame = SummaryReader(str(run_dir / "tensorboard"), pivot=False).scalars
+    out = {}
+    for tag in ("train/loss", "train/loss/posneg", "val/pairwise_acc", "val/loss"):
+        rows = frame[frame.tag == tag].sort_values("step")
+        out[tag] = sorted(dict(zip(rows.step.tolist(), rows.value.tolist(), strict=True)).items())
+    return out
+
+
+@pytest.mark.parametrize("case", range(2))
+def test_kill_anywhere_and_rerun_gives_the_same_rm(tmp_path, groups_dir, env, uninterrupted, case):
+    rng = random.Random(case)
+    saves_before_kill, delay = rng.randint(1, 6), rng.uniform(0.0, 0.3)
+    run_dir = tmp_path / "run"
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    process = subprocess.Popen(
+        command(run_dir, groups_dir), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    seen, mtime, deadline = 0, None, time.monotonic() + 300
+    while seen < saves_before_kill and process.poll() is None and time.monotonic() < deadline:
+        try:
+            now = checkpoint.stat().st_mtime_ns
+        except FileNotFoundError:
+            now = None
+        seen += now is not None and now != mtime
+        mtime = now
+        time.sleep(0.01)
+    time.sleep(delay)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = torch.load(checkpoint, weights_only=False)["global_step"]
+    assert 0 < killed_at < STEPS
+
+    resumed = subprocess.run(command(run_dir, groups_dir), cwd=ROOT, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout + resumed.stderr
+
+    expected, got = series(uninterrupted), series(run_dir)
+    assert len(expected["train/loss"]) == STEPS and len(expected["val/pairwise_acc"]) == 6  # 0, 8, ..., 40
+    assert got == expected, f"killed after checkpoint step {killed_at}"
+    final = [
+        torch.load(d / "checkpoints" / "last.ckpt", weights_only=False) for d in (uninterrupted, run_dir)
+    ]
+    assert final[0]["global_step"] == final[1]["global_step"] == STEPS
+    assert final[0]["planlift"]["batches_seen"] == final[1]["planlift"]["batches_seen"] == STEPS
+    assert any("lora_" in name for name in final[0]["state_dict"])
+    for name, tensor in final[0]["state_dict"].items():
+        assert torch.equal(tensor, final[1]["state_dict"][name]), name
+    for state, other in zip(
+        final[0]["optimizer_states"][0]["state"].values(),
+        final[1]["optimizer_states"][0]["state"].values(),
+        strict=True,
+    ):
+        for key, value in state.items():
+            assert torch.equal(value, other[key]), key
+    assert final[0]["lr_schedulers"] == final[1]["lr_schedulers"]
+    exported = [(d / "reward_model" / "model.safetensors").read_bytes() for d in (uninterrupted, run_dir)]
+    assert exported[0] == exported[1]
