@@ -53,12 +53,11 @@ def test_ranks_share_each_epoch_without_overlap():
     assert first_epoch[0].isdisjoint(first_epoch[1]) and len(first_epoch[0] | first_epoch[1]) == 40
 
 
-@pytest.mark.parametrize(("size", "batch"), [(8, 8), (20, 8), (5, 8)])
-def test_same_batches_as_lightning_drew_from_the_old_loader(size, batch):
-    """A real Lightning loop over the shuffling DataLoader that train_dataloader() used to return."""
+def lightning_draws(loader: DataLoader, epochs: int = 4, record=list) -> list:
+    """The batches a real Lightning fit of `epochs` epochs takes from `loader`, each passed through `record`."""
     import pytorch_lightning as pl
 
-    seen: list[list[int]] = []
+    seen: list = []
 
     class Recorder(pl.LightningModule):
         def __init__(self) -> None:
@@ -66,15 +65,14 @@ def test_same_batches_as_lightning_drew_from_the_old_loader(size, batch):
             self.weight = torch.nn.Parameter(torch.zeros(1))
             self.automatic_optimization = False
 
-        def training_step(self, problems, batch_idx):
-            seen.append(list(problems))
+        def training_step(self, batch, batch_idx):
+            seen.append(record(batch))
 
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    loader = old_loader(size, batch, seed=0)
     trainer = pl.Trainer(
-        max_epochs=4,
+        max_epochs=epochs,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -82,6 +80,14 @@ def test_same_batches_as_lightning_drew_from_the_old_loader(size, batch):
         num_sanity_val_steps=0,
     )
     trainer.fit(Recorder(), train_dataloaders=loader)
+    assert len(seen) == epochs * len(loader)
+    return seen
+
+
+@pytest.mark.parametrize(("size", "batch"), [(8, 8), (20, 8), (5, 8)])
+def test_same_batches_as_lightning_drew_from_the_old_loader(size, batch):
+    """A real Lightning loop over the shuffling DataLoader that train_dataloader() used to return."""
+    seen = lightning_draws(old_loader(size, batch, seed=0))
     assert take(BatchStream(list(range(size)), batch, seed=0), len(seen)) == seen
 
 

@@ -101,16 +101,24 @@ def test_kill_anywhere_and_resume_gives_the_same_run(tmp_path, env, uninterrupte
     expected, got = series(uninterrupted), series(run_dir)
     assert got == expected, f"killed after checkpoint step {killed_at}"
     assert len(expected["val/e2e_acc"]) == 4  # before training and after steps 4, 8, 12
-    final = [
-        torch.load(d / "checkpoints" / "last.ckpt", weights_only=False) for d in (uninterrupted, run_dir)
-    ]
-    assert final[0]["global_step"] == final[1]["global_step"] == 12
-    for name, tensor in final[0]["state_dict"].items():
-        assert torch.equal(tensor, final[1]["state_dict"][name]), name
+    final = assert_same_training_state(uninterrupted, run_dir)
+    assert final["global_step"] == 12
+
+
+def assert_same_training_state(expected_dir: Path, run_dir: Path) -> dict:
+    """The two runs' last.ckpt hold the same step, weights and optimizer state, bit for bit; returns the first."""
+    expected, got = (
+        torch.load(d / "checkpoints" / "last.ckpt", weights_only=False) for d in (expected_dir, run_dir)
+    )
+    assert expected["global_step"] == got["global_step"]
+    assert expected["state_dict"].keys() == got["state_dict"].keys()
+    for name, tensor in expected["state_dict"].items():
+        assert torch.equal(tensor, got["state_dict"][name]), name
     for state, other in zip(
-        final[0]["optimizer_states"][0]["state"].values(),
-        final[1]["optimizer_states"][0]["state"].values(),
+        expected["optimizer_states"][0]["state"].values(),
+        got["optimizer_states"][0]["state"].values(),
         strict=True,
     ):
         for key, value in state.items():
             assert torch.equal(value, other[key]), key
+    return expected

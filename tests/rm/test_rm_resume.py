@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from planlift.rm.base import MATH_DIMENSIONS
 from planlift.rm_groups import ProceduralGroupSource, build_groups
 from planlift.tasks import ProceduralTask
+from tests.rm.test_train_eval import tiny_rm
+from tests.test_exact_resume import assert_same_training_state, saves_seen
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +36,6 @@ def groups_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("groups")
     task = ProceduralTask(sizes={"train": 10, "validation": 4, "test": 0})
     build_groups(ProceduralGroupSource(task, sizes={"train": 10, "dev": 4}), out)
-    assert len(MATH_DIMENSIONS) == 5
     return out
 
 
@@ -48,14 +48,9 @@ def command(run_dir: Path, groups_dir: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
         str(ROOT / "src" / "train_rm.py"),
-        f"rm_data.train_path={groups_dir / 'train.jsonl'}",
-        f"rm_data.dev_path={groups_dir / 'dev.jsonl'}",
-        "rm_data.groups_per_batch=4",
-        "rm_data.dev_groups_per_batch=4",
-        "rm_backbone.tiny.hidden_size=32",
-        "rm_backbone.tiny.intermediate_size=64",
+        *tiny_rm(groups_dir),
         "rm_backbone.tiny.num_hidden_layers=2",
-        "+rm_backbone.lora={r: 4, alpha: 8, dropout: 0.2, target_modules: [q_proj, v_proj]}",
+        "rm_backbone.lora={r: 4, alpha: 8, dropout: 0.2, target_modules: [q_proj, v_proj]}",
         f"trainer.max_steps={STEPS}",
         "trainer.val_check_interval=8",
         "callbacks.last_checkpoint.every_n_steps=2",
@@ -98,12 +93,8 @@ def test_kill_anywhere_and_rerun_gives_the_same_rm(tmp_path, groups_dir, env, un
     )
     seen, mtime, deadline = 0, None, time.monotonic() + 300
     while seen < saves_before_kill and process.poll() is None and time.monotonic() < deadline:
-        try:
-            now = checkpoint.stat().st_mtime_ns
-        except FileNotFoundError:
-            now = None
-        seen += now is not None and now != mtime
-        mtime = now
+        changed, mtime = saves_seen(checkpoint, mtime)
+        seen += changed
         time.sleep(0.01)
     time.sleep(delay)
     assert process.poll() is None, "the run ended before it could be killed"
@@ -119,21 +110,11 @@ def test_kill_anywhere_and_rerun_gives_the_same_rm(tmp_path, groups_dir, env, un
     expected, got = series(uninterrupted), series(run_dir)
     assert len(expected["train/loss"]) == STEPS and len(expected["val/pairwise_acc"]) == 6  # 0, 8, ..., 40
     assert got == expected, f"killed after checkpoint step {killed_at}"
-    final = [
-        torch.load(d / "checkpoints" / "last.ckpt", weights_only=False) for d in (uninterrupted, run_dir)
-    ]
-    assert final[0]["global_step"] == final[1]["global_step"] == STEPS
-    assert final[0]["planlift"]["batches_seen"] == final[1]["planlift"]["batches_seen"] == STEPS
-    assert any("lora_" in name for name in final[0]["state_dict"])
-    for name, tensor in final[0]["state_dict"].items():
-        assert torch.equal(tensor, final[1]["state_dict"][name]), name
-    for state, other in zip(
-        final[0]["optimizer_states"][0]["state"].values(),
-        final[1]["optimizer_states"][0]["state"].values(),
-        strict=True,
-    ):
-        for key, value in state.items():
-            assert torch.equal(value, other[key]), key
-    assert final[0]["lr_schedulers"] == final[1]["lr_schedulers"]
+    final = assert_same_training_state(uninterrupted, run_dir)
+    resumed_final = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert final["global_step"] == STEPS
+    assert final["planlift"]["batches_seen"] == resumed_final["planlift"]["batches_seen"] == STEPS
+    assert any("lora_" in name for name in final["state_dict"])
+    assert final["lr_schedulers"] == resumed_final["lr_schedulers"]
     exported = [(d / "reward_model" / "model.safetensors").read_bytes() for d in (uninterrupted, run_dir)]
     assert exported[0] == exported[1]

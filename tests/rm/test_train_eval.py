@@ -37,6 +37,18 @@ def groups_dir(tmp_path_factory):
     return out
 
 
+def tiny_rm(groups_dir: Path) -> list[str]:
+    """train_rm overrides: the groups in `groups_dir`, 4 to a batch, under a 32-wide tiny backbone."""
+    return [
+        f"rm_data.train_path={groups_dir / 'train.jsonl'}",
+        f"rm_data.dev_path={groups_dir / 'dev.jsonl'}",
+        "rm_data.groups_per_batch=4",
+        "rm_data.dev_groups_per_batch=4",
+        "rm_backbone.tiny.hidden_size=32",
+        "rm_backbone.tiny.intermediate_size=64",
+    ]
+
+
 def test_collator_groups_rows_and_fixes_eval_negatives(tmp_path):
     task = ProceduralTask(sizes={"train": 6, "validation": 2, "test": 0})
     build_groups(ProceduralGroupSource(task, sizes={"train": 6, "dev": 2}), tmp_path)
@@ -113,12 +125,7 @@ def test_train_then_evaluate(tmp_path, groups_dir):
     entry = load_entry_point("train_rm")  # the entry point's own function, run in this process
 
     overrides = [
-        f"rm_data.train_path={groups_dir / 'train.jsonl'}",
-        f"rm_data.dev_path={groups_dir / 'dev.jsonl'}",
-        "rm_data.groups_per_batch=4",
-        "rm_data.dev_groups_per_batch=4",
-        "rm_backbone.tiny.hidden_size=32",
-        "rm_backbone.tiny.intermediate_size=64",
+        *tiny_rm(groups_dir),
         "rm_backbone.tiny.num_hidden_layers=1",
         "trainer.max_steps=4",
         "trainer.val_check_interval=2",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 
 import pytest
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
@@ -16,6 +15,7 @@ from planlift.rm.base import MATH_DIMENSIONS
 from planlift.rm_groups import ProceduralGroupSource, build_groups, read_groups
 from planlift.rubric_rm.data import GroupCollator, TrainingBatches
 from planlift.tasks import ProceduralTask
+from tests.test_data_stream import lightning_draws
 
 
 @pytest.fixture(scope="module")
@@ -45,20 +45,6 @@ def rows(batch: dict) -> tuple:
 def test_the_batches_lightning_drew_from_the_old_dataloader(groups, size, batch_size):
     """A real Lightning fit over the DataLoader that GroupsDataModule.train_dataloader() returned before:
     a short last batch (12 = 2 x 5 + 2), none (12 = 3 x 4), fewer groups than a batch."""
-    seen: list[tuple] = []
-
-    class Recorder(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.weight = torch.nn.Parameter(torch.zeros(1))
-            self.automatic_optimization = False
-
-        def training_step(self, batch, batch_idx):
-            seen.append(rows(batch))
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
     old = DataLoader(
         groups[:size],
         batch_size=batch_size,
@@ -66,16 +52,7 @@ def test_the_batches_lightning_drew_from_the_old_dataloader(groups, size, batch_
         collate_fn=collator(),
         generator=torch.Generator().manual_seed(5),
     )
-    trainer = pl.Trainer(
-        max_epochs=4,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(Recorder(), train_dataloaders=old)
-    assert len(seen) == 4 * len(old)
+    seen = lightning_draws(old, record=rows)
     assert [rows(b) for b in itertools.islice(batches(groups[:size], batch_size), len(seen))] == seen
 
 
