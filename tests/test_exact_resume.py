@@ -69,29 +69,31 @@ def saves_seen(path: Path, last: float) -> tuple[bool, float]:
     return mtime != last, mtime
 
 
+def kill_after_saves(argv: list[str], env: dict, checkpoint: Path, saves: int, delay: float) -> int:
+    """Start `argv`, SIGKILL it `delay` seconds after it has been seen to write `checkpoint` `saves` times
+    (a step, a validation or a save may be under way); returns the step of the checkpoint it left."""
+    process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen, mtime, deadline = 0, None, time.monotonic() + 600
+    while seen < saves and process.poll() is None and time.monotonic() < deadline:
+        changed, mtime = saves_seen(checkpoint, mtime)
+        seen += changed
+        time.sleep(0.01)
+    time.sleep(delay)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    return torch.load(checkpoint, weights_only=False)["global_step"]
+
+
 @pytest.mark.parametrize("case", range(3))
 def test_kill_anywhere_and_resume_gives_the_same_run(tmp_path, env, uninterrupted, case):
     rng = random.Random(case)
     saves_before_kill, delay = rng.randint(1, 4), rng.uniform(0.0, 1.5)
     run_dir = tmp_path / "run"
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    process = subprocess.Popen(
-        command(run_dir, "auto_resume=false"),
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    killed_at = kill_after_saves(
+        command(run_dir, "auto_resume=false"), env, checkpoint, saves_before_kill, delay
     )
-    seen, mtime, deadline = 0, None, time.monotonic() + 600
-    while seen < saves_before_kill and process.poll() is None and time.monotonic() < deadline:
-        changed, mtime = saves_seen(checkpoint, mtime)
-        seen += changed
-        time.sleep(0.02)
-    time.sleep(delay)
-    assert process.poll() is None, "the run ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    killed_at = torch.load(checkpoint, weights_only=False)["global_step"]
     assert killed_at < 12
 
     resumed = subprocess.run(command(run_dir), cwd=ROOT, env=env, capture_output=True, text=True)

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,7 @@ import torch
 from planlift.rm_groups import ProceduralGroupSource, build_groups
 from planlift.tasks import ProceduralTask
 from tests.rm.test_train_eval import tiny_rm
-from tests.test_exact_resume import assert_same_training_state, saves_seen
+from tests.test_exact_resume import assert_same_training_state, kill_after_saves
 
 pytestmark = pytest.mark.slow
 
@@ -88,19 +86,7 @@ def test_kill_anywhere_and_rerun_gives_the_same_rm(tmp_path, groups_dir, env, un
     saves_before_kill, delay = rng.randint(1, 6), rng.uniform(0.0, 0.3)
     run_dir = tmp_path / "run"
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    process = subprocess.Popen(
-        command(run_dir, groups_dir), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    seen, mtime, deadline = 0, None, time.monotonic() + 300
-    while seen < saves_before_kill and process.poll() is None and time.monotonic() < deadline:
-        changed, mtime = saves_seen(checkpoint, mtime)
-        seen += changed
-        time.sleep(0.01)
-    time.sleep(delay)
-    assert process.poll() is None, "the run ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    killed_at = torch.load(checkpoint, weights_only=False)["global_step"]
+    killed_at = kill_after_saves(command(run_dir, groups_dir), env, checkpoint, saves_before_kill, delay)
     assert 0 < killed_at < STEPS
 
     resumed = subprocess.run(command(run_dir, groups_dir), cwd=ROOT, env=env, capture_output=True, text=True)
