@@ -70,9 +70,12 @@ def saves_seen(path: Path, last: float) -> tuple[bool, float]:
 
 
 def kill_after_saves(argv: list[str], env: dict, checkpoint: Path, saves: int, delay: float) -> int:
-    """Start `argv`, SIGKILL it `delay` seconds after it has been seen to write `checkpoint` `saves` times
-    (a step, a validation or a save may be under way); returns the step of the checkpoint it left."""
-    process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """Start `argv`, SIGKILL it (its DDP ranks with it) `delay` seconds after it has been seen to write
+    `checkpoint` `saves` times (a step, a validation or a save may be under way); returns the step of the
+    checkpoint it left."""
+    process = subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     seen, mtime, deadline = 0, None, time.monotonic() + 600
     while seen < saves and process.poll() is None and time.monotonic() < deadline:
         changed, mtime = saves_seen(checkpoint, mtime)
@@ -80,7 +83,7 @@ def kill_after_saves(argv: list[str], env: dict, checkpoint: Path, saves: int, d
         time.sleep(0.01)
     time.sleep(delay)
     assert process.poll() is None, "the run ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)  # rank 1 is rank 0's child
     process.wait()
     return torch.load(checkpoint, weights_only=False)["global_step"]
 

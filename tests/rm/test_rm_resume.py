@@ -2,7 +2,7 @@
 
 The RM trains 40 steps (checkpoint every 2, dev check every 8) in a real subprocess on 10 groups in
 batches of 4, so epochs end with a short batch and the run crosses 13 of them; LoRA dropout draws from
-torch's generator. The killed run is resumed by rerunning the same command (`auto_resume`), and compared
+torch's generator. Also under `hardware=ddp_sim` (two gloo ranks). The killed run is resumed by rerunning the same command (`auto_resume`), and compared
 with an uninterrupted one: the logged series, the final weights, optimizer and scheduler state bit for bit,
 and the exported reward model byte for byte.
 """
@@ -62,10 +62,19 @@ def command(run_dir: Path, groups_dir: Path, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, groups_dir, env):
-    run_dir = tmp_path_factory.mktemp("uninterrupted")
-    done = subprocess.run(command(run_dir, groups_dir), cwd=ROOT, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return run_dir
+    """The uninterrupted run's directory, per hardware preset (made once)."""
+    runs: dict[str, Path] = {}
+
+    def run(hardware: str) -> Path:
+        if hardware not in runs:
+            run_dir = tmp_path_factory.mktemp(f"uninterrupted_{hardware}")
+            argv = command(run_dir, groups_dir, f"hardware={hardware}")
+            done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr[-3000:]
+            runs[hardware] = run_dir
+        return runs[hardware]
+
+    return run
 
 
 def series(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -80,16 +89,19 @@ def series(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return out
 
 
-@pytest.mark.parametrize("case", range(2))
-def test_kill_anywhere_and_rerun_gives_the_same_rm(tmp_path, groups_dir, env, uninterrupted, case):
+@pytest.mark.parametrize(("hardware", "case"), [("cpu", 0), ("cpu", 1), ("ddp_sim", 2)])
+def test_kill_anywhere_and_rerun_gives_the_same_rm(tmp_path, groups_dir, env, uninterrupted, hardware, case):
+    """`ddp_sim`: two gloo ranks, each with its own share of every epoch and its own dropout stream."""
+    uninterrupted = uninterrupted(hardware)
     rng = random.Random(case)
     saves_before_kill, delay = rng.randint(1, 6), rng.uniform(0.0, 0.3)
     run_dir = tmp_path / "run"
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    killed_at = kill_after_saves(command(run_dir, groups_dir), env, checkpoint, saves_before_kill, delay)
+    argv = command(run_dir, groups_dir, f"hardware={hardware}")
+    killed_at = kill_after_saves(argv, env, checkpoint, saves_before_kill, delay)
     assert 0 < killed_at < STEPS
 
-    resumed = subprocess.run(command(run_dir, groups_dir), cwd=ROOT, env=env, capture_output=True, text=True)
+    resumed = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stdout + resumed.stderr
 
@@ -101,6 +113,7 @@ def test_kill_anywhere_and_rerun_gives_the_same_rm(tmp_path, groups_dir, env, un
     assert final["global_step"] == STEPS
     assert final["planlift"]["batches_seen"] == resumed_final["planlift"]["batches_seen"] == STEPS
     assert any("lora_" in name for name in final["state_dict"])
+    assert len(final["planlift"]["ranks"]) == (2 if hardware == "ddp_sim" else 1)  # each rank's streams
     assert final["lr_schedulers"] == resumed_final["lr_schedulers"]
     exported = [(d / "reward_model" / "model.safetensors").read_bytes() for d in (uninterrupted, run_dir)]
     assert exported[0] == exported[1]
