@@ -81,24 +81,31 @@ def test_reward_sweep_compared_and_served_by_tensorboard(tmp_path, cache_dir):
         stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
+
+    def served(run: str, tag: str) -> list:
+        return get(f"{base}/data/plugin/scalars/scalars?{urllib.parse.urlencode({'run': run, 'tag': tag})}")
+
     try:
+        # the server reads the event files in passes: a tag is listed once its first event is read, so wait
+        # until every series the comparison used is served in full
         deadline = time.monotonic() + 120
         runs = []
         while time.monotonic() < deadline:
             try:
                 runs = get(f"{base}/data/runs")
-                tags = get(f"{base}/data/plugin/scalars/tags")
-                if sorted(runs) == sorted(used) and all(set(used[r]) <= set(tags.get(r, {})) for r in used):
+                if sorted(runs) == sorted(used) and all(
+                    len(served(run, tag)) >= len(points)
+                    for run, by_tag in used.items()
+                    for tag, points in by_tag.items()
+                ):
                     break
-            except OSError:
+            except OSError:  # not up yet, or a tag not read yet (HTTP 400)
                 pass
             time.sleep(1)
         assert sorted(runs) == sorted(used)
         for run, by_tag in used.items():
             for tag, points in by_tag.items():
-                query = urllib.parse.urlencode({"run": run, "tag": tag})
-                served = get(f"{base}/data/plugin/scalars/scalars?{query}")
-                assert [(step, pytest.approx(value, rel=1e-6)) for _, step, value in served] == [
+                assert [(step, pytest.approx(value, rel=1e-6)) for _, step, value in served(run, tag)] == [
                     (step, value) for step, value in points
                 ], (run, tag)
         experiment = get(
