@@ -30,8 +30,7 @@ def train(cfg: DictConfig, executor=None, engine=None) -> float | None:
     `cfg.rollout` (a test session's: vLLM engines in one process share its distributed state)."""
     # under SLURM, LastCheckpoint takes the requeue signal (without it, Lightning's handler does): from here
     # on a signal is kept for the first step boundary
-    if (cfg.get("callbacks") or {}).get("last_checkpoint"):
-        RequeueSignal.install()
+    RequeueSignal.install_for(cfg)
     runtime.configure_threads(cfg.torch_threads)
     runtime.check_devices(cfg)
     runtime.prepare_ddp_relaunch(__file__)

@@ -25,8 +25,7 @@ log = logging.getLogger("planlift.train_rm")
 
 
 def train_rm(cfg: DictConfig) -> float | None:
-    if (cfg.get("callbacks") or {}).get("last_checkpoint"):  # the requeue signal waits for a step boundary
-        RequeueSignal.install()
+    RequeueSignal.install_for(cfg)  # under SLURM the requeue signal waits for a step boundary
     runtime.configure_threads(cfg.torch_threads)
     runtime.quiet_libraries()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -52,6 +52,24 @@ class BatchStream(Generic[Item]):
         self._exhausts_sampler = n % batch_size != 0 if keep_partial else n < batch_size
         self._epoch: tuple[int, list[int]] | None = None
 
+    @classmethod
+    def for_trainer(
+        cls, items: Sequence[Item], batch_size: int, seed: int, trainer, keep_partial: bool = False
+    ) -> BatchStream[Item]:
+        """This rank's stream for a data module's `train_dataloader`, from the batch the module has seen
+        (`batches_seen`, restored from the checkpoint before Lightning asks for the loader). `trainer`:
+        None outside fit (one rank, from batch 0)."""
+        module = trainer.lightning_module if trainer is not None else None
+        return cls(
+            items,
+            batch_size,
+            seed,
+            start=getattr(module, "batches_seen", 0),
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
+            keep_partial=keep_partial,
+        )
+
     def __iter__(self) -> Iterator[list[Item]]:
         while True:
             yield self.batch(self.position)

@@ -57,16 +57,7 @@ class ProblemDataModule(pl.LightningDataModule):
         problems = list(self.task.problems("train"))[: self.train_limit]
         if not problems:
             raise ConfigError(f"task {self.task.name!r} has no training problems")
-        trainer = self.trainer  # None outside fit
-        module = trainer.lightning_module if trainer is not None else None
-        return BatchStream(
-            problems,
-            self.problems_per_step,
-            self.seed,
-            start=getattr(module, "batches_seen", 0),  # restored from the checkpoint before this call
-            rank=trainer.global_rank if trainer is not None else 0,
-            world_size=trainer.world_size if trainer is not None else 1,
-        )
+        return BatchStream.for_trainer(problems, self.problems_per_step, self.seed, self.trainer)
 
     def transfer_batch_to_device(
         self, batch: list[Problem], device: torch.device, dataloader_idx: int

@@ -2,8 +2,8 @@
 
 The RM trains 40 steps (checkpoint every 2, dev check every 8) in a real subprocess on 10 groups in
 batches of 4, so epochs end with a short batch and the run crosses 13 of them; LoRA dropout draws from
-torch's generator. Also under `hardware=ddp_sim` (two gloo ranks). The killed run is resumed by rerunning the same command (`auto_resume`), and compared
-with an uninterrupted one: the logged series, the final weights, optimizer and scheduler state bit for bit,
+torch's generator. Also under `hardware=ddp_sim` (two gloo ranks). The killed run is resumed by
+rerunning the same command (`auto_resume`), and compared with an uninterrupted one: the logged series, the final weights, optimizer and scheduler state bit for bit,
 and the exported reward model byte for byte.
 """
 

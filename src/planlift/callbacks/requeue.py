@@ -54,6 +54,14 @@ class RequeueSignal:
         return cls._installed
 
     @classmethod
+    def install_for(cls, cfg) -> RequeueSignal | None:
+        """At job start (an entry point's first step): install the handler when the run saves `last.ckpt`
+        (`cfg.callbacks.last_checkpoint`); without it Lightning's own handler stays."""
+        if (cfg.get("callbacks") or {}).get("last_checkpoint"):
+            return cls.install()
+        return None
+
+    @classmethod
     def for_trainer(cls, trainer: pl.Trainer) -> RequeueSignal | None:
         """The handler when this trainer runs under SLURM with Lightning's `auto_requeue` on (its default)."""
         environment = trainer._accelerator_connector.cluster_environment  # what Lightning's handlers go by

@@ -222,16 +222,8 @@ class GroupsDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> TrainingBatches:
-        trainer = self.trainer  # None outside fit
-        module = trainer.lightning_module if trainer is not None else None
-        stream = BatchStream(
-            self.train_groups,
-            self.groups_per_batch,
-            self.seed,
-            start=getattr(module, "batches_seen", 0),  # restored from the checkpoint before this call
-            rank=trainer.global_rank if trainer is not None else 0,
-            world_size=trainer.world_size if trainer is not None else 1,
-            keep_partial=True,
+        stream = BatchStream.for_trainer(
+            self.train_groups, self.groups_per_batch, self.seed, self.trainer, keep_partial=True
         )
         return TrainingBatches(stream, self.collator(fixed=False))
 

@@ -84,9 +84,8 @@ class RubricRMModule(pl.LightningModule):
         self.negneg_margin = negneg_margin
         self.huber_delta = huber_delta
         self._val: list[dict[str, Any]] = []
-        self.batches_seen = (
-            0  # the data position a resumed run continues from (rubric_rm.data.TrainingBatches)
-        )
+        # the data position a resumed run continues from (rubric_rm.data.TrainingBatches)
+        self.batches_seen = 0
 
     def losses(self, batch: dict[str, Any], out: RubricOutput) -> dict[str, torch.Tensor]:
         k = batch["group_size"]
