@@ -21,7 +21,7 @@
 # <check>.log and <check>/ (Hydra config, TensorBoard events; checkpoints stay behind). Exit status 1 when
 # a check failed or timed out.
 # Environment: PYTHON (default python3), GPU_WHEELS_DIR (default gpu_wheels), PLANLIFT_CACHE (default: a
-# temporary folder), GPU_CHECK_BUDGET_S.
+# temporary folder), PLANLIFT_BOOTSTRAP_CACHE (default: its bootstrap/), GPU_CHECK_BUDGET_S.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -113,11 +113,12 @@ echo "PYTHONPATH=$PYTHONPATH"
 # The tiny bootstrap `make gpu-wheels` packed (WHEELS/bootstrap/<key>/, the learning run's): into the cache,
 # so that run starts from the CPU reference's weights; the debug=fast checks train their own here.
 if compgen -G "$WHEELS/bootstrap/*/metrics.json" >/dev/null; then
-  mkdir -p "$PLANLIFT_CACHE/bootstrap"
+  BOOTSTRAPS=${PLANLIFT_BOOTSTRAP_CACHE:-$PLANLIFT_CACHE/bootstrap}  # where conf/paths looks
+  mkdir -p "$BOOTSTRAPS"
   keys=()
   for dir in "$WHEELS"/bootstrap/*/; do
     key=$(basename "$dir") && keys+=("$key")
-    [[ -e $PLANLIFT_CACHE/bootstrap/$key ]] || cp -r "$dir" "$PLANLIFT_CACHE/bootstrap/$key"
+    [[ -e $BOOTSTRAPS/$key ]] || cp -r "$dir" "$BOOTSTRAPS/$key"
   done
   # its step-0 accuracy as measured where it was packed (the CPU's vector kernels decide the warm start)
   built=$(timeout --kill-after=5 20 "$PY" - "$WHEELS"/bootstrap/*/metrics.json 2>&1 <<'PYEOF'
@@ -129,7 +130,7 @@ for path in sys.argv[1:]:
     print(f"planner_executor={metrics.get('planner_executor')} built_on={devices}/{built.get('cpu_capability', '?')}")
 PYEOF
   )
-  note "bootstrap carried=${keys[*]} into $PLANLIFT_CACHE/bootstrap (${built//$'\n'/; })"
+  note "bootstrap carried=${keys[*]} into $BOOTSTRAPS (${built//$'\n'/; })"
 fi
 
 # 2. What it runs with (module locations show which copy: the wheels' folder or the machine's).

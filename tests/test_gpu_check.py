@@ -133,7 +133,7 @@ def test_gpu_wheels_install_and_cpu_dry_run(tmp_path):
     machine_env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("PYTHON", "VIRTUAL_ENV", "GPU_CHECK", "PLANLIFT_CACHE"))
+        if not k.startswith(("PYTHON", "VIRTUAL_ENV", "GPU_CHECK", "PLANLIFT_"))
     }
     machine_env.update(PYTHONPATH=str(tmp_path / "machine_site"), PYTHONNOUSERSITE="1")
     for module in ("hydra", "omegaconf", "math_verify", "planlift"):
@@ -215,7 +215,7 @@ def test_the_gpu_run_without_a_gpu_fails_cleanly_and_keeps_the_learning_run_its_
     fake.chmod(0o755)
     out, empty = tmp_path / "out", tmp_path / "no_wheels"
     empty.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GPU_CHECK", "PLANLIFT_CACHE"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GPU_CHECK", "PLANLIFT_"))}
     env.update(
         PATH=f"{fake.parent}:{os.environ['PATH']}", PYTHON=sys.executable, GPU_WHEELS_DIR=str(empty),
         GPU_CHECK_BUDGET_S="170", OMP_NUM_THREADS="1", TMPDIR=str(tmp_path),

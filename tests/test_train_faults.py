@@ -64,7 +64,8 @@ def rm_service(tmp_path):
 
 @pytest.fixture
 def debug_config(tmp_path, monkeypatch):
-    """The debug preset composed with a fresh bootstrap cache (PLANLIFT_CACHE); the bootstrap is built."""
+    """The debug preset composed with a fresh cache (PLANLIFT_CACHE: no validation baseline is cached yet); its
+    bootstrap is built there, or found in PLANLIFT_BOOTSTRAP_CACHE when that is set (.ci/run)."""
     import hydra
 
     from tests.test_configs import compose_with

@@ -16,6 +16,7 @@ def test_grounded_grpo_on_gsm8k_with_smollm2(tmp_path):
         "experiment=gsm8k_smollm2",
         "trainer.max_steps=2",
         "trainer.val_check_interval=2",
+        "validate_before_training=false",  # the validation after step 2 judges the same way
         "data.val_problems=4",
         "data.val_batch_size=4",
         "algorithm.num_generations=2",

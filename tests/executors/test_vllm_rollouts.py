@@ -224,12 +224,14 @@ def test_grpo_trains_with_rollouts_from_the_server(vllm_executor, rollout_server
     assert logged["train/rollout/server_retries"][-1][1] == 0
 
 
-@pytest.mark.parametrize("rollout", ["vllm", "vllm_server"])
-@pytest.mark.parametrize("hardware", ["ddp_sim", "fsdp_sim"])
+@pytest.mark.parametrize(
+    ("hardware", "rollout"), [("ddp_sim", "vllm"), ("fsdp_sim", "vllm"), ("fsdp_sim", "vllm_server")]
+)
 def test_two_ranks_sample_from_synced_engines(request, vllm_session, tmp_path, hardware, rollout):
     """Two gloo ranks (DDP; FSDP2, whose weights are gathered on every rank first). `rollout=vllm`: each
     rank starts its own engine (`external_launcher`) and loads it. `rollout=vllm_server`: rank 0 loads
-    the one server, the other waits at the barrier; both sample after it."""
+    the one server, the other waits at the barrier; both sample after it. The server's load is the same
+    under DDP (a rank's full weights) once FSDP's are gathered, so DDP is run with the in-process engine."""
     from tests.test_train_e2e import scalars, train
 
     run = tmp_path / hardware

@@ -192,6 +192,7 @@ def test_train_from_the_bootstrap_planner(tmp_path, groups_dir):
     overrides = [
         "rm_backbone=tiny_pretrained",
         f"paths.cache_dir={tmp_path / 'cache'}",
+        f"paths.bootstrap_dir={tmp_path / 'cache' / 'bootstrap'}",  # private whatever PLANLIFT_BOOTSTRAP_CACHE
         "bootstrap.architecture.hidden_size=32",
         "bootstrap.architecture.intermediate_size=64",
         "bootstrap.executor.steps=10",
