@@ -50,9 +50,9 @@ test: venv  ## fast tier
 test-slow: venv  ## slow tier (ddp_sim, longer end-to-end runs)
 	$(PYTEST) -m "slow" -q
 
-# .ci/run splits the slow tier over its two lanes: SLOW_SPLIT (~250 s) runs after the fast tier, the rest
+# .ci/run splits the slow tier over its two lanes: SLOW_SPLIT (~230 s) runs after the fast tier, the rest
 # alone, so that both lanes take about as long.
-SLOW_SPLIT := tests/test_train_mbpp.py tests/test_gpu_check.py
+SLOW_SPLIT := tests/test_train_mbpp.py tests/test_gpu_check.py tests/test_train_faults.py
 test-slow-rest: venv
 	$(PYTEST) -m "slow" -q $(addprefix --ignore=,$(SLOW_SPLIT))
 
