@@ -26,7 +26,8 @@ UNCONVERTIBLE_MBPP = {"Mbpp/601", "Mbpp/927", "Mbpp/367", "Mbpp/533"}
 
 
 # Mbpp/599's reference takes ~25 s per run over its 94 inputs, a quarter of MBPP+'s time here: it is judged
-# under the task's own default limits (stricter than `generous`) by the last test of this module
+# under the task's own default limits (stricter than `generous`) by
+# test_a_reference_that_needs_long_over_all_its_tests_passes_under_the_default_limits
 JUDGED_APART = {"Mbpp/599"}
 
 
