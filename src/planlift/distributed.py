@@ -1,7 +1,8 @@
-"""This process's place in the default process group, and gathering plain objects across it."""
+"""This process's place in the default process group; gathering plain objects and reducing values across it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -24,3 +25,27 @@ def gather_objects(obj: Any) -> list[Any]:
     gathered: list[Any] = [None] * world_size()
     torch.distributed.all_gather_object(gathered, obj)
     return gathered
+
+
+def sum_over_ranks(values: Sequence[float], device: torch.device | str = "cpu") -> list[float]:
+    """Each value summed over the ranks (collective: every rank calls it); the values without a process
+    group. `device`: where the collective's tensor lives (the rank's GPU under NCCL)."""
+    if world_size() == 1:
+        return list(values)
+    total = torch.tensor(list(values), dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(total)
+    return total.tolist()
+
+
+def mean_over_ranks(metrics: dict[str, float]) -> dict[str, float]:
+    """Every rank's metrics in one collective, each reduced to its mean over the ranks that have it (the
+    largest for a `*_max`). Ranks hold equal batches, so a mean of per-rank means is the batch's mean; a
+    count becomes the count per rank."""
+    if world_size() == 1:
+        return metrics
+    gathered = gather_objects(metrics)
+    out: dict[str, float] = {}
+    for key in dict.fromkeys(k for m in gathered for k in m):
+        values = [m[key] for m in gathered if key in m]
+        out[key] = max(values) if key.endswith("_max") else sum(values) / len(values)
+    return out

@@ -59,10 +59,47 @@ def test_token_logprobs_and_entropy():
 def test_kl_estimators():
     logp, ref = torch.tensor([math.log(0.5)]), torch.tensor([math.log(0.25)])
     r = 0.25 / 0.5
-    assert kl_divergence(logp, ref, "k1").item() == pytest.approx(-math.log(r))
     assert kl_divergence(logp, ref, "k2").item() == pytest.approx(0.5 * math.log(r) ** 2)
     assert kl_divergence(logp, ref, "k3").item() == pytest.approx(r - math.log(r) - 1)
     assert kl_divergence(ref, ref, "k3").item() == 0.0
+    with pytest.raises(ValueError, match="k1"):
+        kl_divergence(logp, ref, "k1")
+
+
+def _expected_penalty_gradient(estimator: str | None, theta: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """E_{x ~ pi}[grad of the per-token penalty at x], exactly (all five outcomes weighted by pi), as
+    training estimates it from samples; None: the penalty as -log r (k1)."""
+    theta = theta.clone().requires_grad_(True)
+    logp = torch.log_softmax(theta, dim=0)
+    per_outcome = logp - ref if estimator is None else kl_divergence(logp, ref, estimator)
+    (per_outcome * logp.exp().detach()).sum().backward()
+    return theta.grad
+
+
+def _gradient(function, theta: torch.Tensor) -> torch.Tensor:
+    theta = theta.clone().requires_grad_(True)
+    function(theta).backward()
+    return theta.grad
+
+
+def test_what_each_kl_penalty_pulls_toward():
+    """k2's gradient follows KL(pi || ref), k3's the reverse KL(ref || pi); k1's is zero, which is why it is
+    not offered."""
+    generator = torch.Generator().manual_seed(0)
+    theta = torch.randn(5, generator=generator, dtype=torch.float64)
+    ref = torch.log_softmax(torch.randn(5, generator=generator, dtype=torch.float64), dim=0)
+
+    def forward_kl(t):
+        logp = torch.log_softmax(t, dim=0)
+        return (logp.exp() * (logp - ref)).sum()
+
+    def reverse_kl(t):
+        return (ref.exp() * (ref - torch.log_softmax(t, dim=0))).sum()
+
+    assert torch.allclose(_expected_penalty_gradient("k2", theta, ref), _gradient(forward_kl, theta))
+    assert torch.allclose(_expected_penalty_gradient("k3", theta, ref), _gradient(reverse_kl, theta))
+    assert _expected_penalty_gradient(None, theta, ref).abs().max().item() < 1e-12
+    assert _gradient(forward_kl, theta).abs().max().item() > 1e-2  # the KL itself does pull
 
 
 MASK = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
@@ -89,6 +126,34 @@ def test_micro_batches_add_up_to_the_full_batch(aggregation):
     assert parts.item() == pytest.approx(normalizer.reduce(PER_TOKEN, MASK).item())
 
 
+@pytest.mark.parametrize("aggregation", ["token_mean", "sequence_mean", "dr_grpo"])
+def test_ranks_averaging_their_gradients_optimise_the_global_batch_loss(aggregation):
+    """Under DDP each rank's loss uses the totals of every rank's batch, times the number of ranks: the
+    average of the ranks' gradients is then the gradient of the one-process loss of the whole batch. Rank 0
+    holds two short completions and a masked sample, rank 1 one long one."""
+    mask = torch.tensor(
+        [[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]]
+    )
+    per_token = torch.arange(1.0, 17.0).view(4, 4).requires_grad_(True)
+    LossNormalizer.for_batch(aggregation, mask, max_length=4).reduce(per_token, mask).backward()
+    one_process = per_token.grad.clone()
+
+    shards = (slice(0, 3), slice(3, 4))
+    counts = [LossNormalizer.counts(mask[rows]) for rows in shards]
+    totals = tuple(sum(c[i] for c in counts) for i in range(2))
+    averaged, per_rank_totals = torch.zeros(4, 4), torch.zeros(4, 4)
+    for rows in shards:
+        for target, normalizer in (
+            (averaged, LossNormalizer.for_batch(aggregation, mask[rows], 4, totals, ranks=2)),
+            (per_rank_totals, LossNormalizer.for_batch(aggregation, mask[rows], 4)),
+        ):
+            per_token.grad = None
+            normalizer.reduce(per_token[rows], mask[rows]).backward()
+            target += per_token.grad / 2  # what DDP's all-reduce does
+    assert torch.allclose(averaged, one_process)
+    assert not torch.allclose(per_rank_totals, one_process)  # each rank's own totals weigh tokens unevenly
+
+
 def test_on_policy_loss_is_minus_advantage_times_logprob():
     logp = torch.tensor([[-1.0, -2.0], [-0.5, -0.5]], requires_grad=True)
     mask = torch.ones(2, 2)
@@ -109,6 +174,19 @@ def test_clipping_stops_the_gradient_beyond_the_trust_region():
     assert logp.grad[0, 0].item() == 0.0  # clipped at 1.2
     assert logp.grad[0, 1].item() == pytest.approx(-1.1 / 2)
     assert terms.clip_fraction.item() == 0.5
+
+
+def test_clip_fraction_counts_only_the_tokens_whose_gradient_the_clip_removed():
+    """Ratios 1.5, 0.5 and 0.5: out of bounds all three, but the min keeps the unclipped term (and its
+    gradient) for 0.5 with A > 0; with A < 0 the clip at 0.8 cuts 0.5."""
+    old = torch.zeros(2, 2)
+    logp = torch.log(torch.tensor([[1.5, 0.5], [0.5, 1.0]])).requires_grad_(True)
+    mask = torch.ones(2, 2)
+    adv = torch.tensor([1.0, -1.0])
+    terms = grpo_loss(logp, old, adv, mask, LossNormalizer.for_batch("token_mean", mask, 2))
+    terms.loss.backward()
+    cut = (logp.grad == 0).float().mean().item()
+    assert cut == 0.5 and terms.clip_fraction.item() == cut
 
 
 def test_kl_penalty_enters_the_loss():

@@ -23,6 +23,14 @@ def test_metrics_keys_and_group_health():
     assert batch.mask.tolist() == [True, True, True, False]
 
 
+def test_a_group_of_equal_rewards_counts_as_zero_std_whatever_the_float_mean():
+    """The mean of eight rewards of 0.1 is not exactly 0.1, so their float std is 1.4e-17, not 0; the group
+    still carries no signal (group_advantages gives it 0) and must count in frac_reward_zero_std."""
+    records = [RewardRecord(final=0.1)] * 8 + [RewardRecord(final=float(i % 2)) for i in range(8)]
+    metrics = RewardBatch(records, group_size=8).metrics()
+    assert metrics["train/frac_reward_zero_std"] == 0.5
+
+
 def test_every_mask_reason_is_logged_every_step_zeros_included():
     """Lightning repeats a step metric's last value in a step that does not log it: a reason absent from
     this step must read 0, not the count of the last step that had it."""

@@ -12,8 +12,11 @@ The algorithm's choices, each a constructor argument (defaults follow the author
    The rollout-time log-probs are recomputed in eval mode, as the rollout was sampled; active dropout
    (LoRA's) makes the update's differ from them, which `disable_dropout=True` removes.
 5. KL to a reference policy: off by default (`kl_coef=0`, as the authors). The reference is the
-   adapter-disabled model under LoRA, else a frozen copy of the initial planner; estimator k1 | k2 | k3.
-6. Loss aggregation: token_mean (DAPO) | sequence_mean (original GRPO) | dr_grpo (sum / (B x max_len)).
+   adapter-disabled model under LoRA, else a frozen copy of the initial planner; estimator k3 (its
+   gradient follows KL(pi_ref || pi), as TRL's) | k2 (KL(pi || pi_ref)): `objective.kl_divergence`.
+6. Loss aggregation: token_mean (DAPO; the default, not the authors': their code loop took each
+   sequence's token mean, `sequence_mean`) | sequence_mean | dr_grpo (sum / (B x max_len)). Totals are
+   over every rank's batch, so DDP and FSDP optimise the loss of the global batch.
 7. Masking: completion tokens after the first EOS (or stop string) never enter the loss (the authors'
    code included padding).
 8. Log-probs are taken at the sampling temperature; micro-batches accumulate to the full-batch loss.
@@ -45,7 +48,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from planlift.distributed import gather_objects, rank, world_size
+from planlift.distributed import gather_objects, mean_over_ranks, rank, sum_over_ranks, world_size
 from planlift.errors import ConfigError
 from planlift.grpo.engines import HFEngine, RolloutEngine
 from planlift.grpo.objective import (
@@ -112,8 +115,10 @@ class GRPOModule(pl.LightningModule):
                 f"algorithm.loss_aggregation must be one of {list(AGGREGATIONS)}, got {loss_aggregation!r}"
             )
         if kl_estimator not in KL_ESTIMATORS:
+            why = " (k1's gradient is zero in expectation: as a loss term it penalises nothing)"
             raise ConfigError(
                 f"algorithm.kl_estimator must be one of {list(KL_ESTIMATORS)}, got {kl_estimator!r}"
+                + (why if kl_estimator == "k1" else "")
             )
         if kl_coef < 0 or clip_low < 0 or clip_high < 0:
             raise ConfigError("algorithm.kl_coef, clip_low and clip_high must be >= 0")
@@ -219,7 +224,10 @@ class GRPOModule(pl.LightningModule):
     ) -> dict[str, float]:
         """`num_iterations` optimizer steps on the rollout, each accumulated over micro-batches."""
         token_mask = rollout.completion_mask * sample_mask.unsqueeze(1).long()
-        normalizer = LossNormalizer.for_batch(self.loss_aggregation, token_mask, self.max_new_tokens)
+        counts = sum_over_ranks(LossNormalizer.counts(token_mask), self.device)  # the global batch's totals
+        normalizer = LossNormalizer.for_batch(
+            self.loss_aggregation, token_mask, self.max_new_tokens, tuple(counts), world_size()
+        )
         batch = rollout.completion_ids.shape[0]
         size = self.micro_batch_size or batch
         chunks = [slice(start, start + size) for start in range(0, batch, size)]
@@ -228,6 +236,7 @@ class GRPOModule(pl.LightningModule):
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
         stats: dict[str, float] = defaultdict(float)
+        learning_rate = optimizer.param_groups[0]["lr"]  # this step's: the scheduler steps after it
         sampler = rollout.sampler_logprobs
         is_weights: list[torch.Tensor] = []  # per chunk, from the first pass (the rollout-time policy)
         for iteration in range(self.num_iterations):
@@ -254,7 +263,8 @@ class GRPOModule(pl.LightningModule):
                 mask = token_mask[rows].float()
                 stats["loss"] += terms.loss.item()
                 stats["policy_loss"] += terms.policy_loss.item()
-                stats["kl"] += terms.kl.item() if terms.kl is not None else 0.0
+                if terms.kl is not None:
+                    stats["kl"] += terms.kl.item()
                 stats["clip_sum"] += (terms.clip_fraction * mask.sum()).item()
                 stats["entropy_sum"] += (entropy.detach() * mask).sum().item()
                 stats["tokens"] += mask.sum().item()
@@ -271,16 +281,18 @@ class GRPOModule(pl.LightningModule):
         out = {
             "loss": stats["loss"] / n,
             "policy_loss": stats["policy_loss"] / n,
-            "kl": stats["kl"] / n,
             "clip_fraction": stats.pop("clip_sum") / tokens,
             "entropy": stats.pop("entropy_sum") / tokens,
+            "lr": learning_rate,
         }
+        if ref is not None:  # without a KL term the reference is never evaluated: no value to log
+            out["kl"] = stats["kl"] / n
         if sampler is not None:
             sampled = max(stats["sampled_tokens"], 1.0)
             out["rollout/logprob_abs_diff_mean"] = stats["abs_diff_sum"] / sampled
             out["rollout/logprob_abs_diff_max"] = stats["abs_diff_max"]
             if is_weights:
-                mask = rollout.completion_mask.float()
+                mask = token_mask.float()  # the tokens whose loss the weights scale
                 weights = torch.cat(is_weights)
                 out["rollout/is_weight_mean"] = ((weights * mask).sum() / mask.sum().clamp(min=1)).item()
                 out["rollout/is_capped_fraction"] = (
@@ -507,11 +519,11 @@ class GRPOModule(pl.LightningModule):
         metrics.update({f"train/time/{k}": v for k, v in timings.items()})
         lengths = rollout.completion_lengths.float()
         metrics["train/completion_length"] = lengths.mean().item()
-        metrics["train/advantage_abs"] = advantages.abs().mean().item()
-        metrics["train/lr"] = self.optimizers().param_groups[0]["lr"]
+        metrics["train/advantage_abs"] = advantages[scores.mask].abs().mean().nan_to_num().item()
         metrics.update({f"train/executor/{k}": v for k, v in self.reward.executor.metrics().items()})
         metrics.update({f"train/rollout/{k}": v for k, v in self.engine.metrics().items()})
         metrics.update(self._sampled_trace_metrics(rollout, scores))
+        metrics = mean_over_ranks(metrics)  # under DDP / FSDP: the whole batch, not rank 0's share
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(rollout.problems))
         self.log(
             "train/reward",
@@ -541,7 +553,8 @@ class GRPOModule(pl.LightningModule):
         rows = [p for p in rollout.problems for _ in range(rollout.group_size)]
         sums: dict[str, float] = defaultdict(float)
         for problem, text, record in zip(rows, rollout.texts, scores.records, strict=True):
-            trace = self.task.trace_metrics(problem, self.task.extract_reasoning(text), None)
+            reasoning = self.reward.executor.visible_text(self.task.extract_reasoning(text))
+            trace = self.task.trace_metrics(problem, reasoning, None)
             for key, value in trace.items():
                 sums[key] += value
             if "trace/step_acc" in trace:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 AGGREGATIONS = ("token_mean", "sequence_mean", "dr_grpo")
-KL_ESTIMATORS = ("k1", "k2", "k3")
+KL_ESTIMATORS = ("k2", "k3")  # as loss terms; k1's gradient is zero in expectation (kl_divergence)
 
 
 def group_advantages(
@@ -53,10 +53,15 @@ def token_logprobs(
 
 
 def kl_divergence(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
-    """Per-token estimate of KL(pi || pi_ref) from samples of pi (Schulman's k1, k2, k3). [B, T] -> [B, T]."""
+    """Per-token KL penalty from samples of pi (Schulman's estimators), differentiated as a loss term.
+    [B, T] -> [B, T]. With r = pi_ref / pi, what the gradient follows in expectation over pi:
+
+    k2 = (log r)^2 / 2: grad KL(pi || pi_ref);
+    k3 = r - log r - 1 (the default, as TRL's and DeepSeek's GRPO): grad KL(pi_ref || pi), the reverse
+         KL; it is the lower-variance estimate of KL(pi || pi_ref)'s value, not of its gradient.
+    k1 = -log r is not offered: E_pi[grad log pi] = 0, so as a loss term it penalises nothing.
+    """
     log_ratio = ref_logprobs - logprobs
-    if estimator == "k1":
-        return -log_ratio
     if estimator == "k2":
         return 0.5 * log_ratio**2
     if estimator == "k3":
@@ -71,28 +76,49 @@ class LossNormalizer:
     token_mean: sum over tokens / total unmasked tokens (DAPO);
     sequence_mean: mean over sequences of the per-sequence token mean (original GRPO);
     dr_grpo: sum over tokens / (sequences x max completion length) (Dr. GRPO).
+
+    Over several ranks (DDP, FSDP) the totals are those of every rank's batch (`counts` summed by the
+    caller) and the loss is multiplied by the number of ranks: the gradients are averaged over the ranks,
+    so the result is the loss of the global batch. With per-rank totals a token on a rank whose completions
+    are short would weigh more than one on a rank whose completions are long.
     """
 
     aggregation: str
     total_tokens: float
     total_sequences: float
     max_length: int
+    ranks: int = 1
+
+    @staticmethod
+    def counts(token_mask: torch.Tensor) -> tuple[float, float]:
+        """(unmasked tokens, sequences with at least one) of this batch."""
+        return float(token_mask.sum().item()), float((token_mask.sum(dim=1) > 0).sum().item())
 
     @classmethod
-    def for_batch(cls, aggregation: str, token_mask: torch.Tensor, max_length: int) -> LossNormalizer:
+    def for_batch(
+        cls,
+        aggregation: str,
+        token_mask: torch.Tensor,
+        max_length: int,
+        global_counts: tuple[float, float] | None = None,
+        ranks: int = 1,
+    ) -> LossNormalizer:
+        """global_counts: `counts` summed over the `ranks` ranks (None: this batch is the whole batch)."""
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"unknown loss aggregation {aggregation!r}; known: {AGGREGATIONS}")
-        sequences = (token_mask.sum(dim=1) > 0).sum().item()
-        return cls(aggregation, max(token_mask.sum().item(), 1.0), max(sequences, 1.0), max_length)
+        tokens, sequences = global_counts if global_counts is not None else cls.counts(token_mask)
+        return cls(aggregation, max(tokens, 1.0), max(sequences, 1.0), max_length, ranks)
 
     def reduce(self, per_token: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
         masked = per_token * token_mask
         if self.aggregation == "token_mean":
-            return masked.sum() / self.total_tokens
-        if self.aggregation == "sequence_mean":
+            total = masked.sum() / self.total_tokens
+        elif self.aggregation == "sequence_mean":
             lengths = token_mask.sum(dim=1).clamp(min=1)
-            return (masked.sum(dim=1) / lengths).sum() / self.total_sequences
-        return masked.sum() / (self.total_sequences * self.max_length)
+            total = (masked.sum(dim=1) / lengths).sum() / self.total_sequences
+        else:
+            total = masked.sum() / (self.total_sequences * self.max_length)
+        return total * self.ranks
 
 
 @dataclass
@@ -100,7 +126,7 @@ class LossTerms:
     loss: torch.Tensor  # scalar, differentiable
     policy_loss: torch.Tensor  # scalar
     kl: torch.Tensor | None  # scalar, aggregated like the loss
-    clip_fraction: torch.Tensor  # scalar: share of unmasked tokens whose ratio was clipped
+    clip_fraction: torch.Tensor  # scalar: share of unmasked tokens whose gradient the clip removed
 
 
 def grpo_loss(
@@ -139,8 +165,10 @@ def grpo_loss(
         if kl_coef > 0:
             per_token = per_token + kl_coef * kl_tokens
         kl = normalizer.reduce(kl_tokens.detach(), mask)
-    was_clipped = (unclipped != clipped).float()
-    clip_fraction = (was_clipped * mask).sum() / mask.sum().clamp(min=1)
+    # the clipped branch wins the min and cuts the gradient: ratio above 1 + clip_high with A > 0, or
+    # below 1 - clip_low with A < 0 (a ratio out of bounds on the other side keeps its gradient)
+    was_clipped = ((ratio > 1 + clip_high) & (adv > 0)) | ((ratio < 1 - clip_low) & (adv < 0))
+    clip_fraction = (was_clipped.float() * mask).sum() / mask.sum().clamp(min=1)
     return LossTerms(
         loss=normalizer.reduce(per_token, mask),
         policy_loss=normalizer.reduce(per_token_policy.detach(), mask),

@@ -93,14 +93,16 @@ class RewardBatch:
             if values:
                 out[f"{prefix}/reward/{term}"] = _mean(values)
                 out[f"{prefix}/reward/{term}_std"] = _std(values)
-        group_stds = []
+        group_stds, flat = [], []
         for start in range(0, len(self.records), self.group_size):
             finals = [r.final for r in self.records[start : start + self.group_size] if not r.masked]
             if len(finals) >= 2:
                 group_stds.append(_std(finals))
+                # equal rewards, as group_advantages tests them: a float std of equal values can be 1e-17
+                flat.append(float(max(finals) == min(finals)))
         if group_stds:
             out[f"{prefix}/reward_std"] = _mean(group_stds)
-            out[f"{prefix}/frac_reward_zero_std"] = _mean([float(s == 0.0) for s in group_stds])
+            out[f"{prefix}/frac_reward_zero_std"] = _mean(flat)
         masked = Counter(r.mask_reason for r in self.records if r.masked)
         out[f"{prefix}/reward/masked"] = float(sum(masked.values()))
         out[f"{prefix}/reward/masked_frac"] = sum(masked.values()) / len(self.records)

@@ -169,6 +169,14 @@ class RubricRMModule(pl.LightningModule):
         for name, value in summary.items():
             self.log(f"val/{name}", value, prog_bar=name == "pairwise_acc")
 
+    def setup(self, stage: str) -> None:
+        """Each rank its own torch stream for dropout: `seed_everything` seeds every rank alike, and with
+        one stream all ranks would drop the same units of different examples. Rank 0 keeps the seeded
+        stream, rank r moves to seed + r. A resumed run then restores each rank's saved streams
+        (`on_load_checkpoint` runs after this hook)."""
+        if stage == "fit" and self.global_rank > 0:
+            torch.manual_seed(torch.initial_seed() + self.global_rank)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Beyond weights, optimizer, scheduler and loop state (Lightning's): the data position and every
         rank's random streams (LoRA dropout draws from torch's); saving is collective."""
