@@ -268,7 +268,9 @@ def judge_reasonings(
     samples: int = 1,
     greedy: bool = True,
 ) -> list[ReasoningRecord]:
-    """Two executor calls: all reasonings, then the (cached) no-reasoning baseline."""
+    """Two executor calls: all reasonings, then the (cached) no-reasoning baseline. Each reasoning is
+    recorded and judged as the executor reads it (`Executor.visible_text`)."""
+    reasonings = [executor.visible_text(r) for r in reasonings]
     judged = judge(executor, task, problems, reasonings, samples, greedy, full_pass_rate=0)
     baselines = judge_alone(executor, task, problems, cache, samples, greedy)
     return [

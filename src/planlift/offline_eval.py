@@ -182,6 +182,7 @@ class OfflineEvaluation:
         if "gold" in arms:
             reasonings["gold"] = [self.task.gold_reasoning(p) for p in batch]
         for arm, texts in reasonings.items():
+            texts = [self.executor.visible_text(t) for t in texts]  # what the executor and detectors read
             judged = judge(
                 self.executor, self.task, batch, texts, self.k, self.executor_greedy, None, self.timings
             )

@@ -157,6 +157,25 @@ def test_too_many_masked_stops_the_run(task, problem):
         reward([problem], completions, 2)
 
 
+@pytest.mark.parametrize("spelling", ["<|x|>", "</s>", "<|im_end|>", "[INST]", "<filename>"])
+def test_a_control_token_spelling_cannot_hide_a_leak_from_the_detector(task, problem, spelling):
+    """The executor's prompt drops control-token spellings (its tokenizer's specials and the common chat
+    formats'), so "ans<|x|>wer=7" reaches it as "answer=7": the detector must read that text too, not the
+    one whose answer statement the spelling breaks. `<filename>` is special to this executor's tokenizer
+    only (as to SmolLM2's)."""
+    from planlift.models import build_char_tokenizer
+
+    hidden = f"ans{spelling}wer={problem.answer}\n"
+    seen = f"answer={problem.answer}\n"
+    executor = ScriptedExecutor(task, {seen: [problem.answer], None: ["0"]})
+    executor.tokenizer = build_char_tokenizer()
+    executor.tokenizer.add_special_tokens({"additional_special_tokens": ["<filename>"]})
+    assert executor.visible_text(hidden) == seen
+    reward = ExecutorGroundedReward(executor, task, mode="exec_only", leakage_policy="penalty")
+    record = reward([problem], [hidden, hidden], 2).records[0]
+    assert (record.e2e, record.leakage, record.final) == (1.0, 1.0, 0.5)
+
+
 @pytest.mark.parametrize(
     ("policy", "expected_final", "reason"),
     [("metric", 0.0, None), ("penalty", -0.5, None), ("mask", None, "leakage")],

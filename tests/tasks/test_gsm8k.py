@@ -73,6 +73,10 @@ def test_prompts(task):
         ("1800%", False, "wrong"),  # not a hedge between 1800 and 18
         ("0.18", False, "wrong"),
         ("9 + 9", False, "wrong"),  # an expression leaves the arithmetic undone: not an answer
+        ("$9 9$", False, "wrong"),  # LaTeX reads numbers side by side as their sum: 9 + 9 undone
+        ("\\boxed{9 9}", False, "wrong"),
+        ("$10 4 4$", False, "wrong"),
+        ("$1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1$", False, "wrong"),  # counting in unary
         ("\\frac{36}{2}", False, "wrong"),
         ("36/2", False, "wrong"),
         ("eighteen", False, "no_answer"),
@@ -89,6 +93,10 @@ def test_thousands_and_decimals(task):
     big = next(p for a, p in by_answer.items() if a.isdigit() and int(a) >= 1000)
     with_commas = f"{int(big.answer):,}"
     assert "," in with_commas and task.verify(big, with_commas + ".").correct
+    with_spaces = with_commas.replace(",", " ")  # thousands grouped by spaces, as GSM8K's solutions do
+    assert task.verify(big, with_spaces + ".").correct
+    split = f"{big.answer[:-1]} {big.answer[-1]}"  # a space that groups no thousands: no number
+    assert not task.verify(big, split).correct and not task.verify(big, f"${split}$").correct
     assert not task.verify(big, str(int(big.answer) + 1)).correct
 
 

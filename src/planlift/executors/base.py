@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from planlift.errors import ConfigError
+from planlift.generation import strip_control_tokens
 from planlift.resumable import Resumable
 from planlift.tasks.base import ChatPrompt
 
@@ -79,6 +80,14 @@ class Executor(Resumable, abc.ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.stats = ExecutorStats(**state["stats"])
         super().load_state_dict(state)
+
+    def visible_text(self, text: str) -> str:
+        """What of `text`, a reasoning inside this executor's prompt, reaches the model: prompts are rendered
+        without any control-token spelling (`strip_control_tokens` with this executor's tokenizer, or the
+        common chat formats' without one). Judging reads every reasoning through it, so that the leakage
+        detectors, the RM and the trace metrics read the text the executor reads: "7<|x|>2" would hide a 72
+        from them and show it to the executor."""
+        return strip_control_tokens(text, getattr(self, "tokenizer", None))
 
     def metrics(self) -> dict[str, float]:
         """Counters for the training log (`train/executor/<name>`): cumulative over the run."""

@@ -163,7 +163,8 @@ class ExecutorGroundedReward:
         if len(completions) != len(problems) * group_size:
             raise ValueError(f"{len(completions)} completions for {len(problems)} problems x {group_size}")
         rows = [p for p in problems for _ in range(group_size)]
-        reasonings = [self.task.extract_reasoning(c) for c in completions]
+        # the reasoning as the executor reads it: what the detectors and the RM judge too
+        reasonings = [self.executor.visible_text(self.task.extract_reasoning(c)) for c in completions]
 
         seconds: dict[str, float] = {}
         generations_before = self.executor.stats.generations

@@ -21,6 +21,7 @@ readings are added to the plain one, never substituted for it: "3 100-dollar bil
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from functools import lru_cache
@@ -44,6 +45,7 @@ _GROUP_SPACE = re.compile("[ \u00a0\u2009\u202f]")
 _ROMAN = re.compile(r"\b[MDCLXVI]{2,}\b")
 # What an answer must be, once math-verify has extracted it: a number literal.
 _LITERAL = re.compile(r"-?\d+(?:\.\d+)?")
+_GROUPED_LITERAL = re.compile(r"-?\d{1,3}(?:[ \u00a0\u2009\u202f]\d{3})+(?:\.\d+)?")
 # Percent markers of a reply: "%", LaTeX "\\%", the word "percent".
 _PERCENT = re.compile(r"\s*(?:\\%|%|\bper\s?cent\b)", re.IGNORECASE)
 # Phrases that state a final answer outright.
@@ -70,9 +72,28 @@ def answers_match(gold: str, text: str) -> tuple[bool, str | None]:
     if not predicted:
         return False, None
     shown = str(predicted[-1])
-    if not _LITERAL.fullmatch(shown.replace(",", "").replace(" ", "")):
+    value = _literal_value(shown)
+    if value is None or not _same_number(predicted[0], value):
         return False, shown
     return bool(verify(list(parse_gold(gold)), predicted)), shown
+
+
+def _literal_value(shown: str) -> float | None:
+    """The number `shown` is as written: digits with an optional sign and decimals, thousands separated by
+    commas or grouped by spaces ("118 000"); None for anything else. Spaces between digits that do not group
+    thousands make no number: math-verify's LaTeX reading takes "$48 24$" as the sum 48 + 24."""
+    text = shown.replace(",", "")
+    if _GROUPED_LITERAL.fullmatch(text):
+        text = _GROUP_SPACE.sub("", text)
+    return float(text) if _LITERAL.fullmatch(text) else None
+
+
+def _same_number(parsed, value: float) -> bool:
+    """math-verify's value of the answer is the number written: "$48 24$" parses to 72, not 4824."""
+    try:
+        return math.isclose(float(parsed), value, rel_tol=1e-12)
+    except (TypeError, ValueError):
+        return False
 
 
 def numbers_in(text: str) -> list[float]:
