@@ -257,6 +257,23 @@ def test_a_root_is_judged_to_the_rounding_of_its_terms_on_every_python():
     assert reference_value(pickle.dumps(-2.3440476479552648, protocol=4), "poly_root", [wide], 1e-4)[0]
 
 
+def test_on_an_unordered_problem_an_assert_that_fixes_one_order_accepts_any(sandbox):
+    """Mbpp/2's asserts compare with the tuple the reference happened to return; EvalPlus judges the
+    problem's outputs as sets (set_equal), so its converted asserts do too, unless they compare a length."""
+    reference = "def add(a, b):\n    return tuple(sorted(set(a) & set(b)))\n"
+    snippet = "assert add((3, 4, 5), (5, 7, 4)) == (4, 5)\nassert len(add((1, 2), (2, 1))) == 2\n"
+    recorded = run(sandbox, reference, [CodeTest(code=snippet)], record_outputs=True)
+    assert recorded.ok
+    ordered = convert(snippet, recorded.calls[0])
+    unordered = convert(snippet, recorded.calls[0], oracle="set_equal")
+    assert [(t.oracle, t.wrap) for t in ordered.tests] == [("equal", None), ("equal", "len")]
+    assert [(t.oracle, t.wrap) for t in unordered.tests] == [("set_equal", None), ("equal", "len")]
+    reversed_order = "def add(a, b):\n    return tuple(sorted(set(a) & set(b), reverse=True))\n"
+    assert not run(sandbox, reversed_order, ordered.tests).ok
+    assert run(sandbox, reversed_order, unordered.tests).ok
+    assert not run(sandbox, "def add(a, b):\n    return (4, 5, 7)\n", unordered.tests).ok
+
+
 def test_an_assert_converted_poly_root_call_keeps_only_a_root():
     """HumanEval/32's check(candidate) calls: the reference's answer becomes a test only if it is a root."""
     wide = [9, -6, 20999, 2, 8, -4, -10, 26, 6, 5, -1, 8]

@@ -12,7 +12,10 @@ the comparison the assert applied at that call site, read from the snippet's syn
     math.isclose(f(x), y, rel_tol=r, abs_tol=a)             -> equal within r (relative) / a (absolute)
     abs(f(x) - y) < t                                       -> equal within t
 
-A problem-wide oracle (poly_root, truthy) replaces the per-site one. A call is dropped, with its reason
+A problem-wide oracle (poly_root, truthy) replaces the per-site one. On a problem whose answer is unordered
+(set_equal: EvalPlus compares its outputs as sets), an `==` on the output or on a container of it becomes
+set_equal too: MBPP's asserts fix one order ("similar_elements(...) == (4, 5)") that the reference happened
+to return, and EvalPlus does not run them. A call is dropped, with its reason
 counted, when its site reads otherwise, it passes keyword arguments, its arguments or the reference's
 output are not plain data, or the reference's poly_root answer is not a root (`oracles.reference_value`);
 an assert that calls the function at no site that converts gives no test.
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import ast
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from planlift.sandbox.oracles import WRAPS, decode, reference_value
@@ -75,6 +78,8 @@ def convert(snippet: str, calls: list[Any], oracle: str = "equal", atol: float =
             comparison: _Comparison | None = _Comparison(oracle=oracle)
         else:
             comparison = _comparison(node, parents) if node is not None else None
+            if oracle == "set_equal" and comparison is not None and _unordered(comparison):
+                comparison = replace(comparison, oracle="set_equal")
         if comparison is None:
             result.dropped["the assert compares in a way that does not convert"] += 1
             continue
@@ -100,6 +105,12 @@ def convert(snippet: str, calls: list[Any], oracle: str = "equal", atol: float =
 
 
 _NO_VALUE, _NOT_A_ROOT = object(), object()
+_CONTAINERS = (None, "tuple", "list", "set", "frozenset", "sorted")
+
+
+def _unordered(comparison: _Comparison) -> bool:
+    """An equality on the output itself or on a container of its elements (not on len, bool, ...)."""
+    return comparison.oracle == "equal" and comparison.wrap in _CONTAINERS and not (comparison.atol or comparison.rtol)
 
 
 def _expected(comparison: _Comparison, output: bytes | None, args: list[Any], atol: float) -> Any:

@@ -5,9 +5,10 @@ The executor's reply is cut at its stop string; `math_verify.parse` extracts the
 decides equivalence symbolically, so "18", "$18.", "18.00" and "18 dollars" all match a gold "18".
 A percent sign is dropped before parsing ("25%" is 25, as GSM8K writes such answers): math-verify
 reads "X%" as both X and X/100, so "1800%" would match a gold 18 and a gold 1800 alike. The answer must be
-a number as written ("72", "72.0", "$1,000"): math-verify evaluates expressions, so "48 + 24" or
-"\\frac{144}{2}" would match 72 with the last step of the arithmetic left undone (a planner can hand the
-executor such an expression without stating the value).
+a number as written ("72", "72.0", "$1,000", "118 000"), and math-verify's value of it that number:
+math-verify evaluates expressions, so "48 + 24" or "\\frac{144}{2}" would match 72 with the last step of
+the arithmetic left undone (a planner can hand the executor such an expression without stating the
+value), and its LaTeX reading sums numbers side by side ("$48 24$" is 72).
 
 Leak detection reads numbers as a policy could write them to slip past a digit-only match: spelled out
 ("eighteen", "one hundred and five": `text2num` converts them, even "one"), glued to a word ("18apples",
