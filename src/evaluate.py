@@ -2,7 +2,7 @@
 
     python src/evaluate.py task=gsm8k model=smollm2 executor=smollm2 limit=200
     python src/evaluate.py task=humaneval executor.max_new_tokens=256 limit=164
-    python src/evaluate.py task=gsm8k model=null arms=[alone,gold]
+    python src/evaluate.py task=gsm8k ~model arms=[alone,gold]
 
 Writes problems.jsonl, summary.json and TensorBoard logs to the run directory; returns the e2e accuracy.
 """

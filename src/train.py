@@ -36,6 +36,7 @@ def train(cfg: DictConfig, executor=None, engine=None) -> float | None:
     runtime.prepare_ddp_relaunch(__file__)
     runtime.quiet_libraries()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    ckpt_path = runtime.checkpoint_to_resume(cfg)  # checked before any model loads (minutes at 7B)
 
     summary = RunSummary()
     task = hydra.utils.instantiate(cfg.task)
@@ -60,7 +61,6 @@ def train(cfg: DictConfig, executor=None, engine=None) -> float | None:
     trainer: pl.Trainer = runtime.build_trainer(cfg)
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # the same stream whether or not bootstrap ran
-    ckpt_path = runtime.checkpoint_to_resume(cfg)
     if cfg.validate_before_training and not ckpt_path:
         with summary.phase("step-0 validation"):
             trainer.validate(module, datamodule=datamodule, verbose=False)

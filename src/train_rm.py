@@ -29,6 +29,7 @@ def train_rm(cfg: DictConfig) -> float | None:
     runtime.configure_threads(cfg.torch_threads)
     runtime.quiet_libraries()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    ckpt_path = runtime.checkpoint_to_resume(cfg)  # a requeued SLURM job continues from its last.ckpt
 
     # rm_backbone=tiny_pretrained starts from the bootstrap's tiny planner (`bootstrap:planner`)
     resolve_checkpoints(cfg, config_resolver(cfg), skip=("bootstrap",))
@@ -38,7 +39,6 @@ def train_rm(cfg: DictConfig) -> float | None:
     )
     module = hydra.utils.instantiate(cfg.module, model=model)
     trainer: pl.Trainer = runtime.build_trainer(cfg)
-    ckpt_path = runtime.checkpoint_to_resume(cfg)  # a requeued SLURM job continues from its last.ckpt
     if cfg.validate_before_training and not ckpt_path:
         trainer.validate(module, datamodule=datamodule, verbose=False)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)

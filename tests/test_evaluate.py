@@ -156,3 +156,43 @@ def test_an_alone_program_the_sandbox_could_not_run_is_left_out(tmp_path):
         task, Alone(), None, str(tmp_path / "run"), arms=["alone"], progress_bar=False
     ).run()
     assert summary["alone/acc"] == 1.0 and summary["alone/sandbox_failed"] == 2
+
+
+def test_executor_failures_without_reasoning_are_counted_and_all_failing_is_an_error(tmp_path, caplog):
+    """A double whose executor fails on some prompts (plumbing only): alone/acc leaves them out, the summary
+    and problems.jsonl say so; when it answers none, nothing was measured and the run stops with an error."""
+    from planlift.errors import ExecutorUnavailableError
+    from planlift.executors.base import Executor, ExecutorResult
+    from planlift.tasks import ProceduralTask
+
+    task = ProceduralTask(sizes={"train": 4, "validation": 4, "test": 4})
+    problems = task.problems("test")
+
+    class Failing(Executor):
+        def __init__(self, failing):
+            super().__init__()
+            self.failing = failing
+
+        def _generate(self, prompts, n, greedy):
+            results = []
+            for prompt in prompts:
+                problem = next(p for p in problems if p.text in prompt.user)
+                if problem.id in self.failing:
+                    results.append(ExecutorResult(error="connection refused (127.0.0.1:9)"))
+                else:
+                    results.append(ExecutorResult(texts=(task.executor_target(problem),) * n))
+            return results
+
+    run = tmp_path / "some"
+    with caplog.at_level("WARNING", logger="planlift.offline_eval"):
+        summary = OfflineEvaluation(
+            task, Failing({problems[0].id}), None, str(run), arms=["alone"], progress_bar=False
+        ).run()
+    assert summary["alone/executor_failed"] == 1 and summary["alone/acc"] == 1.0
+    assert "failed on 1 of 4 problems" in caplog.text and "connection refused" in caplog.text
+    rows = [json.loads(line) for line in (run / "problems.jsonl").read_text().splitlines()]
+    assert [r["alone"]["executor_error"] for r in rows].count("connection refused (127.0.0.1:9)") == 1
+
+    every = Failing({p.id for p in problems})
+    with pytest.raises(ExecutorUnavailableError, match="failed on all 4 problems.*connection refused"):
+        OfflineEvaluation(task, every, None, str(tmp_path / "none"), arms=["alone"], progress_bar=False).run()

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import os
 
+import pytest
+import torch
+from omegaconf import OmegaConf
+
 from planlift import runtime
+from planlift.errors import ConfigError
 
 
 def test_run_names_are_one_directory_level():
@@ -28,3 +33,29 @@ def test_resume_checkpoint_picks_the_newest(tmp_path):
     assert runtime.resume_checkpoint(tmp_path) == str(hpc)
     os.utime(hpc, (0, 0))
     assert runtime.resume_checkpoint(tmp_path) == str(last)
+
+
+def test_a_checkpoint_that_is_missing_or_cut_short_is_named_before_any_model_loads(tmp_path):
+    whole = tmp_path / "whole.ckpt"
+    torch.save({"global_step": 3}, whole)
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(whole.read_bytes()[:-40])  # a save that stopped before its central directory
+    noise = tmp_path / "noise.ckpt"
+    noise.write_bytes(os.urandom(4096))
+
+    def resume(**cfg):
+        return runtime.checkpoint_to_resume(OmegaConf.create({"paths": {"output_dir": str(tmp_path)}, **cfg}))
+
+    assert resume(ckpt_path=str(whole)) == str(whole)
+    for bad, reason in (
+        (cut, "not a complete checkpoint"),
+        (noise, "not a complete"),
+        (tmp_path / "no", "no such"),
+    ):
+        with pytest.raises(ConfigError, match=f"ckpt_path={bad}: {reason}"):
+            resume(ckpt_path=str(bad))
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(cut.read_bytes())
+    with pytest.raises(ConfigError, match="auto_resume found=.*last.ckpt: not a complete checkpoint"):
+        resume(auto_resume=True)
+    assert resume(auto_resume=False) is None

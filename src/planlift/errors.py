@@ -19,3 +19,8 @@ class DataError(PlanliftError, ValueError):
 
 class TooManyMaskedError(PlanliftError, RuntimeError):
     """More rollouts were masked (failed executor/RM calls) in one step than the config allows."""
+
+
+class ExecutorUnavailableError(PlanliftError, RuntimeError):
+    """The executor answered none of the prompts of a run: nothing was measured (its endpoint, weights or
+    engine are unusable)."""

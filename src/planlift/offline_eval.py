@@ -24,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from planlift.errors import ConfigError
+from planlift.errors import ConfigError, ExecutorUnavailableError
 from planlift.executors.base import Executor
 from planlift.grpo.rollout import sample_rollout
 from planlift.judging import (
@@ -159,6 +159,7 @@ class OfflineEvaluation:
                 # a sandbox that could not run a program says nothing about it: left out, as in the arms
                 "accuracy": None if sandbox_failed(judgement) else judgement.accuracy,
                 "sandbox_failed": sandbox_failed(judgement),
+                "executor_error": judgement.error,  # None when the executor answered
             }
         reasonings: dict[str, list[str]] = {}
         if "planner" in arms:
@@ -239,6 +240,21 @@ class OfflineEvaluation:
         alone = [r["alone"]["accuracy"] for r in rows if r["alone"]["accuracy"] is not None]
         summary["alone/acc"] = _mean(alone)
         summary["alone/sandbox_failed"] = sum(r["alone"]["sandbox_failed"] for r in rows)
+        failed = [r["alone"]["executor_error"] for r in rows if r["alone"]["executor_error"] is not None]
+        summary["alone/executor_failed"] = len(failed)
+        if failed:
+            log.warning(
+                "the executor failed on %d of %d problems without reasoning (alone/acc leaves them out); "
+                "first error: %s",
+                len(failed),
+                n,
+                failed[0],
+            )
+        if len(failed) == n:
+            raise ExecutorUnavailableError(
+                f"the executor ({self.executor.identity}) failed on all {n} problems without reasoning: "
+                f"nothing was measured; first error: {failed[0]}"
+            )
         summary["alone/statuses"] = _statuses(r["alone"]["verdicts"] for r in rows)
         if self.task.task_type == "code":
             summary["alone/pass_rate"] = _mean(

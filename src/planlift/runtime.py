@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import warnings
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,15 +58,32 @@ if not OmegaConf.has_resolver("planlift.tensorboard_dir"):
 
 def checkpoint_to_resume(cfg: DictConfig) -> str | None:
     """`cfg.ckpt_path` when given; else, with `auto_resume`, the newest checkpoint the job left in its own
-    output dir (a requeued SLURM job continues); else None (a fresh run)."""
+    output dir (a requeued SLURM job continues); else None (a fresh run). A checkpoint that is missing or
+    that torch.save did not finish writing is a ConfigError naming it, before any model loads."""
     if cfg.get("ckpt_path"):
-        return str(cfg.ckpt_path)
+        return readable_checkpoint(str(cfg.ckpt_path), "ckpt_path")
     if not cfg.get("auto_resume", False):
         return None
     found = resume_checkpoint(cfg.paths.output_dir)
     if found:
         log.info("resuming from %s", found)
+        readable_checkpoint(found, "auto_resume found")
     return found
+
+
+def readable_checkpoint(path: str, key: str) -> str:
+    """`path` when it is a file in torch.save's zip format (its central directory at the end: a truncated
+    file has none) or a directory (a distributed checkpoint)."""
+    target = Path(path)
+    if target.is_dir():
+        return path
+    if not target.is_file():
+        raise ConfigError(f"{key}={path}: no such checkpoint")
+    if not zipfile.is_zipfile(target):
+        raise ConfigError(
+            f"{key}={path}: not a complete checkpoint (truncated, or not written by torch.save)"
+        )
+    return path
 
 
 def resume_checkpoint(output_dir: str | Path) -> str | None:

@@ -153,7 +153,9 @@ def test_a_non_finite_rm_score_masks_and_is_counted(task, problem):
 
 def test_too_many_masked_stops_the_run(task, problem):
     reward, _, completions = make(task, problem, fail={"GOOD\n", "BAD\n"}, max_masked_fraction=0.5)
-    with pytest.raises(TooManyMaskedError, match="max_masked_fraction"):
+    with pytest.raises(
+        TooManyMaskedError, match="max_masked_fraction.*first executor error.*scripted failure"
+    ):
         reward([problem], completions, 2)
 
 
@@ -203,6 +205,12 @@ def test_leakage_policies(task, problem, policy, expected_final, reason):
         ({"max_masked_fraction": 0}, "reward.max_masked_fraction"),
         ({"pool_e2e": "maybe"}, "reward.pool_e2e must be true or false, got 'maybe'"),
         ({"baseline_cache": 1}, "reward.baseline_cache must be true or false"),
+        (
+            {"e2e_weight": 0, "reasoning_weight": 0},
+            "reward.e2e_weight and reward.reasoning_weight are both 0",
+        ),
+        ({"uplift_bounds": (0, 0)}, r"reward.uplift_bounds=\[0, 0\] clamps the reasoning term"),
+        ({"rm_bounds": (0.0, 0.0)}, "set reward.reasoning_weight=0"),
     ],
 )
 def test_invalid_config_is_a_clear_error(task, kwargs, message):

@@ -78,12 +78,13 @@ def engine_args(
     return out
 
 
-def import_vllm() -> Any:
+def import_vllm(choice: str = "executor=vllm") -> Any:
+    """The vllm module; `choice`: the config choice that asked for it, named by the error without it."""
     try:
         import vllm
     except ImportError as error:
         raise ConfigError(
-            "executor=vllm needs vLLM: `pip install planlift[vllm]` on GPU machines, or `make venv-vllm` "
+            f"{choice} needs vLLM: `pip install planlift[vllm]` on GPU machines, or `make venv-vllm` "
             f"for the CPU build in .venv-vllm ({error})"
         ) from None
     return vllm

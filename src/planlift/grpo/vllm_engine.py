@@ -107,7 +107,7 @@ class VLLMEngine(SyncedEngine):
                 "rollout.share_with_executor needs a LoRA planner (model.lora) on the executor's base model"
             )
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process: weights by reference
-        vllm = import_vllm()
+        vllm = import_vllm("rollout=vllm")
         args = engine_args(
             source,
             self.gpu_memory_utilization,

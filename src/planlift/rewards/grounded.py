@@ -101,6 +101,8 @@ class ExecutorGroundedReward:
         variant = VARIANTS[mode]
         if variant.uses_rm and rm is None:
             raise ConfigError(f"reward.mode={mode} needs a reasoning RM (config group rm)")
+        if mode in ("grounded", "uplift_only", "rm_only"):
+            _check_math_terms(mode, e2e_weight, reasoning_weight, uplift_bounds, rm_bounds, variant)
         if mode == "code_gated":
             if task.task_type != "code":
                 raise ConfigError(
@@ -212,9 +214,11 @@ class ExecutorGroundedReward:
                 ", ".join(sorted({r.mask_reason for r in records if r.masked})),
             )
         if masked / len(records) > self.max_masked_fraction:
+            errors = [j.error for j in [*judged, *baselines] if j is not None and j.error]
             raise TooManyMaskedError(
                 f"{masked} of {len(records)} samples masked in one step (reward.max_masked_fraction="
                 f"{self.max_masked_fraction}); reasons: {sorted({r.mask_reason for r in records if r.masked})}"
+                + (f"; first executor error ({self.executor.identity}): {errors[0]}" if errors else "")
             )
         return batch
 
@@ -270,3 +274,27 @@ class ExecutorGroundedReward:
         if self.leakage_policy == "penalty" and leak:
             terms["final"] -= self.leakage_penalty
         return RewardRecord(**terms)
+
+
+def _check_math_terms(mode, e2e_weight, reasoning_weight, uplift_bounds, rm_bounds, variant) -> None:
+    """A math formula whose every term is 0 for every sample gives GRPO nothing to learn from: refuse it,
+    naming the keys, rather than train on a silent zero reward."""
+    zero_interval = {
+        key: list(bounds)
+        for key, bounds, used in (
+            ("uplift_bounds", uplift_bounds, variant.uses_uplift),
+            ("rm_bounds", rm_bounds, variant.uses_rm),
+        )
+        if used and bounds[0] == bounds[1] == 0
+    }
+    if reasoning_weight > 0 and zero_interval:
+        key, bounds = next(iter(zero_interval.items()))
+        raise ConfigError(
+            f"reward.{key}={bounds} clamps the reasoning term of reward.mode={mode} to 0; to leave the "
+            f"reasoning term out, set reward.reasoning_weight=0"
+        )
+    if e2e_weight == 0 and reasoning_weight == 0:
+        raise ConfigError(
+            f"reward.e2e_weight and reward.reasoning_weight are both 0: reward.mode={mode} would give every "
+            "sample the reward 0"
+        )

@@ -110,7 +110,11 @@ _CONTAINERS = (None, "tuple", "list", "set", "frozenset", "sorted")
 
 def _unordered(comparison: _Comparison) -> bool:
     """An equality on the output itself or on a container of its elements (not on len, bool, ...)."""
-    return comparison.oracle == "equal" and comparison.wrap in _CONTAINERS and not (comparison.atol or comparison.rtol)
+    return (
+        comparison.oracle == "equal"
+        and comparison.wrap in _CONTAINERS
+        and not (comparison.atol or comparison.rtol)
+    )
 
 
 def _expected(comparison: _Comparison, output: bytes | None, args: list[Any], atol: float) -> Any:
