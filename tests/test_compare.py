@@ -123,3 +123,38 @@ def test_headline_table_and_overlap_notes(reward_sweep, tmp_path):
         for seed, value in enumerate(values):
             write_run(separated, f"reward={reward},seed={seed}", value, [value])
     assert overlap_notes(load_runs(separated)) == ["- val/e2e_acc: every pair of arms is separated"]
+
+
+def test_what_the_comparison_leaves_out_is_said(reward_sweep, caplog):
+    """A run whose event file is corrupt, a run that never logged final/* (a crashed seed) and a curve no run
+    logged are named in comparison.md and in a warning, not dropped silently."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    root, _ = reward_sweep
+    corrupt = root / "tensorboard" / "reward=grounded,seed=7"
+    corrupt.mkdir()
+    (corrupt / "events.out.tfevents.1.host").write_bytes(b"\x00garbage" * 8)
+    writer = SummaryWriter(str(root / "tensorboard" / "reward=grounded,seed=8"))
+    writer.add_scalar("val/e2e_acc", 0.3, 0)  # crashed before its final metrics
+    writer.close()
+    with caplog.at_level("WARNING", logger="planlift.compare"):
+        result = compare(root, curve_tags=["val/e2e_acc", "val/nonexistent"])
+    assert (
+        "1 runs whose event files held no scalar (corrupt or empty): not in any table:** "
+        "reward=grounded,seed=7" in result.markdown
+    )
+    assert (
+        "1 runs without final/* metrics (unfinished or failed): only in the curves:** "
+        "reward=grounded,seed=8" in result.markdown
+    )
+    assert "1 curves asked for that no run logged:** val/nonexistent" in result.markdown
+    assert caplog.text.count("WARNING") == 3
+    assert "Left out" not in compare(root / "tensorboard" / "reward=exec_only,seed=0").markdown
+
+
+def test_event_files_without_a_readable_scalar_are_a_clear_error(tmp_path):
+    run = tmp_path / "tensorboard" / "only"
+    run.mkdir(parents=True)
+    (run / "events.out.tfevents.1.host").write_bytes(b"\x00garbage" * 8)
+    with pytest.raises(DataError, match="hold no scalar that could be read"):
+        compare(tmp_path)

@@ -9,6 +9,7 @@ its HParams; curves are the `val/*` scalars. Statistics over seeds: mean and a 9
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from planlift.errors import DataError
+
+log = logging.getLogger(__name__)
 
 SEED_KEY = "seed"
 LENGTH_KEY = "task.length"
@@ -68,6 +71,8 @@ def load_runs(sweep_dir: str | Path) -> list[Run]:
 
     root = event_root(sweep_dir)
     frame = SummaryReader(str(root), extra_columns={"dir_name", "wall_time"}).scalars
+    if frame.empty:
+        raise DataError(f"{root}: its event files hold no scalar that could be read (empty or corrupt)")
     runs: dict[str, Run] = {}
     for (name, tag), group in frame.sort_values("wall_time").groupby(["dir_name", "tag"]):
         name = name or "default"
@@ -75,6 +80,14 @@ def load_runs(sweep_dir: str | Path) -> list[Run]:
         by_step = {int(step): float(value) for step, value in zip(group.step, group.value, strict=True)}
         run.scalars[tag] = sorted(by_step.items())
     return [runs[name] for name in sorted(runs)]
+
+
+def unread_runs(sweep_dir: str | Path, runs: Sequence[Run]) -> list[str]:
+    """Run directories with event files from which no scalar was read (corrupt or empty files)."""
+    root = event_root(sweep_dir)
+    found = {str(p.parent.relative_to(root)) for p in root.rglob("events.out.tfevents.*")}
+    read = {run.name for run in runs}
+    return sorted(name for name in found if (name if name != "." else "default") not in read)
 
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
@@ -373,12 +386,27 @@ def compare(
     tags = final_tags(runs)
     if not tags:
         raise DataError(f"{sweep_dir}: no run logged final/* metrics (did the jobs finish?)")
+    left_out = {
+        "runs whose event files held no scalar (corrupt or empty): not in any table": unread_runs(
+            sweep_dir, runs
+        ),
+        "runs without final/* metrics (unfinished or failed): only in the curves": [
+            run.name for run in runs if not any(t.startswith("final/") for t in run.scalars)
+        ],
+        "curves asked for that no run logged": [  # the defaults include the procedural task's trace tags
+            t for t in curve_tags if tuple(curve_tags) != CURVE_TAGS and not any(t in r.scalars for r in runs)
+        ],
+    }
     sections = [
         f"# Sweep comparison: {Path(sweep_dir).resolve()}",
         "",
         f"{len(runs)} runs, arms x seeds.",
         "",
     ]
+    for what, names in left_out.items():
+        if names:
+            log.warning("%d %s: %s", len(names), what, ", ".join(names))
+            sections += [f"**Left out: {len(names)} {what}:** {', '.join(names)}", ""]
     headline = headline_table(runs)
     if headline:
         sections += ["## Final metrics per arm (mean ± 95% CI half-width over seeds)", "", headline, ""]
