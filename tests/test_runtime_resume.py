@@ -59,3 +59,20 @@ def test_a_checkpoint_that_is_missing_or_cut_short_is_named_before_any_model_loa
     with pytest.raises(ConfigError, match="auto_resume found=.*last.ckpt: not a complete checkpoint"):
         resume(auto_resume=True)
     assert resume(auto_resume=False) is None
+
+
+def test_the_validation_schedule_is_checked_before_the_run(caplog):
+    def check(**trainer):
+        runtime.check_validation_schedule(OmegaConf.create(trainer))
+
+    for bad in (0, -2, 0.0):
+        with pytest.raises(ConfigError, match=f"trainer.val_check_interval must be > 0, got {bad}"):
+            check(val_check_interval=bad, max_steps=4)
+    with caplog.at_level("WARNING", logger="planlift.runtime"):
+        check(val_check_interval=100, max_steps=4)
+        assert "the run will not validate" in caplog.text
+        caplog.clear()
+        check(val_check_interval=2, max_steps=4)
+        check(val_check_interval=0.5, max_steps=4)
+        check(val_check_interval=100, max_steps=-1)  # no step limit: epochs decide
+        assert not caplog.text

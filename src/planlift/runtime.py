@@ -219,9 +219,28 @@ def build_trainer(cfg: DictConfig):
     def each(nodes: DictConfig | None) -> list:
         return [hydra.utils.instantiate(node) for node in (nodes or {}).values() if node is not None]
 
+    check_validation_schedule(cfg.trainer)
+
     return hydra.utils.instantiate(
         cfg.trainer, logger=each(cfg.get("logger")), callbacks=each(cfg.get("callbacks"))
     )
+
+
+def check_validation_schedule(trainer: DictConfig) -> None:
+    """`trainer.val_check_interval`: an error when it is 0 or negative (Lightning divides by it mid-run), a
+    warning when the run ends before its first validation (no val/* and no final metrics)."""
+    interval, max_steps = trainer.get("val_check_interval"), trainer.get("max_steps", -1)
+    if interval is None or isinstance(interval, bool):
+        return
+    if interval <= 0:
+        raise ConfigError(f"trainer.val_check_interval must be > 0, got {interval}")
+    if isinstance(interval, int) and max_steps is not None and 0 < max_steps < interval:
+        log.warning(
+            "trainer.val_check_interval=%d is beyond trainer.max_steps=%d: the run will not validate "
+            "(no val/* curves, no final metrics)",
+            interval,
+            max_steps,
+        )
 
 
 def metric_value(metrics: dict, name: str) -> float | None:

@@ -81,19 +81,26 @@ def test_invalid_replies_are_reported_not_guessed():
 
 def test_a_real_executor_that_cannot_write_json(tmp_path, tiny_checkpoint):
     """A real (untrained tiny) HF executor as judge: every reply is invalid, so every candidate is
-    retried, reported in judge_failures.jsonl, and its group dropped — no label is made up."""
+    retried, reported in judge_failures.jsonl, and its group dropped — no label is made up. With no group
+    left the build is an error that leaves the groups an earlier build wrote."""
+    from planlift.errors import DataError
     from planlift.executors import HFExecutor
 
     executor = HFExecutor(str(tiny_checkpoint), max_new_tokens=12, device="cpu")
     judge = JudgeLabeler(executor, retries=1)
     task = ProceduralTask(sizes={"train": 2, "validation": 1, "test": 0})
-    summary = build_groups(ProceduralGroupSource(task, sizes={"train": 2, "dev": 1}), tmp_path, labeler=judge)
-    assert summary["splits"]["train"]["groups"] == 0 and summary["splits"]["train"]["dropped"] == {
-        "too_few_negatives": 2
-    }
+    (tmp_path / "train.jsonl").write_text("an earlier build's groups\n")
+    source = ProceduralGroupSource(task, sizes={"train": 2, "dev": 1})
+    with pytest.raises(
+        DataError, match=r"no train group kept of 2 problems \(dropped: \{'too_few_negatives': 2"
+    ):
+        build_groups(source, tmp_path, labeler=judge)
+    assert (tmp_path / "train.jsonl").read_text() == "an earlier build's groups\n"
     failures = [json.loads(line) for line in (tmp_path / "judge_failures.jsonl").read_text().splitlines()]
-    assert summary["judge_failures"] == len(failures) > 0 and all(f["attempts"] == 2 for f in failures)
-    assert executor.stats.calls == 2 * 2  # per split: the first attempt and one retry, each one batched call
+    assert len(failures) > 0 and all(f["attempts"] == 2 for f in failures)
+    assert (
+        executor.stats.calls == 2
+    )  # the train split: the first attempt and one retry, each one batched call
 
 
 def test_a_sampling_judge_labels_the_same_for_the_same_seed(tmp_path, tiny_checkpoint):
@@ -101,6 +108,7 @@ def test_a_sampling_judge_labels_the_same_for_the_same_seed(tmp_path, tiny_check
     `seed`, so two builds give the same replies whatever the caller's stream, which it leaves in place."""
     import torch
 
+    from planlift.errors import DataError
     from planlift.executors import HFExecutor
 
     task = ProceduralTask(sizes={"train": 2, "validation": 1, "test": 0})
@@ -109,12 +117,13 @@ def test_a_sampling_judge_labels_the_same_for_the_same_seed(tmp_path, tiny_check
         torch.manual_seed(caller_seed)
         executor = HFExecutor(str(tiny_checkpoint), max_new_tokens=12, temperature=1.0, device="cpu")
         out = tmp_path / str(caller_seed)
-        build_groups(
-            ProceduralGroupSource(task, sizes={"train": 2, "dev": 1}),
-            out,
-            seed=0,
-            labeler=JudgeLabeler(executor, retries=1),
-        )
+        with pytest.raises(DataError, match="no train group kept"):  # every reply is invalid
+            build_groups(
+                ProceduralGroupSource(task, sizes={"train": 2, "dev": 1}),
+                out,
+                seed=0,
+                labeler=JudgeLabeler(executor, retries=1),
+            )
         after = torch.rand(3)
         torch.manual_seed(caller_seed)
         assert torch.equal(after, torch.rand(3)), "the caller's stream was moved"

@@ -251,6 +251,9 @@ def build_groups(
     }
     problem_ids: dict[str, set[str]] = {}
     problem_texts: dict[str, set[str]] = {}
+    kept: dict[
+        str, list[Group]
+    ] = {}  # written once every split has groups: a failed build keeps the old files
     for split in SPLITS:
         drafts = source.drafts(split, seed)
         groups: list[Group] = []
@@ -291,22 +294,37 @@ def build_groups(
             )
         problem_ids[split] = {g["problem_id"] for g in groups}
         problem_texts[split] = {g["problem"] for g in groups}
-        count = write_groups(output_dir / f"{split}.jsonl", groups)
+        if drafts and not groups:
+            failures = _write_failures(output_dir, labeler)
+            raise DataError(
+                f"{source.name}: no {split} group kept of {len(drafts)} problems (dropped: {dict(dropped)}); "
+                f"the groups in {output_dir} are left as they were"
+                + (f"; {failures} judge calls failed (judge_failures.jsonl)" if failures else "")
+            )
+        kept[split] = groups
         summary["splits"][split] = {
-            "groups": count,
+            "groups": len(groups),
             "dropped": dict(sorted(dropped.items())),
             "negatives": sum(kinds.values()),
             "negative_kinds": dict(sorted(kinds.items())),
         }
-        log.info("%s: %d %s groups (%d dropped)", source.name, count, split, sum(dropped.values()))
+        log.info("%s: %d %s groups (%d dropped)", source.name, len(groups), split, sum(dropped.values()))
     overlap = (problem_ids["train"] & problem_ids["dev"]) | (problem_texts["train"] & problem_texts["dev"])
     if overlap:
         raise DataError(f"train and dev groups share problems: {sorted(overlap)[:5]}")
+    for split, groups in kept.items():
+        write_groups(output_dir / f"{split}.jsonl", groups)
+    summary["judge_failures"] = _write_failures(output_dir, labeler)
+    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+def _write_failures(output_dir: Path, labeler) -> int:
+    """The judge's failed candidates to `judge_failures.jsonl` (when there are any); their count."""
     failures = getattr(labeler, "failures", [])
-    summary["judge_failures"] = len(failures)
     if failures:
+        output_dir.mkdir(parents=True, exist_ok=True)
         with (output_dir / "judge_failures.jsonl").open("w", encoding="utf-8") as handle:
             for failure in failures:
                 handle.write(json.dumps(failure, ensure_ascii=False) + "\n")
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    return summary
+    return len(failures)
