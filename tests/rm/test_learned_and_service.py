@@ -86,6 +86,14 @@ def test_a_math_rubric_rm_on_a_code_task_fails_when_the_reward_is_built(tiny_rm_
         ExecutorGroundedReward(ScriptedExecutor(code, {}), code, rm, mode="code_gated")
 
 
+def test_an_rm_max_length_shorter_than_its_input_frame_fails_when_the_reward_is_built(tiny_rm_dir, task):
+    from tests.rewards.scripted import ScriptedExecutor
+
+    rm = LearnedRM(str(tiny_rm_dir), max_length=20, device="cpu")
+    with pytest.raises(ConfigError, match=r"rm.max_length=20 leaves no room .* \(rm.max_length >= \d+\)"):
+        ExecutorGroundedReward(ScriptedExecutor(task, {}), task, rm)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -151,6 +159,9 @@ def test_service_validates_input(server):
     answer = requests.post(f"{server}/score", json={"items": [], "batch_size": 0}, timeout=10)
     assert answer.status_code == 422 and answer.json()["detail"][0]["loc"] == ["body", "batch_size"]
     assert requests.post(f"{server}/score", json={"max_length": 5}, timeout=10).status_code == 422
+    short = {"items": [{"problem": "p", "reasoning": "r", "task_name": "math", "task_type": "math"}]}
+    answer = requests.post(f"{server}/score", json={**short, "max_length": 7}, timeout=10)
+    assert answer.status_code == 422 and "leaves no room for the reasoning" in answer.json()["detail"]
 
 
 def test_http_rm_against_the_service(server, tiny_rm_dir, task):

@@ -17,7 +17,7 @@ import torch
 
 from planlift.errors import ConfigError
 from planlift.rm.base import CODE_DIMENSIONS, MATH_DIMENSIONS, ReasoningRM, RMItem
-from planlift.rubric_rm.inputs import encode_rm_input, pad_batch
+from planlift.rubric_rm.inputs import encode_rm_input, pad_batch, shortest_max_length
 from planlift.rubric_rm.model import RubricOutput, RubricRewardModel
 
 if TYPE_CHECKING:
@@ -93,6 +93,12 @@ class LearnedRM(ReasoningRM):
             raise ConfigError(
                 f"rm.path={self.path!r} scores the rubric {list(names)}, not the one of task={task.name!r} "
                 f"(a {task.task_type} task): use an RM trained for {task.task_type}"
+            )
+        shortest = shortest_max_length(self.tokenizer, self.task_name or task.task_type, task.task_type)
+        if self.max_length < shortest:
+            raise ConfigError(
+                f"rm.max_length={self.max_length} leaves no room for the reasoning: the RM's input frame for "
+                f"task={task.name!r} takes {shortest - 1} tokens (rm.max_length >= {shortest})"
             )
 
     @property

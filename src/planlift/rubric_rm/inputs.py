@@ -61,6 +61,17 @@ def _fit_by_cutting(tokenizer, text: str, render, max_length: int) -> list[int] 
     return None
 
 
+def _frame_head(tokenizer, task_name: str, task_type: str) -> list[int]:
+    """The tokens before the reasoning when the problem is cut to its mark: what every input keeps."""
+    frame = render_rm_text(CUT_MARK.strip(), "", task_name, task_type)
+    return _ids(tokenizer, frame[: frame.rindex("\n</reasoning>")])
+
+
+def shortest_max_length(tokenizer, task_name: str, task_type: str) -> int:
+    """The least `max_length` that leaves room for one token of reasoning after the frame."""
+    return len(_frame_head(tokenizer, task_name, task_type)) + 1
+
+
 def encode_rm_input(
     tokenizer,
     problem: str,
@@ -94,8 +105,7 @@ def encode_rm_input(
         if fitted is not None:
             return fitted
     # The reasoning alone is over budget: keep the frame's head and the reasoning's tail.
-    frame = render_rm_text(problem, "", task_name, task_type)
-    head = _ids(tokenizer, frame[: frame.rindex("\n</reasoning>")])
+    head = _frame_head(tokenizer, task_name, task_type)
     keep = max_length - len(head)
     if keep <= 0:
         raise ValueError(f"max_length={max_length} is shorter than the input frame ({len(head)} tokens)")

@@ -16,10 +16,11 @@ from __future__ import annotations
 import threading
 import time
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
 
 from planlift.rm.learned import LearnedRM, RMInput
+from planlift.rubric_rm.inputs import shortest_max_length
 
 
 class ScoreItem(BaseModel):
@@ -66,6 +67,14 @@ def create_app(scorer: LearnedRM, max_batch_size: int = 64, max_length_limit: in
         inputs = [RMInput(i.problem, i.reasoning, i.task_name, i.task_type, i.tests) for i in request.items]
         max_length = min(request.max_length or scorer.max_length, max_length_limit)
         batch_size = min(request.batch_size or scorer.batch_size, max_batch_size)
+        for task_name, task_type in {(i.task_name, i.task_type) for i in inputs}:
+            shortest = shortest_max_length(scorer.tokenizer, task_name, task_type)
+            if max_length < shortest:  # an input error of the request, not a failure of the server
+                raise HTTPException(
+                    422,
+                    f"max_length={max_length} leaves no room for the reasoning: the input frame of "
+                    f"{task_name} ({task_type}) takes {shortest - 1} tokens",
+                )
         with lock:
             start = time.perf_counter()
             scores = scorer.score_inputs(inputs, max_length, batch_size) if inputs else []
