@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from planlift.distributed import gather_objects, mean_over_ranks, sum_over_ranks, world_size
+from planlift.distributed import gather_objects, reduce_over_ranks, sum_over_ranks, world_size
+from planlift.grpo.module import batch_reduction
 
 
 def _rank_main(rank: int, init_file: str, results) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
-        metrics = {"reward": [0.25, 0.75][rank], "abs_diff_max": [3.0, 1.0][rank]}
+        metrics = {
+            "train/reward/final": [0.25, 0.75][rank],
+            "train/rollout/logprob_abs_diff_max": [3.0, 1.0][rank],
+            "train/rollout/weight_megabytes": [2.0, 0.0][rank],  # rank 0 alone loads a shared server
+            "train/time/rollout": [5.0, 7.0][rank],
+        }
         if rank == 1:
-            metrics["reward/masked/rm_error"] = 2.0  # a key only one rank has
+            metrics["train/reward/masked/rm_error"] = 2.0  # a key only one rank has
         results[rank] = {
             "world_size": world_size(),
             "sum": sum_over_ranks([10.0 * (rank + 1), 1.0]),
-            "mean": mean_over_ranks(metrics),
+            "reduced": reduce_over_ranks(metrics, batch_reduction),
             "gathered": gather_objects(rank),
         }
     finally:
@@ -28,13 +35,50 @@ def _rank_main(rank: int, init_file: str, results) -> None:
 def test_reductions_over_two_gloo_ranks(tmp_path):
     results = mp.Manager().dict()
     mp.spawn(_rank_main, args=(str(tmp_path / "init"), results), nprocs=2, join=True)
-    expected = {"reward": 0.5, "abs_diff_max": 3.0, "reward/masked/rm_error": 2.0}
+    batch = {
+        "train/reward/final": 0.5,
+        "train/rollout/logprob_abs_diff_max": 3.0,
+        "train/reward/masked/rm_error": 2.0,
+    }
+    own = [
+        {"train/rollout/weight_megabytes": 2.0, "train/time/rollout": 5.0},
+        {"train/rollout/weight_megabytes": 0.0, "train/time/rollout": 7.0},
+    ]
     for rank in (0, 1):
-        assert results[rank] == {"world_size": 2, "sum": [30.0, 2.0], "mean": expected, "gathered": [0, 1]}
+        assert results[rank] == {
+            "world_size": 2,
+            "sum": [30.0, 2.0],
+            "reduced": {**batch, **own[rank]},
+            "gathered": [0, 1],
+        }
+
+
+@pytest.mark.parametrize(
+    ("key", "reduction"),
+    [
+        ("train/reward/final", "mean"),
+        ("train/reward/masked", "sum"),
+        ("train/reward/masked/executor_error", "sum"),
+        ("train/reward/masked_frac", "mean"),
+        ("train/trace/step_acc", "mean"),
+        ("train/loss", "mean"),
+        ("train/frac_reward_zero_std", "mean"),
+        ("train/rollout/logprob_abs_diff_mean", "mean"),
+        ("train/rollout/logprob_abs_diff_max", "max"),
+        ("train/rollout/is_weight_mean", "mean"),
+        ("train/rollout/weight_megabytes", None),
+        ("train/time/rollout", None),
+        ("train/executor/calls", None),
+        ("train/lr", None),
+        ("train/baseline_cache_size", None),
+    ],
+)
+def test_which_train_metrics_are_the_whole_batchs(key, reduction):
+    assert batch_reduction(key) == reduction
 
 
 def test_without_a_process_group_the_values_pass_through():
     assert not dist.is_initialized()
-    metrics = {"reward": 0.5}
+    metrics = {"train/reward/final": 0.5}
     assert sum_over_ranks([1.0, 2.0], torch.device("cpu")) == [1.0, 2.0]
-    assert mean_over_ranks(metrics) is metrics and gather_objects(7) == [7]
+    assert reduce_over_ranks(metrics, batch_reduction) is metrics and gather_objects(7) == [7]

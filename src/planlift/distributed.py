@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -37,15 +37,20 @@ def sum_over_ranks(values: Sequence[float], device: torch.device | str = "cpu") 
     return total.tolist()
 
 
-def mean_over_ranks(metrics: dict[str, float]) -> dict[str, float]:
-    """Every rank's metrics in one collective, each reduced to its mean over the ranks that have it (the
-    largest for a `*_max`). Ranks hold equal batches, so a mean of per-rank means is the batch's mean; a
-    count becomes the count per rank."""
+def reduce_over_ranks(metrics: dict[str, float], how: Callable[[str], str | None]) -> dict[str, float]:
+    """Every rank's metrics in one collective (every rank calls it), each reduced as `how(key)` says:
+    "mean", "sum" or "max" over the ranks that have the key, or None for this rank's own value (a key only
+    other ranks have is then left out)."""
     if world_size() == 1:
         return metrics
     gathered = gather_objects(metrics)
     out: dict[str, float] = {}
     for key in dict.fromkeys(k for m in gathered for k in m):
+        reduction = how(key)
+        if reduction is None:
+            if key in metrics:
+                out[key] = metrics[key]
+            continue
         values = [m[key] for m in gathered if key in m]
-        out[key] = max(values) if key.endswith("_max") else sum(values) / len(values)
+        out[key] = {"mean": sum(values) / len(values), "sum": sum(values), "max": max(values)}[reduction]
     return out

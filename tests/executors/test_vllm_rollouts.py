@@ -243,7 +243,10 @@ def test_two_ranks_sample_from_synced_engines(request, vllm_session, tmp_path, h
     steps = [s for s, _ in logged["train/loss"]]
     assert len(steps) >= 3
     assert [s for s, _ in logged["train/time/weight_sync"]] == steps
-    assert all(v < 1e-3 for _, v in logged["train/rollout/logprob_abs_diff_mean"])
+    assert all(v < 1e-3 for _, v in logged["train/rollout/logprob_abs_diff_mean"])  # the mean of both ranks
+    # the larger of the ranks' largest: a rank whose engine kept the starting weights (FSDP2 once gathered
+    # them for rank 0 only) reached 0.25-1.7 from the first step after a sync
+    assert all(v < 1e-3 for _, v in logged["train/rollout/logprob_abs_diff_max"])
     ranks = [run / "train.log", run / "train_ddp_process_1.log"]
     if rollout == "vllm":
         assert all("vllm rollouts: starting the engine" in log.read_text() for log in ranks)  # one each

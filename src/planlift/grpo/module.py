@@ -48,7 +48,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from planlift.distributed import gather_objects, mean_over_ranks, rank, sum_over_ranks, world_size
+from planlift.distributed import gather_objects, rank, reduce_over_ranks, sum_over_ranks, world_size
 from planlift.errors import ConfigError
 from planlift.grpo.engines import HFEngine, RolloutEngine
 from planlift.grpo.objective import (
@@ -523,7 +523,7 @@ class GRPOModule(pl.LightningModule):
         metrics.update({f"train/executor/{k}": v for k, v in self.reward.executor.metrics().items()})
         metrics.update({f"train/rollout/{k}": v for k, v in self.engine.metrics().items()})
         metrics.update(self._sampled_trace_metrics(rollout, scores))
-        metrics = mean_over_ranks(metrics)  # under DDP / FSDP: the whole batch, not rank 0's share
+        metrics = reduce_over_ranks(metrics, batch_reduction)  # DDP / FSDP: the whole batch's statistics
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(rollout.problems))
         self.log(
             "train/reward",
@@ -592,6 +592,36 @@ def _timed(timings: dict[str, float], phase: str) -> Iterator[None]:
     start = time.perf_counter()
     yield
     timings[phase] = time.perf_counter() - start
+
+
+# What each rank measures on its own share of the batch (DDP / FSDP): one value for the whole batch.
+_BATCH_STATISTICS = (
+    "reward/",
+    "trace/",
+    "rollout/logprob_abs_diff",
+    "rollout/is_",
+    "reward_std",
+    "frac_reward_zero_std",
+    "loss",
+    "policy_loss",
+    "kl",
+    "clip_fraction",
+    "entropy",
+    "completion_length",
+    "advantage_abs",
+)
+
+
+def batch_reduction(key: str) -> str | None:
+    """How a train/* metric combines over the ranks: masked counts add up, a `*_max` takes the largest,
+    the other batch statistics average (the ranks hold equal shares); timings, the counters of a rank's
+    own executor and engine, and the learning rate stay rank 0's (None)."""
+    name = key.removeprefix("train/")
+    if not name.startswith(_BATCH_STATISTICS):
+        return None
+    if name.startswith("reward/masked") and not name.endswith("_frac"):
+        return "sum"
+    return "max" if name.endswith("_max") else "mean"
 
 
 def _samples_markdown(problems: list[Problem], texts: list[str], notes: list[str], limit: int = 8) -> str:

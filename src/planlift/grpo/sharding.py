@@ -57,8 +57,11 @@ def shard_planner(model: torch.nn.Module, mesh, param_dtype: torch.dtype | None 
     return len(layers)
 
 
-def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The unsharded state dict on CPU (a collective: every rank calls it; rank 0 gets the tensors)."""
+def full_state_dict(model: torch.nn.Module, every_rank: bool = False) -> dict[str, torch.Tensor]:
+    """The unsharded state dict (a collective: every rank calls it). By default on CPU and for rank 0 only
+    (the others get an empty dict: torch's way of not holding one copy per rank in host memory);
+    `every_rank`: every rank gets the full tensors, on its device (an engine per rank loads them)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    options = StateDictOptions(full_state_dict=True, cpu_offload=not every_rank)
+    return get_model_state_dict(model, options=options)

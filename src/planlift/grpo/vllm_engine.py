@@ -141,7 +141,8 @@ class VLLMEngine(SyncedEngine):
         if self.share_with_executor:
             self._load_adapter(policy)
         else:
-            weights = list(planner_weights(policy))  # every rank gathers (FSDP), then loads its own engine
+            # every rank gathers (FSDP) and gets every weight, then loads its own engine
+            weights = list(planner_weights(policy, every_rank=True))
             self.llm.collective_rpc("load_planner_weights", args=(weights,))
             self.llm.reset_prefix_cache()  # cached prefixes were computed with the old weights
 

@@ -20,11 +20,12 @@ def planner_dtype(policy: Policy) -> str:
     return str(next(policy.model.parameters()).dtype).removeprefix("torch.")
 
 
-def planner_weights(policy: Policy) -> Iterator[tuple[str, torch.Tensor]]:
+def planner_weights(policy: Policy, every_rank: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, tensor) for every weight of the planner as its base architecture names it (`model.layers.0...`).
 
     The checks and the FSDP gather run when this is called (on every rank); LoRA deltas are computed only
-    as the iterator is consumed."""
+    as the iterator is consumed. A sharded planner's weights reach rank 0 only (the others get none)
+    unless `every_rank`: each rank that loads an engine of its own needs them all."""
     from planlift.grpo.sharding import full_state_dict, is_sharded
 
     model = policy.model
@@ -37,7 +38,7 @@ def planner_weights(policy: Policy) -> Iterator[tuple[str, torch.Tensor]]:
             raise ConfigError(
                 "rollout=vllm with an FSDP-sharded LoRA planner is not supported: use hardware=ddp"
             )
-        state = full_state_dict(model)
+        state = full_state_dict(model, every_rank)
     else:
         state = {name: tensor.detach() for name, tensor in model.state_dict().items()}
     return _merged(model, state) if policy.lora else iter(state.items())
