@@ -8,7 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from planlift.distributed import gather_objects, reduce_over_ranks, sum_over_ranks, world_size
-from planlift.grpo.module import batch_reduction
+from planlift.grpo.rank_metrics import batch_reduction
 
 
 def _rank_main(rank: int, init_file: str, results) -> None:

@@ -59,6 +59,7 @@ from planlift.grpo.objective import (
     grpo_loss,
     truncated_is_weights,
 )
+from planlift.grpo.rank_metrics import batch_reduction
 from planlift.grpo.rollout import Rollout, completion_logprobs, sample_rollout
 from planlift.judging import BaselineCache, judge_reasonings, pass_at_k, summarize
 from planlift.models.dropout import active_dropout
@@ -592,36 +593,6 @@ def _timed(timings: dict[str, float], phase: str) -> Iterator[None]:
     start = time.perf_counter()
     yield
     timings[phase] = time.perf_counter() - start
-
-
-# What each rank measures on its own share of the batch (DDP / FSDP): one value for the whole batch.
-_BATCH_STATISTICS = (
-    "reward/",
-    "trace/",
-    "rollout/logprob_abs_diff",
-    "rollout/is_",
-    "reward_std",
-    "frac_reward_zero_std",
-    "loss",
-    "policy_loss",
-    "kl",
-    "clip_fraction",
-    "entropy",
-    "completion_length",
-    "advantage_abs",
-)
-
-
-def batch_reduction(key: str) -> str | None:
-    """How a train/* metric combines over the ranks: masked counts add up, a `*_max` takes the largest,
-    the other batch statistics average (the ranks hold equal shares); timings, the counters of a rank's
-    own executor and engine, and the learning rate stay rank 0's (None)."""
-    name = key.removeprefix("train/")
-    if not name.startswith(_BATCH_STATISTICS):
-        return None
-    if name.startswith("reward/masked") and not name.endswith("_frac"):
-        return "sum"
-    return "max" if name.endswith("_max") else "mean"
 
 
 def _samples_markdown(problems: list[Problem], texts: list[str], notes: list[str], limit: int = 8) -> str:
