@@ -279,20 +279,15 @@ class ExecutorGroundedReward:
 def _check_math_terms(mode, e2e_weight, reasoning_weight, uplift_bounds, rm_bounds, variant) -> None:
     """A math formula whose every term is 0 for every sample gives GRPO nothing to learn from: refuse it,
     naming the keys, rather than train on a silent zero reward."""
-    zero_interval = {
-        key: list(bounds)
-        for key, bounds, used in (
-            ("uplift_bounds", uplift_bounds, variant.uses_uplift),
-            ("rm_bounds", rm_bounds, variant.uses_rm),
-        )
-        if used and bounds[0] == bounds[1] == 0
-    }
-    if reasoning_weight > 0 and zero_interval:
-        key, bounds = next(iter(zero_interval.items()))
-        raise ConfigError(
-            f"reward.{key}={bounds} clamps the reasoning term of reward.mode={mode} to 0; to leave the "
-            f"reasoning term out, set reward.reasoning_weight=0"
-        )
+    for key, bounds, used in (
+        ("uplift_bounds", uplift_bounds, variant.uses_uplift),
+        ("rm_bounds", rm_bounds, variant.uses_rm),
+    ):
+        if reasoning_weight > 0 and used and bounds[0] == bounds[1] == 0:
+            raise ConfigError(
+                f"reward.{key}={list(bounds)} clamps the reasoning term of reward.mode={mode} to 0; to leave "
+                "the reasoning term out, set reward.reasoning_weight=0"
+            )
     if e2e_weight == 0 and reasoning_weight == 0:
         raise ConfigError(
             f"reward.e2e_weight and reward.reasoning_weight are both 0: reward.mode={mode} would give every "

@@ -251,9 +251,8 @@ def build_groups(
     }
     problem_ids: dict[str, set[str]] = {}
     problem_texts: dict[str, set[str]] = {}
-    kept: dict[
-        str, list[Group]
-    ] = {}  # written once every split has groups: a failed build keeps the old files
+    # written once every split has groups: a failed build keeps the old files
+    kept: dict[str, list[Group]] = {}
     for split in SPLITS:
         drafts = source.drafts(split, seed)
         groups: list[Group] = []

@@ -46,7 +46,6 @@ _GROUP_SPACE = re.compile("[ \u00a0\u2009\u202f]")
 _ROMAN = re.compile(r"\b[MDCLXVI]{2,}\b")
 # What an answer must be, once math-verify has extracted it: a number literal.
 _LITERAL = re.compile(r"-?\d+(?:\.\d+)?")
-_GROUPED_LITERAL = re.compile(r"-?\d{1,3}(?:[ \u00a0\u2009\u202f]\d{3})+(?:\.\d+)?")
 # Percent markers of a reply: "%", LaTeX "\\%", the word "percent".
 _PERCENT = re.compile(r"\s*(?:\\%|%|\bper\s?cent\b)", re.IGNORECASE)
 # Phrases that state a final answer outright.
@@ -84,7 +83,7 @@ def _literal_value(shown: str) -> float | None:
     commas or grouped by spaces ("118 000"); None for anything else. Spaces between digits that do not group
     thousands make no number: math-verify's LaTeX reading takes "$48 24$" as the sum 48 + 24."""
     text = shown.replace(",", "")
-    if _GROUPED_LITERAL.fullmatch(text):
+    if _SPACE_GROUPED.fullmatch(text.removeprefix("-")):
         text = _GROUP_SPACE.sub("", text)
     return float(text) if _LITERAL.fullmatch(text) else None
 
