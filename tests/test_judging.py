@@ -11,7 +11,9 @@ from planlift.judging import (
     ReasoningRecord,
     judge,
     judge_alone,
+    judge_reasonings,
     pass_at_k,
+    reasonings_as_read,
     record,
     summarize,
 )
@@ -34,6 +36,25 @@ def test_judge_regroups_outputs_and_verdicts_per_prompt(task):
     assert judged[0].successes == (True, False, True) and judged[0].accuracy == pytest.approx(2 / 3)
     assert judged[1].successes == (False, False, False) and judged[1].accuracy == 0.0
     assert set(seconds) == {"executor", "verify"}
+
+
+def test_judge_reasonings_reads_each_reasoning_as_the_executor_does(task):
+    """Recorded, leak-checked and judged: the text without its control-token spelling; the baseline comes
+    from the cache, or from the caller when it has judged it already (no second executor call)."""
+    problems = task.problems("train")[:2]
+    answer = problems[0].answer
+    executor = ScriptedExecutor(task, {f"answer={answer}\n": [answer], "B\n": ["x"], None: ["x"]})
+    completions = [f"ans<|x|>wer={answer}\n</reasoning>", "B\n</reasoning>"]
+    reasonings = reasonings_as_read(executor, task, completions)
+    assert reasonings == [f"answer={answer}\n", "B\n"]
+    records = judge_reasonings(task, executor, problems, [f"ans<|x|>wer={answer}\n", "B\n"], BaselineCache())
+    assert [r.reasoning for r in records] == reasonings
+    assert [(r.with_reasoning, r.alone, r.leakage) for r in records] == [(1.0, 0.0, 1.0), (0.0, 0.0, 0.0)]
+    assert executor.calls == [(2, 1), (2, 1)]
+    given = [Judgement(("x",), (Verdict(True, 1.0, "correct"),))] * 2
+    again = judge_reasonings(task, executor, problems, reasonings, BaselineCache(), baselines=given)
+    assert executor.calls == [(2, 1), (2, 1), (2, 1)] and [r.alone for r in again] == [1.0, 1.0]
+    assert again[0].executor_outputs == (answer,) and again[0].judgement.successes == (True,)
 
 
 def test_a_failed_executor_call_has_no_verdicts_and_is_not_cached(task):
@@ -98,7 +119,7 @@ def test_judgement_round_trips_through_json():
 
 def test_pass_at_k_counts_problems_with_any_success():
     def record(e2e):
-        return ReasoningRecord("p", "r", ("x",), e2e, 0.0, 0.0)
+        return ReasoningRecord("p", "r", Judgement(("x",), None), e2e, 0.0, 0.0)
 
     records = [record(0.0), record(1.0), record(0.0), record(0.0), record(None), record(0.0)]
     assert pass_at_k(records, 2) == pytest.approx(1 / 3)  # [0, 1] [0, 0] [failed, 0]

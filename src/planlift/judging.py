@@ -6,6 +6,8 @@ bootstrap's report.
   `verify_batch` call for all outputs, regrouped per prompt.
 - `judge_alone` + `BaselineCache`: the executor without reasoning, once per problem while the executor
   is frozen (in memory, in checkpoints via `state_dict`, and on disk for offline evaluation).
+- `reasonings_as_read` / `as_read`: a reasoning as it reaches the executor's model; every judge (the
+  executor, the leakage detectors, the RM, the trace metrics) reads that text and no other.
 - `judge_reasonings` -> `ReasoningRecord`s: with-reasoning success, baseline, uplift, leakage and
   trace metrics per problem; `summarize` and `pass_at_k` aggregate them.
 """
@@ -224,12 +226,16 @@ class ReasoningRecord:
 
     problem_id: str
     reasoning: str | None
-    executor_outputs: tuple[str, ...]
+    judgement: Judgement  # the executor's replies with the reasoning and their verdicts
     with_reasoning: float | None  # the executor's success rate with the reasoning (None: no verdict)
     alone: float | None  # its success rate without reasoning
     leakage: float
     trace: dict[str, float] = field(default_factory=dict)
     sandbox_failed: bool = False  # a program of either arm never ran: its rate is None, not a failure
+
+    @property
+    def executor_outputs(self) -> tuple[str, ...]:
+        return self.judgement.texts
 
     @property
     def uplift(self) -> float | None:
@@ -250,13 +256,26 @@ def record(
     return ReasoningRecord(
         problem_id=problem.id,
         reasoning=reasoning,
-        executor_outputs=judgement.texts,
+        judgement=judgement,
         with_reasoning=None if broken[0] else judgement.accuracy,
         alone=None if baseline is None or broken[1] else baseline.accuracy,
         sandbox_failed=any(broken),
         leakage=float(task.detect_leakage(problem, reasoning)),
         trace=task.trace_metrics(problem, reasoning, judgement.texts[0] if judgement.ok else None),
     )
+
+
+def reasonings_as_read(executor: Executor, task: Task, completions: Sequence[str]) -> list[str]:
+    """The reasoning of each planner completion as the executor reads it: the task's extraction, then
+    `as_read`. Training scores these texts, and its trace metrics read the same ones (`RewardBatch`)."""
+    return as_read(executor, [task.extract_reasoning(c) for c in completions])
+
+
+def as_read(executor: Executor, reasonings: Sequence[str]) -> list[str]:
+    """Each reasoning as it reaches the executor's model (`Executor.visible_text`: control-token spellings
+    removed). Whatever judges a reasoning (the executor, the leakage detectors, the RM, the trace metrics)
+    reads this text, so that "7<|x|>2" cannot show 72 to the executor and hide it from the detector."""
+    return [executor.visible_text(r) for r in reasonings]
 
 
 def judge_reasonings(
@@ -267,12 +286,22 @@ def judge_reasonings(
     cache: BaselineCache,
     samples: int = 1,
     greedy: bool = True,
+    *,
+    full_pass_rate: int | None = 0,
+    baselines: Sequence[Judgement] | None = None,
+    seconds: dict[str, float] | None = None,
 ) -> list[ReasoningRecord]:
     """Two executor calls: all reasonings, then the (cached) no-reasoning baseline. Each reasoning is
-    recorded and judged as the executor reads it (`Executor.visible_text`)."""
-    reasonings = [executor.visible_text(r) for r in reasonings]
-    judged = judge(executor, task, problems, reasonings, samples, greedy, full_pass_rate=0)
-    baselines = judge_alone(executor, task, problems, cache, samples, greedy)
+    recorded and judged as the executor reads it (`as_read`).
+
+    full_pass_rate: as in `judge` (0: correct / not is enough; None: every code test runs, for pass rates).
+    baselines: the executor-alone judgements, when the caller already has them (offline evaluation judges
+    them once for every arm); `cache` is then not read.
+    """
+    reasonings = as_read(executor, reasonings)
+    judged = judge(executor, task, problems, reasonings, samples, greedy, full_pass_rate, seconds)
+    if baselines is None:
+        baselines = judge_alone(executor, task, problems, cache, samples, greedy, seconds, full_pass_rate)
     return [
         record(task, p, r, j, b) for p, r, j, b in zip(problems, reasonings, judged, baselines, strict=True)
     ]

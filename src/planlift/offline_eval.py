@@ -31,9 +31,8 @@ from planlift.judging import (
     BaselineCache,
     Judgement,
     ReasoningRecord,
-    judge,
     judge_alone,
-    record,
+    judge_reasonings,
     sandbox_failed,
     summarize,
 )
@@ -183,19 +182,24 @@ class OfflineEvaluation:
         if "gold" in arms:
             reasonings["gold"] = [self.task.gold_reasoning(p) for p in batch]
         for arm, texts in reasonings.items():
-            texts = [self.executor.visible_text(t) for t in texts]  # what the executor and detectors read
-            judged = judge(
-                self.executor, self.task, batch, texts, self.k, self.executor_greedy, None, self.timings
+            judged = judge_reasonings(  # every test run, as for the executor alone
+                self.task,
+                self.executor,
+                batch,
+                texts,
+                alone_cache,
+                self.k,
+                self.executor_greedy,
+                full_pass_rate=None,
+                baselines=baseline,
+                seconds=self.timings,
             )
-            for problem, row, reasoning, judgement, alone in zip(
-                batch, rows, texts, judged, baseline, strict=True
-            ):
-                item = record(self.task, problem, reasoning, judgement, alone)
+            for row, item in zip(rows, judged, strict=True):
                 records[arm].append(item)
                 row[arm] = {
-                    "reasoning": reasoning,
-                    "executor_outputs": list(judgement.texts),
-                    "verdicts": _verdicts_json(judgement),
+                    "reasoning": item.reasoning,
+                    "executor_outputs": list(item.executor_outputs),
+                    "verdicts": _verdicts_json(item.judgement),
                     "accuracy": item.with_reasoning,
                     "uplift": item.uplift,
                     "leakage": item.leakage,

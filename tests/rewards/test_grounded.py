@@ -174,8 +174,9 @@ def test_a_control_token_spelling_cannot_hide_a_leak_from_the_detector(task, pro
     executor.tokenizer.add_special_tokens({"additional_special_tokens": ["<filename>"]})
     assert executor.visible_text(hidden) == seen
     reward = ExecutorGroundedReward(executor, task, mode="exec_only", leakage_policy="penalty")
-    record = reward([problem], [hidden, hidden], 2).records[0]
-    assert (record.e2e, record.leakage, record.final) == (1.0, 1.0, 0.5)
+    batch = reward([problem], [hidden, hidden], 2)
+    assert (batch.records[0].e2e, batch.records[0].leakage, batch.records[0].final) == (1.0, 1.0, 0.5)
+    assert batch.reasonings == [seen, seen]  # what the trace metrics read after the reward
 
 
 @pytest.mark.parametrize(

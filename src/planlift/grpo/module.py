@@ -549,12 +549,12 @@ class GRPOModule(pl.LightningModule):
             )
 
     def _sampled_trace_metrics(self, rollout: Rollout, scores: RewardBatch) -> dict[str, float]:
-        """Means of the task's trace metrics over the sampled completions (`train/trace/*`); right for the
-        wrong reasons = the e2e sample is correct while some state is wrong or missing."""
+        """Means of the task's trace metrics over the sampled completions' reasonings, as the reward read
+        them (`train/trace/*`); right for the wrong reasons = the e2e sample is correct while some state is
+        wrong or missing."""
         rows = [p for p in rollout.problems for _ in range(rollout.group_size)]
         sums: dict[str, float] = defaultdict(float)
-        for problem, text, record in zip(rows, rollout.texts, scores.records, strict=True):
-            reasoning = self.reward.executor.visible_text(self.task.extract_reasoning(text))
+        for problem, reasoning, record in zip(rows, scores.reasonings, scores.records, strict=True):
             trace = self.task.trace_metrics(problem, reasoning, None)
             for key, value in trace.items():
                 sums[key] += value

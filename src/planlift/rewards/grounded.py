@@ -19,12 +19,19 @@ from collections.abc import Sequence
 
 from planlift.errors import ConfigError, TooManyMaskedError
 from planlift.executors.base import Executor
-from planlift.judging import BaselineCache, Judgement, judge, judge_alone, sandbox_failed
+from planlift.judging import (
+    BaselineCache,
+    Judgement,
+    judge,
+    judge_alone,
+    reasonings_as_read,
+    sandbox_failed,
+)
 from planlift.rewards import formulas
 from planlift.rewards.records import RewardBatch, RewardRecord
 from planlift.rewards.variants import VARIANTS, Weights
 from planlift.rm.base import ReasoningRM, RMItem
-from planlift.tasks.base import Problem, Task
+from planlift.tasks.base import SANDBOX_ERROR, Problem, Task
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +172,7 @@ class ExecutorGroundedReward:
         if len(completions) != len(problems) * group_size:
             raise ValueError(f"{len(completions)} completions for {len(problems)} problems x {group_size}")
         rows = [p for p in problems for _ in range(group_size)]
-        # the reasoning as the executor reads it: what the detectors and the RM judge too
-        reasonings = [self.executor.visible_text(self.task.extract_reasoning(c)) for c in completions]
+        reasonings = reasonings_as_read(self.executor, self.task, completions)  # what every judge reads
 
         seconds: dict[str, float] = {}
         generations_before = self.executor.stats.generations
@@ -204,7 +210,7 @@ class ExecutorGroundedReward:
         stats["baseline_cache_size"] = float(len(self.baseline_cache.entries))
         if self.uses_rm:  # the RM's own counters (an HTTP service's failures by kind), cumulative
             stats.update({f"rm/{key}": value for key, value in self.rm.metrics().items()})
-        batch = RewardBatch(records, group_size, stats)
+        batch = RewardBatch(records, group_size, stats, reasonings)
         masked = sum(r.masked for r in records)
         if masked:
             log.warning(
@@ -249,8 +255,9 @@ class ExecutorGroundedReward:
         verdicts = judgement.verdicts
         e2e_verdict = verdicts[0]
         e2e = float(e2e_verdict.correct)
-        if sandbox_failed(judgement):
-            return RewardRecord(leakage=leak, mask_reason="sandbox_error")
+        if sandbox_failed(judgement):  # e2e stays when its own program ran (a repeat's did not)
+            e2e_or_none = None if e2e_verdict.status == SANDBOX_ERROR else e2e
+            return RewardRecord(e2e=e2e_or_none, leakage=leak, mask_reason="sandbox_error")
         if self.uses_uplift and not baseline.ok:
             return RewardRecord(e2e=e2e, leakage=leak, mask_reason="baseline_executor_error")
         if self.uses_uplift and sandbox_failed(baseline):

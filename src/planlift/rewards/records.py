@@ -63,15 +63,20 @@ class RewardBatch:
     stats: what computing them cost, logged as `<prefix>/<key>`: `time/executor`, `time/verify`,
     `time/rm` (seconds), `executor_generations_per_problem`, `baseline_cache_size`, and the RM's counters
     `rm/<name>` (cumulative: `rm/failed_items`, `rm/failed_requests/<kind>` for an HTTP service).
+    reasonings: the scored reasonings as the executor read them (`judging.reasonings_as_read`), one per
+    record, for whatever else reads them (the trace metrics); empty when the caller has none.
     """
 
     records: list[RewardRecord]
     group_size: int
     stats: dict[str, float] = field(default_factory=dict)
+    reasonings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if len(self.records) % self.group_size:
             raise ValueError(f"{len(self.records)} records do not split into groups of {self.group_size}")
+        if self.reasonings and len(self.reasonings) != len(self.records):
+            raise ValueError(f"{len(self.reasonings)} reasonings for {len(self.records)} records")
 
     @property
     def rewards(self) -> torch.Tensor:  # [B] float; masked samples hold 0 and must be ignored via `mask`
