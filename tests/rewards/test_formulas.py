@@ -40,6 +40,17 @@ def test_code_exec_score(status, pass_rate, expected):
     assert formulas.code_exec_score(verdict) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize(
+    ("status", "pass_rate", "expected"),
+    [("correct", 1.0, 1.0), ("failed_tests", 0.9, 0.2), ("runtime_error", 0.5, 0.05), ("syntax_error", 0, 0)],
+)
+def test_all_tests_credit_pays_the_pass_weight_only_when_every_test_passes(status, pass_rate, expected):
+    verdict = Verdict(correct=pass_rate == 1.0, pass_rate=pass_rate, status=status)
+    assert formulas.code_exec_score(verdict, pass_credit="all_tests") == pytest.approx(expected)
+    with pytest.raises(ValueError, match="pass_credit must be one of"):
+        formulas.code_exec_score(verdict, pass_credit="most")
+
+
 @pytest.mark.parametrize("status", ["wrong", "no_answer", "sandbox_error"])
 def test_code_exec_score_refuses_a_status_without_a_bonus(status):
     with pytest.raises(ValueError, match=f"program status '{status}'"):

@@ -202,6 +202,7 @@ def test_leakage_policies(task, problem, policy, expected_final, reason):
         ({"baseline_samples": 0}, "reward.baseline_samples"),
         ({"uplift_bounds": (1, -1)}, "reward.uplift_bounds"),
         ({"e2e_weight": -0.5}, "reward.e2e_weight"),
+        ({"code_pass_credit": "most"}, "reward.code_pass_credit"),
         ({"leakage_policy": "ignore"}, "reward.leakage_policy"),
         ({"max_masked_fraction": 0}, "reward.max_masked_fraction"),
         ({"pool_e2e": "maybe"}, "reward.pool_e2e must be true or false, got 'maybe'"),

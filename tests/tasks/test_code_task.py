@@ -9,7 +9,7 @@ import pytest
 from planlift.datasets.code import load_humaneval
 from planlift.errors import ConfigError
 from planlift.judging import BaselineCache, judge_alone, task_tag
-from planlift.rewards import ExecutorGroundedReward
+from planlift.rewards import ExecutorGroundedReward, formulas
 from planlift.rm import ConstantRM
 from planlift.sandbox import Limits, Sandbox
 from planlift.tasks import HumanEvalTask, MBPPTask
@@ -198,6 +198,28 @@ def test_code_gated_reward_on_real_verdicts(humaneval, problem):
     assert b.e2e == 0.0 and b.w == 0.0 and b.b == 0.0 and b.coeff == 0.0
     assert b.exec == pytest.approx(0.8 * humaneval.verify(problem, bad).pass_rate + 0.2)
     assert {"train/time/executor", "train/time/verify"} <= set(batch.metrics())
+    strict = ExecutorGroundedReward(
+        executor, humaneval, ConstantRM(1.0), mode="code_gated", repeats=3, code_pass_credit="all_tests"
+    )
+    a, b = strict([problem], ["plan A" + REASONING_CLOSE, "plan B" + REASONING_CLOSE], group_size=2).records
+    assert (a.exec, a.final) == (pytest.approx(1.0), 1.0) and b.exec == pytest.approx(0.2)
+
+
+def test_a_constant_program_earns_pass_credit_only_under_the_pass_rate_formula(sandbox, tmp_path):
+    """Mbpp/20 (is_woodall): 104 of the 107 expected outputs are False, so `return False` passes 97% of
+    the tests without reading its input. The authors' formula pays it 0.8 x 0.97 + 0.2; all_tests pays the
+    run bonus only, as to any program that fails a test."""
+    task = MBPPTask(sandbox=sandbox, cache_dir=str(tmp_path))
+    records = [r for r in task._records("test") if r.id == "Mbpp/20"]
+    task._records = lambda split: records
+    (problem,) = task.problems("test")
+    reply = "def is_woodall(*args):\n    return False\n```"
+    verdict = task.verify(problem, reply)
+    assert verdict.status == "failed_tests" and verdict.pass_rate > 0.95
+    assert formulas.code_exec_score(verdict) == pytest.approx(0.8 * verdict.pass_rate + 0.2)
+    assert formulas.code_exec_score(verdict, pass_credit="all_tests") == pytest.approx(0.2)
+    honest = task.verify(problem, f"{records[0].reference}\n```")
+    assert honest.correct and formulas.code_exec_score(honest, pass_credit="all_tests") == pytest.approx(1.0)
 
 
 def test_a_sandbox_that_shows_the_host_filesystem_is_refused():

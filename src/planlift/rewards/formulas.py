@@ -3,6 +3,7 @@
 Math:  reward = e2e_weight * e2e + reasoning_weight * clamp(rm, 0, 1) * uplift,
        uplift = clamp(w - b, -1, 1)   (w: success rate with the reasoning, b: without)
 Code:  exec = 0.8 * pass_rate + bonus;  reward = clamp(exec + 0.2 * clamp(rm, 0, 1) * coeff, 0, 1)
+       (pass credit "all_tests": 0.8 * [every test passes] in place of 0.8 * pass_rate)
 """
 
 from __future__ import annotations
@@ -67,18 +68,32 @@ CODE_STATUS_BONUS = {
 }
 
 
+# How the code formula credits passed tests: the authors' share of tests passed, or nothing short of all.
+CODE_PASS_CREDITS = ("pass_rate", "all_tests")
+
+
 def code_exec_score(
-    verdict: Verdict, pass_weight: float = 0.8, status_bonus: dict[str, float] | None = None
+    verdict: Verdict,
+    pass_weight: float = 0.8,
+    status_bonus: dict[str, float] | None = None,
+    pass_credit: str = "pass_rate",
 ) -> float:
     """exec = 0.8 * pass_rate + bonus (bonus by run status; a status without a bonus is an error: a
-    verdict that is not a program run's, or a sandbox failure that should have been masked)."""
+    verdict that is not a program run's, or a sandbox failure that should have been masked).
+
+    pass_credit "all_tests" pays the 0.8 only for a program that passes every test. Under "pass_rate" a
+    program that ignores its input can earn most of it where a task's tests are one-sided (most expected
+    outputs False, say): a reward a policy can collect without solving the problem."""
+    if pass_credit not in CODE_PASS_CREDITS:
+        raise ValueError(f"pass_credit must be one of {list(CODE_PASS_CREDITS)}, got {pass_credit!r}")
     table = status_bonus or CODE_STATUS_BONUS
     if verdict.status not in table:
         raise ValueError(
             f"no execution bonus for the program status {verdict.status!r} (known: {list(table)}): the code "
             "formula scores code tasks' verdicts only"
         )
-    return pass_weight * verdict.pass_rate + table[verdict.status]
+    credit = verdict.pass_rate if pass_credit == "pass_rate" else float(verdict.correct)
+    return pass_weight * credit + table[verdict.status]
 
 
 def code_uplift_coefficient(

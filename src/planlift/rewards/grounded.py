@@ -51,6 +51,8 @@ class ExecutorGroundedReward:
         e2e_weight / reasoning_weight: the math formula's 0.5 / 0.5.
         uplift_bounds / rm_bounds: clamps.
         code_pass_weight / code_rm_weight / code_tie_coefficients: the code formula (0.8, 0.2, [0, .5, 2/3, 1]).
+        code_pass_credit: pass_rate (the authors': 0.8 x the share of tests passed) | all_tests (0.8 only
+            when every test passes; see `formulas.code_exec_score`).
         leakage_policy: metric (log only) | penalty (subtract leakage_penalty) | mask.
         max_masked_fraction: stop the run when a step masks more than this share of samples.
     """
@@ -72,6 +74,7 @@ class ExecutorGroundedReward:
         code_pass_weight: float = 0.8,
         code_rm_weight: float = 0.2,
         code_tie_coefficients: Sequence[float] = (0.0, 0.5, 2 / 3, 1.0),
+        code_pass_credit: str = "pass_rate",
         leakage_policy: str = "metric",
         leakage_penalty: float = 0.5,
         max_masked_fraction: float = 0.9,
@@ -99,6 +102,11 @@ class ExecutorGroundedReward:
                 raise ConfigError(f"reward.{key} must be >= 0, got {value}")
         if len(code_tie_coefficients) < 2:
             raise ConfigError("reward.code_tie_coefficients needs one value per success count (>= 2 values)")
+        if code_pass_credit not in formulas.CODE_PASS_CREDITS:
+            raise ConfigError(
+                f"reward.code_pass_credit must be one of {list(formulas.CODE_PASS_CREDITS)}, got "
+                f"{code_pass_credit!r}"
+            )
         if leakage_policy not in LEAKAGE_POLICIES:
             raise ConfigError(
                 f"reward.leakage_policy must be one of {list(LEAKAGE_POLICIES)}, got {leakage_policy!r}"
@@ -145,6 +153,7 @@ class ExecutorGroundedReward:
             code_pass=code_pass_weight,
             code_rm=code_rm_weight,
             code_tie_coefficients=tuple(code_tie_coefficients),
+            code_pass_credit=code_pass_credit,
         )
         self.leakage_policy = leakage_policy
         self.leakage_penalty = leakage_penalty

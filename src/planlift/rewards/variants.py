@@ -23,6 +23,7 @@ class Weights:
     code_pass: float = 0.8
     code_rm: float = 0.2
     code_tie_coefficients: Sequence[float] = (0.0, 0.5, 2 / 3, 1.0)
+    code_pass_credit: str = "pass_rate"
 
 
 class RewardVariant(abc.ABC):
@@ -79,7 +80,9 @@ class CodeGated(RewardVariant):
     uses_uplift = uses_rm = True
 
     def compose(self, terms, e2e_verdict, weights):
-        terms["exec"] = formulas.code_exec_score(e2e_verdict, weights.code_pass)
+        terms["exec"] = formulas.code_exec_score(
+            e2e_verdict, weights.code_pass, pass_credit=weights.code_pass_credit
+        )
         terms["coeff"] = formulas.code_uplift_coefficient(
             terms["w"], terms["b"], weights.code_tie_coefficients
         )
