@@ -266,29 +266,19 @@ def test_code_gated_masks_and_counts_programs_the_sandbox_could_not_run(humaneva
     assert [r.e2e for r in batch.records] == [None, None]  # the e2e program itself never ran
     assert batch.metrics()["train/reward/masked/sandbox_error"] == 2.0
     assert not reward.baseline_cache.entries  # the baseline's programs never ran: retried next step
-    monkeypatch.setattr(humaneval.sandbox, "run_many", real)
-    batch = reward([problem], ["plan A" + REASONING_CLOSE] * 2, group_size=2)
-    assert [r.final for r in batch.records] == [pytest.approx(1.0)] * 2
-
-
-def test_a_masked_sample_keeps_its_e2e_when_only_a_repeats_program_never_ran(humaneval, problem, monkeypatch):
-    """The e2e sample (the one run with every test) ran; the repeats' and the baseline's programs (run to
-    their first failing test) did not: the sample is masked, and its e2e term is still logged."""
-    good = f"def has_close_elements(numbers, threshold):\n{BODY}"
-    executor = ScriptedExecutor(humaneval, {"plan A": [good], None: [good]})
-    executor._reasoning = lambda user: user.split("Plan:\n", 1)[1] if "Plan:\n" in user else None
-    reward = ExecutorGroundedReward(
-        executor, humaneval, ConstantRM(1.0), mode="code_gated", repeats=3, max_masked_fraction=1.0
-    )
-    real = humaneval.sandbox.run_many
-    outage = lambda jobs, limits=None: [  # noqa: E731
+    # only the programs run to their first failing test (the repeats', the baseline's) never ran: the
+    # sample is still masked, and keeps its e2e term, judged on the program run with every test
+    partial = lambda jobs, limits=None: [  # noqa: E731
         dataclasses.replace(r, status="sandbox_error", passed=0) if job.stop_on_failure else r
         for job, r in zip(jobs, real(jobs, limits), strict=True)
     ]
-    monkeypatch.setattr(humaneval.sandbox, "run_many", outage)
+    monkeypatch.setattr(humaneval.sandbox, "run_many", partial)
     batch = reward([problem], ["plan A" + REASONING_CLOSE] * 2, group_size=2)
     assert [(r.mask_reason, r.e2e, r.final) for r in batch.records] == [("sandbox_error", 1.0, None)] * 2
     assert batch.metrics()["train/reward/e2e"] == 1.0
+    monkeypatch.setattr(humaneval.sandbox, "run_many", real)
+    batch = reward([problem], ["plan A" + REASONING_CLOSE] * 2, group_size=2)
+    assert [r.final for r in batch.records] == [pytest.approx(1.0)] * 2
 
 
 def test_an_evaluation_baseline_runs_every_test_and_is_cached_apart(sandbox, tmp_path):
