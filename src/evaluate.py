@@ -26,7 +26,7 @@ log = logging.getLogger("planlift.evaluate")
 def evaluate(cfg: DictConfig) -> float | None:
     runtime.configure_threads(cfg.torch_threads)
     runtime.quiet_libraries()
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    pl.seed_everything(runtime.check_seed(cfg.seed), workers=True, verbose=False)
 
     task = hydra.utils.instantiate(cfg.task)
     resolve_checkpoints(cfg, config_resolver(cfg, task), skip=("bootstrap",))

@@ -35,8 +35,10 @@ def train(cfg: DictConfig, executor=None, engine=None) -> float | None:
     runtime.check_devices(cfg)
     runtime.prepare_ddp_relaunch(__file__)
     runtime.quiet_libraries()
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    ckpt_path = runtime.checkpoint_to_resume(cfg)  # checked before any model loads (minutes at 7B)
+    pl.seed_everything(runtime.check_seed(cfg.seed), workers=True, verbose=False)
+    runtime.check_learning_rate(cfg, "algorithm.optimizer.lr")
+    # checked before any model loads (minutes at 7B); an RM training checkpoint is not resumable here
+    ckpt_path = runtime.checkpoint_to_resume(cfg, kind="planner")
 
     summary = RunSummary()
     task = hydra.utils.instantiate(cfg.task)

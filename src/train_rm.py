@@ -28,8 +28,10 @@ def train_rm(cfg: DictConfig) -> float | None:
     RequeueSignal.install_for(cfg)  # under SLURM the requeue signal waits for a step boundary
     runtime.configure_threads(cfg.torch_threads)
     runtime.quiet_libraries()
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    ckpt_path = runtime.checkpoint_to_resume(cfg)  # a requeued SLURM job continues from its last.ckpt
+    pl.seed_everything(runtime.check_seed(cfg.seed), workers=True, verbose=False)
+    runtime.check_learning_rate(cfg, "module.optimizer.lr")  # set by the rm_backbone option
+    # a requeued SLURM job continues from its last.ckpt; a planner-training checkpoint is refused here
+    ckpt_path = runtime.checkpoint_to_resume(cfg, kind="rm")
 
     # rm_backbone=tiny_pretrained starts from the bootstrap's tiny planner (`bootstrap:planner`)
     resolve_checkpoints(cfg, config_resolver(cfg), skip=("bootstrap",))

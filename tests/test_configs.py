@@ -139,6 +139,19 @@ def test_every_option_composes_and_binds(group, option, tmp_path):
     assert HydraConfig.get().runtime.choices[group] == option
 
 
+def test_the_seed_and_learning_rate_keys_src_train_checks(tmp_path):
+    """src/train.py checks these keys before any model loads: every option passes, bad values name the key."""
+    for option in [None, *sorted(path.stem for path in (CONF / "experiment").glob("*.yaml"))]:
+        cfg = compose_with([f"experiment={option}"] if option else [], tmp_path)
+        planlift.runtime.check_seed(cfg.seed)
+        planlift.runtime.check_learning_rate(cfg, "algorithm.optimizer.lr")
+    with pytest.raises(ConfigError, match="seed must be an integer, got 'abc'"):
+        planlift.runtime.check_seed(compose_with(["seed=abc"], tmp_path).seed)
+    cfg = compose_with(["algorithm.optimizer.lr=-1e-4"], tmp_path)
+    with pytest.raises(ConfigError, match="algorithm.optimizer.lr must be > 0, got -0.0001"):
+        planlift.runtime.check_learning_rate(cfg, "algorithm.optimizer.lr")
+
+
 def test_unknown_option_is_a_clear_error(tmp_path):
     with pytest.raises(Exception, match="reward/magic"):
         compose_with(["reward=magic"], tmp_path)

@@ -97,3 +97,39 @@ def test_a_zero_val_batch_size_names_the_key(procedural_task):
 
     with pytest.raises(ConfigError, match=r"data\.val_batch_size must be >= 1, got 0"):
         ProblemDataModule(procedural_task, val_batch_size=0)
+
+
+def test_more_problems_per_step_than_training_problems(caplog):
+    """BatchStream makes each step one short batch of every problem: a warning naming both numbers; a rank
+    with no problem at all is an error."""
+    from types import SimpleNamespace
+
+    from planlift.data import ProblemDataModule
+    from planlift.errors import ConfigError
+    from planlift.tasks import ProceduralTask
+
+    task = ProceduralTask(sizes={"train": 5, "validation": 2, "test": 0})
+    with caplog.at_level("WARNING", logger="planlift.data"):
+        stream = ProblemDataModule(task, problems_per_step=8).train_dataloader()
+        assert len(stream.batch(0)) == 5
+        assert (
+            "data.problems_per_step=8 is more than the 5 training problems (task 'procedural')" in caplog.text
+        )
+        caplog.clear()
+        ProblemDataModule(task, problems_per_step=5).train_dataloader()
+        assert not caplog.text
+        ProblemDataModule(task, problems_per_step=4, train_limit=3).train_dataloader()
+        assert (
+            "problems_per_step=4 is more than the 3 training problems (task 'procedural', data.train_limit=3)"
+            in caplog.text
+        )
+        caplog.clear()
+        module = ProblemDataModule(task, problems_per_step=4)
+        module.trainer = SimpleNamespace(lightning_module=None, global_rank=1, world_size=2)
+        module.train_dataloader()
+        assert "a rank's share (3 at most) of the 5 training problems over 2 ranks" in caplog.text
+
+    module = ProblemDataModule(task, problems_per_step=1, train_limit=1)
+    module.trainer = SimpleNamespace(lightning_module=None, global_rank=0, world_size=2)
+    with pytest.raises(ConfigError, match=r"1 training problem\(s\) \(.*data.train_limit=1\) for 2 ranks"):
+        module.train_dataloader()

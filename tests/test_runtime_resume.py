@@ -76,3 +76,63 @@ def test_the_validation_schedule_is_checked_before_the_run(caplog):
         check(val_check_interval=0.5, max_steps=4)
         check(val_check_interval=100, max_steps=-1)  # no step limit: epochs decide
         assert not caplog.text
+
+
+def test_a_checkpoint_of_the_other_entry_point_is_named_before_any_model_loads(tmp_path):
+    """src/train.py resumes a GRPOModule (weights under `planner.`), src/train_rm.py a RubricRMModule
+    (under `model.`); the other's checkpoint used to fail deep in on_load_checkpoint (KeyError)."""
+
+    def save(name, checkpoint):
+        torch.save(checkpoint, tmp_path / name)
+        return str(tmp_path / name)
+
+    weights = torch.zeros(2)
+    planner = save("planner.ckpt", {"state_dict": {"planner.lm_head.weight": weights}, "planlift": {}})
+    rm = save("rm.ckpt", {"state_dict": {"model.score.weight": weights}, "planlift": {"ranks": [{}]}})
+    other = save("other.ckpt", {"state_dict": {"encoder.weight": weights}})
+    bare = save("bare.ckpt", {"lm_head.weight": weights})  # a plain state_dict, not Lightning's
+
+    def resume(path, kind):
+        cfg = OmegaConf.create({"ckpt_path": path, "paths": {"output_dir": str(tmp_path)}})
+        return runtime.checkpoint_to_resume(cfg, kind=kind)
+
+    assert resume(planner, "planner") == planner and resume(rm, "rm") == rm
+    assert resume(rm, None) == rm  # no kind: only readability is checked
+    with pytest.raises(
+        ConfigError,
+        match=rf"ckpt_path={rm}: not a planner-training checkpoint \(src/train.py\); it looks like a "
+        r"reasoning-RM training checkpoint \(src/train_rm.py\)",
+    ):
+        resume(rm, "planner")
+    with pytest.raises(ConfigError, match=rf"ckpt_path={planner}: not a reasoning-RM .* a planner-training"):
+        resume(planner, "rm")
+    with pytest.raises(
+        ConfigError, match=r"not a planner-training checkpoint .*; its weights are under `encoder.`"
+    ):
+        resume(other, "planner")
+    with pytest.raises(ConfigError, match=r"not a planner-training checkpoint .*; it has no state_dict"):
+        resume(bare, "planner")
+
+
+def test_the_seed_and_learning_rate_are_checked_before_the_run():
+    assert runtime.check_seed(0) == 0 and runtime.check_seed(2**32 - 1) == 2**32 - 1
+    for bad in ("abc", None, 1.5, True):
+        with pytest.raises(ConfigError, match=f"seed must be an integer, got {bad!r}"):
+            runtime.check_seed(bad)
+    for bad in (-1, 2**32):
+        with pytest.raises(ConfigError, match=rf"seed must be in 0\.\.{2**32 - 1}, got {bad}"):
+            runtime.check_seed(bad)
+
+    def check(lr):
+        runtime.check_learning_rate(
+            OmegaConf.create({"algorithm": {"optimizer": {"lr": lr}}}), "algorithm.optimizer.lr"
+        )
+
+    check(1e-4)
+    check(None)  # the optimizer's default
+    runtime.check_learning_rate(OmegaConf.create({}), "algorithm.optimizer.lr")
+    for bad in (0, 0.0, -1e-4, float("nan")):
+        with pytest.raises(ConfigError, match=f"algorithm.optimizer.lr must be > 0, got {bad}"):
+            check(bad)
+    with pytest.raises(ConfigError, match="algorithm.optimizer.lr must be a number, got 'fast'"):
+        check("fast")

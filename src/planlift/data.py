@@ -6,6 +6,8 @@ Training batches come from a `BatchStream` (planlift.batch_stream): endless and 
 
 from __future__ import annotations
 
+import logging
+
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
@@ -13,6 +15,8 @@ from torch.utils.data import DataLoader
 from planlift.batch_stream import BatchStream
 from planlift.errors import ConfigError
 from planlift.tasks.base import Problem, Task
+
+log = logging.getLogger(__name__)
 
 
 def _as_list(batch: list[Problem]) -> list[Problem]:
@@ -57,7 +61,35 @@ class ProblemDataModule(pl.LightningDataModule):
         problems = list(self.task.problems("train"))[: self.train_limit]
         if not problems:
             raise ConfigError(f"task {self.task.name!r} has no training problems")
-        return BatchStream.for_trainer(problems, self.problems_per_step, self.seed, self.trainer)
+        stream = BatchStream.for_trainer(problems, self.problems_per_step, self.seed, self.trainer)
+        self._check_share(len(problems), stream.world_size)
+        return stream
+
+    def _check_share(self, count: int, world_size: int) -> None:
+        """Fewer training problems than a step takes. BatchStream then makes every step one short batch of
+        all of this rank's problems: well defined (each problem is its own GRPO group), only smaller than
+        configured, so a warning. A rank with no problem at all would be handed empty batches (nothing to
+        sample or train on, while the other ranks wait for it in the step's collectives): an error."""
+        where = f"task {self.task.name!r}" + (
+            f", data.train_limit={self.train_limit}" if self.train_limit is not None else ""
+        )
+        if count < world_size:
+            raise ConfigError(
+                f"{count} training problem(s) ({where}) for {world_size} ranks: every rank needs at least one"
+            )
+        share = -(-count // world_size)  # the largest rank's share
+        if share < self.problems_per_step:
+            what = f"the {count} training problems"
+            if world_size > 1:
+                what = f"a rank's share ({share} at most) of {what} over {world_size} ranks"
+            log.warning(
+                "data.problems_per_step=%d is more than %s (%s): every step's batch holds %d problems, not %d",
+                self.problems_per_step,
+                what,
+                where,
+                share,
+                self.problems_per_step,
+            )
 
     def transfer_batch_to_device(
         self, batch: list[Problem], device: torch.device, dataloader_idx: int

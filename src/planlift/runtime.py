@@ -56,24 +56,34 @@ if not OmegaConf.has_resolver("planlift.tensorboard_dir"):
     OmegaConf.register_new_resolver("planlift.tensorboard_dir", _tensorboard_dir)
 
 
-def checkpoint_to_resume(cfg: DictConfig) -> str | None:
+def checkpoint_to_resume(cfg: DictConfig, kind: str | None = None) -> str | None:
     """`cfg.ckpt_path` when given; else, with `auto_resume`, the newest checkpoint the job left in its own
-    output dir (a requeued SLURM job continues); else None (a fresh run). A checkpoint that is missing or
-    that torch.save did not finish writing is a ConfigError naming it, before any model loads."""
+    output dir (a requeued SLURM job continues); else None (a fresh run). A checkpoint that is missing, that
+    torch.save did not finish writing, or (with `kind`: "planner" or "rm") that another entry point wrote
+    is a ConfigError naming it, before any model loads."""
     if cfg.get("ckpt_path"):
-        return readable_checkpoint(str(cfg.ckpt_path), "ckpt_path")
+        return readable_checkpoint(str(cfg.ckpt_path), "ckpt_path", kind)
     if not cfg.get("auto_resume", False):
         return None
     found = resume_checkpoint(cfg.paths.output_dir)
     if found:
         log.info("resuming from %s", found)
-        readable_checkpoint(found, "auto_resume found")
+        readable_checkpoint(found, "auto_resume found", kind)
     return found
 
 
-def readable_checkpoint(path: str, key: str) -> str:
+# what each entry point's LightningModule saves, told apart by the prefix of its weights (`state_dict`
+# keys, also in checkpoints from before the `planlift` resume state, LoRA ones included)
+_CHECKPOINT_KINDS = {
+    "planner": ("planner", "a planner-training checkpoint (src/train.py)"),
+    "rm": ("model", "a reasoning-RM training checkpoint (src/train_rm.py)"),
+}
+
+
+def readable_checkpoint(path: str, key: str, kind: str | None = None) -> str:
     """`path` when it is a file in torch.save's zip format (its central directory at the end: a truncated
-    file has none) or a directory (a distributed checkpoint)."""
+    file has none) or a directory (a distributed checkpoint, not opened here). With `kind` ("planner",
+    "rm"), the file must also be the checkpoint of that entry point's module."""
     target = Path(path)
     if target.is_dir():
         return path
@@ -83,7 +93,39 @@ def readable_checkpoint(path: str, key: str) -> str:
         raise ConfigError(
             f"{key}={path}: not a complete checkpoint (truncated, or not written by torch.save)"
         )
+    if kind is not None:
+        _check_checkpoint_kind(path, key, kind)
     return path
+
+
+def _check_checkpoint_kind(path: str, key: str, kind: str) -> None:
+    """A ConfigError when the checkpoint's weights are not under `kind`'s prefix (Lightning would fail
+    deep in the module's `on_load_checkpoint`: `KeyError: 'baseline_cache'`). Loaded as Lightning loads it
+    (cpu, weights_only) but memory-mapped: only the pickled structure is read, not the tensors' bytes."""
+    import torch
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # fit(ckpt_path=...) would fail on it too, deep in Lightning
+        reason = (str(error).strip().splitlines() or [""])[0]
+        raise ConfigError(
+            f"{key}={path}: torch.load cannot read it ({type(error).__name__}: {reason})"
+        ) from error
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    prefixes = {name.split(".", 1)[0] for name in state} if isinstance(state, dict) else set()
+    prefix, wanted = _CHECKPOINT_KINDS[kind]
+    if prefix in prefixes:
+        return
+    found = [what for other, what in _CHECKPOINT_KINDS.values() if other in prefixes]
+    if found:
+        looks = f"it looks like {found[0]}"
+    elif prefixes:
+        looks = "its weights are under " + ", ".join(f"`{name}.`" for name in sorted(prefixes))
+    elif isinstance(state, dict):
+        looks = "its state_dict is empty"
+    else:
+        looks = "it has no state_dict (not a Lightning training checkpoint)"
+    raise ConfigError(f"{key}={path}: not {wanted}; {looks}")
 
 
 def resume_checkpoint(output_dir: str | Path) -> str | None:
@@ -210,6 +252,29 @@ def check_devices(cfg: DictConfig) -> None:
             f"{visible} CUDA device(s) (torch {torch.__version__}, CUDA build {torch.version.cuda}); "
             "without a GPU use hardware=cpu, ddp_sim or fsdp_sim"
         )
+
+
+def check_seed(seed: object) -> int:
+    """`seed` (the top-level key every component's seed interpolates) as the int it must be: a string
+    or null would be a bare ValueError in `seed_everything`, a float a seed silently rounded."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    if not 0 <= seed < 2**32:  # numpy's range, which seed_everything enforces
+        raise ConfigError(f"seed must be in 0..{2**32 - 1}, got {seed}")
+    return seed
+
+
+def check_learning_rate(cfg: DictConfig, key: str) -> None:
+    """The optimizer's learning rate at `key` (e.g. algorithm.optimizer.lr) must be a number > 0: torch
+    rejects a negative one only when the optimizer is built (after the models load), and accepts 0 (a run
+    that trains nothing). Absent or null: the optimizer's own default."""
+    lr = OmegaConf.select(cfg, key, default=None)
+    if lr is None:
+        return
+    if isinstance(lr, bool) or not isinstance(lr, int | float):
+        raise ConfigError(f"{key} must be a number, got {lr!r}")
+    if not lr > 0:  # NaN too
+        raise ConfigError(f"{key} must be > 0, got {lr}")
 
 
 def build_trainer(cfg: DictConfig):

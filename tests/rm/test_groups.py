@@ -193,6 +193,10 @@ def test_gsm8k_answer_without_final_line_names_the_line(tmp_path):
             r":2: positive_pool\[0\]: rubric.step_coherence=7 outside 0..4",
         ),
         (lambda g: json.dumps({**g, "negative_bank": []}), r":2: negative_bank is empty"),
+        (
+            lambda g: json.dumps({**g, "task_type": "poetry"}),
+            r":2: task_type must be one of 'math', 'code', got 'poetry'",
+        ),
     ],
 )
 def test_malformed_groups_name_file_and_line(tmp_path, task, edit, message):

@@ -11,6 +11,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
+from planlift.errors import ConfigError
+from planlift.runtime import check_learning_rate
 from tests.test_configs import CONF, check_targets
 
 # primary config -> the groups it selects options from
@@ -58,6 +60,9 @@ def test_backbone_options_set_their_learning_rate(tmp_path):
         for option in ("tiny", "smollm2", "qwen2_5_7b")
     }
     assert rates == {"tiny": 1e-3, "smollm2": 1e-4, "qwen2_5_7b": 1e-4}
+    cfg = compose_primary("train_rm", ["module.optimizer.lr=0"], tmp_path)  # src/train_rm.py checks this key
+    with pytest.raises(ConfigError, match=r"module\.optimizer\.lr must be > 0, got 0"):
+        check_learning_rate(cfg, "module.optimizer.lr")
     cfg = compose_primary("train_rm", ["trainer.max_steps=7"], tmp_path)
     assert cfg.module.scheduler.num_training_steps == 7 and cfg.trainer.val_check_interval == 250
 

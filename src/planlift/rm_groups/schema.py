@@ -25,6 +25,7 @@ from planlift.rubric_rm.rubric import NUM_LABELS, TOTAL
 
 Group = dict[str, Any]
 REQUIRED_TEXT_FIELDS = ("problem_id", "source", "task_type", "problem", "reference_solution")
+TASK_TYPES = ("math", "code")  # the RM input's <type> tag (planlift.tasks.base.Task.task_type)
 
 
 def _check_rubric(rubric: Any, names: Sequence[str], where: str) -> None:
@@ -47,6 +48,11 @@ def validate_group(record: dict[str, Any], names: Sequence[str], path: Path | st
     """The record itself after checking every field; DataError names file, line and field."""
     for key in REQUIRED_TEXT_FIELDS:
         require(record, key, path, line)
+    if record["task_type"] not in TASK_TYPES:
+        raise DataError(
+            f"{path}:{line}: task_type must be one of {', '.join(map(repr, TASK_TYPES))}, "
+            f"got {record['task_type']!r} (problem_id {record['problem_id']!r})"
+        )
     for pool in ("positive_pool", "negative_bank"):
         candidates = require(record, pool, path, line, list)
         if not candidates:
