@@ -164,6 +164,24 @@ def test_invalid_algorithm_values_name_the_key(kwargs, message):
         GRPOModule(None, None, None, None, **kwargs)
 
 
+def test_a_resume_under_other_task_settings_names_what_changed(tiny_checkpoint, procedural_task, caplog):
+    """The checkpoint keeps the task's settings and the executor's identity; resuming under others is
+    allowed (a larger split on purpose) but the batch order and baselines then differ: a warning says so."""
+    from planlift.tasks import ProceduralTask
+
+    saved = {}
+    build(tiny_checkpoint, procedural_task).on_save_checkpoint(saved)
+    assert saved["planlift"]["settings"]["task"]["sizes"] == {"train": 300, "validation": 60, "test": 60}
+    with caplog.at_level(logging.WARNING):
+        build(tiny_checkpoint, procedural_task).on_load_checkpoint(saved)
+    assert "settings other than the checkpoint's" not in caplog.text
+    other = ProceduralTask(sizes={"train": 100, "validation": 60, "test": 60})
+    with caplog.at_level(logging.WARNING):
+        build(tiny_checkpoint, other).on_load_checkpoint(saved)
+    assert "settings other than the checkpoint's (task.sizes: {'test': 60, 'train': 300" in caplog.text
+    assert "'train': 100" in caplog.text
+
+
 def test_a_checkpoint_of_another_world_size_keeps_every_ranks_cached_baselines(
     tiny_checkpoint, procedural_task, caplog
 ):

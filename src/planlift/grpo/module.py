@@ -38,6 +38,7 @@ GRPO can select from, and `val/sampled/*`, what the policy samples).
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 from collections import defaultdict
@@ -455,6 +456,7 @@ class GRPOModule(pl.LightningModule):
         checkpoint["planlift"] = {
             "batches_seen": self.batches_seen,
             "ranks": gather_objects(self._rank_state()),
+            "settings": self._settings(),
         }
         if self.policy.lora:  # keep only the adapter: the frozen base is the pretrained checkpoint
             trainable = {f"planner.{name}" for name, p in self.planner.named_parameters() if p.requires_grad}
@@ -465,12 +467,45 @@ class GRPOModule(pl.LightningModule):
         if state is None:  # checkpoints from before it: weights, optimizer and baseline cache only
             self.reward.baseline_cache.load_state_dict(checkpoint.get("baseline_cache", {}))
         else:
+            self._warn_changed_settings(state.get("settings"))
             self.batches_seen = state["batches_seen"]
             # checkpoints from before the per-rank state: one state, the baseline cache beside it
             ranks = state.get("ranks") or [{**state, "baseline_cache": checkpoint.get("baseline_cache", {})}]
             self._load_rank_state(ranks)
         if self.policy.lora:
             self.strict_loading = False
+
+    def _settings(self) -> dict[str, Any]:
+        """What the resumed steps depend on beyond the state: the task's settings (its problems, hence the
+        batch stream's order) and the frozen executor (the cached baselines' key), as plain JSON values."""
+        return json.loads(
+            json.dumps(
+                {"task": self.task.fingerprint(), "executor": self.reward.executor.identity},
+                sort_keys=True,
+                default=str,
+            )
+        )
+
+    def _warn_changed_settings(self, saved: dict[str, Any] | None) -> None:
+        """A resume under other task or executor settings is allowed (e.g. a larger split on purpose), but the
+        run no longer repeats an uninterrupted one: say which settings changed (checkpoints from before
+        settings were saved are not checked)."""
+        if saved is None:
+            return
+        now = self._settings()
+        changed = [
+            f"task.{key}: {saved['task'].get(key)!r} -> {now['task'].get(key)!r}"
+            for key in sorted(set(saved["task"]) | set(now["task"]))
+            if saved["task"].get(key) != now["task"].get(key)
+        ]
+        if saved["executor"] != now["executor"]:
+            changed.append(f"executor: {saved['executor']!r} -> {now['executor']!r}")
+        if changed:
+            log.warning(
+                "resuming under settings other than the checkpoint's (%s): the batch order and the cached "
+                "baselines follow the new settings, so the run does not repeat an uninterrupted one",
+                "; ".join(changed),
+            )
 
     def _rank_state(self) -> dict[str, Any]:
         return {
