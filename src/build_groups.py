@@ -25,6 +25,7 @@ log = logging.getLogger("planlift.build_groups")
 def main(cfg: DictConfig) -> None:
     with runtime.user_errors():
         runtime.configure_threads(cfg.torch_threads)
+        runtime.check_value_kinds(cfg)  # a value of the wrong kind names its key
         runtime.quiet_libraries()
         source = hydra.utils.instantiate(cfg.groups)
         labeler = hydra.utils.instantiate(cfg.labeler)

@@ -25,6 +25,7 @@ log = logging.getLogger("planlift.evaluate")
 
 def evaluate(cfg: DictConfig) -> float | None:
     runtime.configure_threads(cfg.torch_threads)
+    runtime.check_value_kinds(cfg)  # a value of the wrong kind names its key
     runtime.quiet_libraries()
     pl.seed_everything(runtime.check_seed(cfg.seed), workers=True, verbose=False)
 

@@ -23,6 +23,7 @@ log = logging.getLogger("planlift.serve_rm")
 def main(cfg: DictConfig) -> None:
     with runtime.user_errors():
         runtime.configure_threads(cfg.torch_threads)
+        runtime.check_value_kinds(cfg)  # a value of the wrong kind names its key
         runtime.quiet_libraries()
         import uvicorn
 

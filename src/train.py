@@ -32,6 +32,7 @@ def train(cfg: DictConfig, executor=None, engine=None) -> float | None:
     # on a signal is kept for the first step boundary
     RequeueSignal.install_for(cfg)
     runtime.configure_threads(cfg.torch_threads)
+    runtime.check_value_kinds(cfg)  # a value of the wrong kind names its key
     runtime.check_devices(cfg)
     runtime.prepare_ddp_relaunch(__file__)
     runtime.quiet_libraries()

@@ -27,6 +27,7 @@ log = logging.getLogger("planlift.train_rm")
 def train_rm(cfg: DictConfig) -> float | None:
     RequeueSignal.install_for(cfg)  # under SLURM the requeue signal waits for a step boundary
     runtime.configure_threads(cfg.torch_threads)
+    runtime.check_value_kinds(cfg)  # a value of the wrong kind names its key
     runtime.quiet_libraries()
     pl.seed_everything(runtime.check_seed(cfg.seed), workers=True, verbose=False)
     runtime.check_learning_rate(cfg, "module.optimizer.lr")  # set by the rm_backbone option

@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 import planlift.runtime  # registers resolvers, sets PROJECT_ROOT; check_devices
+from planlift import config_types
 from planlift.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -137,6 +138,27 @@ def test_every_option_composes_and_binds(group, option, tmp_path):
     cfg = compose_with([f"{group}={option}"], tmp_path)
     assert check_targets(cfg) >= 10
     assert HydraConfig.get().runtime.choices[group] == option
+    config_types.check_targets(cfg, [key for key in cfg if key != "hydra"])  # what src/train.py checks
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("algorithm.num_generations=four", "algorithm.num_generations must be an integer, got 'four'"),
+        ("reward.repeats=2.5", "reward.repeats must be an integer, got 2.5"),
+        ("reward.pool_e2e=1", "reward.pool_e2e must be true or false, got 1"),
+        ("algorithm.tis_cap=high", r"algorithm.tis_cap must be a number \(or null\), got 'high'"),
+        ("data.problems_per_step=[2]", r"data.problems_per_step must be an integer, got \[2\]"),
+        ("trainer.max_steps=ten", "trainer.max_steps must be an integer, got 'ten'"),
+    ],
+)
+def test_a_value_of_the_wrong_kind_names_its_key(override, message, tmp_path):
+    """Checked against the annotations of the class the node configures, before any of them is built;
+    Hydra would report a TypeError from inside it, for the whole group (`full_key: algorithm`)."""
+    cfg = compose_with([override], tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        config_types.check_targets(cfg, [key for key in cfg if key != "hydra"])
+    config_types.check_targets(compose_with(["algorithm.num_generations=4.0"], tmp_path), ["algorithm"])
 
 
 def test_the_seed_and_learning_rate_keys_src_train_checks(tmp_path):

@@ -254,6 +254,14 @@ def check_devices(cfg: DictConfig) -> None:
         )
 
 
+def check_value_kinds(cfg: DictConfig) -> None:
+    """Every scalar of every `_target_` node against the annotations of the class it configures
+    (`planlift.config_types`): `algorithm.num_generations=four` names its key before anything is built."""
+    from planlift.config_types import check_targets
+
+    check_targets(cfg, [key for key in cfg if key != "hydra"])
+
+
 def check_seed(seed: object) -> int:
     """`seed` (the top-level key every component's seed interpolates) as the int it must be: a string
     or null would be a bare ValueError in `seed_everything`, a float a seed silently rounded."""

@@ -11,6 +11,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
+from planlift import config_types
 from planlift.errors import ConfigError
 from planlift.runtime import check_learning_rate
 from tests.test_configs import CONF, check_targets
@@ -50,6 +51,7 @@ def test_every_option_composes_and_binds(primary, group, option, tmp_path):
     overrides = [f"{group}={option}"] if group else []
     cfg = compose_primary(primary, overrides, tmp_path)
     assert check_targets(cfg) >= 1
+    config_types.check_targets(cfg, [key for key in cfg if key != "hydra"])  # what the entry point checks
     if group:
         assert HydraConfig.get().runtime.choices[group] == option
 
