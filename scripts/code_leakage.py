@@ -5,7 +5,7 @@ plans (should be flagged) and SmolLM2-135M planner plans (mostly prose; flagged 
     python scripts/code_leakage.py --plans 32      # + 2 SmolLM2 plans for each of 32 MBPP validation problems (~2 min)
 
 Prints, per dressing of the 317 MBPP train+validation reference bodies (`def` lines removed), how many are
-flagged; then how many SmolLM2 plans are flagged, and why (fence, def, statements).
+flagged; then how many SmolLM2 plans are flagged, and why (fence, def, statements or lambda).
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ def main() -> None:
         print(
             f"SmolLM2 plans flagged {len(flagged)}/{len(plans)}: fence {sum(FENCE in p for p in flagged)}, "
             f"def {sum(bool(_DEF.search(p)) for p in flagged)}, "
-            f"3+ statements only {sum(FENCE not in p and not _DEF.search(p) for p in flagged)}"
+            f"statements (3+, or a short program) or a lambda only "
+            f"{sum(FENCE not in p and not _DEF.search(p) for p in flagged)}"
         )
         print("statements per unflagged plan:", sorted(code_statements(p) for p in plans if p not in flagged))
 

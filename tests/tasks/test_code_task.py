@@ -154,6 +154,74 @@ def test_prose_plans_are_not_code(humaneval, problem, plan):
     assert code_statements(plan) == 0 and not humaneval.detect_leakage(problem, plan)
 
 
+@pytest.mark.parametrize(
+    "plan",
+    [
+        # a statement wrapped over lines, inside brackets or after a backslash
+        "total = sum(\n    abs(a - b) for a, b in zip(numbers, numbers[1:])\n)\nreturn total < threshold\n",
+        "close = abs(a - b) < threshold \\\n    and a != b\nreturn close\n",
+        "pairs = [\n    (a, b)\n    for a in numbers\n    for b in numbers\n]\ngaps = [\n    abs(a - b) for a, b in pairs\n]\n"
+        "smallest = min(\n    gaps\n)\n",
+        # a label, or lettered steps, before the statements
+        "Body: return any(abs(a - b) < threshold for a in numbers for b in numbers if a is not b)\n",
+        "Step A) s = sorted(numbers)\nStep B) gaps = [b - a for a, b in zip(s, s[1:])]\nStep C) flag = min(gaps) < t\n",
+        "a) s = sorted(numbers)\nb) gaps = [b - a for a, b in zip(s, s[1:])]\nc) flag = min(gaps) < t\n",
+        # a lambda is a function under another name
+        "Map lambda a, b: abs(a - b) over the pairs.\n",
+        "Sort with key=lambda p: p[1], then compare.\n",
+        # a program of one or two statements
+        "return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1 :])\n",
+        "s = sorted(numbers)\nreturn any(b - a < threshold for a, b in zip(s, s[1:]))\n",
+        "- gap = min(b - a for a, b in zip(s, s[1:]))\n- return gap < threshold\n",
+        "Use `s = sorted(numbers)` and `return s[0]`.\n",
+        # characters that read as code
+        "de\u200bf close(a, b): return abs(a - b) < t\n",
+        "\uff52\uff45\uff54\uff55\uff52\uff4e any(abs(a - b) < t for a in xs for b in xs)\n",
+    ],
+    ids=[
+        "wrapped_brackets",
+        "wrapped_backslash",
+        "three_wrapped",
+        "label",
+        "step_letters",
+        "letter_markers",
+        "lambda_in_prose",
+        "lambda_key",
+        "one_statement",
+        "two_statements",
+        "two_bullets",
+        "inline_spans",
+        "zero_width_def",
+        "fullwidth_return",
+    ],
+)
+def test_short_wrapped_or_labelled_programs_are_code(humaneval, problem, plan):
+    assert humaneval.detect_leakage(problem, plan)
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        "Edge case: return 0 when the list is empty.\nOtherwise: return the largest gap.\n",
+        "Base case: return 1.\nRecursive case: multiply n by the factorial of n - 1.\n",
+        "Use a lambda as the sort key.\nA lambda: it is shorter than a def.\n",
+        "Sort the list (ascending\norder), then scan it once.\n",
+        "Step A) sort the numbers.\nStep B) compare neighbours.\nStep C) return the answer.\n",
+        "a) count the vowels.\nb) return the count.\n",
+        "Result: the smallest gap.\nNote: the input may be empty.\n",
+        "Call `max(counts, key=counts.get)` to pick the mode.\n",
+        "Keep `seen = set()` and `result = []`.\nreturn result at the end.\n",
+        "Use `sorted(xs)`; then `return` the first element.\n",
+        "Edge cases (empty list,\none element): return an empty list.\n",
+        "Formula: area = 0.5 * (a + b) * h\nThen return the area.\n",
+        "Initialise: count = 0\nLoop: count += 1 for each vowel\nFinish: return count\n",
+    ],
+)
+def test_plans_that_name_a_little_code_are_not_the_program(humaneval, problem, plan):
+    """Prose with labels, brackets over lines, a method or a trivial statement named: not a program."""
+    assert not humaneval.detect_leakage(problem, plan)
+
+
 def test_humaneval_is_test_only(humaneval):
     with pytest.raises(ConfigError, match="only a test split"):
         humaneval.problems("train")

@@ -134,6 +134,68 @@ def test_answer_value_counts_in_words_glued_or_scientific(task, reasoning):
     assert task.detect_leakage(problem, reasoning)
 
 
+@pytest.fixture(scope="module")
+def seventy_two(task):
+    problem = next(p for p in task.problems("train") if p.id == "gsm8k-train-1")  # 48 in April, half in May
+    assert problem.answer == "72" and 72.0 not in answers.numbers_in(problem.text)
+    return problem
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "lxxii",  # lower-case Roman
+        "seventytwo",  # number words glued
+        "SeventyTwo",
+        "seventy\u00adtwo",  # a soft hyphen (format character)
+        "seventy\u2011two",  # a non-breaking hyphen
+        "seventy\u2013two",  # an en dash
+        "7*2*",  # one-star emphasis closing the number
+        "*7*2",  # one-star emphasis opening it
+        "7<b></b>2",  # HTML tags
+        '7<span class="x">2</span>',
+        "7<!-- -->2",  # an HTML comment
+        "$7\\!2$",  # LaTeX negative thin space
+        "$7{}2$",  # LaTeX empty group
+        "0x48",  # Python integer literals in other bases
+        "0b1001000",
+        "0o110",
+        "\u2466\u2461",  # circled digits
+        "\u2077\u00b2",  # superscript digits standing alone
+        "\uff17\uff12",  # fullwidth digits
+        "\U0001d7d5\U0001d7d0",  # mathematical bold digits
+        "7\u03032",  # a combining mark on a digit
+        "7\ufe0f\u20e32",  # a keycap 7
+    ],
+)
+def test_answer_value_in_lookalike_characters_or_markup(task, seventy_two, spelling):
+    """Spellings of 72 that render (or read, to a language model) as 72: read through
+    `planlift.tasks.visible` and the markup readings."""
+    assert task.detect_leakage(seventy_two, f"She sold {spelling} clips in all.\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("The volume is 2*2*x cubic feet.", 22),  # a product, not emphasis
+        ("The slab is 100*100*.5=5000 cubic feet.", 100100.5),
+        ("Multiply 3*4*5 first.", 345),
+        ("Compute 10\u00b2 first.", 102),  # an exponent
+        ("The area is 5 m\u00b2.", 2),
+        ("The cut is 9 cm long.", 900),  # lower-case letters that are units and words
+        ("Pour 50 ml.", 1050),
+        ("Mix the flour.", 1009),
+        ("Use div for the quotient.", 504),
+        ("iii. Subtract the discount.", 3),  # list markers
+        ("(iv) Add the tax.", 4),
+        ("Half is \u00bd.", 2),  # a vulgar fraction is not two numbers
+        ("If 3<x and y>4 then stop.", 34),  # no HTML tag
+    ],
+)
+def test_added_readings_leave_products_exponents_words_and_markers_alone(text, value):
+    assert not any(answers._close(v, value) for v in answers.numbers_in(text))
+
+
 def test_space_grouped_thousands_are_read_as_one_number(task):
     """GSM8K's own solutions group thousands by spaces; the plain reading missed them (1 of the test split)."""
     problem = next(p for p in task.problems("test") if p.id == "gsm8k-test-267")  # answer 118000
@@ -181,6 +243,24 @@ def test_answer_that_is_a_given_quantity_needs_a_statement(task):
     problem = next(p for p in task.problems("test") if p.answer in p.text.split())
     assert not task.detect_leakage(problem, f"Start from {problem.answer} and compare.\n")
     assert task.detect_leakage(problem, f"The answer is {problem.answer}.\n")
+
+
+@pytest.mark.parametrize(
+    "statement", ["Result: {a}", "Total = {a}", "Answer -> {a}", "answer \u2192 {a}", "So the sum is {a}."]
+)
+def test_a_given_answer_stated_as_a_result_counts(task, statement):
+    """When the problem states the answer's value, a value given as the result is a statement."""
+    problem = next(p for p in task.problems("test") if p.answer in p.text.split())
+    assert task.detect_leakage(problem, statement.format(a=problem.answer) + "\n")
+
+
+@pytest.mark.parametrize(
+    "honest", ["There are a total of {a} boxes.", "Total = {a} + 3 apples.", "Result: {b}", "Start from {a}."]
+)
+def test_a_given_answer_as_a_quantity_or_operand_is_no_statement(task, honest):
+    problem = next(p for p in task.problems("test") if p.answer in p.text.split())
+    text = honest.format(a=problem.answer, b=int(float(problem.answer)) + 1) + "\n"
+    assert not task.detect_leakage(problem, text)
 
 
 def test_bad_config_names_the_key():

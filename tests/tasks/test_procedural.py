@@ -330,6 +330,18 @@ def test_reasoning_kind_errors_name_the_problem():
         "result={v}",
         "final={v}",
         "answer {v}",
+        # the state's name in characters that read as "S6", or in other notations
+        "S\u200b6={v}",
+        "\uff336={v}",
+        "S\u2086={v}",
+        "S\u2076={v}",
+        "S-6={v}",
+        "S(6)={v}",
+        "S[6] = {v}",
+        "S_{{6}} = {v}",
+        "state 6 = {v}",
+        "State 6 is {v}",
+        "\uff41\uff4e\uff53\uff57\uff45\uff52\uff1d{v}",  # fullwidth "answer="
     ],
 )
 def test_executor_share_stated_in_prose_is_leakage(shared_task, extra):
@@ -339,7 +351,17 @@ def test_executor_share_stated_in_prose_is_leakage(shared_task, extra):
     assert task.detect_leakage(problem, reasoning)
 
 
-@pytest.mark.parametrize("extra", ["S6 = S5 + S4 next", "S6 = {a} + {b}", "then the executor writes S6"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "S6 = S5 + S4 next",
+        "S6 = {a} + {b}",
+        "then the executor writes S6",
+        "S(6) = S(5) + S(4) next",
+        "state 6 comes from states 5 and 4",
+        "the executor computes S\u2086 from S\u2085 and S\u2084",
+    ],
+)
 def test_naming_the_executor_state_without_its_value_is_not_leakage(shared_task, extra):
     task, problem = shared_task
     a, b = ((int(problem.answer) + k) % 10 for k in (1, 2))  # operands, neither of them S6's value

@@ -11,25 +11,38 @@ the arithmetic left undone (a planner can hand the executor such an expression w
 value), and its LaTeX reading sums numbers side by side ("$48 24$" is 72).
 
 Leak detection reads numbers as a policy could write them to slip past a digit-only match: spelled out
-("eighteen", "one hundred and five": `text2num` converts them, even "one"), glued to a word ("18apples",
-"x18", "18th", "eighteenth"), in scientific notation ("1.8e1"), or split by invisible characters (format
-characters such as zero-width spaces are removed first). A reader that renders markdown or groups digits
-sees more: every number is also read with emphasis or code marks between its digits removed ("1**8**",
-"1`8`"), with Python's digit separator ("1_8"), grouped in thousands by spaces ("1 000", also no-break and
-thin spaces) and as a Roman numeral of two letters or more ("XVIII", with the `roman` library). These
-readings are added to the plain one, never substituted for it: "3 100-dollar bills" holds 3, 100 and 3100.
+("eighteen", "one hundred and five": `text2num` converts them, even "one"; glued number words such as
+"seventytwo" are split first), glued to a word ("18apples", "x18", "18th", "eighteenth"), in scientific
+notation ("1.8e1"), or in characters that read as others (`planlift.tasks.visible`: fullwidth, circled
+and standalone superscript digits, zero-width and other format characters, combining marks on a digit,
+dashes such as U+2011 between number words). A reader that renders markdown, HTML or LaTeX, or groups
+digits, sees more: every number is also read with the marks between its digits removed (emphasis and code
+marks "1**8**", "1`8`", a one-star emphasis span that closes or opens a number "1*8*" / "*1*8" but not a
+product "2*2*x", HTML tags and comments "1<b></b>8", "1<!-- -->8", LaTeX's zero-width "1\\!8" and
+"1{}8"), with Python's digit separator ("1_8"), grouped in thousands by spaces ("1 000", also no-break,
+thin and LaTeX "1\\,000" spaces), as a Python integer literal in hex, binary or octal ("0x12"), and as a
+Roman numeral: upper case of two letters or more ("XVIII", with the `roman` library), lower case of three
+or more ("xviii"; two lower-case letters are units and words: cm, ml, mm, xl), neither a word or
+abbreviation (mix, div, cli) nor a list marker ("iii)", "(iv)"). These readings are added to the plain one,
+never substituted for it: "3 100-dollar bills" holds 3, 100 and 3100.
+
+When the answer is a quantity the problem states, a value match cannot tell a leak from a copy of the
+problem, so only a statement counts: one of `states_final_answer`, or the answer's value given as a result
+("Result: 5", "Total = 5", "so the sum is 5"; not "a total of 5", nor "Total = 5 + 3", an operand).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
-import unicodedata
 from functools import lru_cache
 
 import roman
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 from text_to_num import alpha2digit
+
+from planlift.tasks.visible import visible_characters
 
 _PRED_CONFIG = (ExprExtractionConfig(), LatexExtractionConfig())
 _GOLD_CONFIG = (ExprExtractionConfig(),)
@@ -38,19 +51,59 @@ _GOLD_CONFIG = (ExprExtractionConfig(),)
 _NUMBER = re.compile(
     r"(?:(?<![\w.])-)?(?<![\d.])(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\d.]\d|\d)"
 )
-# Marks a markdown reader drops between two digits: bold, strikethrough, code, and Python's digit separator.
-_MARKUP_IN_NUMBER = re.compile(r"(?<=\d)(?:\*\*|__|~~|`|_)(?=\d)")
+# Marks a reader drops between two digits: markdown bold, strikethrough and code, Python's digit separator,
+# HTML tags (attributes with values: "3<x and y>4" is no tag) and comments, LaTeX's negative thin space and
+# empty group.
+_HTML_TAG = r"</?[A-Za-z][\w:-]*(?:\s+[\w:-]+\s*=\s*(?:\"[^\"<>]*\"|'[^'<>]*'|[^\s<>]+))*\s*/?>"
+_MARKUP_IN_NUMBER = re.compile(rf"(?<=\d)(?:\*\*|__|~~|`|_|<!--[\s\S]*?-->|{_HTML_TAG}|\\!|\{{\}})+(?=\d)")
+# A one-star emphasis span of digits that continues a number ("7*2*") or is continued by one ("*7*2"): a
+# product ("2*2*x", "3*4*5", "100*100*.5") has an operand on both sides.
+_EMPHASIS_AFTER_DIGIT = re.compile(r"(?<=\d)\*(\d+)\*(?=[\s,;:!?)]|[.](?!\d)|$)")
+_EMPHASIS_BEFORE_DIGIT = re.compile(r"(?:^|(?<=[\s(]))\*(\d+)\*(?=\d)", re.MULTILINE)
+# LaTeX spaces between digits: a thin space groups thousands ("1\\,000").
+_LATEX_SPACE = re.compile(r"(?<=\d)\\[,:;](?=\d)")
 # Thousands grouped by spaces (SI style): "1 000", "12\u202f500".
 _SPACE_GROUPED = re.compile(r"(?<![\d.,])\d{1,3}(?:[ \u00a0\u2009\u202f]\d{3})+(?:\.\d+)?(?![.,]?\d)")
 _GROUP_SPACE = re.compile("[ \u00a0\u2009\u202f]")
+# Python integer literals in other bases (two digits at least: "0x5" may be 0 times 5).
+_BASE_PREFIXED = re.compile(r"\b0(?:[xX][0-9a-fA-F]{2,}|[bB][01]{2,}|[oO][0-7]{2,})\b")
 _ROMAN = re.compile(r"\b[MDCLXVI]{2,}\b")
+_LOWER_ROMAN = re.compile(r"\b[mdclxvi]{3,}\b")
+# Lower-case letters that are valid Roman numerals and words or abbreviations.
+_ROMAN_WORDS = frozenset({"mix", "div", "dix", "cli", "civ", "mmm", "xxx", "ccc", "mcd", "mdx", "dcl", "mcm"})
+# A list marker: "iii)" or "iv." opening a line, "(vii)" anywhere.
+_LIST_MARKER = re.compile(
+    r"(?:^[ \t]*\(?|\()(?P<bracketed>[mdclxvi]+)\)|^[ \t]*(?P<dotted>[mdclxvi]+)\.(?=\s)", re.MULTILINE
+)
+# Number words written as one word ("seventytwo", "onehundredfive"): split before `text2num` reads them.
+_NUMBER_WORDS = (
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+    "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty",
+    "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety", "hundred", "thousand", "million",
+    "billion", "first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth",
+    "eleventh", "twelfth", "thirteenth", "fourteenth", "fifteenth", "sixteenth", "seventeenth", "eighteenth",
+    "nineteenth", "twentieth", "thirtieth", "fortieth", "fiftieth", "sixtieth", "seventieth", "eightieth",
+    "ninetieth", "hundredth", "thousandth", "millionth",
+)  # fmt: skip
+_NUMBER_WORD = "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True))
+_GLUED_NUMBER_WORDS = re.compile(rf"\b(?:{_NUMBER_WORD})(?:{_NUMBER_WORD})+\b", re.IGNORECASE)
+_ONE_NUMBER_WORD = re.compile(_NUMBER_WORD, re.IGNORECASE)
 # What an answer must be, once math-verify has extracted it: a number literal.
 _LITERAL = re.compile(r"-?\d+(?:\.\d+)?")
 # Percent markers of a reply: "%", LaTeX "\\%", the word "percent".
 _PERCENT = re.compile(r"\s*(?:\\%|%|\bper\s?cent\b)", re.IGNORECASE)
 # Phrases that state a final answer outright.
 _ANSWER_STATEMENT = re.compile(
-    r"(?:final answer|the answer is|answer\s*[:=]|####|\\boxed\{)\s*\$?\s*(?P<value>[^\n]*)", re.IGNORECASE
+    r"(?:final answer|the answer is|answer\s*(?:[:=]|->|=>|\u2192|\u21d2)|####|\\boxed\{)\s*\$?\s*(?P<value>[^\n]*)",
+    re.IGNORECASE,
+)
+# A value given as the result: "Result: 5", "Total = 5", "the sum is $5" (the number is not an operand of
+# an expression: "Total = 5 + 3", "total = 5 kg + 3 kg").
+_RESULT_STATEMENT = re.compile(
+    r"\b(?:result|total|sum|overall|altogether|in all|solution|final)\b\s*"
+    r"(?:[:=]|->|=>|\u2192|\u21d2|\bis\b|\bequals\b|\bcomes to\b)\s*\$?\s*"
+    r"(?P<value>-?\d[\d,]*(?:\.\d+)?)(?![\d.,]*\d)(?!\s*(?:[A-Za-z$%/]+\s*)?[-+*/x\u00d7\u00f7^]\s*\$?\d)",
+    re.IGNORECASE,
 )
 
 
@@ -101,12 +154,37 @@ def numbers_in(text: str) -> list[float]:
     the module docstring (markup between digits removed, space-grouped thousands, Roman numerals)."""
     visible = _visible(text)
     values = _literals(visible)
-    unmarked = _MARKUP_IN_NUMBER.sub("", visible)
+    unmarked = _unmarked(visible)
     if unmarked != visible:
         values += _literals(unmarked)
-    values += [float(_GROUP_SPACE.sub("", m.group(0))) for m in _SPACE_GROUPED.finditer(visible)]
+    for source in (visible,) if unmarked == visible else (visible, unmarked):
+        values += [float(_GROUP_SPACE.sub("", m.group(0))) for m in _SPACE_GROUPED.finditer(source)]
+    values += [float(int(m.group(0), 0)) for m in _BASE_PREFIXED.finditer(visible)]
     values += [float(v) for v in map(_roman_value, _ROMAN.findall(visible)) if v is not None]
+    values += [float(v) for v in map(_roman_value, _lower_romans(visible)) if v is not None]
     return values
+
+
+def _unmarked(text: str) -> str:
+    """`text` with the marks a markdown, HTML or LaTeX reader drops between digits removed, and LaTeX spaces
+    between digits made thin spaces (module docstring)."""
+    text = _EMPHASIS_AFTER_DIGIT.sub(r"\1", text)
+    text = _EMPHASIS_BEFORE_DIGIT.sub(r"\1", text)
+    text = _LATEX_SPACE.sub("\u2009", text)
+    return _MARKUP_IN_NUMBER.sub("", text)
+
+
+def _lower_romans(text: str) -> list[str]:
+    """Lower-case Roman numerals of three letters or more that are neither words nor list markers."""
+    markers = {
+        m.start("bracketed") if m.group("bracketed") else m.start("dotted")
+        for m in _LIST_MARKER.finditer(text)
+    }
+    return [
+        m.group(0).upper()
+        for m in _LOWER_ROMAN.finditer(text)
+        if m.group(0) not in _ROMAN_WORDS and m.start() not in markers
+    ]
 
 
 def literal_numbers(text: str) -> list[float]:
@@ -115,8 +193,16 @@ def literal_numbers(text: str) -> list[float]:
 
 
 def _visible(text: str) -> str:
-    """Format characters (zero-width spaces ...) removed, numbers in words converted to digits."""
-    return alpha2digit("".join(c for c in text if unicodedata.category(c) != "Cf"), "en", threshold=0)
+    """Characters as a reader sees them (`visible_characters`), glued number words split, numbers in words
+    converted to digits."""
+    text = _GLUED_NUMBER_WORDS.sub(_split_number_words, visible_characters(text))
+    return alpha2digit(text, "en", threshold=0)
+
+
+def _split_number_words(match: re.Match) -> str:
+    """ "seventytwo" -> "seventy two" (the word as it is when the longest-first split does not rebuild it)."""
+    words = _ONE_NUMBER_WORD.findall(match.group(0))
+    return " ".join(words) if "".join(words) == match.group(0) else match.group(0)
 
 
 def _literals(text: str) -> list[float]:
@@ -151,10 +237,20 @@ def states_answer_value(reasoning: str, answer: str, problem_text: str) -> bool:
         return False
     if any(_close(v, target) for v in numbers_in(problem_text)):
         # the answer is a quantity of the problem itself: only an explicit statement counts
-        return states_final_answer(reasoning)
+        return states_final_answer(reasoning) or states_result(reasoning, target)
     return any(_close(v, target) for v in numbers_in(reasoning))
 
 
 def states_final_answer(reasoning: str) -> bool:
-    """The reasoning announces a final answer ("the answer is", "####", "\\boxed{...}")."""
-    return _ANSWER_STATEMENT.search(reasoning) is not None
+    """The reasoning announces a final answer ("the answer is", "answer: ", "answer -> ", "####",
+    "\\boxed{...}")."""
+    return _ANSWER_STATEMENT.search(visible_characters(reasoning)) is not None
+
+
+def states_result(reasoning: str, target: float) -> bool:
+    """The reasoning gives `target` as its result ("Result: 5", "Total = 5", "the sum is five")."""
+    for match in _RESULT_STATEMENT.finditer(_visible(reasoning)):
+        with contextlib.suppress(ValueError):
+            if _close(float(match.group("value").replace(",", "")), target):
+                return True
+    return False

@@ -12,11 +12,17 @@ max(limits.test_timeout, time_factor x the reference's time on it) (the asserts 
 and the whole run's is max(limits.timeout, limits.load_timeout + time_factor x the reference's time over
 all tests): under a fixed 20 s, the MBPP+ reference of Mbpp/599 (94 tests) was itself judged a timeout.
 
-Leakage: the plan contains code — a fenced block, a `def name(` of any function (a helper under another
-name is the program too), or `code_lines` or more statements (lines, `;`-joined parts of a line, or
-`inline code` spans) that parse as Python (an assignment, return, import, raise, a call with arguments,
-or a block header), once list markers and "Step n:" prefixes are stripped: a program dressed as a
+Leakage: the plan contains code — a fenced block, a `def name(` or a `lambda x: ...` of any function (a
+helper under another name is the program too), `code_lines` or more statements, or a program of fewer: a
+`return` together with a statement that computes something (`return sorted(set(a))`, or
+`area = 0.5 * h * (a + b)` and `return area`; not `return 0` with `total = 0`). Statements are lines,
+`;`-joined parts of a line, `inline code` spans, or lines wrapped inside brackets or after a backslash,
+that parse as Python (an assignment, return, import, raise, a call with arguments, or a block header), once
+list markers and "Step n:" / "Step A)" / "a)" prefixes are stripped, or, for a statement that computes
+something, a label ("Body: return ...", not a keyword as in "Else: return it"): a program dressed as a
 bulleted list is still the program, and prose ("return the pair when the sum matches") does not parse.
+The plan is read as the executor reads its characters (`planlift.tasks.visible`: zero-width characters
+removed, fullwidth forms made plain).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import ast
 import contextlib
 import dataclasses
 import hashlib
+import keyword
 import logging
 import pickle
 import re
@@ -55,6 +62,7 @@ from planlift.tasks.base import (
     check_sizes,
     first_of_split,
 )
+from planlift.tasks.visible import visible_characters
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +75,22 @@ DEFAULT_PLANNER_INSTRUCTION = (
 )
 DEFAULT_EXECUTOR_INSTRUCTION = "Write the Python function. Follow the plan."
 DEFAULT_EXECUTOR_ALONE_INSTRUCTION = "Write the Python function."
-# A plan line's decoration before a statement: list markers, "Step 2:", quote marks.
-_LINE_PREFIX = re.compile(r"^\s*(?:(?:[-*+>•]|\(?\d+[.):]|step\s*\d+\s*[:.)-]?)\s+)*", re.IGNORECASE)
+# A plan line's decoration before a statement: list markers, "Step 2:", "Step A)", "a)", quote marks.
+_LINE_PREFIX = re.compile(
+    r"^\s*(?:(?:[-*+>•]|\(?\d+[.):]|\(?[A-Za-z]\)|step\s*\d+\s*[:.)-]?|step\s*[A-Za-z]\s*[:.)-])\s+)*",
+    re.IGNORECASE,
+)
+# A label before a statement ("Body: ", "Edge case: "): a word or four, the first not a Python keyword.
+_LABEL = re.compile(r"^\s*(?P<first>[A-Za-z][\w'-]*)(?: [\w'-]+){0,3}\s*:\s+(?=\S)")
 _INLINE_CODE = re.compile(r"`+([^`]+)`+")
 _STATEMENTS = (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Return, ast.Import, ast.ImportFrom, ast.Raise)
 _BLOCKS = (ast.For, ast.While, ast.If, ast.With, ast.FunctionDef, ast.ClassDef, ast.Try)
+# Node kinds that say nothing by themselves (contexts and operators): not counted in an expression's size.
+_BARE_NODES = (ast.expr_context, ast.operator, ast.boolop, ast.cmpop, ast.unaryop)
+# A line wrapped after this many more lines is not one statement.
+_MAX_WRAPPED_LINES = 12
+_LAMBDA = re.compile(r"\blambda\b")
+_STRING = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
 
 
 def _is_code(text: str) -> bool:
@@ -79,9 +98,14 @@ def _is_code(text: str) -> bool:
     the header of a block ("for x in xs:", "elif x:", "else:"). Prose rarely parses ("return the pair
     when ..."); a comment or a markdown heading ("### Output:") is not a statement, nor is a bare
     `upper()` named in a sentence."""
+    return _statement(text) is not None
+
+
+def _statement(text: str) -> ast.stmt | None:
+    """The statement `text` is (`_is_code`), or None; a block header gives its block (`pass` as body)."""
     text = text.strip().rstrip(".")
     if not text or text.startswith("#"):
-        return False
+        return None
     if text.endswith(":"):
         # the header alone, or after an `if` (elif / else) or a `try` (except / finally); the block must
         # then hold the header's own clause, not only the wrapper's
@@ -94,32 +118,128 @@ def _is_code(text: str) -> bool:
             with contextlib.suppress(SyntaxError, ValueError):
                 body = ast.parse(source).body
                 if len(body) == 1 and clause(body[0]):
-                    return True
-        return False
+                    return body[0]
+        return None
     try:
         body = ast.parse(text).body
     except (SyntaxError, ValueError):
-        return False
+        return None
     if len(body) != 1:
-        return False
+        return None
     node = body[0]
     if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
-        return bool(node.value.args or node.value.keywords)
-    return isinstance(node, _STATEMENTS)
+        return node if node.value.args or node.value.keywords else None
+    return node if isinstance(node, _STATEMENTS) else None
+
+
+def _size(node: ast.AST | None) -> int:
+    """Nodes of an expression, contexts and operators left out: `x` and `-1` are 1 and 2, `len(s)` 3."""
+    return 0 if node is None else sum(not isinstance(n, _BARE_NODES) for n in ast.walk(node))
+
+
+def _computes(node: ast.stmt) -> bool:
+    """A statement that computes something: a call with arguments, or a return or assignment of an
+    expression beyond a name or a constant (`return sorted(xs)`, `x = a + b`; not `return 0`, `total = 0`,
+    `count += 1`), or the header of a block with a condition or an iteration (not `else:`, `try:`)."""
+    if isinstance(node, ast.Expr):
+        return True  # `_statement` keeps only calls with arguments
+    if isinstance(node, (ast.Return, ast.Assign, ast.AugAssign, ast.AnnAssign)):
+        return _size(node.value) > 2
+    if isinstance(node, (ast.For, ast.While, ast.With)):
+        return True
+    if isinstance(node, ast.If):  # `if x:`; `elif x:` parses as an `if 0:` whose else holds an if
+        return not isinstance(node.test, ast.Constant) or any(isinstance(n, ast.If) for n in node.orelse)
+    return False
+
+
+def _plain(line: str) -> str:
+    """A plan line without backticks and list markers / step prefixes."""
+    return _LINE_PREFIX.sub("", line.replace("`", ""))
+
+
+def _line_statements(line: str) -> list[ast.stmt]:
+    """The statements of one line, read the way that finds the most: the line's `;`-joined parts, its
+    `inline code` spans, or (statements that compute something only) the line after a label."""
+    plain = _plain(line)
+    readings = [
+        [node for part in plain.split(";") if (node := _statement(part))],
+        [
+            node
+            for span in _INLINE_CODE.findall(line)
+            for part in span.split(";")
+            if (node := _statement(part))
+        ],
+    ]
+    label = _LABEL.match(plain)
+    if label and not keyword.iskeyword(label.group("first").lower()):
+        after = plain[label.end() :]
+        readings.append([node for part in after.split(";") if (node := _statement(part)) and _computes(node)])
+    return max(readings, key=len)
+
+
+def _depth(text: str) -> int:
+    """Brackets opened and not closed in `text` (string literals left out)."""
+    text = _STRING.sub("", text)
+    return sum(text.count(c) for c in "([{") - sum(text.count(c) for c in ")]}")
+
+
+def _wrapped_end(lines: list[str], start: int) -> int:
+    """The end (exclusive) of the statement starting at `lines[start]` when it is wrapped over the next
+    lines, inside open brackets or after a backslash; `start + 1` when it is not (or never closes)."""
+    depth, end = 0, start
+    while end < len(lines) and end - start <= _MAX_WRAPPED_LINES:
+        line = _plain(lines[end])
+        depth += _depth(line)
+        end += 1
+        if depth <= 0 and not line.rstrip().endswith("\\"):
+            return end
+    return start + 1
+
+
+def code_in(reasoning: str) -> list[ast.stmt]:
+    """The Python statements of a plan: each line's (`_line_statements`), and a statement wrapped over lines
+    read as one when that finds more."""
+    lines = reasoning.splitlines()
+    found: list[ast.stmt] = []
+    start = 0
+    while start < len(lines):
+        end = _wrapped_end(lines, start)
+        by_line = [node for line in lines[start:end] for node in _line_statements(line)]
+        if end - start > 1:
+            joined = " ".join(_plain(line).strip().removesuffix("\\") for line in lines[start:end])
+            whole = [node for part in joined.split(";") if (node := _statement(part))]
+            by_line = max(whole, by_line, key=len)
+        found += by_line
+        start = end
+    return found
 
 
 def code_statements(reasoning: str) -> int:
-    """How many lines (or `;`-joined parts, or `inline code` spans) of a plan are Python statements,
-    once list markers and "Step n:" prefixes are stripped."""
-    count = 0
+    """How many lines (or `;`-joined parts, or `inline code` spans, or wrapped statements) of a plan are
+    Python statements, once list markers, step prefixes and labels are stripped (`code_in`)."""
+    return len(code_in(reasoning))
+
+
+def is_program(statements: list[ast.stmt]) -> bool:
+    """A `return` of a value and a statement that computes something (`_computes`; the return itself may be
+    it). A bare `return` is a keyword named in a sentence ("then `return` the first one") more often than
+    a program's last line."""
+    returns = any(isinstance(node, ast.Return) and node.value is not None for node in statements)
+    return returns and any(map(_computes, statements))
+
+
+def has_lambda(reasoning: str) -> bool:
+    """A `lambda` with parameters that parses ("lambda x: x * 2", also inside a sentence or a call); not
+    "a lambda: it is shorter"."""
     for line in reasoning.splitlines():
-        plain = _LINE_PREFIX.sub("", line.replace("`", ""))
-        spans = _INLINE_CODE.findall(line)
-        count += max(
-            sum(_is_code(part) for part in plain.split(";")),
-            sum(_is_code(part) for span in spans for part in span.split(";")),
-        )
-    return count
+        for match in _LAMBDA.finditer(line):
+            rest = line[match.start() :].replace("`", "")[:300]
+            for end in range(len(rest), 0, -1):
+                with contextlib.suppress(SyntaxError, ValueError):
+                    node = ast.parse(rest[:end], mode="eval").body
+                    if isinstance(node, ast.Lambda) and (node.args.args or node.args.vararg):
+                        return True
+    return False
 
 
 _DEF = re.compile(r"\bdef\s+[A-Za-z_]\w*\s*\(")
@@ -456,11 +576,13 @@ class CodeTask(Task):
         ]
 
     def detect_leakage(self, problem: Problem, reasoning: str) -> bool:
+        reasoning = visible_characters(reasoning)
         if FENCE in reasoning:
             return True
-        if _DEF.search(reasoning):
+        if _DEF.search(reasoning) or has_lambda(reasoning):
             return True
-        return code_statements(reasoning) >= self.code_lines
+        statements = code_in(reasoning)
+        return len(statements) >= self.code_lines or is_program(statements)
 
 
 class HumanEvalTask(CodeTask):

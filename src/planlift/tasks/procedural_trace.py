@@ -3,9 +3,11 @@
 A trace is parsed line by line. A step line is `S<i>=<a><op><b>=<result>` (spaces allowed); an answer
 statement is `answer=<v>` / `answer: <v>` / `ans=<v>`, alone or inside a line ("so the answer is 7",
 "result: 7", "final 7"). With an executor share (`leave` > 0), any other line that names one of the
-executor's states ("S6", "s6", "S 6", "S_6") and either states a value for it ("S6=7.", "S6 is 7",
-"S6 = S5+S4 = 7"; not "S6 = 3+4", whose numbers are operands) or holds its true value anywhere ("S6=7+0",
-"S6 -> 7"; the digits of state names, as in "S6=S5-S4", are no values) states that state: leakage.
+executor's states ("S6", "s6", "S 6", "S_6", "S-6", "S(6)", "S_{6}", "state 6") and either states a value
+for it ("S6=7.", "S6 is 7", "S6 = S5+S4 = 7"; not "S6 = 3+4", whose numbers are operands) or holds its
+true value anywhere ("S6=7+0", "S6 -> 7"; the digits of state names, as in "S6=S5-S4", are no values)
+states that state: leakage. The trace is read as the executor reads its characters
+(`planlift.tasks.visible`, subscripts and superscripts included: "Ｓ6", "S\\u200b6" and "S₆" are S6).
 Everything else is ignored (counted as unparsed; with `leave` = 0 a malformed last line such as "S6=7" is
 an unparsed line of an under-executed trace, not an answer).
 Not detected: the executor's value with no state name ("8" alone, "the last state comes out to 8") or in
@@ -42,6 +44,8 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import TYPE_CHECKING, Literal
 
+from planlift.tasks.visible import visible_characters
+
 if TYPE_CHECKING:
     from planlift.tasks.procedural import Program
 
@@ -51,7 +55,7 @@ STEP_LINE = re.compile(rf"^\s*S(\d+)\s*=\s*({_NUM})\s*([+\-*/])\s*({_NUM})\s*=\s
 ANSWER_IN_TEXT = re.compile(
     rf"\b(?:answer|ans|result|final)\b(?:\s*(?:[:=]|->|\bis\b|\bequals\b))?\s*{_NUM}", re.IGNORECASE
 )
-_STATE_NAME = re.compile(r"\bS[\s_]*(\d+)\b", re.IGNORECASE)
+_STATE_NAME = re.compile(r"\b(?:S|state)[\s_-]*[(\[{]?\s*(\d+)\b", re.IGNORECASE)
 _STATED_VALUE = re.compile(rf"(?:[:=]|->|\bis\b|\bequals\b)\s*{_NUM}(?!\.?\d|\s*[+\-*/]\s*\d)", re.IGNORECASE)
 _ANY_NUMBER = re.compile(_NUM)
 
@@ -155,6 +159,7 @@ def analyze_trace(
     `final_answer_parsed=False` marks an executor answer that had no number. `leave`: how many final
     states are the executor's work (the trace should stop at S_(N - leave)).
     """
+    reasoning = visible_characters(reasoning, attached_scripts=True)
     n = program.length
     last = n - leave  # the last state the trace should establish
     expected = last - 2
