@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -78,7 +80,7 @@ def test_the_validation_schedule_is_checked_before_the_run(caplog):
         assert not caplog.text
 
 
-def test_a_checkpoint_of_the_other_entry_point_is_named_before_any_model_loads(tmp_path):
+def test_a_checkpoint_of_the_other_entry_point_is_named_before_any_model_loads(tmp_path, caplog):
     """src/train.py resumes a GRPOModule (weights under `planner.`), src/train_rm.py a RubricRMModule
     (under `model.`); the other's checkpoint used to fail deep in on_load_checkpoint (KeyError)."""
 
@@ -112,6 +114,12 @@ def test_a_checkpoint_of_the_other_entry_point_is_named_before_any_model_loads(t
         resume(other, "planner")
     with pytest.raises(ConfigError, match=r"not a planner-training checkpoint .*; it has no state_dict"):
         resume(bare, "planner")
+    # a state torch's default weights_only load refuses (a user callback's numpy scalar): Lightning decides,
+    # as with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 it loads it
+    custom = save("custom.ckpt", {"state_dict": {"rm.w": weights}, "callbacks": {"Mine": np.float64(0.5)}})
+    with caplog.at_level(logging.WARNING, logger="planlift"):
+        assert resume(custom, "planner") == custom
+    assert f"ckpt_path={custom}: its kind was not checked" in caplog.text
 
 
 def test_the_seed_and_learning_rate_are_checked_before_the_run():

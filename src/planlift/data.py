@@ -83,7 +83,8 @@ class ProblemDataModule(pl.LightningDataModule):
             if world_size > 1:
                 what = f"a rank's share ({share} at most) of {what} over {world_size} ranks"
             log.warning(
-                "data.problems_per_step=%d is more than %s (%s): every step's batch holds %d problems, not %d",
+                "data.problems_per_step=%d is more than %s (%s): every step's batch holds at most %d problems, "
+                "not %d",
                 self.problems_per_step,
                 what,
                 where,

@@ -101,16 +101,17 @@ def readable_checkpoint(path: str, key: str, kind: str | None = None) -> str:
 def _check_checkpoint_kind(path: str, key: str, kind: str) -> None:
     """A ConfigError when the checkpoint's weights are not under `kind`'s prefix (Lightning would fail
     deep in the module's `on_load_checkpoint`: `KeyError: 'baseline_cache'`). Loaded as Lightning loads it
-    (cpu, weights_only) but memory-mapped: only the pickled structure is read, not the tensors' bytes."""
+    (on cpu, torch's default `weights_only`, so that TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD applies as it does to
+    Lightning) but memory-mapped: only the pickled structure is read, not the tensors' bytes. A file this
+    load cannot read is left to Lightning (a warning says the kind was not checked)."""
     import torch
 
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as error:  # fit(ckpt_path=...) would fail on it too, deep in Lightning
+        checkpoint = torch.load(path, map_location="cpu", mmap=True)
+    except Exception as error:  # e.g. a callback state weights_only refuses: Lightning decides
         reason = (str(error).strip().splitlines() or [""])[0]
-        raise ConfigError(
-            f"{key}={path}: torch.load cannot read it ({type(error).__name__}: {reason})"
-        ) from error
+        log.warning("%s=%s: its kind was not checked, torch.load cannot read it (%s)", key, path, reason)
+        return
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     prefixes = {name.split(".", 1)[0] for name in state} if isinstance(state, dict) else set()
     prefix, wanted = _CHECKPOINT_KINDS[kind]

@@ -199,6 +199,17 @@ def test_short_wrapped_or_labelled_programs_are_code(humaneval, problem, plan):
     assert humaneval.detect_leakage(problem, plan)
 
 
+def test_a_lambda_is_the_shortest_text_that_parses_and_broken_ones_are_bounded():
+    from planlift.tasks.code import has_lambda
+
+    assert has_lambda("Sort by key=lambda p: p[1] (the second field) then drop duplicates (")
+    assert has_lambda("lambda *args: len(args)")
+    assert not has_lambda("a lambda: it is shorter; a lambda function: it has no name")
+    assert not has_lambda("lambda x: (" * 700)  # each broken header is tried at a bounded number of ends
+    assert not has_lambda("x = 1\n" + "\n".join(["lambda x: ("] * 20 + ["lambda y: y + 1"]), headers=20)
+    assert has_lambda("\n".join(["lambda x: ("] * 19 + ["lambda y: y + 1"]), headers=20)
+
+
 @pytest.mark.parametrize(
     "plan",
     [

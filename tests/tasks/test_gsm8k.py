@@ -175,6 +175,34 @@ def test_answer_value_in_lookalike_characters_or_markup(task, seventy_two, spell
 
 
 @pytest.mark.parametrize(
+    ("glued", "value"),
+    [("sixthousand", 6000), ("tenthousand", 10000), ("eighthundred", 800), ("seventhirty", 30)],
+)
+def test_glued_number_words_split_where_an_ordinal_is_a_prefix(glued, value):
+    """ "sixth" and "tenth" are number words too: the split takes the fewest words, not the longest first."""
+    from planlift.tasks.answers import numbers_in
+
+    assert value in numbers_in(f"They paid {glued} dollars.")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "He has 3" + "_" * 60 + " apples",  # a run of separators that no digit closes
+        "He has 3<span" + " data-a='v'" * 40 + ">apples</span>",  # a tag with many attributes
+        "He has 3<!--" * 400,
+        "S" + " " * 5000 + "6",
+        "0x" + "f" * 400,  # beyond a float's range: no crash
+    ],
+    ids=["underscores", "attributes", "comments", "spaces", "huge_hex"],
+)
+def test_degenerate_text_is_read_without_error(task, seventy_two, text):
+    """Text a policy can produce in few tokens: each reading ends (its regexes give up a failed match
+    without retrying every split) and reads no 72."""
+    assert not task.detect_leakage(seventy_two, text)
+
+
+@pytest.mark.parametrize(
     ("text", "value"),
     [
         ("The volume is 2*2*x cubic feet.", 22),  # a product, not emphasis

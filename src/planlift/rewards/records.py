@@ -64,7 +64,8 @@ class RewardBatch:
     `time/rm` (seconds), `executor_generations_per_problem`, `baseline_cache_size`, and the RM's counters
     `rm/<name>` (cumulative: `rm/failed_items`, `rm/failed_requests/<kind>` for an HTTP service).
     reasonings: the scored reasonings as the executor read them (`judging.reasonings_as_read`), one per
-    record, for whatever else reads them (the trace metrics); empty when the caller has none.
+    record: the reward fills them, and the GRPO module's trace metrics read them (a batch built without
+    them, as in unit tests of these statistics, cannot be logged by the module).
     """
 
     records: list[RewardRecord]

@@ -54,8 +54,10 @@ _NUMBER = re.compile(
 # Marks a reader drops between two digits: markdown bold, strikethrough and code, Python's digit separator,
 # HTML tags (attributes with values: "3<x and y>4" is no tag) and comments, LaTeX's negative thin space and
 # empty group.
-_HTML_TAG = r"</?[A-Za-z][\w:-]*(?:\s+[\w:-]+\s*=\s*(?:\"[^\"<>]*\"|'[^'<>]*'|[^\s<>]+))*\s*/?>"
-_MARKUP_IN_NUMBER = re.compile(rf"(?<=\d)(?:\*\*|__|~~|`|_|<!--[\s\S]*?-->|{_HTML_TAG}|\\!|\{{\}})+(?=\d)")
+# Possessive repeats, and no two branches that can read the same text ("__" is two "_"; an unquoted value
+# holds no quote): a failed match is then given up in linear time, not retried in every split.
+_HTML_TAG = r"</?[A-Za-z][\w:-]*(?:\s+[\w:-]+\s*=\s*(?:\"[^\"<>]*\"|'[^'<>]*'|[^\s<>\"'=`]+))*+\s*/?>"
+_MARKUP_IN_NUMBER = re.compile(rf"(?<=\d)(?:\*\*|~~|`|_|<!--[\s\S]*?-->|{_HTML_TAG}|\\!|\{{\}})++(?=\d)")
 # A one-star emphasis span of digits that continues a number ("7*2*") or is continued by one ("*7*2"): a
 # product ("2*2*x", "3*4*5", "100*100*.5") has an operand on both sides.
 _EMPHASIS_AFTER_DIGIT = re.compile(r"(?<=\d)\*(\d+)\*(?=[\s,;:!?)]|[.](?!\d)|$)")
@@ -87,7 +89,6 @@ _NUMBER_WORDS = (
 )  # fmt: skip
 _NUMBER_WORD = "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True))
 _GLUED_NUMBER_WORDS = re.compile(rf"\b(?:{_NUMBER_WORD})(?:{_NUMBER_WORD})+\b", re.IGNORECASE)
-_ONE_NUMBER_WORD = re.compile(_NUMBER_WORD, re.IGNORECASE)
 # What an answer must be, once math-verify has extracted it: a number literal.
 _LITERAL = re.compile(r"-?\d+(?:\.\d+)?")
 # Percent markers of a reply: "%", LaTeX "\\%", the word "percent".
@@ -159,7 +160,7 @@ def numbers_in(text: str) -> list[float]:
         values += _literals(unmarked)
     for source in (visible,) if unmarked == visible else (visible, unmarked):
         values += [float(_GROUP_SPACE.sub("", m.group(0))) for m in _SPACE_GROUPED.finditer(source)]
-    values += [float(int(m.group(0), 0)) for m in _BASE_PREFIXED.finditer(visible)]
+    values += [_base_prefixed_value(m.group(0)) for m in _BASE_PREFIXED.finditer(visible)]
     values += [float(v) for v in map(_roman_value, _ROMAN.findall(visible)) if v is not None]
     values += [float(v) for v in map(_roman_value, _lower_romans(visible)) if v is not None]
     return values
@@ -172,6 +173,12 @@ def _unmarked(text: str) -> str:
     text = _EMPHASIS_BEFORE_DIGIT.sub(r"\1", text)
     text = _LATEX_SPACE.sub("\u2009", text)
     return _MARKUP_IN_NUMBER.sub("", text)
+
+
+def _base_prefixed_value(literal: str) -> float:
+    """The value of "0x48" / "0b101" / "0o17"; inf beyond a float's range (no answer is that large)."""
+    value = int(literal, 0)
+    return float(value) if value.bit_length() <= 1000 else math.inf
 
 
 def _lower_romans(text: str) -> list[str]:
@@ -200,9 +207,21 @@ def _visible(text: str) -> str:
 
 
 def _split_number_words(match: re.Match) -> str:
-    """ "seventytwo" -> "seventy two" (the word as it is when the longest-first split does not rebuild it)."""
-    words = _ONE_NUMBER_WORD.findall(match.group(0))
-    return " ".join(words) if "".join(words) == match.group(0) else match.group(0)
+    """ "seventytwo" -> "seventy two", "sixthousand" -> "six thousand": the split into the fewest number words
+    (a longest-first split would read "sixth" and be left with "ousand"); the word as it is when none."""
+    glued = match.group(0)
+    lower = glued.lower()
+    splits: list[list[str] | None] = [[]] + [None] * len(lower)
+    for start in range(len(lower)):
+        if splits[start] is None:
+            continue
+        for word in _NUMBER_WORDS:
+            end = start + len(word)
+            if lower.startswith(word, start) and (
+                splits[end] is None or len(splits[start]) + 1 < len(splits[end])
+            ):
+                splits[end] = [*splits[start], glued[start:end]]
+    return " ".join(splits[-1]) if splits[-1] else glued
 
 
 def _literals(text: str) -> list[float]:

@@ -31,6 +31,7 @@ import ast
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import keyword
 import logging
 import pickle
@@ -89,7 +90,11 @@ _BLOCKS = (ast.For, ast.While, ast.If, ast.With, ast.FunctionDef, ast.ClassDef, 
 _BARE_NODES = (ast.expr_context, ast.operator, ast.boolop, ast.cmpop, ast.unaryop)
 # A line wrapped after this many more lines is not one statement.
 _MAX_WRAPPED_LINES = 12
-_LAMBDA = re.compile(r"\blambda\b")
+# "lambda", parameters (a name, * or **: "lambda x, y:", "lambda *args:") and the colon, on one line
+_LAMBDA = re.compile(r"\blambda\s+\*{0,2}[A-Za-z_]\w*[^:\n]{0,200}:")
+_PROSE_GOES_ON = re.compile(r"\s+[A-Za-z]")
+_TOKEN_END = re.compile(r"\w+|[^\w\s]")  # where a lambda's text may end: after a word or a symbol
+_PARSE_FAILURES = (SyntaxError, ValueError, MemoryError, RecursionError)  # deep nesting, huge input
 _STRING = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
 
 
@@ -115,14 +120,14 @@ def _statement(text: str) -> ast.stmt | None:
             (f"if 0:\n    pass\n{text}\n    pass", lambda node: isinstance(node, ast.If) and node.orelse),
             (f"try:\n    pass\n{text}\n    pass", lambda node: isinstance(node, ast.Try)),  # except / finally
         ):
-            with contextlib.suppress(SyntaxError, ValueError):
+            with contextlib.suppress(*_PARSE_FAILURES):
                 body = ast.parse(source).body
                 if len(body) == 1 and clause(body[0]):
                     return body[0]
         return None
     try:
         body = ast.parse(text).body
-    except (SyntaxError, ValueError):
+    except _PARSE_FAILURES:
         return None
     if len(body) != 1:
         return None
@@ -228,17 +233,24 @@ def is_program(statements: list[ast.stmt]) -> bool:
     return returns and any(map(_computes, statements))
 
 
-def has_lambda(reasoning: str) -> bool:
+def has_lambda(reasoning: str, headers: int = 20, ends: int = 40) -> bool:
     """A `lambda` with parameters that parses ("lambda x: x * 2", also inside a sentence or a call); not
-    "a lambda: it is shorter"."""
-    for line in reasoning.splitlines():
-        for match in _LAMBDA.finditer(line):
-            rest = line[match.start() :].replace("`", "")[:300]
-            for end in range(len(rest), 0, -1):
-                with contextlib.suppress(SyntaxError, ValueError):
-                    node = ast.parse(rest[:end], mode="eval").body
-                    if isinstance(node, ast.Lambda) and (node.args.args or node.args.vararg):
-                        return True
+    "a lambda: it is shorter". Each header with parameters (the first `headers` of the reasoning) is parsed
+    up to each of the first `ends` word or symbol ends after its colon, shortest first: the shortest lambda
+    that parses is enough, and a reasoning full of broken ones costs a bounded number of parses. A body of
+    one name or constant that prose goes on from is prose ("a lambda function: it has no name")."""
+    found = (match for line in reasoning.splitlines() for match in _LAMBDA.finditer(line))
+    for match in itertools.islice(found, headers):
+        rest = match.string[match.start() :].replace("`", "")[:300]
+        colon = rest.index(":") + 1
+        for token in itertools.islice(_TOKEN_END.finditer(rest, colon), ends):
+            with contextlib.suppress(*_PARSE_FAILURES):
+                node = ast.parse(rest[: token.end()], mode="eval").body
+                if not isinstance(node, ast.Lambda) or not (node.args.args or node.args.vararg):
+                    continue
+                if isinstance(node.body, ast.Name | ast.Constant) and _PROSE_GOES_ON.match(rest, token.end()):
+                    continue
+                return True
     return False
 
 

@@ -55,7 +55,8 @@ STEP_LINE = re.compile(rf"^\s*S(\d+)\s*=\s*({_NUM})\s*([+\-*/])\s*({_NUM})\s*=\s
 ANSWER_IN_TEXT = re.compile(
     rf"\b(?:answer|ans|result|final)\b(?:\s*(?:[:=]|->|\bis\b|\bequals\b))?\s*{_NUM}", re.IGNORECASE
 )
-_STATE_NAME = re.compile(r"\b(?:S|state)[\s_-]*[(\[{]?\s*(\d+)\b", re.IGNORECASE)
+# one whitespace run before the bracket, one after it: two adjacent runs would be retried in every split
+_STATE_NAME = re.compile(r"\b(?:S|state)[\s_-]*+(?:[(\[{]\s*+)?(\d+)\b", re.IGNORECASE)
 _STATED_VALUE = re.compile(rf"(?:[:=]|->|\bis\b|\bequals\b)\s*{_NUM}(?!\.?\d|\s*[+\-*/]\s*\d)", re.IGNORECASE)
 _ANY_NUMBER = re.compile(_NUM)
 
