@@ -155,6 +155,7 @@ def seventy_two(task):
         "7<b></b>2",  # HTML tags
         '7<span class="x">2</span>',
         "7<!-- -->2",  # an HTML comment
+        "7<!-- the sum -->2",
         "$7\\!2$",  # LaTeX negative thin space
         "$7{}2$",  # LaTeX empty group
         "0x48",  # Python integer literals in other bases
