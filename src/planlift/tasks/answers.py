@@ -57,7 +57,9 @@ _NUMBER = re.compile(
 # Possessive repeats, and no two branches that can read the same text ("__" is two "_"; an unquoted value
 # holds no quote): a failed match is then given up in linear time, not retried in every split.
 _HTML_TAG = r"</?[A-Za-z][\w:-]*(?:\s+[\w:-]+\s*=\s*(?:\"[^\"<>]*\"|'[^'<>]*'|[^\s<>\"'=`]+))*+\s*/?>"
-_MARKUP_IN_NUMBER = re.compile(rf"(?<=\d)(?:\*\*|~~|`|_|<!--[\s\S]{{0,200}}?-->|{_HTML_TAG}|\\!|\{{\}})++(?=\d)")
+_MARKUP_IN_NUMBER = re.compile(
+    rf"(?<=\d)(?:\*\*|~~|`|_|<!--[\s\S]{{0,200}}?-->|{_HTML_TAG}|\\!|\{{\}})++(?=\d)"
+)
 # A one-star emphasis span of digits that continues a number ("7*2*") or is continued by one ("*7*2"): a
 # product ("2*2*x", "3*4*5", "100*100*.5") has an operand on both sides.
 _EMPHASIS_AFTER_DIGIT = re.compile(r"(?<=\d)\*(\d+)\*(?=[\s,;:!?)]|[.](?!\d)|$)")
