@@ -113,3 +113,25 @@ def test_slurm_launcher_resources_follow_the_trainer(hardware, expected, tmp_pat
     assert launcher._target_.endswith("PlanliftSlurmLauncher")
     assert launcher.additional_parameters.signal == "USR1@120"
     assert job_resources(cfg, {"gpus_per_node": None, "cpus_per_task": None}) == expected
+
+
+def test_without_the_slurm_extra_hydra_loads_the_plugin_without_warning():
+    """Hydra imports every plugin module at each run; without hydra-submitit-launcher ours must import too
+    (else every run warns that the plugin is "incompatible or buggy") and register no launcher."""
+    import subprocess
+    import sys
+
+    script = """
+import sys, warnings
+for name in ("hydra_plugins.hydra_submitit_launcher", "hydra_plugins.hydra_submitit_launcher.config",
+             "hydra_plugins.hydra_submitit_launcher.submitit_launcher", "submitit"):
+    sys.modules[name] = None  # as if the slurm extra were not installed
+from hydra.core.plugins import Plugins
+from hydra.plugins.launcher import Launcher
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    launchers = sorted(c.__name__ for c in Plugins.instance().discover(Launcher))
+print(launchers, [str(w.message) for w in caught])
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['BasicLauncher'] []", out

@@ -21,9 +21,15 @@ from typing import Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, filter_overrides
-from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from omegaconf import DictConfig, OmegaConf
+
+try:
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+except ImportError:  # without the `slurm` extra: Hydra imports every plugin module at each run, and one
+    # that fails to import gets a warning that it is "incompatible or buggy". The launcher below is then a
+    # plain class Hydra does not register; `hydra/launcher=slurm` stops at its `submitit_slurm` default.
+    BaseQueueConf = SlurmLauncher = None
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +53,7 @@ def job_resources(job_cfg: DictConfig, defaults: dict[str, Any]) -> dict[str, An
     return resources
 
 
-class PlanliftSlurmLauncher(SlurmLauncher):
+class PlanliftSlurmLauncher(SlurmLauncher or object):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import submitit
 
