@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -229,12 +230,26 @@ def test_preempted_job_is_requeued_and_resumes_from_its_checkpoint(slurm_env, tm
         stderr=subprocess.STDOUT,
         text=True,
     )
+    _, requeued_at = preempt_after_the_first_save(slurm_env, sweep, driver, "train", 40)
+    assert requeued_at >= 10  # after the step-10 save
+    # the requeued job went on from that step: each attempt's TensorBoard events, in the order written
+    attempts = sorted((sweep / "tensorboard").rglob("events.*"), key=lambda p: p.stat().st_mtime)
+    steps = [sorted(set(SummaryReader(str(p)).scalars.query("tag == 'train/loss'").step)) for p in attempts]
+    steps = [s for s in steps if s]
+    assert len(steps) == 2 and steps[1][0] == requeued_at, steps
+    assert sorted({*steps[0], *steps[1]}) == list(range(40))  # one curve, no step missing
+
+
+def preempt_after_the_first_save(slurm_env, sweep: Path, driver, job_name: str, max_steps: int):
+    """Send the one job of `sweep` SLURM's pre-timeout signal right after its first last.ckpt, release its
+    requeue, wait for the sweep's driver; check that the run saved at a step boundary, requeued itself,
+    resumed and finished. Returns the job's directory and the step it requeued at."""
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not list(sweep.glob("0_*/checkpoints/last.ckpt")):
         time.sleep(0.2)
     job = sorted(sweep_job_ids(sweep))
     assert len(job) == 1, job
-    # what SLURM sends before a time limit (launcher: signal USR1@120), here right after the step-10 save,
+    # what SLURM sends before a time limit (launcher: signal USR1@120), here right after the first save,
     # often during the best-checkpoint write that follows it: the run saves at its next step and requeues
     subprocess.run(["scancel", "--signal=USR1", job[0]], env=slurm_env, check=True)
     # SLURM holds a requeued job for ~2 minutes (BeginTime); as the cluster's admin, release it now
@@ -256,19 +271,45 @@ def test_preempted_job_is_requeued_and_resumes_from_its_checkpoint(slurm_env, tm
             driver.kill()
     assert driver.returncode == 0, output[-4000:]
     (job_dir,) = job_dirs(sweep)
-    assert final_step(job_dir) == 40
+    assert final_step(job_dir) == max_steps
     states = wait_until_done(slurm_env, sweep, 1)[job[0]]
     assert states[0] == "REQUEUED" and states[-1] == "COMPLETED", states
     # the run saved last.ckpt at a step boundary and requeued itself; Lightning's handler (an hpc_ckpt
     # saved inside the signal handler) never ran
-    log = (job_dir / "train.log").read_text()  # both attempts
+    log = (job_dir / f"{job_name}.log").read_text()  # both attempts
     requeued_at = [int(step) for step in re.findall(rf"requeued SLURM job {job[0]} at step (\d+)", log)]
-    assert len(requeued_at) == 1 and 10 <= requeued_at[0] < 40, log
+    assert len(requeued_at) == 1 and 0 < requeued_at[0] < max_steps, log
     assert not list(job_dir.glob("hpc_ckpt_*.ckpt"))
     assert "resuming from" in log.split("requeued SLURM job")[1]
-    # the requeued job went on from that step: each attempt's TensorBoard events, in the order written
-    attempts = sorted((sweep / "tensorboard").rglob("events.*"), key=lambda p: p.stat().st_mtime)
-    steps = [sorted(set(SummaryReader(str(p)).scalars.query("tag == 'train/loss'").step)) for p in attempts]
-    steps = [s for s in steps if s]
-    assert len(steps) == 2 and steps[1][0] == requeued_at[0], steps
-    assert sorted({*steps[0], *steps[1]}) == list(range(40))  # one curve, no step missing
+    return job_dir, requeued_at[0]
+
+
+def test_preempted_rm_training_is_requeued_and_resumes_from_its_checkpoint(slurm_env, tmp_path):
+    """src/train_rm.py takes SLURM's pre-timeout signal as src/train.py does: it saves at the end of the
+    step, requeues itself and the requeued job resumes from that checkpoint to the end."""
+    from planlift.rm_groups import ProceduralGroupSource, build_groups
+    from planlift.tasks import ProceduralTask
+    from tests.rm.test_train_eval import tiny_rm
+
+    groups = tmp_path / "groups"
+    task = ProceduralTask(sizes={"train": 10, "validation": 4, "test": 0})
+    build_groups(ProceduralGroupSource(task, sizes={"train": 10, "dev": 4}), groups)
+    sweep = tmp_path / "sweep"
+    argv = [
+        sys.executable,
+        str(ROOT / "src" / "train_rm.py"),
+        "-m",
+        "hydra/launcher=slurm",
+        *tiny_rm(groups),
+        "rm_backbone.tiny.num_hidden_layers=2",
+        "trainer.max_steps=60",
+        "trainer.val_check_interval=10",
+        "torch_threads=1",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    driver = subprocess.Popen(
+        argv, cwd=ROOT, env=slurm_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    job_dir, requeued_at = preempt_after_the_first_save(slurm_env, sweep, driver, "train_rm", 60)
+    assert requeued_at >= 10
+    assert (job_dir / "reward_model").is_dir()  # the finished run exported its RM
