@@ -21,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from planlift.errors import ConfigError
 
-_KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "text"}  # text: not checked
+# The kinds checked; any other hint (text, whose value may be written as a number; sequences ...) is not.
+_KINDS = {int: "an integer", float: "a number", bool: "true or false"}
 
 
 def check_targets(cfg: DictConfig, keys: Iterable[str]) -> None:
@@ -72,9 +73,7 @@ def _init_hints(target: str) -> dict[str, Any]:
 
 def _check(key: str, value: Any, hint: Any) -> None:
     allowed = _scalar_kinds(hint)
-    if allowed is None or str in allowed or (value is None and type(None) in allowed):
-        return  # a name or a path may well be written as a number
-    if _fits(value, allowed):
+    if allowed is None or (value is None and type(None) in allowed) or _fits(value, allowed):
         return
     wanted = " or ".join(_KINDS[kind] for kind in allowed if kind in _KINDS)
     if type(None) in allowed:

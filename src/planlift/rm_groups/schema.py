@@ -22,10 +22,10 @@ from typing import Any
 from planlift.datasets.files import read_jsonl, require
 from planlift.errors import DataError
 from planlift.rubric_rm.rubric import NUM_LABELS, TOTAL
+from planlift.tasks.base import TASK_TYPES
 
 Group = dict[str, Any]
 REQUIRED_TEXT_FIELDS = ("problem_id", "source", "task_type", "problem", "reference_solution")
-TASK_TYPES = ("math", "code")  # the RM input's <type> tag (planlift.tasks.base.Task.task_type)
 
 
 def _check_rubric(rubric: Any, names: Sequence[str], where: str) -> None:

@@ -95,16 +95,18 @@ _GLUED_NUMBER_WORDS = re.compile(rf"\b(?:{_NUMBER_WORD})(?:{_NUMBER_WORD})+\b", 
 _LITERAL = re.compile(r"-?\d+(?:\.\d+)?")
 # Percent markers of a reply: "%", LaTeX "\\%", the word "percent".
 _PERCENT = re.compile(r"\s*(?:\\%|%|\bper\s?cent\b)", re.IGNORECASE)
+# What introduces a stated value: ":", "=", "->", "=>" and their arrows.
+_GIVES = r"(?:[:=]|->|=>|\u2192|\u21d2)"
 # Phrases that state a final answer outright.
 _ANSWER_STATEMENT = re.compile(
-    r"(?:final answer|the answer is|answer\s*(?:[:=]|->|=>|\u2192|\u21d2)|####|\\boxed\{)\s*\$?\s*(?P<value>[^\n]*)",
+    rf"(?:final answer|the answer is|answer\s*{_GIVES}|####|\\boxed\{{)\s*\$?\s*(?P<value>[^\n]*)",
     re.IGNORECASE,
 )
 # A value given as the result: "Result: 5", "Total = 5", "the sum is $5" (the number is not an operand of
 # an expression: "Total = 5 + 3", "total = 5 kg + 3 kg").
 _RESULT_STATEMENT = re.compile(
     r"\b(?:result|total|sum|overall|altogether|in all|solution|final)\b\s*"
-    r"(?:[:=]|->|=>|\u2192|\u21d2|\bis\b|\bequals\b|\bcomes to\b)\s*\$?\s*"
+    rf"(?:{_GIVES}|\bis\b|\bequals\b|\bcomes to\b)\s*\$?\s*"
     r"(?P<value>-?\d[\d,]*+(?:\.\d+)?)(?![\d.,]*\d)(?!\s*(?:[A-Za-z$%/]+\s*)?[-+*/x\u00d7\u00f7^]\s*\$?\d)",
     re.IGNORECASE,
 )

@@ -19,6 +19,8 @@ Split = Literal["train", "validation", "test"]
 REASONING_OPEN = "<reasoning>"
 REASONING_CLOSE = "</reasoning>"
 SPLITS: tuple[Split, ...] = ("train", "validation", "test")
+TaskType = Literal["math", "code"]  # the RM input's <type> tag
+TASK_TYPES: tuple[TaskType, ...] = ("math", "code")
 
 
 def check_sizes(sizes: Mapping[str, int] | None, minimums: Mapping[str, int] | None = None) -> dict[str, int]:
@@ -90,7 +92,7 @@ class Task(abc.ABC):
     """A family of problems with a reasoning format, an executor format and a verifier."""
 
     name: str
-    task_type: Literal["math", "code"]
+    task_type: TaskType
     # each problem's meta holds its program and true states (the oracle RM and trace metrics read them)
     has_ground_truth_states: bool = False
     # Behaviours `reasoning` can write (for a warm-start mixture); empty when the task has none.

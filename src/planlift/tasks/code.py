@@ -162,23 +162,20 @@ def _plain(line: str) -> str:
     return _LINE_PREFIX.sub("", line.replace("`", ""))
 
 
+def _parts(text: str) -> list[ast.stmt]:
+    """The statements among the `;`-joined parts of `text`."""
+    return [node for part in text.split(";") if (node := _statement(part))]
+
+
 def _line_statements(line: str) -> list[ast.stmt]:
     """The statements of one line, read the way that finds the most: the line's `;`-joined parts, its
     `inline code` spans, or (statements that compute something only) the line after a label."""
     plain = _plain(line)
-    readings = [
-        [node for part in plain.split(";") if (node := _statement(part))],
-        [
-            node
-            for span in _INLINE_CODE.findall(line)
-            for part in span.split(";")
-            if (node := _statement(part))
-        ],
-    ]
+    readings = [_parts(plain), [node for span in _INLINE_CODE.findall(line) for node in _parts(span)]]
     label = _LABEL.match(plain)
     if label and not keyword.iskeyword(label.group("first").lower()):
         after = plain[label.end() :]
-        readings.append([node for part in after.split(";") if (node := _statement(part)) and _computes(node)])
+        readings.append([node for node in _parts(after) if _computes(node)])
     return max(readings, key=len)
 
 
@@ -212,8 +209,7 @@ def code_in(reasoning: str) -> list[ast.stmt]:
         by_line = [node for line in lines[start:end] for node in _line_statements(line)]
         if end - start > 1:
             joined = " ".join(_plain(line).strip().removesuffix("\\") for line in lines[start:end])
-            whole = [node for part in joined.split(";") if (node := _statement(part))]
-            by_line = max(whole, by_line, key=len)
+            by_line = max(_parts(joined), by_line, key=len)
         found += by_line
         start = end
     return found
