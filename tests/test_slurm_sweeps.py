@@ -287,13 +287,9 @@ def preempt_after_the_first_save(slurm_env, sweep: Path, driver, job_name: str, 
 def test_preempted_rm_training_is_requeued_and_resumes_from_its_checkpoint(slurm_env, tmp_path):
     """src/train_rm.py takes SLURM's pre-timeout signal as src/train.py does: it saves at the end of the
     step, requeues itself and the requeued job resumes from that checkpoint to the end."""
-    from planlift.rm_groups import ProceduralGroupSource, build_groups
-    from planlift.tasks import ProceduralTask
-    from tests.rm.test_train_eval import tiny_rm
+    from tests.rm.test_train_eval import tiny_groups, tiny_rm
 
-    groups = tmp_path / "groups"
-    task = ProceduralTask(sizes={"train": 10, "validation": 4, "test": 0})
-    build_groups(ProceduralGroupSource(task, sizes={"train": 10, "dev": 4}), groups)
+    groups = tiny_groups(tmp_path / "groups")
     sweep = tmp_path / "sweep"
     argv = [
         sys.executable,

@@ -18,9 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from planlift.rm_groups import ProceduralGroupSource, build_groups
-from planlift.tasks import ProceduralTask
-from tests.rm.test_train_eval import tiny_rm
+from tests.rm.test_train_eval import tiny_groups, tiny_rm
 from tests.test_exact_resume import assert_same_training_state, kill_after_saves
 
 pytestmark = pytest.mark.slow
@@ -31,10 +29,7 @@ STEPS = 40
 
 @pytest.fixture(scope="module")
 def groups_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("groups")
-    task = ProceduralTask(sizes={"train": 10, "validation": 4, "test": 0})
-    build_groups(ProceduralGroupSource(task, sizes={"train": 10, "dev": 4}), out)
-    return out
+    return tiny_groups(tmp_path_factory.mktemp("groups"))
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,13 @@ def groups_dir(tmp_path_factory):
     return out
 
 
+def tiny_groups(out: Path) -> Path:
+    """10 train and 4 dev procedural groups in `out` (the resume and SLURM-requeue runs of a tiny RM)."""
+    task = ProceduralTask(sizes={"train": 10, "validation": 4, "test": 0})
+    build_groups(ProceduralGroupSource(task, sizes={"train": 10, "dev": 4}), out)
+    return out
+
+
 def tiny_rm(groups_dir: Path) -> list[str]:
     """train_rm overrides: the groups in `groups_dir`, 4 to a batch, under a 32-wide tiny backbone."""
     return [
