@@ -64,6 +64,8 @@ cleanup() {
 }
 trap cleanup EXIT
 export PLANLIFT_CACHE=${PLANLIFT_CACHE:-$WORK/cache}
+# the bootstraps' folder, told to conf/paths (which reads this variable) rather than guessed from its default
+export PLANLIFT_BOOTSTRAP_CACHE=${PLANLIFT_BOOTSTRAP_CACHE:-$PLANLIFT_CACHE/bootstrap}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 note() { echo "$*" | tee -a "$SUMMARY"; }
 
@@ -113,7 +115,7 @@ echo "PYTHONPATH=$PYTHONPATH"
 # The tiny bootstrap `make gpu-wheels` packed (WHEELS/bootstrap/<key>/, the learning run's): into the cache,
 # so that run starts from the CPU reference's weights; the debug=fast checks train their own here.
 if compgen -G "$WHEELS/bootstrap/*/metrics.json" >/dev/null; then
-  BOOTSTRAPS=${PLANLIFT_BOOTSTRAP_CACHE:-$PLANLIFT_CACHE/bootstrap}  # where conf/paths looks
+  BOOTSTRAPS=$PLANLIFT_BOOTSTRAP_CACHE
   mkdir -p "$BOOTSTRAPS"
   keys=()
   for dir in "$WHEELS"/bootstrap/*/; do

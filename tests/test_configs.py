@@ -158,7 +158,16 @@ def test_a_value_of_the_wrong_kind_names_its_key(override, message, tmp_path):
     cfg = compose_with([override], tmp_path)
     with pytest.raises(ConfigError, match=message):
         config_types.check_targets(cfg, [key for key in cfg if key != "hydra"])
-    config_types.check_targets(compose_with(["algorithm.num_generations=4.0"], tmp_path), ["algorithm"])
+
+
+def test_a_whole_number_written_as_a_float_becomes_the_integer_the_class_declares(tmp_path):
+    """`range(4.0)` would fail inside the module; a float where a float is wanted stays one."""
+    overrides = ["algorithm.num_generations=4.0", "trainer.max_steps=1e4", "algorithm.kl_coef=1"]
+    cfg = compose_with(overrides, tmp_path)
+    config_types.check_targets(cfg, [key for key in cfg if key != "hydra"])
+    assert type(cfg.algorithm.num_generations) is int and cfg.algorithm.num_generations == 4
+    assert type(cfg.trainer.max_steps) is int and cfg.trainer.max_steps == 10_000
+    assert type(cfg.algorithm.kl_coef) is int  # an int is a number: left as written
 
 
 def test_the_seed_and_learning_rate_keys_src_train_checks(tmp_path):

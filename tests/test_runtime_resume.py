@@ -124,6 +124,7 @@ def test_a_checkpoint_of_the_other_entry_point_is_named_before_any_model_loads(t
 
 def test_the_seed_and_learning_rate_are_checked_before_the_run():
     assert runtime.check_seed(0) == 0 and runtime.check_seed(2**32 - 1) == 2**32 - 1
+    assert type(seed := runtime.check_seed(1e3)) is int and seed == 1000  # `seed=1e3` on the command line
     for bad in ("abc", None, 1.5, True):
         with pytest.raises(ConfigError, match=f"seed must be an integer, got {bad!r}"):
             runtime.check_seed(bad)

@@ -4,8 +4,10 @@ A config node with a `_target_` is passed to that class's `__init__`; a value of
 (`algorithm.num_generations=four`) used to fail inside it, as a TypeError that Hydra reports for the
 whole group (`full_key: algorithm`). `check_targets` reads the annotations (`int`, `float`, `bool`
 and `X | None`) and names the key instead. Only clear mismatches are refused: text where a number or a
-flag is wanted, a fraction where an integer is wanted, a number where a flag is wanted. Other annotations
-(sequences, callables, models) are left to the class.
+flag is wanted, a fraction where an integer is wanted, a number where a flag is wanted. A whole number
+written as a float where only an integer is wanted (`trainer.max_steps=1e4`) becomes that integer in the
+config, so that the class gets the type it declares. Other annotations (sequences, callables, models)
+are left to the class.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ def _check_node(node: DictConfig, path: str) -> None:
         for name, value in values.items():
             if name in hints:
                 _check(f"{path}.{name}", value, hints[name])
+                if _wants_integer(value, hints[name]):
+                    node[name] = int(value)
     for name, child in node.items():
         if isinstance(child, DictConfig):
             _check_node(child, f"{path}.{name}")
@@ -88,6 +92,12 @@ def _scalar_kinds(hint: Any) -> tuple[type, ...] | None:
     if all(member in _KINDS or member is type(None) for member in members):
         return tuple(members)
     return None
+
+
+def _wants_integer(value: Any, hint: Any) -> bool:
+    """A whole float (checked by `_check`) where the hint allows an integer but not a float."""
+    allowed = _scalar_kinds(hint) or ()
+    return isinstance(value, float) and int in allowed and float not in allowed
 
 
 def _fits(value: Any, allowed: tuple[type, ...]) -> bool:

@@ -265,7 +265,10 @@ def check_value_kinds(cfg: DictConfig) -> None:
 
 def check_seed(seed: object) -> int:
     """`seed` (the top-level key every component's seed interpolates) as the int it must be: a string
-    or null would be a bare ValueError in `seed_everything`, a float a seed silently rounded."""
+    or null would be a bare ValueError in `seed_everything`, a fraction a seed silently rounded. A whole
+    number written as a float (`seed=1e3`) is that integer, as in the components (planlift.config_types)."""
+    if isinstance(seed, float) and seed.is_integer():
+        seed = int(seed)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"seed must be an integer, got {seed!r}")
     if not 0 <= seed < 2**32:  # numpy's range, which seed_everything enforces
