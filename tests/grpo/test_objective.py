@@ -119,6 +119,17 @@ def test_loss_aggregations(aggregation, expected):
     assert normalizer.reduce(PER_TOKEN, MASK).item() == pytest.approx(expected)
 
 
+def test_dr_grpo_divides_by_the_batch_shape_whatever_is_masked():
+    """Dr. GRPO's constant is rows x max length: masking a sample removes its tokens from the sum, not
+    its row from the denominator (with the unmasked count, 3 masked of 8 made the step 1.6x larger)."""
+    mask = torch.ones(8, 4)
+    per_token = torch.ones(8, 4)
+    full = LossNormalizer.for_batch("dr_grpo", mask, max_length=4).reduce(per_token, mask)
+    mask[:3] = 0
+    masked = LossNormalizer.for_batch("dr_grpo", mask, max_length=4).reduce(per_token, mask)
+    assert full.item() == pytest.approx(1.0) and masked.item() == pytest.approx(5 / 8)
+
+
 @pytest.mark.parametrize("aggregation", ["token_mean", "sequence_mean", "dr_grpo"])
 def test_micro_batches_add_up_to_the_full_batch(aggregation):
     normalizer = LossNormalizer.for_batch(aggregation, MASK, max_length=8)
@@ -140,7 +151,7 @@ def test_ranks_averaging_their_gradients_optimise_the_global_batch_loss(aggregat
 
     shards = (slice(0, 3), slice(3, 4))
     counts = [LossNormalizer.counts(mask[rows]) for rows in shards]
-    totals = tuple(sum(c[i] for c in counts) for i in range(2))
+    totals = tuple(sum(c[i] for c in counts) for i in range(3))
     averaged, per_rank_totals = torch.zeros(4, 4), torch.zeros(4, 4)
     for rows in shards:
         for target, normalizer in (

@@ -15,12 +15,25 @@ def test_metrics_keys_and_group_health():
     for term in ("e2e", "w", "b", "uplift", "rm", "leakage", "final"):
         assert f"train/reward/{term}" in metrics and f"train/reward/{term}_std" in metrics
     assert metrics["train/reward/final"] == pytest.approx(0.5 / 3)
-    # group 1 has std 0.5, group 2 has one unmasked sample (no std)
-    assert metrics["train/reward_std"] == pytest.approx(0.5)
+    # group 1 (rewards 1, 0) has the sample std 0.707 its advantages use; group 2 one unmasked sample
+    assert metrics["train/reward_std"] == pytest.approx(0.5**0.5)
     assert metrics["train/frac_reward_zero_std"] == 0.0
     assert metrics["train/reward/masked"] == 1.0 and metrics["train/reward/masked_frac"] == 0.25
     assert batch.rewards.tolist() == [1.0, 0.0, -0.5, 0.0]
     assert batch.mask.tolist() == [True, True, True, False]
+
+
+def test_the_raw_uplift_is_logged_beside_the_clamped_term_the_formula_used():
+    """Under grounded_guarded (uplift_bounds [0, 1]) a reasoning that hurts the executor enters the formula
+    as 0; uplift_raw keeps w - b, comparable with val/uplift."""
+    records = [
+        RewardRecord(e2e=0.0, w=0.0, b=2 / 3, uplift=0.0, rm=1.0, leakage=0.0, final=0.0),
+        RewardRecord(e2e=1.0, w=1.0, b=2 / 3, uplift=1 / 3, rm=1.0, leakage=0.0, final=0.7),
+    ]
+    metrics = RewardBatch(records, group_size=2).metrics("train")
+    assert metrics["train/reward/uplift"] == pytest.approx(1 / 6)
+    assert metrics["train/reward/uplift_raw"] == pytest.approx(-1 / 6)
+    assert "train/reward/uplift_raw" not in RewardBatch([RewardRecord(final=1.0)] * 2, 2).metrics()
 
 
 def test_a_group_of_equal_rewards_counts_as_zero_std_whatever_the_float_mean():

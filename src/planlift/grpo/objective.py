@@ -75,7 +75,8 @@ class LossNormalizer:
 
     token_mean: sum over tokens / total unmasked tokens (DAPO);
     sequence_mean: mean over sequences of the per-sequence token mean (original GRPO);
-    dr_grpo: sum over tokens / (sequences x max completion length) (Dr. GRPO).
+    dr_grpo: sum over tokens / (rows x max completion length) (Dr. GRPO): a constant of the batch's shape,
+             masked and empty rows included, so that a step's size does not grow as samples are masked.
 
     Over several ranks (DDP, FSDP) the totals are those of every rank's batch (`counts` summed by the
     caller) and the loss is multiplied by the number of ranks: the gradients are averaged over the ranks,
@@ -86,13 +87,15 @@ class LossNormalizer:
     aggregation: str
     total_tokens: float
     total_sequences: float
+    total_rows: float
     max_length: int
     ranks: int = 1
 
     @staticmethod
-    def counts(token_mask: torch.Tensor) -> tuple[float, float]:
-        """(unmasked tokens, sequences with at least one) of this batch."""
-        return float(token_mask.sum().item()), float((token_mask.sum(dim=1) > 0).sum().item())
+    def counts(token_mask: torch.Tensor) -> tuple[float, float, float]:
+        """(unmasked tokens, sequences with at least one, rows) of this batch."""
+        tokens, sequences = token_mask.sum(), (token_mask.sum(dim=1) > 0).sum()
+        return float(tokens.item()), float(sequences.item()), float(token_mask.shape[0])
 
     @classmethod
     def for_batch(
@@ -100,14 +103,14 @@ class LossNormalizer:
         aggregation: str,
         token_mask: torch.Tensor,
         max_length: int,
-        global_counts: tuple[float, float] | None = None,
+        global_counts: tuple[float, float, float] | None = None,
         ranks: int = 1,
     ) -> LossNormalizer:
         """global_counts: `counts` summed over the `ranks` ranks (None: this batch is the whole batch)."""
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"unknown loss aggregation {aggregation!r}; known: {AGGREGATIONS}")
-        tokens, sequences = global_counts if global_counts is not None else cls.counts(token_mask)
-        return cls(aggregation, max(tokens, 1.0), max(sequences, 1.0), max_length, ranks)
+        tokens, sequences, rows = global_counts if global_counts is not None else cls.counts(token_mask)
+        return cls(aggregation, max(tokens, 1.0), max(sequences, 1.0), max(rows, 1.0), max_length, ranks)
 
     def reduce(self, per_token: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
         masked = per_token * token_mask
@@ -117,7 +120,7 @@ class LossNormalizer:
             lengths = token_mask.sum(dim=1).clamp(min=1)
             total = (masked.sum(dim=1) / lengths).sum() / self.total_sequences
         else:
-            total = masked.sum() / (self.total_sequences * self.max_length)
+            total = masked.sum() / (self.total_rows * self.max_length)
         return total * self.ranks
 
 

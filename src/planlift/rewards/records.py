@@ -92,13 +92,19 @@ class RewardBatch:
     def metrics(self, prefix: str = "train") -> dict[str, float]:
         """Per-term mean/std over every sample that has the term (a masked sample keeps the terms judged
         before it was masked: under leakage_policy=mask, `leakage` and `e2e` count the leaking samples),
-        group health (TRL's reward_std, frac_reward_zero_std) and mask counts."""
+        group health (TRL's reward_std, frac_reward_zero_std) and mask counts. `uplift` is the term the
+        formula used (clamped to `uplift_bounds`: [0, 1] under grounded_guarded); `uplift_raw` is w - b
+        before the clamp, the quantity val/uplift reports."""
         out: dict[str, float] = {}
+        terms = [r.terms() for r in self.records]
         for term in TERMS:
-            values = [r.terms()[term] for r in self.records if term in r.terms()]
+            values = [t[term] for t in terms if term in t]
             if values:
                 out[f"{prefix}/reward/{term}"] = _mean(values)
                 out[f"{prefix}/reward/{term}_std"] = _std(values)
+        raw = [t["w"] - t["b"] for t in terms if "w" in t and "b" in t]
+        if raw:
+            out[f"{prefix}/reward/uplift_raw"] = _mean(raw)
         group_stds, flat = [], []
         for start in range(0, len(self.records), self.group_size):
             finals = [r.final for r in self.records[start : start + self.group_size] if not r.masked]
@@ -123,6 +129,8 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def _std(values: Sequence[float]) -> float:
-    """Population standard deviation (0 for a single value)."""
+    """Sample standard deviation, n - 1 as group_advantages and TRL's reward_std (0 for a single value)."""
+    if len(values) < 2:
+        return 0.0
     mean = _mean(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
