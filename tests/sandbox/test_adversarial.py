@@ -597,6 +597,70 @@ def test_honest_answers_still_pass(sandbox, canary_dir):
     assert contained(sandbox, program, canary_dir, tests=tests).ok
 
 
+# ---- what the trainer pays: no more than the pickle's size -----------------------------------------
+
+COLLIDING = "M = 2**61 - 1  # ints are their own hash modulo M: every k * M hashes to 0\n"
+TRAINER_BOMBS = {
+    # the program allocates nothing; the parent's unpickler would call bytearray(2**31) twice
+    "bytearray_of_a_size": (
+        "class B:\n    def __reduce__(self):\n        return (bytearray, (2**31,))\n"
+        "def f(x):\n    return [B(), B()]\n",
+        IDENTITY,
+        "not plain data",
+    ),
+    # the program builds a list (linear); the parent would build the set: N**2 probes
+    "set_of_colliding_ints": (
+        COLLIDING
+        + "class C:\n    def __reduce__(self):\n        return (set, ([k * M for k in range(1, 50_000)],))\n"
+        "def f(x):\n    return C()\n",
+        IDENTITY,
+        "hash flood",
+    ),
+    # a frame written by hand: the event itself a dict of colliding keys (the SETITEMS opcode)
+    "frame_of_colliding_keys": (
+        COLLIDING + "import os, pickle, struct, sys\n"
+        "body = b''.join(pickle.dumps(k * M, protocol=2)[2:-1] + b'K\\x00' for k in range(1, 50_000))\n"
+        "payload = b'\\x80\\x02}(' + body + b'u.'\n"
+        "os.write(int(sys.argv[2]), struct.pack('>I', len(payload)) + payload)\n"
+        "def f(x):\n    return x\n",
+        IDENTITY,
+        "hash flood",
+    ),
+    # plain data all through: a list, which the set_equal oracle turns into a set
+    "list_of_colliding_ints_for_set_equal": (
+        COLLIDING + "def f(x):\n    return [k * M for k in range(1, 50_000)]\n",
+        CodeTest(args=[1], expected=[1, 2], oracle="set_equal"),
+        "hash flood",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRAINER_BOMBS))
+def test_a_value_that_would_cost_the_trainer_more_than_its_pickle_is_refused(sandbox, canary_dir, name):
+    """Decoding and judging run in the trainer, beyond the program's memory and time limits: a value that
+    would make them allocate gigabytes or probe N**2 times is refused as it is read, and fails."""
+    program, test, reason = TRAINER_BOMBS[name]
+    result = contained(sandbox, program, canary_dir, tests=(test,))
+    assert result.passed == 0 and not result.ok
+    assert reason in (result.error or ""), (result.status, result.error)
+
+
+def test_a_deep_directory_tree_is_removed_and_costs_no_verdict(sandbox, canary_dir):
+    """shutil.rmtree recursed once per level: 3,000 nested directories raised a RecursionError out of
+    run_many, and the whole batch (an honest sample's verdict too) was lost."""
+    deep = (
+        "import os\nprint(os.getcwd(), flush=True)\n"
+        "for _ in range(3000):\n    os.mkdir('d')\n    os.chdir('d')\n"
+        "def f(x):\n    return x\n"
+    )
+    honest, tree = sandbox.run_many(
+        [ProgramJob("def f(x):\n    return x\n", [IDENTITY], "f"), ProgramJob(deep, [IDENTITY], "f")]
+    )
+    assert honest.status == tree.status == "correct", (honest.error, tree.error)
+    assert not Path(tree.stdout_tail.split()[0]).exists()
+    contained(sandbox, deep, canary_dir)  # and nothing else of the host was touched
+
+
 # ---- a read-only world -------------------------------------------------------------------------------
 
 

@@ -6,6 +6,15 @@ set, frozenset, slice) and never looks up a class, so a program's object cannot 
 `__eq__` that always answers True, an `int` subclass or a proxy fails to decode and is not data. Decoded
 values are also bounded in size counted as a tree (shared references count every time they are reached),
 so a small pickle cannot become an exponential structure that hangs the comparison.
+
+Decoding runs in the trainer, so nothing in a pickle may cost it more than the pickle's own size:
+- `bytearray` is rebuilt only from its bytes (`bytearray(2**30)` from a 30-byte pickle would allocate a
+  GiB here, where the program's memory limit does not apply);
+- a set or dict (and `plain_set`, which the oracles use) refuses more than `SAME_HASH` distinct keys with one
+  hash: ints are their own hash modulo 2**61 - 1, so `k * (2**61 - 1)` all collide, and building a set of N
+  of them takes N**2 probes (40,000 took 12 s, holding the GIL). That check needs a hook at every opcode
+  that fills a set or dict, which the C unpickler does not offer: the pure-Python one is used (about 20x
+  slower: 0.7 s for a million ints, and a result that size is rare; the program pays for none of it).
 """
 
 from __future__ import annotations
@@ -13,22 +22,116 @@ from __future__ import annotations
 import io
 import pickle
 import struct
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, ClassVar
 
-_ALLOWED = {("builtins", name) for name in ("set", "frozenset", "complex", "bytearray", "slice")}
 _HEADER = struct.Struct(">I")
 _CONTAINERS = (list, tuple, set, frozenset)
-
-
-class _PlainUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"{module}.{name} is not plain data")
+SAME_HASH = 8  # distinct keys one set or dict may hold with the same hash (honest data: about never 2)
 
 
 class NotPlainData(ValueError):
     """A value that is not plain data (or is too large to judge)."""
+
+
+def admit(keys: Iterable[Any], seen: dict[int, list[Any]] | None = None) -> dict[int, list[Any]]:
+    """Check `keys`, about to enter a set or dict whose keys so far are `seen` (their distinct keys per
+    hash): more than SAME_HASH distinct keys with one hash is NotPlainData. Returns the updated `seen`."""
+    seen = {} if seen is None else seen
+    for key in keys:
+        same = seen.setdefault(hash(key), [])
+        if not any(key == other for other in same):
+            same.append(key)
+            if len(same) > SAME_HASH:
+                raise NotPlainData(f"more than {SAME_HASH} distinct keys with one hash (a hash flood)")
+    return seen
+
+
+def plain_set(items: Iterable[Any] = ()) -> set:
+    """`set(items)` after `admit`: building it costs at most SAME_HASH probes per item."""
+    items = list(items)
+    admit(items)
+    return set(items)
+
+
+def _frozenset(items: Iterable[Any] = ()) -> frozenset:
+    return frozenset(plain_set(items))
+
+
+def _bytearray(source: bytes | str = b"", encoding: str | None = None) -> bytearray:
+    """A bytearray from the arguments pickle gives it (its bytes; protocol 2: text and "latin-1") only."""
+    if isinstance(source, bytes) and encoding is None:
+        return bytearray(source)
+    if isinstance(source, str) and encoding == "latin-1":
+        return bytearray(source, encoding)
+    raise pickle.UnpicklingError("bytearray is plain data only when built from its bytes")
+
+
+_ALLOWED = {
+    ("builtins", "set"): plain_set,
+    ("builtins", "frozenset"): _frozenset,
+    ("builtins", "bytearray"): _bytearray,
+    ("builtins", "complex"): complex,  # from two floats (NEWOBJ) or a string: linear in the pickle
+    ("builtins", "slice"): slice,
+}
+
+
+class _PlainUnpickler(pickle._Unpickler):
+    """The pure-Python unpickler with `admit` at every opcode that fills a set or a dict."""
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file)
+        self._seen: dict[int, dict[int, list[Any]]] = {}  # id(set or dict) -> its keys per hash
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "__builtin__":  # protocol 2 names builtins so
+            module = "builtins"
+        if (module, name) in _ALLOWED:
+            return _ALLOWED[module, name]
+        raise pickle.UnpicklingError(f"{module}.{name} is not plain data")
+
+    def _admit(self, container: Any, keys: Iterable[Any]) -> None:
+        self._seen[id(container)] = admit(keys, self._seen.get(id(container)))
+
+    def load_additems(self) -> None:
+        items = self.pop_mark()
+        target = self.stack[-1]
+        self._admit(target, items)
+        target.update(items)
+
+    def load_frozenset(self) -> None:
+        items = self.pop_mark()  # first: it rebinds self.append to the enclosing stack
+        self.append(_frozenset(items))
+
+    def load_setitems(self) -> None:
+        items = self.pop_mark()
+        target = self.stack[-1]
+        self._admit(target, items[::2])
+        for index in range(0, len(items), 2):
+            target[items[index]] = items[index + 1]
+
+    def load_setitem(self) -> None:
+        value, key = self.stack.pop(), self.stack.pop()
+        self._admit(self.stack[-1], [key])
+        self.stack[-1][key] = value
+
+    def load_dict(self) -> None:
+        items = self.pop_mark()
+        target: dict = {}
+        self._admit(target, items[::2])
+        target.update(zip(items[::2], items[1::2], strict=True))
+        self.append(target)
+
+    def load_build(self) -> None:  # plain data has no state to set; it would setattr on a class above
+        raise pickle.UnpicklingError("BUILD: plain data has no object state")
+
+    dispatch: ClassVar[dict] = dict(pickle._Unpickler.dispatch)
+    dispatch[pickle.BUILD[0]] = load_build
+    dispatch[pickle.ADDITEMS[0]] = load_additems
+    dispatch[pickle.FROZENSET[0]] = load_frozenset
+    dispatch[pickle.SETITEMS[0]] = load_setitems
+    dispatch[pickle.SETITEM[0]] = load_setitem
+    dispatch[pickle.DICT[0]] = load_dict
 
 
 def within(value: Any, budget: int) -> bool:

@@ -172,12 +172,12 @@ class Sandbox:
                 if result.status == SANDBOX_ERROR:
                     log.warning("sandbox: %s; stderr: %s", result.error, result.stderr_tail[-500:].strip())
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
             if uid is not None:
                 # the kernel tears a PID namespace down after its init is gone, and a fork bomb's last
                 # processes were seen in /proc for up to 0.2 s on a loaded machine: the slot's uid is
                 # free for the next job (and its RLIMIT_NPROC count) only once they are gone
                 _kill_processes_of(uid)
+            _remove_tree(workdir)
             if uid is not None and not self.isolation.private_tmp:
                 _remove_files_of(uid)
         result.network_isolated = self.isolation.network_isolated
@@ -519,6 +519,33 @@ def _processes_of(uid: int) -> int:
     return count
 
 
+def _remove_tree(path: Path) -> None:
+    """Delete a directory the program wrote, never raising. shutil.rmtree recurses once per level (3,000
+    nested directories: a RecursionError that escaped the reward step), so what it leaves goes to
+    `rm -rf`, which walks the tree with openat; a tree the program made unwritable is opened up first
+    (without root, rm cannot empty a directory that denies its owner write access)."""
+    with contextlib.suppress(Exception):  # RecursionError: ignore_errors covers OSError only
+        shutil.rmtree(path, ignore_errors=True)
+    if not os.path.lexists(path):
+        return
+    for attempt in ([], ["chmod", "-R", "u+rwx", "--", str(path)]):
+        try:
+            if attempt:
+                subprocess.run(attempt, capture_output=True, timeout=60, check=False)
+            subprocess.run(
+                ["rm", "-rf", "--one-file-system", "--", str(path)],
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError) as error:
+            log.error("sandbox: could not remove %s (%s)", path, error)
+            return
+        if not os.path.lexists(path):
+            return
+    log.error("sandbox: %s is left behind: rm -rf could not remove it", path)
+
+
 def _remove_files_of(uid: int) -> None:
     """Delete what the sandbox uid left in the world-writable directories."""
     for directory in _SHARED_TMP_DIRS:
@@ -531,7 +558,7 @@ def _remove_files_of(uid: int) -> None:
                 if entry.lstat().st_uid != uid:
                     continue
                 if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry, ignore_errors=True)
+                    _remove_tree(entry)
                 else:
                     entry.unlink()
             except OSError:

@@ -1,0 +1,96 @@
+"""The parent's decoding of what a program returns: plain data only, at a cost bounded by the pickle's size.
+
+Programs write these pickles (tests/sandbox/test_adversarial.py sends them through the real sandbox); here
+the decoder is checked on its own, at every pickle protocol the harness or a forged frame can use.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+
+import pytest
+
+from planlift.sandbox.oracles import _text_longer
+from planlift.sandbox.protocol import SAME_HASH, NotPlainData, loads_plain, plain_set
+
+M = 2**61 - 1  # every k * M hashes to 0
+PROTOCOLS = range(pickle.HIGHEST_PROTOCOL + 1)
+HONEST = [
+    {1, 2, -1, -2},  # -1 and -2 share a hash
+    frozenset({"a", (1, 2.5), frozenset({3})}),
+    {"k": [1, {2: b"x"}], (1, 2): None, 3.5: {4}},
+    bytearray(b"\x00\xffab"),
+    complex(1.5, -2),
+    [slice(1, 9, 2), True, None, "text", 10**40],
+    {k * M for k in range(1, SAME_HASH + 1)},  # a few colliding keys are still data
+]
+
+
+@pytest.mark.parametrize("protocol", range(3, pickle.HIGHEST_PROTOCOL + 1))  # bytes: 3 on (the harness: 4)
+def test_plain_data_decodes_as_itself(protocol):
+    for value in HONEST:
+        decoded = loads_plain(pickle.dumps(value, protocol=protocol))
+        assert decoded == value and type(decoded) is type(value)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("kind", ["set", "frozenset", "dict_keys", "nested"])
+def test_a_hash_flood_is_refused_at_every_protocol(protocol, kind):
+    """SAME_HASH + 1 distinct keys with one hash, through each opcode that fills a set or a dict (EMPTY_SET +
+    ADDITEMS, FROZENSET, SETITEMS, SETITEM, DICT, and REDUCE of set / frozenset at protocols 0-3)."""
+    keys = [k * M for k in range(1, SAME_HASH + 2)]
+    value = {
+        "set": set(keys),
+        "frozenset": frozenset(keys),
+        "dict_keys": dict.fromkeys(keys, 0),
+        "nested": [{"inner": frozenset(keys)}],
+    }[kind]
+    with pytest.raises(NotPlainData, match="hash flood"):
+        loads_plain(pickle.dumps(value, protocol=protocol))
+
+
+def test_equal_keys_are_not_a_flood():
+    assert plain_set([5] * 10_000 + [5.0, True, 1]) == {5, 1}
+    with pytest.raises(NotPlainData, match="hash flood"):
+        plain_set([k * M for k in range(1, 100)])
+
+
+class _Sized:
+    def __reduce__(self):
+        return bytearray, (2**40,)  # a TiB: refused before anything is allocated
+
+
+class _Stateful:
+    def __reduce__(self):
+        return set, ([1],), {"x": 1}  # BUILD: setattr on whatever the stack holds
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_constructors_take_only_what_pickle_gives_them(protocol):
+    for value, reason in ((_Sized(), "from its bytes"), (_Stateful(), "no object state")):
+        with pytest.raises(NotPlainData, match=reason):
+            loads_plain(pickle.dumps(value, protocol=protocol))
+
+
+def test_the_printed_length_bound_never_exceeds_the_printed_length():
+    """`_text_longer(v, n)` (wrap="str" skips printing a value surely longer than the answer) is a lower
+    bound: never True at n = len(str(v)); and True for a value that prints in gigabytes."""
+    rng = random.Random(0)
+
+    def value(depth):
+        kind = rng.randrange(7 if depth else 3)
+        return [
+            lambda: rng.randrange(-(10**6), 10**6),
+            lambda: "".join(rng.choice("ab'\"\\\n") for _ in range(rng.randrange(5))),
+            lambda: bytes(rng.randrange(256) for _ in range(rng.randrange(4))),
+            lambda: [value(depth - 1) for _ in range(rng.randrange(4))],
+            lambda: tuple(value(depth - 1) for _ in range(rng.randrange(4))),
+            lambda: {rng.randrange(9): value(depth - 1) for _ in range(rng.randrange(4))},
+            lambda: {rng.random() for _ in range(rng.randrange(4))},
+        ][kind]()
+
+    for _ in range(2000):
+        sample = value(3)
+        assert not _text_longer(sample, len(str(sample)))
+    assert _text_longer(["x" * 2000] * 10**6, 100)
