@@ -133,3 +133,32 @@ def test_more_problems_per_step_than_training_problems(caplog):
     module.trainer = SimpleNamespace(lightning_module=None, global_rank=0, world_size=2)
     with pytest.raises(ConfigError, match=r"1 training problem\(s\) \(.*data.train_limit=1\) for 2 ranks"):
         module.train_dataloader()
+
+
+def test_validation_problems_are_cut_to_whole_shares_so_none_counts_twice(caplog):
+    """Lightning shards validation with a DistributedSampler that pads the last share with problems from
+    the start; cut to a multiple of the ranks, every problem is judged exactly once."""
+    from types import SimpleNamespace
+
+    from torch.utils.data import DistributedSampler
+
+    from planlift.data import ProblemDataModule
+    from planlift.tasks import ProceduralTask
+
+    task = ProceduralTask(sizes={"train": 4, "validation": 8, "test": 0})
+    module = ProblemDataModule(task, val_problems=8)
+    module.trainer = SimpleNamespace(lightning_module=None, global_rank=0, world_size=3)
+    with caplog.at_level("WARNING", logger="planlift.data"):
+        dataset = module.val_dataloader().dataset
+    assert (
+        "val/* judges 6 validation problems, not 8" in caplog.text and "count 1 problems twice" in caplog.text
+    )
+    shares = [
+        list(DistributedSampler(dataset, num_replicas=3, rank=rank, shuffle=False)) for rank in range(3)
+    ]
+    judged = sorted(index for share in shares for index in share)
+    assert judged == list(range(6)) and [p.id for p in dataset] == [
+        p.id for p in list(task.problems("validation"))[:6]
+    ]
+    module.trainer = SimpleNamespace(lightning_module=None, global_rank=0, world_size=1)
+    assert len(module.val_dataloader().dataset) == 8

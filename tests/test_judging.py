@@ -2,6 +2,7 @@
 baseline cache in memory, in checkpoints and on disk; pass@k."""
 
 import json
+import math
 
 import pytest
 
@@ -118,12 +119,15 @@ def test_judgement_round_trips_through_json():
 
 
 def test_pass_at_k_counts_problems_with_any_success():
+    """A problem with an unjudged record is left out, as summarize leaves the record out of e2e_acc."""
+
     def record(e2e):
         return ReasoningRecord("p", "r", Judgement(("x",), None), e2e, 0.0, 0.0)
 
     records = [record(0.0), record(1.0), record(0.0), record(0.0), record(None), record(0.0)]
-    assert pass_at_k(records, 2) == pytest.approx(1 / 3)  # [0, 1] [0, 0] [failed, 0]
-    assert pass_at_k(records, 3) == pytest.approx(1 / 2)
+    assert pass_at_k(records, 2) == pytest.approx(1 / 2)  # [0, 1] [0, 0]; [failed, 0] left out
+    assert pass_at_k(records, 3) == pytest.approx(1.0)  # [0, 1, 0]; [0, failed, 0] left out
+    assert math.isnan(pass_at_k([record(None), record(1.0)], 2))
     with pytest.raises(ValueError, match="groups of 4"):
         pass_at_k(records, 4)
 

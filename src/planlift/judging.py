@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -331,8 +332,12 @@ def summarize(records: Sequence[ReasoningRecord]) -> dict[str, float]:
 
 def pass_at_k(records: Sequence[ReasoningRecord], k: int) -> float:
     """Share of problems with at least one success among their k records (records grouped per problem:
-    [p0 x k, p1 x k, ...]); a record whose executor call failed counts as a failure."""
+    [p0 x k, p1 x k, ...]). A problem with an unjudged record (no executor reply, or a program the sandbox
+    could not start) is left out, as `summarize` leaves the record out of e2e_acc; nan if none is left."""
     if not records or len(records) % k:
         raise ValueError(f"{len(records)} records do not split into groups of {k}")
     groups = [records[start : start + k] for start in range(0, len(records), k)]
-    return sum(any((r.with_reasoning or 0.0) > 0 for r in group) for group in groups) / len(groups)
+    judged = [group for group in groups if all(r.with_reasoning is not None for r in group)]
+    if not judged:
+        return math.nan
+    return sum(any(r.with_reasoning > 0 for r in group) for group in judged) / len(judged)
