@@ -45,10 +45,8 @@ def _check_node(node: DictConfig, path: str) -> None:
         except Exception:  # an interpolation that does not resolve: Hydra names it when it builds the node
             return
         for name, value in values.items():
-            if name in hints:
-                _check(f"{path}.{name}", value, hints[name])
-                if _wants_integer(value, hints[name]):
-                    node[name] = int(value)
+            if name in hints and (checked := check_value(f"{path}.{name}", value, hints[name])) is not value:
+                node[name] = checked
     for name, child in node.items():
         if isinstance(child, DictConfig):
             _check_node(child, f"{path}.{name}")
@@ -75,10 +73,15 @@ def _init_hints(target: str) -> dict[str, Any]:
     return hints
 
 
-def _check(key: str, value: Any, hint: Any) -> None:
+def check_value(key: str, value: Any, hint: Any) -> Any:
+    """`value` as the class gets it (a whole float where only an integer is wanted: that int); a
+    ConfigError naming `key` when it is not of a kind `hint` allows."""
     allowed = _scalar_kinds(hint)
-    if allowed is None or (value is None and type(None) in allowed) or _fits(value, allowed):
-        return
+    if allowed is None or (value is None and type(None) in allowed):
+        return value
+    if _fits(value, allowed):
+        only_integer = int in allowed and float not in allowed
+        return int(value) if isinstance(value, float) and only_integer else value
     wanted = " or ".join(_KINDS[kind] for kind in allowed if kind in _KINDS)
     if type(None) in allowed:
         wanted += " (or null)"
@@ -92,12 +95,6 @@ def _scalar_kinds(hint: Any) -> tuple[type, ...] | None:
     if all(member in _KINDS or member is type(None) for member in members):
         return tuple(members)
     return None
-
-
-def _wants_integer(value: Any, hint: Any) -> bool:
-    """A whole float (checked by `_check`) where the hint allows an integer but not a float."""
-    allowed = _scalar_kinds(hint) or ()
-    return isinstance(value, float) and int in allowed and float not in allowed
 
 
 def _fits(value: Any, allowed: tuple[type, ...]) -> bool:

@@ -96,8 +96,9 @@ class ProblemDataModule(pl.LightningDataModule):
         """The validation problems cut to a multiple of the ranks: Lightning's DistributedSampler pads the
         last share with problems from the start, which val/* would then count twice (500 problems over 8
         ranks: 4 twice). A warning names what is left out."""
-        kept = len(problems) - len(problems) % world_size
-        if kept == len(problems):
+        extra = len(problems) % world_size
+        kept = len(problems) - extra
+        if not extra:
             return problems
         if kept == 0:
             raise ConfigError(
@@ -109,7 +110,7 @@ class ProblemDataModule(pl.LightningDataModule):
             kept,
             len(problems),
             world_size,
-            world_size - len(problems) % world_size,
+            world_size - extra,
         )
         return problems[:kept]
 

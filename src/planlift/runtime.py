@@ -266,11 +266,10 @@ def check_value_kinds(cfg: DictConfig) -> None:
 def check_seed(seed: object) -> int:
     """`seed` (the top-level key every component's seed interpolates) as the int it must be: a string
     or null would be a bare ValueError in `seed_everything`, a fraction a seed silently rounded. A whole
-    number written as a float (`seed=1e3`) is that integer, as in the components (planlift.config_types)."""
-    if isinstance(seed, float) and seed.is_integer():
-        seed = int(seed)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    number written as a float (`seed=1e3`) is that integer, as in the components."""
+    from planlift.config_types import check_value
+
+    seed = check_value("seed", seed, int)
     if not 0 <= seed < 2**32:  # numpy's range, which seed_everything enforces
         raise ConfigError(f"seed must be in 0..{2**32 - 1}, got {seed}")
     return seed

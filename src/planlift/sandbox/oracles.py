@@ -20,14 +20,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from planlift.sandbox.protocol import NotPlainData, loads_plain, plain_set
+from planlift.sandbox.protocol import NotPlainData, loads_plain, nodes, plain_frozenset, plain_set
 
 ORACLES = ("equal", "set_equal", "truthy", "poly_root", "is")
 WRAPS = {
     "tuple": tuple,
     "list": list,
     "set": plain_set,  # a returned list of colliding ints: refused, not N**2 probes here
-    "frozenset": lambda items: frozenset(plain_set(items)),
+    "frozenset": plain_frozenset,
     "sorted": sorted,
     "bool": bool,
     "int": int,
@@ -111,18 +111,9 @@ def _text_longer(value: Any, limit: int) -> bool:
     each text inside is printed with its quotes, each other node takes at least one character."""
     if not isinstance(value, (dict, list, tuple, set, frozenset)):
         return False  # a number or text prints at the size of its pickle
-    stack, length = [value], 0
-    while stack:
-        item = stack.pop()
-        if isinstance(item, (str, bytes, bytearray)):
-            length += len(item) + 2
-        else:
-            length += 1
-            if isinstance(item, dict):
-                stack.extend(item.keys())
-                stack.extend(item.values())
-            elif isinstance(item, (list, tuple, set, frozenset)):
-                stack.extend(item)
+    length = 0
+    for item in nodes(value):
+        length += len(item) + 2 if isinstance(item, (str, bytes, bytearray)) else 1
         if length > limit:
             return True
     return False

@@ -22,7 +22,7 @@ from __future__ import annotations
 import io
 import pickle
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
 _HEADER = struct.Struct(">I")
@@ -54,7 +54,7 @@ def plain_set(items: Iterable[Any] = ()) -> set:
     return set(items)
 
 
-def _frozenset(items: Iterable[Any] = ()) -> frozenset:
+def plain_frozenset(items: Iterable[Any] = ()) -> frozenset:
     return frozenset(plain_set(items))
 
 
@@ -69,7 +69,7 @@ def _bytearray(source: bytes | str = b"", encoding: str | None = None) -> bytear
 
 _ALLOWED = {
     ("builtins", "set"): plain_set,
-    ("builtins", "frozenset"): _frozenset,
+    ("builtins", "frozenset"): plain_frozenset,
     ("builtins", "bytearray"): _bytearray,
     ("builtins", "complex"): complex,  # from two floats (NEWOBJ) or a string: linear in the pickle
     ("builtins", "slice"): slice,
@@ -101,7 +101,7 @@ class _PlainUnpickler(pickle._Unpickler):
 
     def load_frozenset(self) -> None:
         items = self.pop_mark()  # first: it rebinds self.append to the enclosing stack
-        self.append(_frozenset(items))
+        self.append(plain_frozenset(items))
 
     def load_setitems(self) -> None:
         items = self.pop_mark()
@@ -134,16 +134,12 @@ class _PlainUnpickler(pickle._Unpickler):
     dispatch[pickle.DICT[0]] = load_dict
 
 
-def within(value: Any, budget: int) -> bool:
-    """Does `value`, as a tree, have at most `budget` nodes?"""
-    if not isinstance(value, (dict, slice, *_CONTAINERS)):
-        return True
-    stack, seen = [value], 0
+def nodes(value: Any) -> Iterator[Any]:
+    """Every node of `value` as a tree, depth first: a shared reference is reached (and yielded) each time."""
+    stack = [value]
     while stack:
         item = stack.pop()
-        seen += 1
-        if seen > budget:
-            return False
+        yield item
         if isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())
@@ -151,7 +147,13 @@ def within(value: Any, budget: int) -> bool:
             stack.extend(item)
         elif isinstance(item, slice):
             stack.extend((item.start, item.stop, item.step))
-    return True
+
+
+def within(value: Any, budget: int) -> bool:
+    """Does `value`, as a tree, have at most `budget` nodes?"""
+    if not isinstance(value, (dict, slice, *_CONTAINERS)):
+        return True
+    return all(seen <= budget for seen, _ in enumerate(nodes(value), 1))
 
 
 def loads_plain(blob: bytes, budget: int = 10_000_000) -> Any:
