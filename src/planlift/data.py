@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from planlift.batch_stream import BatchStream
+from planlift.distributed import whole_shares
 from planlift.errors import ConfigError
 from planlift.tasks.base import Problem, Task
 
@@ -92,28 +93,6 @@ class ProblemDataModule(pl.LightningDataModule):
                 self.problems_per_step,
             )
 
-    def _whole_shares(self, problems: list[Problem], world_size: int) -> list[Problem]:
-        """The validation problems cut to a multiple of the ranks: Lightning's DistributedSampler pads the
-        last share with problems from the start, which val/* would then count twice (500 problems over 8
-        ranks: 4 twice). A warning names what is left out."""
-        extra = len(problems) % world_size
-        kept = len(problems) - extra
-        if not extra:
-            return problems
-        if kept == 0:
-            raise ConfigError(
-                f"{len(problems)} validation problem(s) for {world_size} ranks: every rank needs one"
-            )
-        log.warning(
-            "val/* judges %d validation problems, not %d: data.val_problems (or the split) is not a multiple of "
-            "the %d ranks, and the sampler's padding would count %d problems twice",
-            kept,
-            len(problems),
-            world_size,
-            world_size - extra,
-        )
-        return problems[:kept]
-
     def transfer_batch_to_device(
         self, batch: list[Problem], device: torch.device, dataloader_idx: int
     ) -> list[Problem]:
@@ -121,5 +100,6 @@ class ProblemDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         problems = list(self.task.problems("validation"))[: self.val_problems]
-        problems = self._whole_shares(problems, self.trainer.world_size if self.trainer else 1)
+        ranks = self.trainer.world_size if self.trainer else 1
+        problems = whole_shares(problems, ranks, "validation problems", "data.val_problems (or the split)")
         return DataLoader(problems, batch_size=self.val_batch_size, shuffle=False, collate_fn=_as_list)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
+
+from planlift.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def world_size() -> int:
@@ -16,6 +23,30 @@ def world_size() -> int:
 
 def rank() -> int:
     return torch.distributed.get_rank() if world_size() > 1 else 0
+
+
+def whole_shares(items: list[T], ranks: int, what: str, setting: str) -> list[T]:
+    """`items` cut to a multiple of `ranks`, for a validation set: Lightning's DistributedSampler pads the
+    last share with items from the start, which the metrics would then count twice (500 over 8 ranks: 4
+    twice). A warning names what is left out. `what` names the items ("validation problems"), `setting` the
+    key that sizes them."""
+    extra = len(items) % ranks
+    kept = len(items) - extra
+    if not extra:
+        return items
+    if kept == 0:
+        raise ConfigError(f"{len(items)} {what} for {ranks} ranks: every rank needs one")
+    log.warning(
+        "val/* counts %d %s, not %d: %s is not a multiple of the %d ranks, and the sampler's padding would "
+        "count %d of them twice",
+        kept,
+        what,
+        len(items),
+        setting,
+        ranks,
+        ranks - extra,
+    )
+    return items[:kept]
 
 
 def gather_objects(obj: Any) -> list[Any]:

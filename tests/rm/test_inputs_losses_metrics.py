@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from planlift.models import build_char_tokenizer
 from planlift.rubric_rm import losses, metrics
-from planlift.rubric_rm.inputs import CUT_MARK, encode_rm_input, pad_batch, render_rm_text
+from planlift.rubric_rm.inputs import CUT_MARK, encode_rm_input, pad_batch, render_rm_text, what_is_cut
 
 PROBLEM = "S1=3 S2=0 S3=S1+S2 S4=S3-S2 S5=S4-S3 S6=S4-S5 S6?"
 REASONING = "S3=3+0=3\nS4=3-0=3\nS5=3-3=0\nS6=3-0=3\n"
@@ -49,6 +49,18 @@ def test_an_over_long_reasoning_keeps_its_end():
     text = tokenizer.decode(encode_rm_input(tokenizer, PROBLEM, reasoning, "math", "math", 120))
     assert len(text) == 120 and text.startswith("<task>math</task>\n<type>math</type>\n<problem>\n[...]")
     assert text.endswith("S59=1+1=2\n</reasoning>")
+
+
+def test_what_is_cut_says_what_the_encoding_lost():
+    tokenizer = build_char_tokenizer()
+    long_reasoning = "\n".join(f"S{i}=1+1=2" for i in range(3, 60))
+    full = len(encode_rm_input(tokenizer, PROBLEM, REASONING, "math", "math", 10_000))
+    cases = [(REASONING, full, None), (REASONING, full - 30, "problem"), (long_reasoning, 120, "reasoning")]
+    for reasoning, budget, cut in cases:
+        assert what_is_cut(tokenizer, PROBLEM, reasoning, "math", "math", budget) == cut
+        text = tokenizer.decode(encode_rm_input(tokenizer, PROBLEM, reasoning, "math", "math", budget))
+        assert (CUT_MARK.strip() in text) == (cut is not None)
+        assert (reasoning.strip() in text) == (cut != "reasoning")
 
 
 def test_pad_batch_both_sides():

@@ -142,6 +142,16 @@ def test_checkpoint_errors_are_clear(tmp_path, authors_checkpoint):
     save_file({k: v for k, v in tensors.items() if k != "total_head.bias"}, str(broken / "model.safetensors"))
     with pytest.raises(WeightsNotFoundError, match="total_head.bias"):
         RubricRewardModel.from_pretrained(broken)
+    heavy = tmp_path / "heavy"  # weights that would put the score at 3.0
+    heavy.mkdir()
+    (heavy / "config.json").write_text(json.dumps({**config, "rm_dimension_weights": [1.0] * 5}))
+    with pytest.raises(
+        ConfigError, match=r"heavy'?: config.json rm_dimension_weights must be >= 0 and sum to 1"
+    ):
+        RubricRewardModel.from_pretrained(heavy)
+    for weights in ([0.6, 0.6, -0.2, 0.0, 0.0], [0.1] * 5, [float("nan")] * 5):
+        with pytest.raises(ConfigError, match=r"rm dimension_weights must be >= 0 and sum to 1"):
+            build_reward_model(tiny=TINY, dimension_weights=weights)
 
 
 def test_lora_trains_adapter_and_heads_then_merges(tmp_path):

@@ -174,6 +174,7 @@ def test_train_then_evaluate(tmp_path, groups_dir):
     assert set(results["heldout"]) == {"processbench_gsm8k", "processbench_math", "bbm_multistep_arithmetic"}
     for numbers in results["heldout"].values():
         assert 0 <= numbers["auroc"] <= 1 and numbers["items"] == 30 and numbers["correct"] > 0
+        assert numbers["cut_problem"] + numbers["cut_reasoning"] > 0  # 256 characters: long traces are cut
     assert 0 <= results["dev"]["pairwise_acc"] <= 1 and "dim_acc/answer_support" in results["dev"]
     probe = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "probe_trace_lm.py"), str(exported), str(groups_dir / "dev.jsonl")],

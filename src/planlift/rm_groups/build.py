@@ -24,6 +24,7 @@ from planlift.rm.base import MATH_DIMENSIONS
 from planlift.rm_groups import gsm8k as gsm8k_negatives
 from planlift.rm_groups import procedural as procedural_negatives
 from planlift.rm_groups.schema import Group, stable_fraction, write_groups
+from planlift.rubric_rm.heldout import refuse_heldout
 from planlift.rubric_rm.rubric import LabelRequest, RuleLabeler
 from planlift.tasks.procedural import ProceduralTask
 
@@ -311,6 +312,8 @@ def build_groups(
     overlap = (problem_ids["train"] & problem_ids["dev"]) | (problem_texts["train"] & problem_texts["dev"])
     if overlap:
         raise DataError(f"train and dev groups share problems: {sorted(overlap)[:5]}")
+    for split, groups in kept.items():
+        refuse_heldout(((g["problem_id"], g["problem"]) for g in groups), f"{source.name} {split} groups")
     for split, groups in kept.items():
         write_groups(output_dir / f"{split}.jsonl", groups)
     summary["judge_failures"] = _write_failures(output_dir, labeler)

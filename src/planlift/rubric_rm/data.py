@@ -10,6 +10,7 @@ same negatives whatever the batch order (the authors' evaluation negatives were 
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -19,10 +20,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from planlift.batch_stream import BatchStream
+from planlift.distributed import whole_shares
 from planlift.errors import ConfigError, DataError
 from planlift.rm_groups.schema import Group, read_groups
+from planlift.rubric_rm.heldout import refuse_heldout
 from planlift.rubric_rm.inputs import encode_reasoning_only, encode_rm_input, pad_batch, reasoning_token_count
 from planlift.rubric_rm.rubric import TOTAL
+
+log = logging.getLogger(__name__)
 
 RENDERINGS = ("full", "reasoning")
 
@@ -208,6 +213,18 @@ class GroupsDataModule(pl.LightningDataModule):
             shared = {g["problem_id"] for g in self.train_groups} & {g["problem_id"] for g in self.dev_groups}
             if shared:
                 raise DataError(f"{self.dev_path}: {len(shared)} dev problems are also in {self.train_path}")
+            for path, groups in ((self.train_path, self.train_groups), (self.dev_path, self.dev_groups)):
+                refuse_heldout(((g["problem_id"], g["problem"]) for g in groups), str(path))
+                short = sum(len(g["negative_bank"]) < self.num_negatives for g in groups)
+                if short:
+                    log.warning(
+                        "%s: %d of %d groups hold fewer than rm_data.num_negatives=%d negatives: theirs are drawn "
+                        "with replacement (a negative can appear twice in one group)",
+                        path,
+                        short,
+                        len(groups),
+                        self.num_negatives,
+                    )
 
     def collator(self, fixed: bool) -> GroupCollator:
         return GroupCollator(
@@ -228,8 +245,9 @@ class GroupsDataModule(pl.LightningDataModule):
         return TrainingBatches(stream, self.collator(fixed=False))
 
     def val_dataloader(self) -> DataLoader:
+        ranks = self.trainer.world_size if self.trainer else 1
         return DataLoader(
-            self.dev_groups,
+            whole_shares(self.dev_groups, ranks, "dev groups", "rm_data.limit_dev (or the dev file)"),
             batch_size=self.dev_groups_per_batch,
             shuffle=False,
             collate_fn=self.collator(fixed=True),

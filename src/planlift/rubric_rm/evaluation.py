@@ -21,6 +21,7 @@ from planlift.rm_groups.schema import read_groups
 from planlift.rubric_rm import metrics
 from planlift.rubric_rm.data import GroupCollator
 from planlift.rubric_rm.heldout import HELDOUT_SETS, load_heldout
+from planlift.rubric_rm.inputs import what_is_cut
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,22 @@ def evaluate_heldout(scorer: LearnedRM, name: str, limit: int | None = None, tas
         raise RuntimeError(f"{name}: {failed} items could not be scored (see the log)")
     correct = [s for s, i in zip(scores, items, strict=True) if i.correct]
     flawed = [s for s, i in zip(scores, items, strict=True) if not i.correct]
+    cuts = [
+        what_is_cut(scorer.tokenizer, i.problem, i.reasoning, task_name, "math", scorer.max_length)
+        for i in items
+    ]
+    whole = [(s, i.correct) for s, i, cut in zip(scores, items, cuts, strict=True) if cut is None]
+    if len(whole) < len(items):
+        log.warning(
+            "%s: %d of %d inputs are over max_length=%d: %d lose the problem's tail, %d the reasoning's beginning "
+            "(auroc_whole: the uncut ones)",
+            name,
+            len(items) - len(whole),
+            len(items),
+            scorer.max_length,
+            cuts.count("problem"),
+            cuts.count("reasoning"),
+        )
     return {
         "auroc": metrics.auroc(scores, [i.correct for i in items]),
         "items": len(items),
@@ -86,8 +103,18 @@ def evaluate_heldout(scorer: LearnedRM, name: str, limit: int | None = None, tas
         "flawed": len(flawed),
         "mean_score_correct": sum(correct) / len(correct),
         "mean_score_flawed": sum(flawed) / len(flawed),
+        "cut_problem": cuts.count("problem"),
+        "cut_reasoning": cuts.count("reasoning"),
+        "auroc_whole": _auroc_or_none(whole),
         "seconds": seconds,
     }
+
+
+def _auroc_or_none(scored: list[tuple[float, bool]]) -> float | None:
+    """AUROC of (score, correct) pairs; None when one class is missing."""
+    if len({correct for _, correct in scored}) < 2:
+        return None
+    return metrics.auroc([score for score, _ in scored], [correct for _, correct in scored])
 
 
 class RMEvaluation:

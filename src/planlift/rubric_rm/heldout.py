@@ -8,8 +8,10 @@ Each item is a (problem, reasoning) written by some model, labeled correct or fl
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from planlift.datasets.files import data_dir, read_json, read_jsonl
@@ -25,11 +27,25 @@ class HeldoutItem:
     correct: bool
 
 
-def _steps(record: dict, where: str) -> str:
+def _steps(record: dict, where: str) -> list[str]:
     steps = record.get("steps")
     if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
         raise DataError(f"{where}: field 'steps' must be a list of strings")
+    if not steps:
+        raise DataError(f"{where}: field 'steps' is empty")
+    return steps
+
+
+def _joined(steps: list[str]) -> str:
     return "\n".join(step.strip() for step in steps)
+
+
+def _step_index(value, steps: list[str], where: str, key: str, meaning: str) -> None:
+    """`value` names a step of `steps` (0-based) or, as `meaning` says, none."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise DataError(f"{where}: field {key!r} must be an integer {meaning}, got {value!r}")
+    if value is not None and not 0 <= value < len(steps):
+        raise DataError(f"{where}: field {key!r} = {value} names no step of {len(steps)}")
 
 
 def load_processbench(subset: str, path: str | Path | None = None) -> list[HeldoutItem]:
@@ -42,11 +58,13 @@ def load_processbench(subset: str, path: str | Path | None = None) -> list[Heldo
         where = f"{path}: record {index}"
         if not isinstance(record, dict) or not isinstance(record.get("problem"), str):
             raise DataError(f"{where}: missing or non-string field 'problem'")
+        steps = _steps(record, where)
         label = record.get("label")
         if isinstance(label, bool) or not isinstance(label, int):
             raise DataError(f"{where}: field 'label' must be an integer (-1 = no error)")
+        _step_index(None if label == -1 else label, steps, where, "label", "(-1 = no error)")
         items.append(
-            HeldoutItem(str(record.get("id", index)), record["problem"], _steps(record, where), label == -1)
+            HeldoutItem(str(record.get("id", index)), record["problem"], _joined(steps), label == -1)
         )
     return items
 
@@ -62,11 +80,10 @@ def load_bigbench_mistake(
             raise DataError(f"{where}: missing or non-string field 'input'")
         if "mistake_index" not in record:
             raise DataError(f"{where}: missing field 'mistake_index'")
-        items.append(
-            HeldoutItem(
-                f"{task}-{line}", record["input"], _steps(record, where), record["mistake_index"] is None
-            )
-        )
+        steps = _steps(record, where)
+        mistake = record["mistake_index"]
+        _step_index(mistake, steps, where, "mistake_index", "or null (null = no mistake)")
+        items.append(HeldoutItem(f"{task}-{line}", record["input"], _joined(steps), mistake is None))
     return items
 
 
@@ -89,3 +106,34 @@ def load_heldout(name: str, limit: int | None = None) -> list[HeldoutItem]:
         sorted(range(len(items)), key=lambda i: stable_fraction("heldout", name, items[i].id))[:limit]
     )
     return [item for i, item in enumerate(items) if i in chosen]
+
+
+def problem_key(text: str) -> str:
+    """A problem as compared with the held-out ones: its letters and digits, case-folded (a copy with other
+    spacing, line breaks or punctuation is still the same problem)."""
+    return "".join(re.findall(r"[^\W_]+", text.casefold()))
+
+
+@lru_cache(maxsize=1)
+def heldout_problems() -> dict[str, str]:
+    """`problem_key` -> the held-out set it belongs to: every problem of the held-out RM sets, and GSM8K's
+    test questions (ProcessBench-gsm8k's problems are among them)."""
+    from planlift.datasets import load_gsm8k
+
+    found = {problem_key(record.question): "gsm8k test" for record in load_gsm8k("test")}
+    for name, load in HELDOUT_SETS.items():
+        found.update((problem_key(item.problem), name) for item in load())
+    return found
+
+
+def refuse_heldout(problems: Iterable[tuple[str, str]], where: str) -> None:
+    """A DataError when any (problem id, problem text) is a held-out evaluation problem: the RM's groups
+    (train and dev) must never hold them, or the held-out numbers measure memory."""
+    heldout = heldout_problems()
+    found = [(pid, heldout[key]) for pid, text in problems if (key := problem_key(text)) in heldout]
+    if found:
+        shown = ", ".join(f"{pid} ({name})" for pid, name in found[:5])
+        raise DataError(
+            f"{where}: {len(found)} problem(s) are held-out evaluation problems, which the RM must never "
+            f"train or select on: {shown}"
+        )

@@ -113,6 +113,21 @@ def encode_rm_input(
     return head + full[len(head) :][-keep:]
 
 
+def what_is_cut(
+    tokenizer, problem: str, reasoning: str, task_name: str, task_type: str, max_length: int
+) -> str | None:
+    """What `encode_rm_input` (no tests) cuts from this input: None (nothing), "problem" (the problem's
+    tail) or "reasoning" (its beginning: the reasoning alone is over the budget). Held-out evaluation counts
+    these: a cut reasoning may have lost the step it is judged on."""
+    from planlift.generation import strip_control_tokens
+
+    problem, reasoning = (strip_control_tokens(text, tokenizer) for text in (problem, reasoning))
+    if len(_ids(tokenizer, render_rm_text(problem, reasoning, task_name, task_type))) <= max_length:
+        return None
+    shortest = render_rm_text(CUT_MARK.strip(), reasoning, task_name, task_type)
+    return "problem" if len(_ids(tokenizer, shortest)) <= max_length else "reasoning"
+
+
 def render_reasoning_only(reasoning: str) -> str:
     """The reasoning alone, without tags, task, problem or tests: the input of the first stage of a
     language-model warm-up of a small backbone (`rm_data.render=reasoning`), never what the RM scores."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,7 @@ class RubricRewardModel(nn.Module):
             raise ConfigError(
                 f"rm dimension_weights has {len(weights)} values for {len(names)} dimension_names"
             )
+        check_dimension_weights(weights, "rm dimension_weights")
         if num_labels < 2:
             raise ConfigError(f"rm num_labels must be >= 2, got {num_labels}")
         self.model = backbone
@@ -204,6 +206,9 @@ class RubricRewardModel(nn.Module):
             raise ConfigError(
                 f"{key}={str(directory)!r} is not a reasoning-RM checkpoint: config.json lacks {absent}"
             )
+        check_dimension_weights(
+            config.rm_dimension_weights, f"{key}={str(directory)!r}: config.json rm_dimension_weights"
+        )
         backbone, info = AutoModel.from_pretrained(
             directory,
             config=config,
@@ -225,6 +230,14 @@ class RubricRewardModel(nn.Module):
         model.load_state_dict(read_tensors(directory, set(model.head_state_dict())), strict=False)
         model.tokenizer = _load_rm_tokenizer(str(directory))
         return model
+
+
+def check_dimension_weights(weights, where: str) -> None:
+    """The rubric weights w_d: >= 0 and summing to 1, so that the score (a weighted mean of the dimensions'
+    expected labels, then averaged with the total head) stays in [0, 1] as the reward expects."""
+    values = [float(w) for w in weights]
+    if not all(math.isfinite(w) and w >= 0 for w in values) or not math.isclose(sum(values), 1, abs_tol=1e-4):
+        raise ConfigError(f"{where} must be >= 0 and sum to 1, got {list(weights)} (sum {sum(values):g})")
 
 
 def read_tensors(directory: Path, names: set[str]) -> dict[str, torch.Tensor]:

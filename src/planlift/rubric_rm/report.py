@@ -16,6 +16,15 @@ def results_table(results: dict[str, Any]) -> Table:
         table.add_row("dev groups", name, f"{value:.3f}" if isinstance(value, float) else str(value))
     for set_name, numbers in results.get("heldout", {}).items():
         table.add_row(set_name, "AUROC", f"{numbers['auroc']:.3f}")
+        cut = numbers.get("cut_problem", 0) + numbers.get("cut_reasoning", 0)
+        if cut:
+            whole = numbers.get("auroc_whole")
+            table.add_row(set_name, "AUROC of the uncut inputs", "n/a" if whole is None else f"{whole:.3f}")
+            table.add_row(
+                set_name,
+                "inputs cut (problem tail / reasoning head)",
+                f"{numbers['cut_problem']} / {numbers['cut_reasoning']}",
+            )
         table.add_row(set_name, "items (correct / flawed)", f"{numbers['correct']} / {numbers['flawed']}")
         table.add_row(
             set_name,

@@ -143,6 +143,7 @@ class RubricRMModule(pl.LightningModule):
         self._val.append(
             {
                 "loss": terms["loss"].item(),
+                "groups": out.score.shape[0] // batch["group_size"],
                 "scores": out.score.float().cpu(),
                 "logits": out.dimension_logits.float().cpu(),
                 "labels": batch["dimension_labels"].cpu(),
@@ -153,6 +154,9 @@ class RubricRMModule(pl.LightningModule):
         )
 
     def on_validation_epoch_end(self) -> None:
+        """The dev metrics over every rank's share (each rank computes them from all shares, so the
+        checkpoint monitor and the logs see the whole dev set, not rank 0's part)."""
+        self._val = [entry for share in gather_objects(self._val) for entry in share]
         if not self._val:
             return
         summary = metrics.summarize_group_scores(
@@ -164,10 +168,15 @@ class RubricRMModule(pl.LightningModule):
             self._val[0]["k"],
             self.model.dimension_names,
         )
-        summary["loss"] = sum(v["loss"] for v in self._val) / len(self._val)
+        # weighted by groups: a mean over the dev groups however the ranks and batches split them
+        summary["loss"] = sum(v["loss"] * v["groups"] for v in self._val) / sum(
+            v["groups"] for v in self._val
+        )
         self._val.clear()
         for name, value in summary.items():
-            self.log(f"val/{name}", value, prog_bar=name == "pairwise_acc")
+            self.log(
+                f"val/{name}", value, prog_bar=name == "pairwise_acc", sync_dist=True
+            )  # equal on all ranks
 
     def setup(self, stage: str) -> None:
         """Each rank its own torch stream for dropout: `seed_everything` seeds every rank alike, and with
