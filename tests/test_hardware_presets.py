@@ -38,6 +38,33 @@ def test_fsdp_sim_shards_and_matches_ddp_step_for_step(tmp_path, cache_dir):
         assert torch.equal(exported[key.removeprefix("planner.")], value), key
 
 
+def test_fsdp_sim_distributed_checkpoint_resumes_as_an_uninterrupted_run(tmp_path, cache_dir):
+    """save_distributed_checkpoint=true: last.ckpt is a directory of shards; a restarted job finds it (it
+    started afresh before) and ends where one never interrupted ends."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    sharded = ("hardware=fsdp_sim", "trainer.strategy.save_distributed_checkpoint=true")
+    resumed, whole = tmp_path / "resumed", tmp_path / "whole"
+    train(resumed, cache_dir, *sharded, "trainer.max_steps=2")
+    assert (resumed / "checkpoints" / "last.ckpt" / "meta.pt").is_file()
+    second = train(resumed, cache_dir, *sharded)  # the job again, to debug=fast's 4 steps
+    assert f"resuming from {resumed / 'checkpoints' / 'last.ckpt'}" in second.stdout + second.stderr
+    train(whole, cache_dir, *sharded)
+    states = {}
+    for run in (resumed, whole):
+        dcp_to_torch_save(run / "checkpoints" / "last.ckpt", run / "last.pt")
+        states[run] = torch.load(run / "last.pt", weights_only=False)["state_dict"]
+        assert (
+            torch.load(run / "checkpoints" / "last.ckpt" / "meta.pt", weights_only=False)["global_step"] == 4
+        )
+    assert states[resumed].keys() == states[whole].keys() and states[whole]
+    for key, value in states[whole].items():
+        assert torch.allclose(states[resumed][key], value, atol=1e-6), key
+    logged_resumed, logged_whole = scalars(resumed), scalars(whole)
+    assert sorted(s for s, _ in logged_resumed["train/loss"]) == [0, 1, 2, 3]  # each step once: 2, 3 resumed
+    assert dict(logged_resumed["train/loss"]) == pytest.approx(dict(logged_whole["train/loss"]), abs=1e-6)
+
+
 def test_qlora4bit_trains_on_cpu(tmp_path, cache_dir):
     run = tmp_path / "qlora"
     result = train(run, cache_dir, "hardware=qlora4bit", "trainer.accelerator=cpu")

@@ -63,6 +63,51 @@ def test_a_checkpoint_that_is_missing_or_cut_short_is_named_before_any_model_loa
     assert resume(auto_resume=False) is None
 
 
+def distributed_checkpoint(path, state_dict, meta=True):
+    """A directory as ModelParallelStrategy saves one with save_distributed_checkpoint=true: the shards of
+    {"state_dict": ...} (torch.distributed.checkpoint, here from one process) and Lightning's meta.pt."""
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "torch.distributed is ... uninitialized": a single-process save
+        dcp.save({"state_dict": state_dict}, checkpoint_id=str(path))
+    if meta:
+        torch.save({"global_step": 2}, path / "meta.pt")
+    return str(path)
+
+
+def test_a_distributed_checkpoint_directory_is_found_checked_and_resumed(tmp_path):
+    """save_distributed_checkpoint=true writes last.ckpt as a directory: auto_resume finds it (it started
+    afresh before), a directory whose save did not finish is named, and its kind is read from the index."""
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    last = distributed_checkpoint(checkpoints / "last.ckpt", {"planner.lm_head.weight": torch.zeros(2)})
+
+    def resume(kind="planner", **cfg):
+        cfg = OmegaConf.create({"paths": {"output_dir": str(tmp_path)}, "auto_resume": True, **cfg})
+        return runtime.checkpoint_to_resume(cfg, kind=kind)
+
+    assert resume() == last
+    with pytest.raises(
+        ConfigError, match=r"found=.*last.ckpt: not a reasoning-RM .*; it looks like a planner"
+    ):
+        resume(kind="rm")
+    rm = distributed_checkpoint(tmp_path / "rm.ckpt", {"model.score.weight": torch.zeros(2)})
+    assert resume(kind="rm", ckpt_path=rm) == rm
+    unfinished = distributed_checkpoint(
+        tmp_path / "unfinished.ckpt", {"planner.w": torch.zeros(2)}, meta=False
+    )
+    with pytest.raises(
+        ConfigError, match=r"unfinished.ckpt: not a complete checkpoint \(a directory without"
+    ):
+        resume(ckpt_path=unfinished)
+    # killed between the two renames of planlift.atomic.commit: the previous checkpoint is last.ckpt.old
+    os.replace(last, checkpoints / "last.ckpt.old")
+    assert resume() == str(checkpoints / "last.ckpt.old")
+
+
 def test_the_validation_schedule_is_checked_before_the_run(caplog):
     def check(**trainer):
         runtime.check_validation_schedule(OmegaConf.create(trainer))

@@ -80,49 +80,76 @@ _CHECKPOINT_KINDS = {
 }
 
 
+# A distributed checkpoint (ModelParallelStrategy with save_distributed_checkpoint=true) is a directory:
+# torch.distributed.checkpoint's shards and their index, and Lightning's meta.pt (the rest of the state),
+# which rank 0 writes once every shard is saved.
+_DISTRIBUTED_INDEX = ".metadata"
+_DISTRIBUTED_REST = "meta.pt"
+
+
+def _complete(path: Path) -> bool:
+    """A file in torch.save's zip format (its central directory at the end: a truncated file has none), or a
+    distributed checkpoint directory with its index and a whole meta.pt."""
+    if path.is_dir():
+        return (path / _DISTRIBUTED_INDEX).is_file() and zipfile.is_zipfile(path / _DISTRIBUTED_REST)
+    return path.is_file() and zipfile.is_zipfile(path)
+
+
 def readable_checkpoint(path: str, key: str, kind: str | None = None) -> str:
-    """`path` when it is a file in torch.save's zip format (its central directory at the end: a truncated
-    file has none) or a directory (a distributed checkpoint, not opened here). With `kind` ("planner",
-    "rm"), the file must also be the checkpoint of that entry point's module."""
+    """`path` when it is a complete checkpoint (`_complete`). With `kind` ("planner", "rm"), it must also be
+    the checkpoint of that entry point's module."""
     target = Path(path)
-    if target.is_dir():
-        return path
-    if not target.is_file():
+    if not target.exists():
         raise ConfigError(f"{key}={path}: no such checkpoint")
-    if not zipfile.is_zipfile(target):
-        raise ConfigError(
-            f"{key}={path}: not a complete checkpoint (truncated, or not written by torch.save)"
+    if not _complete(target):
+        why = (
+            f"a directory without a distributed checkpoint's {_DISTRIBUTED_INDEX} and {_DISTRIBUTED_REST}: its save "
+            "did not finish, or it is no checkpoint"
+            if target.is_dir()
+            else "truncated, or not written by torch.save"
         )
+        raise ConfigError(f"{key}={path}: not a complete checkpoint ({why})")
     if kind is not None:
         _check_checkpoint_kind(path, key, kind)
     return path
 
 
-def _check_checkpoint_kind(path: str, key: str, kind: str) -> None:
-    """A ConfigError when the checkpoint's weights are not under `kind`'s prefix (Lightning would fail
-    deep in the module's `on_load_checkpoint`: `KeyError: 'baseline_cache'`). Loaded as Lightning loads it
-    (on cpu, torch's default `weights_only`, so that TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD applies as it does to
-    Lightning) but memory-mapped: only the pickled structure is read, not the tensors' bytes. A file this
-    load cannot read is left to Lightning (a warning says the kind was not checked)."""
+def _weight_prefixes(path: str) -> set[str] | None:
+    """The first names of the checkpoint's `state_dict` keys ("planner", "model"); None when it has no
+    state_dict. A file is loaded as Lightning loads it (on cpu, torch's default `weights_only`, so that
+    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD applies as it does to Lightning) but memory-mapped: only the pickled
+    structure is read, not the tensors' bytes. Of a distributed checkpoint only the shards' index is read."""
     import torch
 
+    if Path(path).is_dir():
+        from torch.distributed.checkpoint import FileSystemReader
+
+        keys = FileSystemReader(path).read_metadata().state_dict_metadata
+        return {key.split(".", 2)[1] for key in keys if key.startswith("state_dict.") and key.count(".") >= 2}
+    checkpoint = torch.load(path, map_location="cpu", mmap=True)
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    return {name.split(".", 1)[0] for name in state} if isinstance(state, dict) else None
+
+
+def _check_checkpoint_kind(path: str, key: str, kind: str) -> None:
+    """A ConfigError when the checkpoint's weights are not under `kind`'s prefix (Lightning would fail
+    deep in the module's `on_load_checkpoint`: `KeyError: 'baseline_cache'`). A checkpoint that cannot be
+    read here is left to Lightning (a warning says the kind was not checked)."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", mmap=True)
+        prefixes = _weight_prefixes(path)
     except Exception as error:  # e.g. a callback state weights_only refuses: Lightning decides
         reason = (str(error).strip().splitlines() or [""])[0]
         log.warning("%s=%s: its kind was not checked, torch.load cannot read it (%s)", key, path, reason)
         return
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    prefixes = {name.split(".", 1)[0] for name in state} if isinstance(state, dict) else set()
     prefix, wanted = _CHECKPOINT_KINDS[kind]
-    if prefix in prefixes:
+    if prefixes and prefix in prefixes:
         return
-    found = [what for other, what in _CHECKPOINT_KINDS.values() if other in prefixes]
+    found = [what for other, what in _CHECKPOINT_KINDS.values() if prefixes and other in prefixes]
     if found:
         looks = f"it looks like {found[0]}"
     elif prefixes:
         looks = "its weights are under " + ", ".join(f"`{name}.`" for name in sorted(prefixes))
-    elif isinstance(state, dict):
+    elif prefixes is not None:
         looks = "its state_dict is empty"
     else:
         looks = "it has no state_dict (not a Lightning training checkpoint)"
@@ -132,11 +159,20 @@ def _check_checkpoint_kind(path: str, key: str, kind: str) -> None:
 def resume_checkpoint(output_dir: str | Path) -> str | None:
     """The newest checkpoint a restarted job left in its own output dir: `checkpoints/last.ckpt` or
     Lightning's SLURM `hpc_ckpt_<n>.ckpt` (its own requeue handler saves one when the run has no
-    LastCheckpoint callback: planlift.callbacks.requeue). None for a fresh run."""
+    LastCheckpoint callback: planlift.callbacks.requeue), files or distributed checkpoint directories.
+    A job killed while a distributed `last.ckpt` was being replaced (planlift.atomic.commit: the previous one
+    is `last.ckpt.old` for a moment) resumes from `last.ckpt.old`. None for a fresh run."""
     root = Path(output_dir)
-    found = [*root.glob("hpc_ckpt_*.ckpt"), root / "checkpoints" / "last.ckpt"]
-    found = [path for path in found if path.is_file()]
-    return str(max(found, key=lambda path: path.stat().st_mtime)) if found else None
+    last = root / "checkpoints" / "last.ckpt"
+    found = [*root.glob("hpc_ckpt_*.ckpt"), last if last.exists() else last.with_name("last.ckpt.old")]
+    found = [path for path in found if path.exists()]
+    return str(max(found, key=_saved_at)) if found else None
+
+
+def _saved_at(path: Path) -> float:
+    """When a checkpoint was saved: its file's mtime, a distributed one's meta.pt's (written last)."""
+    rest = path / _DISTRIBUTED_REST
+    return (rest if rest.is_file() else path).stat().st_mtime
 
 
 def prepare_ddp_relaunch(script: str) -> None:
