@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -176,6 +177,13 @@ def test_train_then_evaluate(tmp_path, groups_dir):
         assert 0 <= numbers["auroc"] <= 1 and numbers["items"] == 30 and numbers["correct"] > 0
         assert numbers["cut_problem"] + numbers["cut_reasoning"] > 0  # 256 characters: long traces are cut
     assert 0 <= results["dev"]["pairwise_acc"] <= 1 and "dim_acc/answer_support" in results["dev"]
+    # first-error metrics: the threshold from the dev groups, applied to every held-out set
+    dev = results["dev"]
+    assert dev["first_error/traces"] > len(read_groups(groups_dir / "dev.jsonl", MATH_DIMENSIONS))
+    assert 0 <= dev["first_error/f1"] <= 1 and np.isfinite(dev["first_error/threshold"])
+    for numbers in results["heldout"].values():
+        assert {"first_error_f1", "first_error_error_acc", "first_error_correct_acc"} <= numbers.keys()
+        assert all(0 <= numbers[f"first_error_{k}"] <= 1 for k in ("f1", "error_acc", "correct_acc"))
     probe = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "probe_trace_lm.py"), str(exported), str(groups_dir / "dev.jsonl")],
         capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -191,6 +199,7 @@ def test_train_then_evaluate(tmp_path, groups_dir):
     console.print(results_table(results))
     text = console.export_text()
     assert "AUROC" in text and "pairwise_acc" in text and "processbench_gsm8k" in text
+    assert "first-error F1" in text
 
 
 def test_train_from_the_bootstrap_planner(tmp_path, groups_dir):

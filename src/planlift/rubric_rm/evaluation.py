@@ -1,8 +1,9 @@
-"""Evaluating a trained RM: dev groups (fixed negatives) and held-out AUROC sets.
+"""Evaluating a trained RM: dev groups (fixed negatives) and held-out sets.
 
 `RMEvaluation.run()` returns {"dev": {...}, "heldout": {name: {...}}} and `src/eval_rm.py` prints it
 as a table and writes it as JSON. Held-out AUROC: the RM score separating correct traces (positive
-class) from flawed ones, computed with torchmetrics.
+class) from flawed ones, computed with torchmetrics. Held-out first-error metrics (ProcessBench's F1 of
+naming the earliest wrong step, `step_errors`), at a threshold chosen on the dev groups.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from planlift.errors import ConfigError
 from planlift.rm.base import MATH_DIMENSIONS
 from planlift.rm.learned import LearnedRM, RMInput
 from planlift.rm_groups.schema import read_groups
-from planlift.rubric_rm import metrics
+from planlift.rubric_rm import metrics, step_errors
 from planlift.rubric_rm.data import GroupCollator
 from planlift.rubric_rm.heldout import HELDOUT_SETS, load_heldout
 from planlift.rubric_rm.inputs import what_is_cut
@@ -70,7 +71,30 @@ def evaluate_groups(
     )
 
 
-def evaluate_heldout(scorer: LearnedRM, name: str, limit: int | None = None, task_name: str = "math") -> dict:
+def first_error_on_dev(scorer: LearnedRM, groups: Sequence[dict]) -> dict[str, float]:
+    """The first-error threshold chosen on dev groups (`step_errors`), with the dev traces' metrics at it."""
+    traces, left_out = step_errors.dev_traces(groups)
+    scores = step_errors.prefix_scores(scorer, traces)
+    first_errors = [trace.first_error for trace in traces]
+    threshold = step_errors.choose_threshold(scores, first_errors)
+    found = step_errors.step_metrics(scores, first_errors, threshold)
+    return {
+        **{f"first_error/{name}": value for name, value in found.items()},
+        "first_error/threshold": threshold,
+        "first_error/traces": len(traces),
+        "first_error/left_out": left_out,
+    }
+
+
+def evaluate_heldout(
+    scorer: LearnedRM,
+    name: str,
+    limit: int | None = None,
+    task_name: str = "math",
+    first_error_threshold: float | None = None,
+) -> dict:
+    """AUROC of the whole-trace score (correct vs flawed); with `first_error_threshold` (chosen on dev
+    groups), ProcessBench's first-error metrics too (`step_errors`)."""
     items = load_heldout(name, limit)
     start = time.perf_counter()
     scores = scorer.score_inputs([RMInput(i.problem, i.reasoning, task_name, "math") for i in items])
@@ -107,7 +131,17 @@ def evaluate_heldout(scorer: LearnedRM, name: str, limit: int | None = None, tas
         "cut_reasoning": cuts.count("reasoning"),
         "auroc_whole": _auroc_or_none(whole),
         "seconds": seconds,
+        **_first_error(scorer, items, task_name, first_error_threshold),
     }
+
+
+def _first_error(scorer: LearnedRM, items, task_name: str, threshold: float | None) -> dict[str, float]:
+    if threshold is None:
+        return {}
+    traces = [step_errors.StepTrace(i.problem, i.steps, i.first_error) for i in items]
+    scores = step_errors.prefix_scores(scorer, traces, task_name)
+    found = step_errors.step_metrics(scores, [t.first_error for t in traces], threshold)
+    return {f"first_error_{name}": value for name, value in found.items()}
 
 
 def _auroc_or_none(scored: list[tuple[float, bool]]) -> float | None:
@@ -126,6 +160,8 @@ class RMEvaluation:
     limits: {set name: first N items} (default: all items).
     num_negatives / seed: the fixed dev negatives.
     max_length / batch_size / device / dtype: scoring settings.
+    first_error: also ProcessBench's first-error metrics (`step_errors`): every step prefix is scored, and
+        the threshold is chosen on the dev groups (without dev_groups they are skipped, with a warning).
     """
 
     def __init__(
@@ -141,6 +177,7 @@ class RMEvaluation:
         batch_size: int = 16,
         device: str = "auto",
         dtype: str = "float32",
+        first_error: bool = True,
     ) -> None:
         if not rm_path:
             raise ConfigError(
@@ -156,6 +193,7 @@ class RMEvaluation:
         self.limits = dict(limits or {})
         self.num_negatives = num_negatives
         self.seed = seed
+        self.first_error = first_error
         self.scorer_kwargs = {
             "max_length": max_length,
             "batch_size": batch_size,
@@ -175,11 +213,21 @@ class RMEvaluation:
             start = time.perf_counter()
             groups = read_groups(self.dev_groups, names)[: self.dev_limit]
             results["dev"] = evaluate_groups(scorer, groups, self.num_negatives, self.seed)
+            if self.first_error:
+                results["dev"].update(first_error_on_dev(scorer, groups))
             results["dev"]["groups"] = len(groups)
             results["dev"]["seconds"] = time.perf_counter() - start
             results["dev_groups"] = self.dev_groups
+        threshold = results.get("dev", {}).get("first_error/threshold")
+        if self.first_error and threshold is None and self.heldout:
+            log.warning(
+                "first-error metrics skipped: their threshold is chosen on dev groups (dev_groups=...), never on "
+                "a held-out set"
+            )
         for name in self.heldout:
             log.info("scoring held-out set %s", name)
-            results["heldout"][name] = evaluate_heldout(scorer, name, self.limits.get(name))
+            results["heldout"][name] = evaluate_heldout(
+                scorer, name, self.limits.get(name), first_error_threshold=threshold
+            )
             results["heldout"][name]["limit"] = self.limits.get(name)
         return results

@@ -23,8 +23,10 @@ from planlift.rm_groups.schema import stable_fraction
 class HeldoutItem:
     id: str
     problem: str
-    reasoning: str
+    reasoning: str  # the steps, one per line
     correct: bool
+    steps: tuple[str, ...] = ()
+    first_error: int | None = None  # the first erroneous step (0-based); None when correct
 
 
 def _steps(record: dict, where: str) -> list[str]:
@@ -36,8 +38,12 @@ def _steps(record: dict, where: str) -> list[str]:
     return steps
 
 
+def _stripped(steps: list[str]) -> tuple[str, ...]:
+    return tuple(step.strip() for step in steps)
+
+
 def _joined(steps: list[str]) -> str:
-    return "\n".join(step.strip() for step in steps)
+    return "\n".join(_stripped(steps))
 
 
 def _step_index(value, steps: list[str], where: str, key: str, meaning: str) -> None:
@@ -63,8 +69,12 @@ def load_processbench(subset: str, path: str | Path | None = None) -> list[Heldo
         if isinstance(label, bool) or not isinstance(label, int):
             raise DataError(f"{where}: field 'label' must be an integer (-1 = no error)")
         _step_index(None if label == -1 else label, steps, where, "label", "(-1 = no error)")
+        first_error = None if label == -1 else label
+        item_id = str(record.get("id", index))
         items.append(
-            HeldoutItem(str(record.get("id", index)), record["problem"], _joined(steps), label == -1)
+            HeldoutItem(
+                item_id, record["problem"], _joined(steps), label == -1, _stripped(steps), first_error
+            )
         )
     return items
 
@@ -83,7 +93,11 @@ def load_bigbench_mistake(
         steps = _steps(record, where)
         mistake = record["mistake_index"]
         _step_index(mistake, steps, where, "mistake_index", "or null (null = no mistake)")
-        items.append(HeldoutItem(f"{task}-{line}", record["input"], _joined(steps), mistake is None))
+        items.append(
+            HeldoutItem(
+                f"{task}-{line}", record["input"], _joined(steps), mistake is None, _stripped(steps), mistake
+            )
+        )
     return items
 
 

@@ -16,6 +16,13 @@ def results_table(results: dict[str, Any]) -> Table:
         table.add_row("dev groups", name, f"{value:.3f}" if isinstance(value, float) else str(value))
     for set_name, numbers in results.get("heldout", {}).items():
         table.add_row(set_name, "AUROC", f"{numbers['auroc']:.3f}")
+        if "first_error_f1" in numbers:
+            table.add_row(
+                set_name,
+                "first-error F1 (error / correct acc)",
+                f"{numbers['first_error_f1']:.3f} ({numbers['first_error_error_acc']:.3f} / "
+                f"{numbers['first_error_correct_acc']:.3f})",
+            )
         cut = numbers.get("cut_problem", 0) + numbers.get("cut_reasoning", 0)
         if cut:
             whole = numbers.get("auroc_whole")
