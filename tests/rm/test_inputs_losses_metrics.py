@@ -151,7 +151,7 @@ def test_metrics():
     scores = torch.tensor([[0.9, 0.1, 0.95, 0.5], [0.8, 0.1, 0.2, 0.3]])
     assert metrics.pairwise_accuracy(scores) == pytest.approx(5 / 6)
     assert metrics.group_accuracy(scores) == pytest.approx(0.5)
-    errors = metrics.total_errors(torch.tensor([0.5, 1.0]), torch.tensor([1.0, 1.0]))
+    errors = metrics.errors(torch.tensor([0.5, 1.0]), torch.tensor([1.0, 1.0]), "total")
     assert errors["total_mae"] == pytest.approx(0.25) and errors["total_rmse"] == pytest.approx(
         math.sqrt(0.125)
     )

@@ -229,3 +229,27 @@ def planner_tokens(bootstrap, text: str) -> list[int]:
     from planlift.models.loading import load_tokenizer
 
     return load_tokenizer(str(bootstrap.ensure().checkpoint("planner"))).encode(text)
+
+
+def test_the_gold_score_is_what_a_perfect_rm_outputs():
+    """score_mae compares the RM score with the score of the gold rubric (the formula applied to the gold
+    labels and total), so a perfect RM scores 0; the gold total alone is not the score's target."""
+    from planlift.rubric_rm import metrics
+
+    weights = [0.1, 0.2, 0.3, 0.2, 0.2]
+    labels = torch.tensor([[4, 4, 4, 4, 4], [0, 1, 2, 3, 4], [2, 2, 2, 2, 2]])
+    total = torch.tensor([1.0, 0.3, 0.55])
+    by_hand = [0.5 * sum(w * x for w, x in zip(weights, row, strict=True)) / 4 + 0.5 * t for row, t in
+               zip(labels.tolist(), total.tolist(), strict=True)]  # fmt: skip
+    model = build_reward_model(tiny=TINY, dimension_weights=weights)
+    gold = model.gold_score(labels, total)
+    assert gold.tolist() == pytest.approx(by_hand)
+    headless = build_reward_model(tiny=TINY, dimension_weights=weights, use_total_head=False)
+    assert headless.gold_score(labels, total).tolist() == pytest.approx(
+        [2 * v - t for v, t in zip(by_hand, total.tolist(), strict=True)]
+    )
+    summary = metrics.summarize_group_scores(
+        gold, gold, total, total, torch.zeros(3, 5, 5), labels, ["positive"] * 3, 3, list(MATH_DIMENSIONS)
+    )
+    assert summary["score_mae"] == summary["total_mae"] == 0.0
+    assert metrics.errors(gold, total, "x")["x_mae"] > 0.05  # the old comparison's floor

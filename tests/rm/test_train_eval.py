@@ -157,7 +157,7 @@ def test_train_then_evaluate(tmp_path, groups_dir):
     for tag in ("train/loss", "train/loss/dim", "train/loss/total", "train/loss/posneg", "train/loss/lm",
                 "train/loss/prefix",
                 "train/pairwise_acc",
-                "val/pairwise_acc", "val/group_acc", "val/total_mae", "val/total_rmse", "val/loss",
+                "val/pairwise_acc", "val/group_acc", "val/score_mae", "val/score_rmse", "val/total_mae", "val/loss",
                 "val/dim_acc/calculation_correctness", "val/pair_acc/skipped_step"):  # fmt: skip
         assert tag in tags, tag
     validations = sorted(logged[logged.tag == "val/pairwise_acc"].step.tolist())

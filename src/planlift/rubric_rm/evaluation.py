@@ -34,7 +34,7 @@ def evaluate_groups(
     seed: int = 0,
     task_name: str | None = None,
 ) -> dict[str, float]:
-    """Pairwise / group accuracy, total MAE / RMSE, per-dimension and per-kind accuracy on groups whose
+    """Pairwise / group accuracy, score and total MAE / RMSE, per-dimension and per-kind accuracy on groups whose
     negatives are drawn from `Random(f"{seed}/{problem_id}")`."""
     names = scorer.model.dimension_names
     collator = GroupCollator(
@@ -55,16 +55,20 @@ def evaluate_groups(
             gold.append(float(candidate["rubric"]["total"]))
             kinds.append(kind)
     sequences = scorer.encode(inputs)
-    scores, logits = [], []
+    scores, totals, logits = [], [], []
     for start in range(0, len(sequences), scorer.batch_size):
         out = scorer.forward(sequences[start : start + scorer.batch_size])
         scores.append(out.score.float().cpu())
+        totals.append(out.total.float().cpu() if out.total is not None else None)
         logits.append(out.dimension_logits.float().cpu())
+    labels, gold = torch.tensor(labels), torch.tensor(gold)
     return metrics.summarize_group_scores(
         torch.cat(scores),
-        torch.tensor(gold),
+        scorer.model.gold_score(labels.to(scorer.device), gold.to(scorer.device)).float().cpu(),
+        torch.cat(totals) if totals[0] is not None else None,
+        gold,
         torch.cat(logits),
-        torch.tensor(labels),
+        labels,
         kinds,
         1 + num_negatives,
         names,

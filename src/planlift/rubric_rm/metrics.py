@@ -18,10 +18,10 @@ def group_accuracy(scores: torch.Tensor) -> float:
     return (scores[:, 0] > scores[:, 1:].max(dim=1).values).float().mean().item()
 
 
-def total_errors(predicted: torch.Tensor, gold: torch.Tensor) -> dict[str, float]:
-    """MAE and RMSE of the RM score against the gold total. Both [N]."""
+def errors(predicted: torch.Tensor, gold: torch.Tensor, name: str) -> dict[str, float]:
+    """`<name>_mae` and `<name>_rmse` of `predicted` against `gold`. Both [N]."""
     error = predicted.float() - gold.float()
-    return {"total_mae": error.abs().mean().item(), "total_rmse": error.pow(2).mean().sqrt().item()}
+    return {f"{name}_mae": error.abs().mean().item(), f"{name}_rmse": error.pow(2).mean().sqrt().item()}
 
 
 def dimension_accuracy(logits: torch.Tensor, labels: torch.Tensor, names: Sequence[str]) -> dict[str, float]:
@@ -52,19 +52,24 @@ def auroc(scores: Sequence[float], correct: Sequence[bool]) -> float:
 
 def summarize_group_scores(
     scores: torch.Tensor,
-    gold: torch.Tensor,
+    gold_scores: torch.Tensor,
+    totals: torch.Tensor | None,
+    gold_totals: torch.Tensor,
     logits: torch.Tensor,
     labels: torch.Tensor,
     kinds: list[str],
     group_size: int,
     names: list[str],
 ) -> dict[str, float]:
-    """Every dev-group metric from flat rows (N = G * K): scores/gold [N], logits [N, D, L], labels [N, D]."""
+    """Every dev-group metric from flat rows (N = G * K): scores [N] against gold_scores [N] (the score the
+    gold rubric gives: `score_mae`, zero for a perfect RM), the total head's totals [N] (None without one)
+    against the gold totals [N] (`total_mae`), logits [N, D, L], labels [N, D]."""
     grouped = scores.view(-1, group_size)
     return {
         "pairwise_acc": pairwise_accuracy(grouped),
         "group_acc": group_accuracy(grouped),
-        **total_errors(scores, gold),
+        **errors(scores, gold_scores, "score"),
+        **(errors(totals, gold_totals, "total") if totals is not None else {}),
         **dimension_accuracy(logits, labels, names),
         **pairwise_accuracy_by_kind(grouped, kinds),
     }

@@ -133,13 +133,22 @@ class RubricRewardModel(nn.Module):
         pooled = hidden[rows, last_token_index(attention_mask)].float()  # [B, H]
         logits, total_logit = self.heads(pooled)  # [B, D, L], [B]
         expected = (logits.softmax(dim=-1) * self.label_values).sum(dim=-1)  # [B, D]
-        derived = (expected * self.dimension_weights).sum(dim=-1) / (self.num_labels - 1)  # [B]
-        total = None
-        score = derived
-        if total_logit is not None:
-            total = torch.sigmoid(total_logit)
-            score = 0.5 * derived + 0.5 * total
+        derived = self.derived_score(expected)  # [B]
+        total = torch.sigmoid(total_logit) if total_logit is not None else None
+        score = self.combined_score(derived, total)
         return RubricOutput(logits, expected, derived, total, score, hidden if return_hidden else None)
+
+    def derived_score(self, labels: torch.Tensor) -> torch.Tensor:
+        """sum_d w_d * label_d / (L - 1): labels on the 0..L-1 scale [B, D] (expected or gold) -> [B]."""
+        return (labels.float() * self.dimension_weights).sum(dim=-1) / (self.num_labels - 1)
+
+    def combined_score(self, derived: torch.Tensor, total: torch.Tensor | None) -> torch.Tensor:
+        """The score: the derived score averaged with the total (in [0, 1]) when the model has a total head."""
+        return 0.5 * derived + 0.5 * total if total is not None and self.use_total_head else derived
+
+    def gold_score(self, labels: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+        """The score a rubric's gold labels [B, D] and total [B] give: what a perfect RM would output."""
+        return self.combined_score(self.derived_score(labels), total)
 
     def heads(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The rubric heads on hidden states [..., H] (float32): dimension logits [..., D, L] and the

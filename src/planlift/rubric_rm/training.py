@@ -11,7 +11,8 @@
                                         the candidate's own from there; losses.prefix_rubric)
 
 Logged: train/loss and train/loss/<term>, train/pairwise_acc; on the dev groups (fixed negatives)
-val/loss, val/pairwise_acc, val/group_acc, val/total_mae, val/total_rmse, val/dim_acc/<dimension>,
+val/loss, val/pairwise_acc, val/group_acc, val/score_mae, val/score_rmse (the score against the one the gold
+rubric gives), val/total_mae, val/total_rmse (the total head against the gold total), val/dim_acc/<dimension>,
 val/pair_acc/<negative kind>.
 """
 
@@ -145,6 +146,10 @@ class RubricRMModule(pl.LightningModule):
                 "loss": terms["loss"].item(),
                 "groups": out.score.shape[0] // batch["group_size"],
                 "scores": out.score.float().cpu(),
+                "gold_scores": self.model.gold_score(batch["dimension_labels"], batch["gold_total"])
+                .float()
+                .cpu(),
+                "totals": out.total.float().cpu() if out.total is not None else None,
                 "logits": out.dimension_logits.float().cpu(),
                 "labels": batch["dimension_labels"].cpu(),
                 "gold": batch["gold_total"].cpu(),
@@ -159,8 +164,11 @@ class RubricRMModule(pl.LightningModule):
         self._val = [entry for share in gather_objects(self._val) for entry in share]
         if not self._val:
             return
+        totals = [v["totals"] for v in self._val]
         summary = metrics.summarize_group_scores(
             torch.cat([v["scores"] for v in self._val]),
+            torch.cat([v["gold_scores"] for v in self._val]),
+            torch.cat(totals) if totals[0] is not None else None,
             torch.cat([v["gold"] for v in self._val]),
             torch.cat([v["logits"] for v in self._val]),
             torch.cat([v["labels"] for v in self._val]),
