@@ -150,7 +150,9 @@ def test_validation_problems_are_cut_to_whole_shares_so_none_counts_twice(caplog
     module.trainer = SimpleNamespace(lightning_module=None, global_rank=0, world_size=3)
     with caplog.at_level("WARNING", logger="planlift.distributed"):
         dataset = module.val_dataloader().dataset
-    assert "val/* counts 6 validation problems, not 8" in caplog.text and "count 1 of them twice" in caplog.text
+    assert (
+        "val/* counts 6 validation problems, not 8" in caplog.text and "count 1 of them twice" in caplog.text
+    )
     shares = [
         list(DistributedSampler(dataset, num_replicas=3, rank=rank, shuffle=False)) for rank in range(3)
     ]
