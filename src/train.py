@@ -45,10 +45,13 @@ def train(cfg: DictConfig, executor=None, engine=None) -> float | None:
     task = hydra.utils.instantiate(cfg.task)
     checkpoints = config_resolver(cfg, task)
     with summary.phase("models (bootstrap included)"):
-        resolve_checkpoints(cfg, checkpoints, skip=("bootstrap",))  # `bootstrap:<role>` -> a directory
+        # the reward checks its settings against the task and the RM before the bootstrap trains or any
+        # model loads (minutes on CPU, minutes at 7B): those two are resolved first, the rest after
+        first = ("rm", "reward")
+        resolve_checkpoints(cfg, checkpoints, only=first)  # `bootstrap:<role>` -> a directory
         rm = hydra.utils.instantiate(cfg.rm) if cfg.get("rm") else None
-        # the reward checks its settings against the task and the RM before the models load (minutes at 7B)
         reward = hydra.utils.instantiate(cfg.reward, executor=None, task=task, rm=rm)
+        resolve_checkpoints(cfg, checkpoints, skip=("bootstrap", *first))
         policy = hydra.utils.instantiate(cfg.model)
         if engine is None:
             engine = hydra.utils.instantiate(cfg.rollout)

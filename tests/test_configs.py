@@ -133,6 +133,23 @@ def test_default_config_binds(tmp_path):
     assert check_targets(cfg) >= 10
 
 
+@pytest.mark.parametrize(
+    ("config_name", "run_dir"),
+    [
+        ("train", "outputs/runs/"),
+        ("evaluate", "outputs/eval/"),
+        ("train_rm", "outputs/rm_runs/"),
+        ("eval_rm", "outputs/rm_eval/"),
+        ("serve_rm", "outputs/serve_rm/"),
+        ("build_groups", "outputs/groups/procedural"),
+    ],
+)
+def test_each_entry_point_writes_where_its_launch_comment_says(config_name, run_dir, tmp_path):
+    cfg = compose_with([], tmp_path, config_name=config_name)
+    assert str(cfg.hydra.run.dir).startswith(f"{cfg.paths.log_dir[: -len('outputs')]}{run_dir}")
+    assert run_dir.rstrip("/").split("/")[-1] in (CONF / f"{config_name}.yaml").read_text()
+
+
 @pytest.mark.parametrize(("group", "option"), options())
 def test_every_option_composes_and_binds(group, option, tmp_path):
     cfg = compose_with([f"{group}={option}"], tmp_path)

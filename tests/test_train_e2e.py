@@ -298,19 +298,28 @@ def test_offline_hub_model_fails_with_a_clear_error(tmp_path, cache_dir, overrid
     assert "Traceback" not in result.stderr
 
 
-def test_invalid_reward_value_fails_with_the_key(tmp_path, cache_dir):
-    result = train(tmp_path / "run", cache_dir, "reward.repeats=-1", check=False)
-    assert result.returncode == 2
-    assert "reward.repeats must be >= 1, got -1" in result.stderr
+def fails_before_the_bootstrap(tmp_path: Path, override: str) -> str:
+    """Run with an empty cache: a reward setting must fail before the bootstrap trains (minutes on CPU) or
+    any model loads. Returns stderr."""
+    fresh = tmp_path / "fresh_cache"
+    env = {"PLANLIFT_CACHE": str(fresh), "PLANLIFT_BOOTSTRAP_CACHE": str(fresh / "bootstrap")}
+    result = train_preset(tmp_path / "run", "debug=fast", override, timeout=300, env=env)
+    assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
+    assert not (fresh / "bootstrap").exists(), (
+        "the bootstrap started before the reward's settings were checked"
+    )
+    return result.stderr
 
 
-def test_code_reward_on_a_math_task_fails_with_the_key(tmp_path, cache_dir):
+def test_invalid_reward_value_fails_with_the_key_before_any_work(tmp_path):
+    assert "reward.repeats must be >= 1, got -1" in fails_before_the_bootstrap(tmp_path, "reward.repeats=-1")
+
+
+def test_code_reward_on_a_math_task_fails_with_the_key(tmp_path):
     """code_gated scores program statuses: on the procedural task every sample lost its execution bonus."""
-    result = train(tmp_path / "run", cache_dir, "reward=code_gated", check=False)
-    assert result.returncode == 2
-    assert "reward.mode=code_gated scores programs" in result.stderr and "'procedural'" in result.stderr
-    assert "Traceback" not in result.stderr
+    stderr = fails_before_the_bootstrap(tmp_path, "reward=code_gated")
+    assert "reward.mode=code_gated scores programs" in stderr and "'procedural'" in stderr
 
 
 DDP_SIM = ("hardware=ddp_sim", "algorithm.micro_batch_size=2", "data.train_limit=4")  # repeats from step 3

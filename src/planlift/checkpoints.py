@@ -59,18 +59,22 @@ class CheckpointResolver:
 
 
 def resolve_checkpoints(
-    cfg: DictConfig, resolver: CheckpointResolver, skip: tuple[str, ...] = ()
+    cfg: DictConfig,
+    resolver: CheckpointResolver,
+    skip: tuple[str, ...] = (),
+    only: tuple[str, ...] | None = None,
 ) -> list[str]:
     """Rewrite every `bootstrap:` / `packaged:` string in `cfg` (in place) into a directory.
 
-    `skip`: top-level keys left alone (e.g. `hydra`). Returns the dotted keys that were rewritten."""
+    `skip`: top-level keys left alone (e.g. `hydra`); `only`: the top-level keys walked (None: all).
+    Returns the dotted keys that were rewritten."""
     rewritten: list[str] = []
 
     def walk(node: DictConfig | ListConfig, prefix: str) -> None:
         keys = range(len(node)) if isinstance(node, ListConfig) else list(node.keys())
         for key in keys:
             dotted = f"{prefix}{key}" if isinstance(node, DictConfig) else f"{prefix.rstrip('.')}[{key}]"
-            if not prefix and key in skip:
+            if not prefix and (key in skip or (only is not None and key not in only)):
                 continue
             if OmegaConf.is_missing(node, key):
                 continue
