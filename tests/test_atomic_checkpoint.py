@@ -54,3 +54,47 @@ def test_save_atomically_replaces_and_leaves_no_staging(tmp_path):
     save_atomically(lambda p: torch.save({"a": 2}, p), path)
     assert torch.load(path)["a"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_a_run_may_switch_between_file_and_directory_checkpoints(tmp_path):
+    """save_distributed_checkpoint toggled between runs of one output dir: each commit replaces the other
+    kind (the file left as last.ckpt.old used to make the next directory commit raise NotADirectoryError)."""
+    path = tmp_path / "last.ckpt"
+
+    def directory(staging: Path, value: int) -> None:
+        staging.mkdir()
+        (staging / "shard").write_text(str(value))
+
+    for value, save in enumerate([lambda p, v: torch.save({"a": v}, p), directory] * 2 + [directory]):
+        save_atomically(lambda staging, v=value, save=save: save(staging, v), path)
+        saved = (path / "shard").read_text() if path.is_dir() else str(torch.load(path)["a"])
+        assert saved == str(value)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_a_killed_saves_leftover_staging_is_cleared_before_the_next_save(tmp_path):
+    """A distributed save killed midway leaves last.ckpt.tmp/ with its shards; the next save (perhaps at
+    another world size) starts from an empty directory, so no stale shard is committed."""
+    from types import SimpleNamespace
+
+    from planlift.callbacks.checkpoint import LastCheckpoint
+
+    callback = LastCheckpoint(str(tmp_path))
+    staging = tmp_path / "last.ckpt.tmp"
+    staging.mkdir()
+    (staging / "__7_0.distcp").write_bytes(b"stale")
+
+    def save_checkpoint(target, weights_only):
+        Path(target).mkdir(exist_ok=True)
+        (Path(target) / "__0_0.distcp").write_bytes(b"new")
+
+    trainer = SimpleNamespace(
+        global_step=3,
+        is_global_zero=True,
+        loggers=[],
+        save_checkpoint=save_checkpoint,
+        strategy=SimpleNamespace(barrier=lambda: None),
+    )
+    callback._save(trainer)
+    assert sorted(p.name for p in (tmp_path / "last.ckpt").iterdir()) == ["__0_0.distcp"]
+    assert not staging.exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,18 +24,34 @@ def test_run_names_are_one_directory_level():
     assert long != runtime._run_name(",".join(f"key{i}=value{i}" for i in range(41)))  # the hash differs
 
 
-def test_resume_checkpoint_picks_the_newest(tmp_path):
+def test_resume_checkpoint_picks_the_newest_by_step_then_time(tmp_path):
     assert runtime.resume_checkpoint(tmp_path) is None
     last = tmp_path / "checkpoints" / "last.ckpt"
     last.parent.mkdir()
-    last.write_bytes(b"x")
+    torch.save({"global_step": 5}, last)
     assert runtime.resume_checkpoint(tmp_path) == str(last)
     hpc = tmp_path / "hpc_ckpt_1.ckpt"  # Lightning's save when SLURM signals a requeue
-    hpc.write_bytes(b"x")
-    os.utime(last, (1, 1))
+    torch.save({"global_step": 3}, hpc)
+    os.utime(last, (1, 1))  # a copied run directory, another node's clock: the older step looks newer
+    assert runtime.resume_checkpoint(tmp_path) == str(last)
+    torch.save({"global_step": 5}, hpc)  # the same step: the later save
     assert runtime.resume_checkpoint(tmp_path) == str(hpc)
     os.utime(hpc, (0, 0))
     assert runtime.resume_checkpoint(tmp_path) == str(last)
+
+
+def test_an_incomplete_checkpoint_is_skipped_when_a_complete_one_exists(tmp_path, caplog):
+    """Lightning's SLURM handler killed mid-save on a sharded model leaves hpc_ckpt_<n>.ckpt/ without its
+    meta.pt (the newest, by its directory's time): the job resumes from the complete last.ckpt and says so."""
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    torch.save({"global_step": 4}, last)
+    partial = distributed_checkpoint(tmp_path / "hpc_ckpt_2.ckpt", {"planner.w": torch.zeros(2)}, meta=False)
+    with caplog.at_level(logging.WARNING, logger="planlift.runtime"):
+        assert runtime.resume_checkpoint(tmp_path) == str(last)
+    assert f"auto_resume skips {partial}: not a complete checkpoint" in caplog.text
+    os.remove(last)  # nothing complete: the incomplete one is returned, and the caller names it
+    assert runtime.resume_checkpoint(tmp_path) == partial
 
 
 def test_a_checkpoint_that_is_missing_or_cut_short_is_named_before_any_model_loads(tmp_path):
@@ -103,6 +120,18 @@ def test_a_distributed_checkpoint_directory_is_found_checked_and_resumed(tmp_pat
         ConfigError, match=r"unfinished.ckpt: not a complete checkpoint \(a directory without"
     ):
         resume(ckpt_path=unfinished)
+    # a copy or a cleanup that lost a shard: named before any model is built (Lightning fails inside its load)
+    shards = sorted(Path(last).glob("*.distcp"))
+    shards[0].write_bytes(shards[0].read_bytes()[:-1])
+    with pytest.raises(
+        ConfigError,
+        match=rf"last.ckpt: not a complete checkpoint \(its index names shards that are missing or shorter than it says: {shards[0].name}",
+    ):
+        resume()
+    shards[0].unlink()
+    with pytest.raises(ConfigError, match=rf"missing or shorter than it says: {shards[0].name}"):
+        resume()
+    last = distributed_checkpoint(checkpoints / "last.ckpt", {"planner.lm_head.weight": torch.zeros(2)})
     # killed between the two renames of planlift.atomic.commit: the previous checkpoint is last.ckpt.old
     os.replace(last, checkpoints / "last.ckpt.old")
     assert resume() == str(checkpoints / "last.ckpt.old")

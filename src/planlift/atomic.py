@@ -5,10 +5,13 @@ sync, rename over it (`os.replace` is atomic on POSIX filesystems), sync the dir
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def _fsync(path: Path) -> None:
@@ -18,17 +21,29 @@ def _fsync(path: Path) -> None:
                 os.fsync(handle.fileno())
 
 
+def remove(path: Path) -> None:
+    """Delete the file, link or directory at `path`, if any."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
 def commit(staging: Path, path: Path) -> None:
-    """Make the finished `staging` the file (or directory) at `path`: sync it, rename it over `path` (a directory
-    checkpoint: two renames, the previous one kept as `<path>.old` until the new one is in place) and sync
-    the directory, so that the rename itself survives a crash."""
+    """Make the finished `staging` the file (or directory) at `path`: sync it, rename it over `path` (when
+    either is a directory, a distributed checkpoint: two renames, the previous one kept as `<path>.old` until
+    the new one is in place, whichever kind each is) and sync the directory, so that the rename itself
+    survives a crash."""
     _fsync(staging)
-    if staging.is_dir() and path.exists():
+    if path.exists() and (staging.is_dir() or path.is_dir()):
         old = path.with_name(path.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
+        remove(old)  # a file or a directory: a run may switch between the two kinds of checkpoint
         os.replace(path, old)
         os.replace(staging, path)
-        shutil.rmtree(old, ignore_errors=True)
+        try:
+            remove(old)
+        except OSError as error:  # the new one is in place: a leftover is removed at the next commit
+            log.warning("%s: not removed (%s)", old, error)
     else:
         os.replace(staging, path)
     directory = os.open(path.parent, os.O_RDONLY)

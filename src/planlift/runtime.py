@@ -87,27 +87,54 @@ _DISTRIBUTED_INDEX = ".metadata"
 _DISTRIBUTED_REST = "meta.pt"
 
 
-def _complete(path: Path) -> bool:
-    """A file in torch.save's zip format (its central directory at the end: a truncated file has none), or a
-    distributed checkpoint directory with its index and a whole meta.pt."""
-    if path.is_dir():
-        return (path / _DISTRIBUTED_INDEX).is_file() and zipfile.is_zipfile(path / _DISTRIBUTED_REST)
-    return path.is_file() and zipfile.is_zipfile(path)
+def _incomplete(path: Path) -> str | None:
+    """Why `path` is no complete checkpoint, or None when it is one: a file in torch.save's zip format (its
+    central directory at the end: a truncated file has none), or a distributed checkpoint directory with its
+    index, a whole meta.pt and every shard the index names, at least as long as the index says (a copy or
+    a cleanup that lost one would fail inside Lightning's load, after the models are built)."""
+    if not path.is_dir():
+        return (
+            None if path.is_file() and zipfile.is_zipfile(path) else "truncated, or not written by torch.save"
+        )
+    if not (path / _DISTRIBUTED_INDEX).is_file() or not zipfile.is_zipfile(path / _DISTRIBUTED_REST):
+        return (
+            f"a directory without a distributed checkpoint's {_DISTRIBUTED_INDEX} and {_DISTRIBUTED_REST}: its "
+            "save did not finish, or it is no checkpoint"
+        )
+    missing = _missing_shards(path)
+    if missing:
+        return f"its index names shards that are missing or shorter than it says: {', '.join(missing[:3])}"
+    return None
+
+
+def _missing_shards(path: Path) -> list[str]:
+    """The shard files a distributed checkpoint's index names that are absent or too short (a stat each; no
+    tensor is read). An index this torch cannot read is left to Lightning's load."""
+    try:
+        from torch.distributed.checkpoint import FileSystemReader
+
+        storage = FileSystemReader(str(path)).read_metadata().storage_data or {}
+    except Exception as error:
+        log.warning("%s: its shards were not checked, the index cannot be read (%s)", path, error)
+        return []
+    needed: dict[str, int] = {}
+    for info in storage.values():
+        needed[info.relative_path] = max(needed.get(info.relative_path, 0), info.offset + info.length)
+    return sorted(
+        name
+        for name, end in needed.items()
+        if not (path / name).is_file() or (path / name).stat().st_size < end
+    )
 
 
 def readable_checkpoint(path: str, key: str, kind: str | None = None) -> str:
-    """`path` when it is a complete checkpoint (`_complete`). With `kind` ("planner", "rm"), it must also be
+    """`path` when it is a complete checkpoint (`_incomplete` says why not). With `kind` ("planner", "rm"), it must also be
     the checkpoint of that entry point's module."""
     target = Path(path)
     if not target.exists():
         raise ConfigError(f"{key}={path}: no such checkpoint")
-    if not _complete(target):
-        why = (
-            f"a directory without a distributed checkpoint's {_DISTRIBUTED_INDEX} and {_DISTRIBUTED_REST}: its save "
-            "did not finish, or it is no checkpoint"
-            if target.is_dir()
-            else "truncated, or not written by torch.save"
-        )
+    why = _incomplete(target)
+    if why:
         raise ConfigError(f"{key}={path}: not a complete checkpoint ({why})")
     if kind is not None:
         _check_checkpoint_kind(path, key, kind)
@@ -149,7 +176,7 @@ def _check_checkpoint_kind(path: str, key: str, kind: str) -> None:
         looks = f"it looks like {found[0]}"
     elif prefixes:
         looks = "its weights are under " + ", ".join(f"`{name}.`" for name in sorted(prefixes))
-    elif prefixes is not None:
+    elif prefixes is not None and not Path(path).is_dir():
         looks = "its state_dict is empty"
     else:
         looks = "it has no state_dict (not a Lightning training checkpoint)"
@@ -157,22 +184,39 @@ def _check_checkpoint_kind(path: str, key: str, kind: str) -> None:
 
 
 def resume_checkpoint(output_dir: str | Path) -> str | None:
-    """The newest checkpoint a restarted job left in its own output dir: `checkpoints/last.ckpt` or
-    Lightning's SLURM `hpc_ckpt_<n>.ckpt` (its own requeue handler saves one when the run has no
-    LastCheckpoint callback: planlift.callbacks.requeue), files or distributed checkpoint directories.
-    A job killed while a distributed `last.ckpt` was being replaced (planlift.atomic.commit: the previous one
-    is `last.ckpt.old` for a moment) resumes from `last.ckpt.old`. None for a fresh run."""
+    """The newest complete checkpoint a restarted job left in its own output dir: `checkpoints/last.ckpt`
+    or Lightning's SLURM `hpc_ckpt_<n>.ckpt` (its own requeue handler saves one when the run has no
+    LastCheckpoint callback: planlift.callbacks.requeue), files or distributed checkpoint directories, and
+    `last.ckpt.old`: a job killed while a distributed `last.ckpt` was being replaced (planlift.atomic.commit
+    keeps the previous one there for a moment) resumes from it. Newest by the step saved (its `global_step`),
+    then by time: a copied run directory or a node's clock does not reorder them. An incomplete one is
+    skipped with a warning when a complete one exists, else returned (the caller names it). None for a
+    fresh run."""
     root = Path(output_dir)
     last = root / "checkpoints" / "last.ckpt"
-    found = [*root.glob("hpc_ckpt_*.ckpt"), last if last.exists() else last.with_name("last.ckpt.old")]
+    found = [*root.glob("hpc_ckpt_*.ckpt"), last, last.with_name("last.ckpt.old")]
     found = [path for path in found if path.exists()]
-    return str(max(found, key=_saved_at)) if found else None
+    complete = [path for path in found if _incomplete(path) is None]
+    for path in found:
+        if path not in complete and complete:
+            log.warning("auto_resume skips %s: not a complete checkpoint (%s)", path, _incomplete(path))
+    candidates = complete or found
+    return str(max(candidates, key=_saved_at)) if candidates else None
 
 
-def _saved_at(path: Path) -> float:
-    """When a checkpoint was saved: its file's mtime, a distributed one's meta.pt's (written last)."""
+def _saved_at(path: Path) -> tuple[int, float]:
+    """(global step, time) of a checkpoint: the step from its file's pickled structure (memory-mapped, no
+    tensor bytes read) or a distributed one's meta.pt (-1 when unreadable); the time from the file's mtime,
+    or meta.pt's (written last)."""
+    import torch
+
     rest = path / _DISTRIBUTED_REST
-    return (rest if rest.is_file() else path).stat().st_mtime
+    source = rest if rest.is_file() else path
+    try:
+        step = int(torch.load(source, map_location="cpu", mmap=True).get("global_step", -1))
+    except Exception:
+        step = -1
+    return step, source.stat().st_mtime
 
 
 def prepare_ddp_relaunch(script: str) -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from planlift.atomic import commit, staging_path
+from planlift.atomic import commit, remove, staging_path
 from planlift.callbacks.requeue import RequeueSignal
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,12 @@ class LastCheckpoint(pl.Callback):
     def _save(self, trainer: pl.Trainer, *, commit_now: bool = True) -> None:
         if trainer.global_step == self._saved_step:
             return
-        trainer.save_checkpoint(staging_path(self.path), weights_only=False)  # collective: every rank
+        staging = staging_path(self.path)
+        # a killed save's leftover goes first: the shards of another world size would stay in its directory
+        if trainer.is_global_zero and (staging.exists() or staging.is_symlink()):
+            remove(staging)
+        trainer.strategy.barrier()
+        trainer.save_checkpoint(staging, weights_only=False)  # collective: every rank
         self._saved_step, self._staged = trainer.global_step, True
         if commit_now:
             self._commit(trainer)
