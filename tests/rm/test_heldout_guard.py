@@ -92,3 +92,40 @@ def test_bigbench_mistake_index_must_name_a_step(tmp_path, mistake, message):
         load_bigbench_mistake(path=path)
     path.write_text(json.dumps({"input": "q", "steps": ["a", "b"], "mistake_index": None}) + "\n")
     assert [item.correct for item in load_bigbench_mistake(path=path)] == [True]
+
+
+def test_eval_rm_refuses_dev_groups_holding_a_heldout_problem(tmp_path, tiny_rm_dir, caplog):
+    """The dev groups choose the first-error threshold: a dev file with a ProcessBench problem is refused at
+    evaluation too, not only at training. Dev groups of one class only choose no threshold (a warning)."""
+    from planlift.rubric_rm.evaluation import RMEvaluation
+
+    task = ProceduralTask(sizes={"train": 2, "validation": 3, "test": 0})
+    build_groups(ProceduralGroupSource(task, sizes={"train": 2, "dev": 3}), tmp_path)
+    lines = (tmp_path / "dev.jsonl").read_text().splitlines()
+    group = json.loads(lines[0])
+    group["problem"] = load_heldout("processbench_gsm8k")[3].problem
+    (tmp_path / "leaky.jsonl").write_text("\n".join([json.dumps(group), *lines[1:]]) + "\n")
+    evaluation = RMEvaluation(
+        str(tiny_rm_dir), dev_groups=str(tmp_path / "leaky.jsonl"), heldout=[], device="cpu"
+    )
+    with pytest.raises(DataError, match=r"leaky.jsonl: 1 problem\(s\) are held-out .*\(processbench_gsm8k\)"):
+        evaluation.run()
+    correct_only = [json.loads(line) for line in lines]
+    for record in correct_only:
+        record["negative_bank"] = [
+            n for n in record["negative_bank"] if n["negative_kind"] == "hallucinated_step"
+        ]
+        for negative in record["negative_bank"]:  # an extra step that is removed again: the positive itself
+            negative["reasoning"] = record["positive_pool"][0]["reasoning"] + "\n"
+    (tmp_path / "one_class.jsonl").write_text("".join(json.dumps(r) + "\n" for r in correct_only))
+    evaluation = RMEvaluation(
+        str(tiny_rm_dir),
+        dev_groups=str(tmp_path / "one_class.jsonl"),
+        heldout=[],
+        device="cpu",
+        num_negatives=1,
+    )
+    with caplog.at_level("WARNING", logger="planlift.rubric_rm.evaluation"):
+        dev = evaluation.run()["dev"]
+    assert "first-error threshold not chosen" in caplog.text and "first_error/threshold" not in dev
+    assert dev["first_error/left_out/shortened"] == 3 and dev["first_error/traces"] == 3

@@ -3,12 +3,22 @@ definition: the named error is the first prefix scoring below the threshold."""
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from planlift.rubric_rm.step_errors import choose_threshold, dev_traces, step_metrics
+from planlift.rubric_rm.step_errors import (
+    StepTrace,
+    choose_threshold,
+    dev_traces,
+    prefix_scores,
+    step_metrics,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def named(scores, threshold):
@@ -63,8 +73,55 @@ def test_dev_traces_mark_the_first_line_that_departs_from_the_positive():
             {"reasoning": "S3=1+1=3\n\nS4=3+2=5\n"},  # at step 0 (blank lines are no steps)
             {"reasoning": "S3=1+1=2\nS4=2+2=4\n"},  # the positive cut short: no wrong line of its own
             {"reasoning": "S3=1+1=2\nS4=2+2=4\nS5=4+4=8\nanswer=9\n"},  # an extra wrong line at step 3
+            # GSM8K kinds whose departing line is right in itself: no located error, left out
+            {
+                "reasoning": "S3=1+1=2\nNote that 2 * 3 = 6.\nS4=2+2=4\nS5=4+4=8\n",
+                "negative_kind": "irrelevant_detour",
+            },
+            {"reasoning": "S3=1+1=2\nS5=4+4=8\n", "negative_kind": "dropped_step"},
         ],
     }
     traces, left_out = dev_traces([group])
     assert [(len(t.steps), t.first_error) for t in traces] == [(3, None), (3, 1), (2, 0), (4, 3)]
-    assert left_out == 1
+    assert left_out == {"shortened": 1, "irrelevant_detour": 1, "dropped_step": 1}
+
+
+def test_the_dev_traces_of_real_groups_name_a_wrong_line():
+    """On GSM8K groups as build_groups writes them, every located first error is a line the positive does
+    not hold (a departure of its own), and the kinds whose departing line is true are left out."""
+    from planlift.rm_groups.gsm8k import GSM8KPerturber
+
+    rows = [
+        json.loads(line) for line in (ROOT / "data" / "gsm8k" / "train.jsonl").read_text().splitlines()[:60]
+    ]
+    groups = []
+    for index, row in enumerate(rows):
+        solution, answer = row["answer"].split("####")
+        perturber = GSM8KPerturber(row["question"], solution, answer.strip(), random.Random(index))
+        negatives = [
+            {"reasoning": text, "negative_kind": kind}
+            for kind in ("changed_number", "irrelevant_detour", "dropped_step", "unsupported_conclusion")
+            if (text := getattr(perturber, kind)()) is not None
+        ]
+        groups.append(
+            {
+                "problem": row["question"],
+                "positive_pool": [{"reasoning": solution}],
+                "negative_bank": negatives,
+            }
+        )
+    traces, left_out = dev_traces(groups)
+    assert left_out["irrelevant_detour"] > 0 and left_out["dropped_step"] > 0
+    flawed = [t for t in traces if t.first_error is not None]
+    assert len(flawed) > 60
+    positives = {line for group in groups for line in group["positive_pool"][0]["reasoning"].splitlines()}
+    assert all(t.steps[t.first_error] not in {p.strip() for p in positives} for t in flawed)
+
+
+def test_a_non_finite_prefix_score_is_an_error():
+    class Scorer:
+        def score_inputs(self, inputs):
+            return [0.5, float("nan")][: len(inputs)]
+
+    with pytest.raises(RuntimeError, match="1 of 2 step prefixes could not be scored or scored NaN"):
+        prefix_scores(Scorer(), [StepTrace("p", ("a", "b"), None)])

@@ -21,7 +21,7 @@ from planlift.rm.learned import LearnedRM, RMInput
 from planlift.rm_groups.schema import read_groups
 from planlift.rubric_rm import metrics, step_errors
 from planlift.rubric_rm.data import GroupCollator
-from planlift.rubric_rm.heldout import HELDOUT_SETS, load_heldout
+from planlift.rubric_rm.heldout import HELDOUT_SETS, load_heldout, refuse_heldout
 from planlift.rubric_rm.inputs import what_is_cut
 
 log = logging.getLogger(__name__)
@@ -76,17 +76,28 @@ def evaluate_groups(
 
 
 def first_error_on_dev(scorer: LearnedRM, groups: Sequence[dict]) -> dict[str, float]:
-    """The first-error threshold chosen on dev groups (`step_errors`), with the dev traces' metrics at it."""
+    """The first-error threshold chosen on dev groups (`step_errors`), with the dev traces' metrics at it;
+    without both correct and flawed dev traces, no threshold (a warning; the held-out sets skip the metric)."""
     traces, left_out = step_errors.dev_traces(groups)
-    scores = step_errors.prefix_scores(scorer, traces)
+    counts = {
+        "first_error/traces": len(traces),
+        "first_error/left_out": sum(left_out.values()),
+        **{f"first_error/left_out/{reason}": count for reason, count in sorted(left_out.items())},
+    }
     first_errors = [trace.first_error for trace in traces]
+    if None not in first_errors or all(error is None for error in first_errors):
+        log.warning(
+            "first-error threshold not chosen: the %d dev traces need both correct and flawed ones",
+            len(traces),
+        )
+        return counts
+    scores = step_errors.prefix_scores(scorer, traces)
     threshold = step_errors.choose_threshold(scores, first_errors)
     found = step_errors.step_metrics(scores, first_errors, threshold)
     return {
         **{f"first_error/{name}": value for name, value in found.items()},
         "first_error/threshold": threshold,
-        "first_error/traces": len(traces),
-        "first_error/left_out": left_out,
+        **counts,
     }
 
 
@@ -145,7 +156,27 @@ def _first_error(scorer: LearnedRM, items, task_name: str, threshold: float | No
     traces = [step_errors.StepTrace(i.problem, i.steps, i.first_error) for i in items]
     scores = step_errors.prefix_scores(scorer, traces, task_name)
     found = step_errors.step_metrics(scores, [t.first_error for t in traces], threshold)
-    return {f"first_error_{name}": value for name, value in found.items()}
+    # a long prefix over max_length loses the problem's tail or the reasoning's head: its score, and so the
+    # step it names, is then the truncated input's (the dev traces are short: the threshold is an uncut one's)
+    cut = sum(
+        what_is_cut(
+            scorer.tokenizer, t.problem, "\n".join(t.steps[: k + 1]), task_name, "math", scorer.max_length
+        )
+        is not None
+        for t in traces
+        for k in range(len(t.steps))
+    )
+    if cut:
+        log.warning(
+            "first-error metric: %d of %d step prefixes are over max_length=%d",
+            cut,
+            sum(len(t.steps) for t in traces),
+            scorer.max_length,
+        )
+    return {
+        **{f"first_error_{name}": value for name, value in found.items()},
+        "first_error_prefixes_cut": cut,
+    }
 
 
 def _auroc_or_none(scored: list[tuple[float, bool]]) -> float | None:
@@ -216,6 +247,8 @@ class RMEvaluation:
             names = scorer.model.dimension_names or MATH_DIMENSIONS
             start = time.perf_counter()
             groups = read_groups(self.dev_groups, names)[: self.dev_limit]
+            # dev groups select checkpoints and choose the first-error threshold: never a held-out problem
+            refuse_heldout(((g["problem_id"], g["problem"]) for g in groups), f"dev_groups={self.dev_groups}")
             results["dev"] = evaluate_groups(scorer, groups, self.num_negatives, self.seed)
             if self.first_error:
                 results["dev"].update(first_error_on_dev(scorer, groups))
