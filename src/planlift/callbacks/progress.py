@@ -1,4 +1,4 @@
-"""A progress bar that counts the run's optimizer steps (`GRPO step 37/150`), not batches of an epoch.
+"""A progress bar that counts the run's optimizer steps (`GRPO steps 37/150`, `RM steps`), not batches of an epoch.
 
 GRPO runs are sized in steps (`trainer.max_steps`, with `max_epochs=-1`): Lightning's epoch counter then
 reads `Epoch 3/-2`, and with a small training set (`data.train_limit`) the bar restarts every few steps.
