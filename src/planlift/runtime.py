@@ -128,8 +128,8 @@ def _missing_shards(path: Path) -> list[str]:
 
 
 def readable_checkpoint(path: str, key: str, kind: str | None = None) -> str:
-    """`path` when it is a complete checkpoint (`_incomplete` says why not). With `kind` ("planner", "rm"), it must also be
-    the checkpoint of that entry point's module."""
+    """`path` when it is a complete checkpoint (`_incomplete` says why not). With `kind` ("planner", "rm"),
+    it must also be the checkpoint of that entry point's module."""
     target = Path(path)
     if not target.exists():
         raise ConfigError(f"{key}={path}: no such checkpoint")
@@ -195,12 +195,13 @@ def resume_checkpoint(output_dir: str | Path) -> str | None:
     root = Path(output_dir)
     last = root / "checkpoints" / "last.ckpt"
     found = [*root.glob("hpc_ckpt_*.ckpt"), last, last.with_name("last.ckpt.old")]
-    found = [path for path in found if path.exists()]
-    complete = [path for path in found if _incomplete(path) is None]
-    for path in found:
-        if path not in complete and complete:
-            log.warning("auto_resume skips %s: not a complete checkpoint (%s)", path, _incomplete(path))
-    candidates = complete or found
+    why_incomplete = {path: _incomplete(path) for path in found if path.exists()}
+    complete = [path for path, why in why_incomplete.items() if why is None]
+    if complete:
+        for path, why in why_incomplete.items():
+            if why is not None:
+                log.warning("auto_resume skips %s: not a complete checkpoint (%s)", path, why)
+    candidates = complete or list(why_incomplete)
     return str(max(candidates, key=_saved_at)) if candidates else None
 
 
