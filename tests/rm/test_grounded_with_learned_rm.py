@@ -43,15 +43,19 @@ def test_grpo_with_the_learned_rm(tmp_path, cache_dir):
     assert (reward_model / "model.safetensors").is_file()
 
     output = tmp_path / "rm_eval.json"
+    # 10 items of each held-out set hold both classes; inputs cut at 512 tokens (48 s -> 22 s)
     limits = [
-        f"evaluation.limits.{name}=20"
+        f"evaluation.limits.{name}=10"
         for name in ("processbench_gsm8k", "processbench_math", "bbm_multistep_arithmetic")
     ]
     printed = run("eval_rm.py", f"rm_path={reward_model}", f"dev_groups={groups / 'dev.jsonl'}", f"output={output}",
-                  f"hydra.run.dir={tmp_path / 'eval'}", *limits)  # fmt: skip
+                  f"hydra.run.dir={tmp_path / 'eval'}", "evaluation.max_length=512", *limits)  # fmt: skip
     results = json.loads(output.read_text())
     assert set(results["heldout"]) == {"processbench_gsm8k", "processbench_math", "bbm_multistep_arithmetic"}
     assert "AUROC" in printed and 0 <= results["dev"]["pairwise_acc"] <= 1
+    for name, heldout in results["heldout"].items():
+        assert heldout["items"] == 10 and heldout["correct"] > 0 and heldout["flawed"] > 0, name
+        assert 0 <= heldout["auroc"] <= 1, name
 
     run_dir = tmp_path / "grpo"
     train(

@@ -148,6 +148,29 @@ def test_pool_keeps_order(sandbox):
     assert [r.ok for r in sandbox.run_many(jobs)] == [i % 2 == 0 for i in range(8)]
 
 
+def test_programs_run_without_site_and_see_only_the_standard_library(sandbox):
+    """`-s -S`: no site-packages on the path and no `site` module (its .pth files would run code before the
+    limits); the hash seed the runner sets still applies (no -E)."""
+    import subprocess
+
+    seeded = subprocess.run(
+        [sys.executable, "-c", "print(hash('ab'))"],
+        env={"PYTHONHASHSEED": "0"},
+        capture_output=True,
+        text=True,
+    )
+    program = (
+        "import sys\n"
+        "def add(a, b):\n"
+        "    on_path = any('-packages' in p for p in sys.path)\n"
+        "    seen = [sys.flags.no_site, 'site' in sys.modules, on_path, hash('ab'), hasattr(__builtins__, 'exit')]\n"
+        "    return seen\n"
+    )
+    expected = [1, False, False, int(seeded.stdout), False]
+    result = run(sandbox, program, [CodeTest(args=[0, 0], expected=expected)])
+    assert result.status == "correct", (result.error, result.stderr_tail)
+
+
 def test_isolation_is_reported(sandbox):
     result = run(sandbox, ADD, [CodeTest(args=[1, 1], expected=2)])
     assert result.isolation == sandbox.isolation.mode

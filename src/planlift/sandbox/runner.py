@@ -14,6 +14,11 @@ What one run gets:
   process the program started dies with it, even those that left the group);
 - a minimal environment (PATH, HOME/TMPDIR = the working dir, LANG, PYTHONHASHSEED=0): no inherited
   variables, so no tokens or secrets; stdin is empty;
+- the interpreter without `site` (`-s -S`): the standard library only (no site-packages, and none of their
+  .pth files runs code before the limits are set), and a faster start: the interpreter under bwrap starts
+  in 15 ms instead of 55 ms here (`site` imported certifi through a .pth file), a one-test run takes ~40 ms
+  instead of ~57 ms. `exit()` / `quit()` are `site`'s, so a program that calls them gets a NameError;
+  `sys.exit` works;
 - stdout/stderr capped: `print` goes to an in-process buffer that keeps the tail, raw writes go to
   files capped by RLIMIT_FSIZE (a flood is killed by SIGXFSZ).
 
@@ -157,7 +162,8 @@ class Sandbox:
                 command = [
                     *self.isolation.command(uid, workdir),
                     self.isolation.python,
-                    "-s",
+                    "-s",  # no user site-packages
+                    "-S",  # no `site`: the standard library only, and no .pth file's code runs in the process
                     "-c",
                     HARNESS_SOURCE,
                     str(job_path),
