@@ -6,6 +6,7 @@ import logging
 import os
 import pickle
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -151,13 +152,12 @@ def test_pool_keeps_order(sandbox):
 def test_programs_run_without_site_and_see_only_the_standard_library(sandbox):
     """`-s -S`: no site-packages on the path and no `site` module (its .pth files would run code before the
     limits); the hash seed the runner sets still applies (no -E)."""
-    import subprocess
-
     seeded = subprocess.run(
         [sys.executable, "-c", "print(hash('ab'))"],
         env={"PYTHONHASHSEED": "0"},
         capture_output=True,
         text=True,
+        check=True,
     )
     program = (
         "import sys\n"
