@@ -8,6 +8,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -340,3 +341,46 @@ def test_a_job_timeout_raises_the_whole_run_limit_only():
     )  # never lower
     busy = "def f(x):\n    while True:\n        pass\n"  # one test still ends at its own limit
     assert sandbox.run(ProgramJob(busy, tests, entry_point="f", timeout=30.0)).status == "timeout"
+
+
+def test_the_parents_judging_time_is_not_the_programs(monkeypatch):
+    """A program that returns large values waits on a full pipe while the parent judges them: 2.7 s of the
+    parent's judging over a 2 s run limit is not the program's time, and it is judged correct."""
+    from planlift.sandbox import oracles
+
+    judge = oracles.judge
+
+    def slow_judge(*args, **kwargs):
+        time.sleep(0.9)
+        return judge(*args, **kwargs)
+
+    monkeypatch.setattr(oracles, "judge", slow_judge)
+    sandbox = Sandbox(limits=Limits(timeout=2.0, test_timeout=1.0, load_timeout=2.0), workers=1)
+    program = "def f(x):\n    return 'x' * 300_000\n"  # more than a pipe's buffer
+    tests = [CodeTest(args=[i], expected="x" * 300_000) for i in range(3)]
+    start = time.monotonic()
+    result = sandbox.run(ProgramJob(program, tests, entry_point="f"))
+    assert time.monotonic() - start > 2.0  # the run took longer than the program's limit
+    assert result.status == "correct", result.error
+
+
+def test_a_flood_of_frames_slow_to_judge_is_still_cut_by_twice_the_limit(monkeypatch):
+    """The parent's time moves the deadline by at most the run limit: a program that floods the channel
+    (while its long load allowance runs) is cut between 1x and 2x its limit, never later."""
+    judge_chunk = Sandbox._judge
+
+    def slow(*args):
+        time.sleep(0.3)
+        return judge_chunk(*args)
+
+    monkeypatch.setattr(Sandbox, "_judge", staticmethod(slow))
+    sandbox = Sandbox(limits=Limits(timeout=1.0, test_timeout=1.0, load_timeout=10.0), workers=1)
+    program = (
+        "import os, pickle, struct, sys\n"
+        "frame = pickle.dumps({'event': 'start'})\n"
+        "while True:\n    os.write(int(sys.argv[2]), struct.pack('>I', len(frame)) + frame)\n"
+    )
+    start = time.monotonic()
+    result = sandbox.run(ProgramJob(program, [CodeTest(args=[1], expected=1)], entry_point="f"))
+    seconds = time.monotonic() - start
+    assert result.status == "timeout" and 1.9 < seconds < 4.0, (result.status, seconds)

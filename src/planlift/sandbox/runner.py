@@ -236,7 +236,7 @@ class Sandbox:
         deadline = time.monotonic() + limits.timeout
         timed_out = False
         try:
-            ending = self._read(read_end, collector, deadline, limits)
+            ending, deadline = self._read(read_end, collector, deadline, limits)
             timed_out = ending == "deadline"
             if ending == "end":  # the harness is done (or gone): let it exit by itself
                 try:
@@ -258,53 +258,71 @@ class Sandbox:
             process.wait()
         return timed_out, process.returncode
 
-    def _read(self, read_end: int, collector: _Collector, deadline: float, limits: Limits) -> str:
+    def _read(
+        self, read_end: int, collector: _Collector, deadline: float, limits: Limits
+    ) -> tuple[str, float]:
         """Read and judge events until "end" (done, or the channel closed), "stop" (a failure under
-        stop_on_failure, or a malformed frame: the process is killed) or the "deadline".
+        stop_on_failure, or a malformed frame: the process is killed) or the "deadline". Returns the
+        ending and the run's deadline, moved by the parent's own time (below).
 
         Each phase (the program's loading, then each test) is also timed here, from the report that
         began it: the timers inside the process belong to a process the program controls (it can disarm
         them), so a phase that overruns its limit by PHASE_SLACK is judged a timeout and the process
-        killed; the wall clock of the whole run stays the last backstop."""
+        killed; the wall clock of the whole run stays the last backstop.
+
+        The time the parent spends decoding and judging frames is not the program's: meanwhile the
+        program waits on a full pipe, or has finished and waits to be read. That time moves the run's
+        deadline, up to `limits.timeout` in all, so a program that floods the channel with frames that
+        are slow to decode is still cut by 2x its limit. (A phase's clock starts after the frame that
+        began it is judged, so it never counts the parent's time.)"""
         reader = FrameReader(max_frame=self.max_output_bytes + 2**16)
         poller = select.poll()  # not select(): a busy training process may hold fds above 1024
         poller.register(read_end, select.POLLIN | select.POLLHUP | select.POLLERR)
-        phase, phase_end = None, deadline  # phase_end < deadline only while a phase runs
+        phase, phase_end = None, math.inf  # the running phase and when its limit runs out
+        credit = limits.timeout  # the parent's own time that may still move the deadline
         while True:
             now = time.monotonic()
             if now >= deadline:
-                return "deadline"
+                return "deadline", deadline
             if now >= phase_end:
                 collector.overran(phase)
-                return "deadline"
-            if not poller.poll(max(1, int((phase_end - now) * 1000))):
+                return "deadline", deadline
+            if not poller.poll(max(1, int((min(deadline, phase_end) - now) * 1000))):
                 continue  # the clocks above decide
             chunk = os.read(read_end, 2**20)
             if not chunk:
-                return "end"
-            for event in reader.feed(chunk):
-                try:
-                    collector.add(event)
-                except Exception as error:  # the program wrote this frame: it never crashes the parent
-                    collector.channel_error = f"malformed result frame ({type(error).__name__}: {error})"
-                    return "stop"
-                if collector.finished or collector.stop:
-                    break
-            if reader.bad is not None:
-                collector.channel_error = reader.bad
-                return "stop"
-            if collector.stop:
-                return "stop"
-            if collector.finished:
-                return "end"
+                return "end", deadline
+            judging = time.monotonic()
+            ending = self._judge(reader.feed(chunk), reader, collector)
+            spent = min(time.monotonic() - judging, credit)
+            credit -= spent
+            deadline += spent
+            if ending is not None:
+                return ending, deadline
             running = collector.running()
             if running != phase:
                 phase = running
                 phase_end = (
-                    deadline
-                    if phase is None
-                    else min(deadline, time.monotonic() + _allowance(phase, collector, limits))
+                    math.inf if phase is None else time.monotonic() + _allowance(phase, collector, limits)
                 )
+
+    @staticmethod
+    def _judge(events: list[dict], reader: FrameReader, collector: _Collector) -> str | None:
+        """Judge the frames of one chunk: None to read on, or how the run ends ("stop", "end")."""
+        for event in events:
+            try:
+                collector.add(event)
+            except Exception as error:  # the program wrote this frame: it never crashes the parent
+                collector.channel_error = f"malformed result frame ({type(error).__name__}: {error})"
+                return "stop"
+            if collector.finished or collector.stop:
+                break
+        if reader.bad is not None:
+            collector.channel_error = reader.bad
+            return "stop"
+        if collector.stop:
+            return "stop"
+        return "end" if collector.finished else None
 
 
 def _seconds(value: Any) -> float:
