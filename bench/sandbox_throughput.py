@@ -3,7 +3,8 @@
 Workload: the HumanEval+ reference solutions of the first `--problems` problems with all their tests
 (the original `check` plus every EvalPlus input: real programs, real tests), then the same problems with
 a wrong program, judged in full and with first-failure early exit (binary success).
-Rounds alternate sequential and pool runs in one process; reported as tests per second and ratios.
+Rounds alternate sequential and pool runs in one process; reported as tests per second and ratios, with
+the parent's own CPU seconds (reading, decoding and judging the results: the trainer's share of the work).
 
     python bench/sandbox_throughput.py [--problems 48] [--workers 2] [--rounds 2]
 """
@@ -20,13 +21,13 @@ from planlift.sandbox import ProgramJob, Sandbox
 from planlift.tasks import HumanEvalTask
 
 
-def timed(sandbox: Sandbox, jobs: list[ProgramJob]) -> tuple[float, int, int]:
-    """(seconds, tests run, programs passing)."""
-    start = time.perf_counter()
+def timed(sandbox: Sandbox, jobs: list[ProgramJob]) -> tuple[float, float, int, int]:
+    """(seconds, the parent's CPU seconds, tests run, programs passing)."""
+    start, cpu = time.perf_counter(), time.process_time()
     results = sandbox.run_many(jobs)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     ran = sum(r.tests_run for r in results)
-    return seconds, ran, sum(r.ok for r in results)
+    return seconds, cpu, ran, sum(r.ok for r in results)
 
 
 def main() -> None:
@@ -59,10 +60,12 @@ def main() -> None:
     rows = {}
     for name, batch in workloads.items():
         times = {"sequential": [], "pool": []}
+        parent_cpu = []
         for _ in range(args.rounds):
             for mode, sandbox in (("sequential", sequential), ("pool", pool)):
-                seconds, ran, passing = timed(sandbox, batch)
+                seconds, cpu, ran, passing = timed(sandbox, batch)
                 times[mode].append(seconds)
+                parent_cpu.append(cpu)
         seq, par = statistics.median(times["sequential"]), statistics.median(times["pool"])
         rows[name] = {
             "programs": len(batch),
@@ -73,6 +76,7 @@ def main() -> None:
             "sequential_tests_per_s": round(ran / seq, 1),
             "pool_tests_per_s": round(ran / par, 1),
             "pool_speedup": round(seq / par, 2),
+            "parent_cpu_s": round(statistics.median(parent_cpu), 2),
         }
     rows["wrong_early_exit"]["early_exit_speedup_vs_full_pool"] = round(
         rows["wrong_full"]["pool_s"] / rows["wrong_early_exit"]["pool_s"], 2

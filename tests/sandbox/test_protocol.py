@@ -6,13 +6,14 @@ the decoder is checked on its own, at every pickle protocol the harness or a for
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import random
 
 import pytest
 
 from planlift.sandbox.oracles import _text_longer
-from planlift.sandbox.protocol import SAME_HASH, NotPlainData, loads_plain, plain_set
+from planlift.sandbox.protocol import SAME_HASH, NotPlainData, loads_plain, nodes, plain_set, within
 
 M = 2**61 - 1  # every k * M hashes to 0
 PROTOCOLS = range(pickle.HIGHEST_PROTOCOL + 1)
@@ -94,3 +95,76 @@ def test_the_printed_length_bound_never_exceeds_the_printed_length():
         sample = value(3)
         assert not _text_longer(sample, len(str(sample)))
     assert _text_longer(["x" * 2000] * 10**6, 100)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_large_and_framed_pickles_decode_as_themselves(protocol):
+    """Protocols 4 and 5 cut a large pickle into FRAMEs, which the decoder reads through: the same value
+    at every protocol, whatever the frames' boundaries split."""
+    rng = random.Random(protocol)
+    value = [
+        [rng.random() for _ in range(50_000)],
+        [(str(i), -i, None) for i in range(20_000)],
+        {i: [i, float(i)] for i in range(5_000)},
+    ]
+    if protocol >= 3:  # bytes need protocol 3
+        value += [[b"\x00" * (i % 7) for i in range(20_000)], bytearray(rng.randbytes(300_000))]
+    decoded = loads_plain(pickle.dumps(value, protocol=protocol))
+    assert decoded == value and [type(v) for v in decoded] == [type(v) for v in value]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_every_cut_or_garbled_pickle_is_not_plain_data(protocol):
+    """A frame the program cuts short or garbles fails as NotPlainData, never as another exception."""
+    blob = pickle.dumps(HONEST[2], protocol=protocol)
+    rng = random.Random(protocol)
+    numbers = [0.5 * i for i in range(100)] + [*range(100), *range(300, 400), *range(-100, 0)]
+    runs = pickle.dumps(numbers, protocol=protocol)  # runs of BINFLOAT, BININT1, BININT2, BININT
+    for whole in (blob, runs):
+        for cut in range(len(whole)):
+            with pytest.raises(NotPlainData):
+                loads_plain(whole[:cut])
+    assert loads_plain(runs) == numbers
+    for _ in range(300):
+        garbled = bytearray(blob)
+        garbled[rng.randrange(len(blob))] = rng.randrange(256)
+        with contextlib.suppress(NotPlainData):  # some garbled pickles are still data; none may raise else
+            loads_plain(bytes(garbled))
+
+
+def test_values_are_counted_as_trees_and_shared_references_every_time():
+    """`within` (the decoder's size bound) agrees with a node-by-node count on values with shared
+    references, by either of its walks, and refuses a small pickle of 2**60 nodes, or a cycle, at once."""
+    rng = random.Random(0)
+
+    def value(depth):
+        if depth == 0 or rng.random() < 0.2:
+            return rng.choice(pool)  # leaves, and containers made earlier: shared references
+        items = [value(depth - 1) for _ in range(rng.randrange(5))]
+        kind = rng.randrange(5)
+        made = [
+            lambda: items,
+            lambda: tuple(items),
+            lambda: {i: v for i, v in enumerate(items)},
+            lambda: frozenset(v for v in items if isinstance(v, (str, int))),
+            lambda: slice(*[*items, None, None, None][:3]),
+        ][kind]()
+        pool.append(made)
+        return made
+
+    for _ in range(500):
+        pool: list = [[], (), "s", 1]  # each sample shares its own containers
+        sample = value(4)
+        size = sum(1 for _ in nodes(sample))
+        for distinct in (None, 0, 3):  # the plain walk; the sized-once count at once; after 3 containers
+            assert within(sample, size, distinct), distinct
+            assert size == 1 or not within(sample, size - 1, distinct), distinct
+        assert loads_plain(pickle.dumps(sample, protocol=4), budget=size) == sample
+    doubling: list = []
+    for _ in range(60):
+        doubling = [doubling, doubling]
+    cyclic: list = [1]
+    cyclic.append({"again": cyclic})  # an infinite tree
+    for bomb in (doubling, cyclic):
+        with pytest.raises(NotPlainData, match="values"):
+            loads_plain(pickle.dumps(bomb, protocol=4))
