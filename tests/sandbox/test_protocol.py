@@ -118,7 +118,8 @@ def test_every_cut_or_garbled_pickle_is_not_plain_data(protocol):
     """A frame the program cuts short or garbles fails as NotPlainData, never as another exception."""
     blob = pickle.dumps(HONEST[2], protocol=protocol)
     rng = random.Random(protocol)
-    numbers = [0.5 * i for i in range(100)] + [*range(100), *range(300, 400), *range(-100, 0)]
+    short = [*(0.5 * i for i in range(7)), 3, 2.5, 2.5, 1, 2**20, 2**21, 2**22, 2**23]  # runs of 7, 1, 2, 4
+    numbers = short + [0.5 * i for i in range(100)] + [*range(100), *range(300, 400), *range(-100, 0)]
     runs = pickle.dumps(numbers, protocol=protocol)  # runs of BINFLOAT, BININT1, BININT2, BININT
     for whole in (blob, runs):
         for cut in range(len(whole)):
