@@ -220,9 +220,8 @@ def nodes(value: Any) -> Iterator[Any]:
             stack.extend((item.start, item.stop, item.step))
 
 
-_BRANCHES = frozenset(
-    (dict, slice, *_CONTAINERS)
-)  # decoded values are of these exact types, never subclasses
+# the containers of plain data: decoded values are of these exact types, never subclasses
+_BRANCHES = frozenset((dict, slice, *_CONTAINERS))
 
 
 def within(value: Any, budget: int, distinct: int | None = None) -> bool:
@@ -251,13 +250,14 @@ def _within_shared(value: Any, budget: int) -> bool:
     depth first), so 2**60 nodes made of 60 shared lists cost 60 steps."""
     size: dict[int, int] = {}  # id -> tree size (at most budget + 1), once a container's subtree is done
     open_: set[int] = set()  # ids whose subtree is being counted: reaching one again is a cycle
-    stack: list[tuple[Any, list | None]] = [(value, None)]  # (container, its branches once expanded)
+    # (container, None) to expand; (container, (its leaves, its branches)) once expanded
+    stack: list[tuple[Any, tuple[int, list] | None]] = [(value, None)]
     is_branch = _BRANCHES.__contains__
     while stack:
-        item, branches = stack.pop()
+        item, expanded = stack.pop()
         key = id(item)
-        if branches is not None:  # every branch below it is counted
-            leaves = len(_children(item)) - len(branches)
+        if expanded is not None:  # every branch below it is counted
+            leaves, branches = expanded
             size[key] = min(1 + leaves + sum(size[id(branch)] for branch in branches), budget + 1)
             open_.discard(key)
         elif key in open_:
@@ -266,7 +266,7 @@ def _within_shared(value: Any, budget: int) -> bool:
             children = _children(item)
             branches = list(compress(children, map(is_branch, map(type, children))))
             open_.add(key)
-            stack.append((item, branches))
+            stack.append((item, (len(children) - len(branches), branches)))
             stack.extend((branch, None) for branch in branches if id(branch) not in size)
     return size[id(value)] <= budget
 
