@@ -105,6 +105,19 @@ def test_gsm8k_negatives_are_localized():
     assert len(detour) == 3 and [line for line in detour if line in lines] == lines
 
 
+def test_gsm8k_dropped_step_drops_a_line_with_a_number():
+    prose = "First, read the question carefully."
+    solution = f"{prose}\n{SOLUTION}"
+    dropped = set()
+    for seed in range(40):
+        lines = g8.gsm8k_negatives(QUESTION, solution, "72", random.Random(seed))
+        dropped |= set(solution.splitlines()) - set(dict(lines)["dropped_step"].splitlines())
+    assert dropped == {SOLUTION.splitlines()[0]}  # never the prose line, never the conclusion
+    only_prose = f"{prose}\nSo 72 clips."
+    kinds = dict(g8.gsm8k_negatives(QUESTION, only_prose, "72", random.Random(0)))
+    assert "dropped_step" not in kinds
+
+
 def test_rule_labeler_follows_the_table():
     labeler = RuleLabeler()
     for kind, (labels, total) in MATH_RUBRIC_RULES.items():

@@ -6,7 +6,7 @@ right side (checked, so prose like "3-4 hours" is never treated as arithmetic). 
     changed_number          one operand of one equation misread; its result and every later use of that
                             result are recomputed (the error propagates consistently)
     swapped_operation       one operator swapped (+ <-> -, * <-> /); recomputed and propagated
-    dropped_step            one intermediate line removed
+    dropped_step            one intermediate line with a number removed (a line of prose is no step)
     unsupported_conclusion  the final line states a number its own steps do not give
     premature_answer        the solution stops after an intermediate line and concludes with its number
     answer_leaked           the correct final answer with no work
@@ -212,9 +212,11 @@ class GSM8KPerturber:
         return None
 
     def dropped_step(self) -> str | None:
-        if len(self.lines) < 2:
+        # only a line that computes or states a number is a step: dropping a line of prose loses nothing
+        steps = [i for i, line in enumerate(self.lines[:-1]) if NUMBER.search(line)]
+        if not steps:
             return None
-        drop = self.rng.randrange(len(self.lines) - 1)
+        drop = self.rng.choice(steps)
         return "\n".join(line for i, line in enumerate(self.lines) if i != drop)
 
     def unsupported_conclusion(self) -> str | None:
