@@ -81,11 +81,43 @@ def test_prompts(task):
         ("36/2", False, "wrong"),
         ("eighteen", False, "no_answer"),
         ("", False, "no_answer"),
+        ("**18**.", True, "correct"),  # markdown around the number (math-verify showed "18**")
+        ("*$18*", True, "correct"),
+        ("`18`", True, "correct"),
+        ("__18__ dollars", True, "correct"),
+        ("2*18*3", False, "wrong"),  # a product, not emphasis
+        ("16 or 18", False, "wrong"),  # a hedge whose last choice is right (math-verify takes it)
+        ("16 dollars, or 18 dollars", False, "wrong"),
+        ("$16 to $18", False, "wrong"),
+        ("16\u201318", False, "wrong"),
+        ("16 \u2014 18", False, "wrong"),
+        ("between 16 and 18 dollars", False, "wrong"),
+        ("18 to the nearest dollar", True, "correct"),  # one number
+        ("18 or so", True, "correct"),
     ],
 )
 def test_verify_uses_math_verify(task, output, correct, status):
     verdict = task.verify(task.problems("test")[0], output)
     assert (verdict.correct, verdict.status, verdict.pass_rate) == (correct, status, float(correct))
+
+
+def test_a_hedge_is_read_on_the_line_of_the_last_number(task):
+    problem = task.problems("test")[0]
+    working = "She earns 2 to 3 dollars an hour, between 16 and 20 a day.\nSo she makes 18 dollars."
+    assert task.verify(problem, working).correct  # ranges in the working are no hedge of the answer
+    assert not task.verify(problem, "She makes 9 * 2 = 18.\nSo 16 or 18 dollars.").correct
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["17" + " " * 20000 + "x", "17 " + "a " * 10000, "1%" + " " * 20000 + "%", "$ " * 10000 + "17",
+     "17" + " " * 20000 + "or" + " " * 20000 + "x", "1,000" * 5000, "`" + "1" * 20000, "**" + "1," * 10000],
+    ids=["spaces", "words", "percent_spaces", "dollars", "or_spaces", "groups", "open_code", "open_bold"],
+)  # fmt: skip
+def test_degenerate_replies_are_judged(task, text):
+    """Replies an executor can be led to write: the hedge and markdown readings give up a failed match
+    without retrying every split (one of these took 31 s with a backtracking pattern)."""
+    assert not task.verify(task.problems("test")[0], text).correct
 
 
 def test_thousands_and_decimals(task):

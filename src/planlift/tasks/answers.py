@@ -8,7 +8,9 @@ reads "X%" as both X and X/100, so "1800%" would match a gold 18 and a gold 1800
 a number as written ("72", "72.0", "$1,000", "118 000"), and math-verify's value of it that number:
 math-verify evaluates expressions, so "48 + 24" or "\\frac{144}{2}" would match 72 with the last step of
 the arithmetic left undone (a planner can hand the executor such an expression without stating the
-value), and its LaTeX reading sums numbers side by side ("$48 24$" is 72).
+value), and its LaTeX reading sums numbers side by side ("$48 24$" is 72). Markdown around a number is
+dropped ("**72**", "`72`"). A hedge is wrong: math-verify takes the last of "70 or 72", "70 to 72" and
+"between 70 and 72", so the line of the reply's last number must not offer alternatives or a range.
 
 Leak detection reads numbers as a policy could write them to slip past a digit-only match: spelled out
 ("eighteen", "one hundred and five": `text2num` converts them, even "one"; glued number words such as
@@ -95,6 +97,20 @@ _GLUED_NUMBER_WORDS = re.compile(rf"\b(?:{_NUMBER_WORD})(?:{_NUMBER_WORD})+\b", 
 _LITERAL = re.compile(r"-?\d+(?:\.\d+)?")
 # Percent markers of a reply: "%", LaTeX "\\%", the word "percent".
 _PERCENT = re.compile(r"\s*(?:\\%|%|\bper\s?cent\b)", re.IGNORECASE)
+# Markdown around a number: "**72**", "*72*", "__72__", "`72`" (math-verify finds no answer in a code span
+# or in one-star emphasis, and shows "**72**" as "72**"); not a product ("2*72*3") or a name ("x_72_").
+_MARKDOWN_AROUND_NUMBER = re.compile(
+    r"(?<![\w*`])(\*\*|__|\*|_|`)(?P<number>\$?-?\d[\d,]*(?:\.\d+)?)\1(?![\w*`])"
+)
+# Alternatives or a range between two numbers, up to two words after the first ("18 apples or 20"), and
+# "between 18 and 20". Every run of digits, letters or spaces is read by one possessive token: a failed
+# match is given up in linear time.
+_AMOUNT = r"(?:\$\s*+)?+-?\d++(?:,\d{3})*+(?:\.\d++)?+%?+"
+_HEDGE = re.compile(
+    rf"(?<![\w.,]){_AMOUNT}(?:\s++[A-Za-z]++){{0,2}}\s*+,?+\s*+(?:\b(?:or|to|nor)\b|\u2013|\u2014)\s*+{_AMOUNT}"
+    rf"|\bbetween\s++{_AMOUNT}(?:\s++[A-Za-z]++){{0,2}}\s++and\s++{_AMOUNT}",
+    re.IGNORECASE,
+)
 # What introduces a stated value: ":", "=", "->", "=>" and their arrows.
 _GIVES = r"(?:[:=]|->|=>|\u2192|\u21d2)"
 # Phrases that state a final answer outright.
@@ -119,17 +135,29 @@ def parse_gold(answer: str) -> tuple:
 
 
 def extract_answer(text: str) -> list:
-    """math-verify's parse of a reply, percent markers dropped (an empty list when it finds no answer)."""
-    return parse(_PERCENT.sub("", text), extraction_config=list(_PRED_CONFIG))
+    """math-verify's parse of a reply, percent markers and markdown around numbers dropped (an empty list
+    when it finds no answer)."""
+    text = _MARKDOWN_AROUND_NUMBER.sub(r"\g<number>", _PERCENT.sub("", text))
+    return parse(text, extraction_config=list(_PRED_CONFIG))
+
+
+def hedges(text: str) -> bool:
+    """Whether the line holding the reply's last number offers alternatives or a range ("18 or 20",
+    "18 to 20 dollars", "between 18 and 20", "18–20"): math-verify takes the last of them, so a hedge
+    would be right whenever its last choice is."""
+    lines = [line for line in text.splitlines() if any(c.isdigit() for c in line)]
+    return bool(lines) and _HEDGE.search(lines[-1]) is not None
 
 
 def answers_match(gold: str, text: str) -> tuple[bool, str | None]:
     """(equivalent?, the extracted answer as a string or None when nothing was found). An extracted
-    expression that is not a number literal is wrong."""
+    expression that is not a number literal is wrong, and so is a hedge (`hedges`)."""
     predicted = extract_answer(text)
     if not predicted:
         return False, None
     shown = str(predicted[-1])
+    if hedges(text):
+        return False, shown
     value = _literal_value(shown)
     if value is None or not _same_number(predicted[0], value):
         return False, shown
