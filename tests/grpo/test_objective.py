@@ -211,3 +211,24 @@ def test_kl_penalty_enters_the_loss():
     kl = 0.5 - math.log(0.5) - 1
     assert terms.kl.item() == pytest.approx(kl)
     assert terms.loss.item() == pytest.approx(0.1 * kl)
+
+
+@pytest.mark.parametrize("aggregation", ["token_mean", "sequence_mean", "dr_grpo"])
+def test_positions_past_the_end_cannot_make_the_loss_nan(aggregation):
+    """A padded position whose log-probs are far apart (k3's exp and the ratio overflow there) is masked
+    out of the loss and its gradient, not multiplied by 0 (inf * 0 is nan)."""
+    logp = torch.tensor([[-1.0, -200.0], [-0.5, -0.7]], requires_grad=True)
+    old = torch.tensor([[-1.1, 0.0], [-0.5, -0.6]])
+    ref = torch.tensor([[-1.2, 0.0], [-0.4, -0.7]])
+    mask = torch.tensor([[1, 0], [1, 1]])
+    normalizer = LossNormalizer.for_batch(aggregation, mask, 2)
+    args = (torch.tensor([1.0, -1.0]), mask, normalizer)
+    terms = grpo_loss(logp, old, *args, ref_logprobs=ref, kl_coef=0.1)
+    terms.loss.backward()
+    assert torch.isfinite(terms.loss) and torch.isfinite(terms.kl) and torch.isfinite(logp.grad).all()
+    assert logp.grad[0, 1].item() == 0.0
+    benign = logp.detach().clone()
+    benign[0, 1] = -1.0  # what a masked position holds does not change the loss
+    expected = grpo_loss(benign, old, *args, ref_logprobs=ref, kl_coef=0.1)
+    assert terms.loss.item() == pytest.approx(expected.loss.item())
+    assert terms.kl.item() == pytest.approx(expected.kl.item())

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from planlift.errors import ConfigError
-from planlift.grpo.engines import Sampled, to_generation
+from planlift.generation import encode_prompt
+from planlift.grpo.engines import Sampled, request_seed, to_generation
 from planlift.grpo.vllm_server import ServerError, VLLMServerEngine
 from planlift.models import load_policy
 
@@ -107,7 +108,9 @@ def choice(index, tokens, text):
     }
 
 
-def test_the_client_retries_server_errors_and_samples_each_prompt_with_its_own_seed(tiny_checkpoint, double):
+def test_the_client_retries_server_errors_and_samples_each_prompt_with_its_request_seed(
+    tiny_checkpoint, double
+):
     policy = load_policy(str(tiny_checkpoint))
     reply = (200, {"choices": [choice(1, [7], "y"), choice(0, [5, 6], "x")]})
     server = double({"/v1/models": [MODELS], "/server_info": [INFO], "/v1/completions": [(503, {}), reply]})
@@ -119,9 +122,31 @@ def test_the_client_retries_server_errors_and_samples_each_prompt_with_its_own_s
     assert generation.texts == ["x", "y", "x", "y"]  # choices ordered by index
     requests = [body for path, body in server.seen if path == "/v1/completions"]
     assert len(requests) == 3 and engine.retried == 1  # the 503 was sent again
-    assert sorted(r["seed"] for r in requests[1:]) == [10, 12]  # reply j of prompt i: seed + i * n + j
+    ids = [encode_prompt(policy.tokenizer, text) for text in ["a b", "c"]]
+    expected = {tuple(ids[i]): request_seed(10, i, ids[i], 2) for i in range(2)}
+    assert {tuple(r["prompt"]): r["seed"] for r in requests} == expected  # the retry kept its seed
     assert all(r["n"] == 2 and r["logprobs"] == 0 and r["return_token_ids"] for r in requests)
     assert all(isinstance(r["prompt"], list) for r in requests)  # token ids, not text
+
+
+def test_request_seeds_give_no_two_replies_one_stream():
+    """vLLM samples reply j of a request with seed + j: across ranks (step seeds one apart), prompts, steps
+    and validation batches (same seed, other prompts) no two replies share a stream."""
+    prompts = [[5, i, 7] for i in range(64)]
+    n = 16
+    streams = [
+        request_seed(seed, i, prompt, n) + j
+        for seed in (100, 101, 102, 100 + 7919)  # three ranks' step seeds, and the next step's
+        for i, prompt in enumerate(prompts)
+        for j in range(n)
+    ]
+    streams += [
+        request_seed(100, i, [6, *prompt], n) + j for i, prompt in enumerate(prompts) for j in range(n)
+    ]
+    assert len(set(streams)) == len(streams) and max(streams) < 2**31
+    assert request_seed(100, 3, prompts[3], n) == request_seed(
+        100, 3, prompts[3], n
+    )  # a resumed run repeats it
 
 
 def test_a_wrong_or_missing_server_is_a_clear_error(tiny_checkpoint, double):

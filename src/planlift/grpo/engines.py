@@ -9,6 +9,7 @@ distribution is from the trained one: `planlift.grpo.vllm_engine.VLLMEngine` (in
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -119,6 +120,16 @@ class Sampled:
     token_ids: list[int]
     logprobs: list[float]
     text: str
+
+
+def request_seed(seed: int, index: int, prompt_ids: Sequence[int], asked: int) -> int:
+    """The seed of one prompt's request to vLLM, whose reply j samples with `seed + j`: a hash of the step's
+    sampling seed, the prompt's position and its tokens. Seeds by position (`seed + index * asked`) gave
+    rank r's reply j the stream of rank r - 1's reply j + 1 (the step seeds of two ranks differ by one), and
+    every validation batch of a step the same streams; hashed, two requests' seed ranges overlap with
+    probability about requests^2 * asked / 2^31."""
+    digest = hashlib.blake2b(f"{seed}:{index}:{list(prompt_ids)}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % (2**31 - asked)
 
 
 def requests_per_prompt(n: int, greedy: bool) -> int:

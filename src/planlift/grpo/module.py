@@ -11,7 +11,8 @@ The algorithm's choices, each a constructor argument (defaults follow the author
    With `num_iterations=1` the ratio is exactly 1 and the update is -A * grad log pi (the authors').
    The rollout-time log-probs are recomputed in eval mode, as the rollout was sampled; active dropout
    (LoRA's) makes the update's differ from them, which `disable_dropout=True` removes.
-5. KL to a reference policy: off by default (`kl_coef=0`, as the authors). The reference is the
+5. KL to a reference policy: `kl_coef` (0.05 in conf/algorithm/grpo.yaml, see docs/learning.md; 0 in the
+   authors' update, this class's default and the experiment presets). The reference is the
    adapter-disabled model under LoRA, else a frozen copy of the initial planner; estimator k3 (its
    gradient follows KL(pi_ref || pi), as TRL's) | k2 (KL(pi || pi_ref)): `objective.kl_divergence`.
 6. Loss aggregation: token_mean (DAPO; the default, not the authors': their code loop took each

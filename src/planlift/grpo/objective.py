@@ -154,6 +154,12 @@ def grpo_loss(
     rho = 1 and the gradient is -A * grad log pi, the authors' update.
     """
     mask = token_mask.float()
+    # positions past a completion's end take no part: their log-ratios are set to 0 before any exp, so an
+    # overflow there cannot reach the loss or its gradient as inf * 0 = nan
+    valid = token_mask.bool()
+    old_logprobs = torch.where(valid, old_logprobs, logprobs.detach())
+    if ref_logprobs is not None:
+        ref_logprobs = torch.where(valid, ref_logprobs, logprobs.detach())
     ratio = torch.exp(logprobs - old_logprobs)
     adv = advantages.unsqueeze(1)
     unclipped = ratio * adv

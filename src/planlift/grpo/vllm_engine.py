@@ -30,7 +30,7 @@ import torch
 from planlift.distributed import rank, world_size
 from planlift.errors import ConfigError
 from planlift.generation import encode_prompt
-from planlift.grpo.engines import Sampled, SyncedEngine, requests_per_prompt, to_generation
+from planlift.grpo.engines import Sampled, SyncedEngine, request_seed, requests_per_prompt, to_generation
 from planlift.grpo.weights import planner_dtype, planner_weights
 from planlift.models.policy import Policy
 
@@ -192,7 +192,7 @@ class VLLMEngine(SyncedEngine):
                 max_tokens=max_new_tokens,
                 stop=list(stop) or None,
                 logprobs=0,  # the sampled token's log-prob only
-                seed=(seed + i * asked) % (2**31),  # reply j gets seed + j: no seed shared
+                seed=request_seed(seed, i, prompt_ids[i], asked),
             )
             for i in range(len(texts))
         ]

@@ -37,7 +37,7 @@ from requests.adapters import HTTPAdapter
 from planlift.distributed import rank, world_size
 from planlift.errors import ConfigError
 from planlift.generation import encode_prompt
-from planlift.grpo.engines import Sampled, SyncedEngine, requests_per_prompt, to_generation
+from planlift.grpo.engines import Sampled, SyncedEngine, request_seed, requests_per_prompt, to_generation
 from planlift.grpo.weights import planner_dtype, planner_weights
 from planlift.models.policy import Policy
 from planlift.retry import backoff_delay
@@ -187,7 +187,7 @@ class VLLMServerEngine(SyncedEngine):
                     "stop": list(stop) or None,
                     "logprobs": 0,  # the sampled token's log-prob only
                     "return_token_ids": True,
-                    "seed": (seed + i * asked) % (2**31),  # reply j gets seed + j: none shared
+                    "seed": request_seed(seed, i, prompt_ids[i], asked),
                 },
             )
             choices = sorted(reply.get("choices") or [], key=lambda c: c["index"])
