@@ -5,6 +5,7 @@ vLLM engines are tested in tests/executors/test_vllm_rollouts.py, vllm tier)."""
 from __future__ import annotations
 
 import copy
+import logging
 import math
 
 import pytest
@@ -112,6 +113,22 @@ def test_the_update_logs_the_mismatch_and_the_engine_loads_weights_once_per_step
     else:
         assert logged["train/rollout/is_weight_mean"] == pytest.approx(math.exp(0.3), rel=1e-4)
         assert logged["train/rollout/is_capped_fraction"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("engine", "top_p", "warned"), [("synced", 0.95, True), ("synced", 1.0, False), ("hf", 0.95, False)]
+)
+def test_a_nucleus_with_a_synced_engine_is_warned(
+    tiny_checkpoint, procedural_task, caplog, engine, top_p, warned
+):
+    """vLLM's log-probs are the nucleus's: with top_p < 1 the weights and the mismatch measure its mass."""
+    from tests.grpo.test_module import build
+
+    rollout_engine = ShiftedEngine(shift=0.0) if engine == "synced" else HFEngine()
+    module = build(tiny_checkpoint, procedural_task, rollout_engine=rollout_engine, top_p=top_p, tis_cap=2.0)
+    with caplog.at_level(logging.WARNING, logger="planlift.grpo.module"):
+        module.on_fit_start()
+    assert ("the nucleus's mass" in caplog.text) is warned
 
 
 def test_importance_weights_scale_the_update(tiny_checkpoint, procedural_task):

@@ -440,6 +440,15 @@ class GRPOModule(pl.LightningModule):
                 self.num_iterations,
                 self.tis_cap,
             )
+        if self.engine.holds_weights and self.top_p < 1:
+            log.warning(
+                "top_p=%s with a vLLM rollout: vLLM's log-probs are the nucleus's, renormalised, and the update's "
+                "the full distribution's, so pi_train / pi_rollout is the nucleus's mass (< 1 where it cuts), "
+                "train/rollout/logprob_abs_diff_* measures that mass as well as the engines' difference, and "
+                "tis_cap=%s weights tokens at uncertain positions down; top_p=1 compares like with like",
+                self.top_p,
+                self.tis_cap,
+            )
         if self._reference and self.device_mesh is None:  # a sharded reference is placed already
             self._reference[0].to(self.device)
 
