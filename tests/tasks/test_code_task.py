@@ -388,3 +388,23 @@ def test_a_baseline_judged_under_other_sandbox_limits_is_not_reused(tmp_path):
 
     assert tag(test_timeout=2.0) == tag(test_timeout=2.0)
     assert tag(test_timeout=2.0) != tag(test_timeout=0.01) != tag(test_timeout=0.01, memory_mb=64)
+
+
+def test_the_fingerprint_holds_the_data(sandbox, tmp_path, monkeypatch):
+    """Cached baselines are keyed by the task's fingerprint and a problem's id: other tests under the same
+    ids (another EvalPlus release) must not reuse them; the same files elsewhere do."""
+    from planlift.datasets.code import HUMANEVAL_PLUS_FILE
+    from planlift.datasets.files import data_dir
+
+    def tag(root):
+        monkeypatch.setenv("PLANLIFT_DATA", str(root))
+        return task_tag(HumanEvalTask(sandbox=sandbox, cache_dir=str(tmp_path / "cache")))
+
+    vendored = tag(data_dir())
+    same, other = tmp_path / "same", tmp_path / "other"
+    for root, content in ((same, b""), (other, b"\n")):
+        (root / "humaneval_plus").mkdir(parents=True)
+        source = data_dir() / HUMANEVAL_PLUS_FILE
+        (root / HUMANEVAL_PLUS_FILE).write_bytes(source.read_bytes() + content)
+    assert tag(same) == vendored
+    assert tag(other) != vendored

@@ -38,13 +38,24 @@ import pickle
 import re
 from collections import Counter
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
 from planlift.atomic import save_atomically
-from planlift.datasets.code import CodeRecord, load_humaneval, load_mbpp, load_mbpp_plus
+from planlift.datasets.code import (
+    HUMANEVAL_FILE,
+    HUMANEVAL_PLUS_FILE,
+    MBPP_FILE,
+    MBPP_PLUS_FILE,
+    CodeRecord,
+    load_humaneval,
+    load_mbpp,
+    load_mbpp_plus,
+)
+from planlift.datasets.files import data_dir, files_digest
 from planlift.errors import ConfigError
 from planlift.models.packaged import default_cache_dir
 from planlift.sandbox import CodeTest, ProgramJob, Sandbox, conversion, oracles
@@ -321,6 +332,7 @@ class CodeTask(Task):
     def fingerprint(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "data": self._data_digest,  # other tests under the same ids would reuse cached verdicts
             "plus": self.plus,
             "max_inputs": self.max_inputs,
             "time_factor": self.time_factor,
@@ -333,6 +345,14 @@ class CodeTask(Task):
         }
 
     # ---- data -------------------------------------------------------------------------------------
+
+    @cached_property
+    def _data_digest(self) -> str:
+        return files_digest([data_dir() / relative for relative in self._data_files()])
+
+    def _data_files(self) -> list[str]:
+        """The data files the problems are read from, relative to `data/`."""
+        raise NotImplementedError
 
     def _records(self, split: Split) -> list[CodeRecord]:
         raise NotImplementedError
@@ -599,6 +619,9 @@ class HumanEvalTask(CodeTask):
 
     name = "humaneval"
 
+    def _data_files(self) -> list[str]:
+        return [HUMANEVAL_PLUS_FILE if self.plus else HUMANEVAL_FILE]
+
     def _records(self, split: Split) -> list[CodeRecord]:
         if split != "test":
             raise ConfigError(
@@ -613,6 +636,9 @@ class MBPPTask(CodeTask):
     MBPP's own train (601-974) / validation (511-600) problems that are not in MBPP+ (their 3 asserts)."""
 
     name = "mbpp"
+
+    def _data_files(self) -> list[str]:
+        return [MBPP_PLUS_FILE, MBPP_FILE]
 
     def _records(self, split: Split) -> list[CodeRecord]:
         test = load_mbpp_plus(plus=self.plus)
