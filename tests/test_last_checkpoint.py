@@ -9,6 +9,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader
 
+from planlift.atomic import commit
 from planlift.callbacks import LastCheckpoint
 
 
@@ -28,18 +29,16 @@ class Counting(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-class OnDiskAtEachCommit(pl.Callback):
-    """After every hook LastCheckpoint saves in: if last.ckpt changed, the steps it covers as TensorBoard
-    has them on disk."""
+class OnDiskAtEachCommit:
+    """planlift.atomic.commit as LastCheckpoint calls it, recording at each commit of last.ckpt the steps it
+    covers that TensorBoard does not have on disk."""
 
-    def __init__(self, path, log_dir) -> None:
-        self.path, self.log_dir, self.mtime, self.commits = path, log_dir, None, []
+    def __init__(self, log_dir) -> None:
+        self.log_dir, self.commits = log_dir, []
 
-    def _look(self, *_):
-        if not self.path.exists() or self.path.stat().st_mtime_ns == self.mtime:
-            return
-        self.mtime = self.path.stat().st_mtime_ns
-        step = torch.load(self.path, weights_only=False)["global_step"]
+    def __call__(self, staging, path) -> None:
+        commit(staging, path)
+        step = torch.load(path, weights_only=False)["global_step"]
         events = EventAccumulator(self.log_dir, size_guidance={"scalars": 0})
         events.Reload()
         logged = (
@@ -49,23 +48,21 @@ class OnDiskAtEachCommit(pl.Callback):
         )
         self.commits.append((step, sorted(set(range(step)) - logged)))
 
-    on_train_batch_start = on_train_batch_end = on_validation_end = on_train_end = _look
 
-
-def test_last_ckpt_is_committed_only_with_the_metrics_of_the_steps_it_covers(tmp_path):
+def test_last_ckpt_is_committed_only_with_the_metrics_of_the_steps_it_covers(tmp_path, monkeypatch):
     logger = TensorBoardLogger(tmp_path, name="tb", version=0)
     checkpoint = LastCheckpoint(str(tmp_path / "checkpoints"), every_n_steps=2)
-    probe = OnDiskAtEachCommit(checkpoint.path, logger.log_dir)
+    probe = OnDiskAtEachCommit(logger.log_dir)
+    monkeypatch.setattr("planlift.callbacks.checkpoint.commit", probe)
     trainer = pl.Trainer(
         max_steps=9,
         val_check_interval=4,
         log_every_n_steps=1,
         logger=logger,
-        callbacks=[checkpoint, probe],
+        callbacks=[checkpoint],
         accelerator="cpu",
         enable_progress_bar=False,
         enable_model_summary=False,
-        enable_checkpointing=False,
         num_sanity_val_steps=0,
     )
     data = DataLoader(torch.arange(32, dtype=torch.float32).unsqueeze(1), batch_size=1)

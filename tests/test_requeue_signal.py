@@ -181,6 +181,5 @@ if __name__ == "__main__":  # one rank of the two-rank test
         strategy=pl.strategies.DDPStrategy(process_group_backend="gloo"),
         devices=2,
         callbacks=[LastCheckpoint(str(out / "checkpoints"), every_n_steps=0)],
-        enable_checkpointing=False,
     )
     run.fit(Signalling(signal_rank=1, signal_step=2), *data())

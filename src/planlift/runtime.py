@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import sys
 import warnings
 import zipfile
@@ -160,14 +161,26 @@ def _weight_prefixes(path: str) -> set[str] | None:
 
 def _check_checkpoint_kind(path: str, key: str, kind: str) -> None:
     """A ConfigError when the checkpoint's weights are not under `kind`'s prefix (Lightning would fail
-    deep in the module's `on_load_checkpoint`: `KeyError: 'baseline_cache'`). A checkpoint that cannot be
-    read here is left to Lightning (a warning says the kind was not checked)."""
+    deep in the module's `on_load_checkpoint`: `KeyError: 'baseline_cache'`), or when it cannot be read (a
+    corrupt pickle failed inside Lightning's load, as a bare UnicodeDecodeError naming no file). Only a whole
+    pickle that torch's weights_only load refuses is left to Lightning (a warning says the kind was not
+    checked): an object weights_only does not allow, which Lightning's own load decides on."""
     try:
         prefixes = _weight_prefixes(path)
-    except Exception as error:  # e.g. a callback state weights_only refuses: Lightning decides
-        reason = (str(error).strip().splitlines() or [""])[0]
-        log.warning("%s=%s: its kind was not checked, torch.load cannot read it (%s)", key, path, reason)
-        return
+    except Exception as error:
+        why = f"torch.load fails: {type(error).__name__}: {_first_line(error)}"
+        if isinstance(error, pickle.UnpicklingError) and not Path(path).is_dir():  # weights_only refuses it
+            damage = _pickle_damage(path)
+            if damage is None:
+                log.warning(
+                    "%s=%s: its kind was not checked, torch.load cannot read it (%s)",
+                    key,
+                    path,
+                    _first_line(error),
+                )
+                return
+            why = f"its pickled structure is corrupt: {damage}"
+        raise ConfigError(f"{key}={path}: not a readable checkpoint ({why})") from error
     prefix, wanted = _CHECKPOINT_KINDS[kind]
     if prefixes and prefix in prefixes:
         return
@@ -181,6 +194,26 @@ def _check_checkpoint_kind(path: str, key: str, kind: str) -> None:
     else:
         looks = "it has no state_dict (not a Lightning training checkpoint)"
     raise ConfigError(f"{key}={path}: not {wanted}; {looks}")
+
+
+def _pickle_damage(path: str) -> str | None:
+    """Why the pickle of the checkpoint file `path` does not parse, or None when it does. torch's weights_only
+    unpickler refuses an unknown opcode (a corrupt byte) as it refuses an object it does not allow: the
+    opcodes are parsed here (pickletools: nothing is run) to tell the two apart."""
+    import pickletools
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next(n for n in archive.namelist() if n.rpartition("/")[2] == "data.pkl")
+            for _ in pickletools.genops(archive.read(name)):
+                pass
+    except Exception as error:
+        return f"{type(error).__name__}: {_first_line(error)}"
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [""])[0]
 
 
 def resume_checkpoint(output_dir: str | Path) -> str | None:

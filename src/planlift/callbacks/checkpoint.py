@@ -19,6 +19,13 @@ save there is written then and committed when the next batch starts (or training
 between resumes from the previous checkpoint and logs those steps again, rather than never logging the
 step before the checkpoint.
 
+Its saves come after every other callback's hooks of the same step, so that last.ckpt holds their state after
+that step's validation: ModelCheckpoint's best tracker updated, its previous best file deleted (saved before the
+update, last.ckpt named a best file that no longer exists, and a resumed run kept two with save_top_k=1).
+Lightning runs Checkpoint callbacks after all others; `setup` puts this one after the other Checkpoints
+(ModelCheckpoint), whatever order the config lists them in. Being a Checkpoint, it needs Lightning's
+`enable_checkpointing` (the default) and stands in for the ModelCheckpoint Lightning would add when none is given.
+
 Under SLURM, the requeue signal (planlift.callbacks.requeue) makes the end of the step it arrives in a save
 point like the schedule's; once that `last.ckpt` is committed, the job is requeued.
 """
@@ -29,6 +36,7 @@ import logging
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Checkpoint
 
 from planlift.atomic import commit, remove, staging_path
 from planlift.callbacks.requeue import RequeueSignal
@@ -36,7 +44,7 @@ from planlift.callbacks.requeue import RequeueSignal
 log = logging.getLogger(__name__)
 
 
-class LastCheckpoint(pl.Callback):
+class LastCheckpoint(Checkpoint):
     def __init__(self, dirpath: str, every_n_steps: int = 50, filename: str = "last.ckpt") -> None:
         self.path = Path(dirpath) / filename
         self.every_n_steps = every_n_steps
@@ -47,6 +55,7 @@ class LastCheckpoint(pl.Callback):
         self._requeue_after_commit = False
 
     def setup(self, trainer: pl.Trainer, pl_module, stage: str) -> None:
+        _run_last(trainer)
         if stage == "fit":  # before Lightning registers its signal handlers
             self._requeue = RequeueSignal.for_trainer(trainer)
 
@@ -101,6 +110,16 @@ class LastCheckpoint(pl.Callback):
             log.info("requeue signal at the last step: the job finishes instead of being requeued")
         self._commit(trainer)
         self._save(trainer)
+
+
+def _run_last(trainer: pl.Trainer) -> None:
+    """Every LastCheckpoint moves behind the trainer's other callbacks (Lightning has put the Checkpoints last,
+    in the order given), which keep their order."""
+    callbacks = trainer.callbacks
+    ordered = [c for c in callbacks if not isinstance(c, LastCheckpoint)]
+    ordered += [c for c in callbacks if isinstance(c, LastCheckpoint)]
+    if ordered != callbacks:
+        trainer.callbacks = ordered  # a new list: Lightning is calling `setup` down the current one
 
 
 def _validation_due(trainer: pl.Trainer) -> bool:
