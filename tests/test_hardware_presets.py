@@ -75,7 +75,9 @@ def test_qlora4bit_trains_on_cpu(tmp_path, cache_dir):
     assert state and all("lora_" in key for key in state)  # only the adapter trains and is saved
     assert any(value.abs().sum() > 0 for key, value in state.items() if "lora_B" in key)  # it moved from 0
     config = json.loads((run / "planner_hf" / "config.json").read_text())
-    assert config["quantization_config"]["bnb_4bit_quant_type"] == "nf4"
+    assert "quantization_config" not in config  # the dequantized base plus the adapter's delta
+    adapter = json.loads((run / "planner_hf" / "adapter" / "adapter_config.json").read_text())
+    assert adapter["peft_type"] == "LORA"
     assert "Traceback" not in result.stderr
 
 

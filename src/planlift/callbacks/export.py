@@ -1,8 +1,17 @@
-"""Export the trained planner as a Hugging Face directory (LoRA merged) when fitting ends."""
+"""Export the trained planner as a Hugging Face directory (LoRA merged) when fitting ends.
+
+A LoRA planner also writes its adapter alone to `<dirpath>/adapter` (peft `save_pretrained`; not yet for
+an FSDP-gathered one). A planner whose base is quantized by bitsandbytes (hardware=qlora4bit) is exported
+unquantized in the dtype its base was loaded in (`model.dtype`, as an unquantized run's export): each
+quantized weight dequantized plus the adapter's exact delta. The trained planner computes nf4 base + delta,
+so this reproduces its function up to the rounding of its compute dtype and of the export dtype; peft's
+`merge_and_unload` would re-quantize the sum to 4 bits and round most of the delta away.
+"""
 
 from __future__ import annotations
 
 import logging
+from copy import deepcopy
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -10,12 +19,15 @@ import torch
 
 log = logging.getLogger(__name__)
 
+QUANTIZED_PARAMETERS = ("Params4bit", "Int8Params")  # bitsandbytes 4-bit and 8-bit weights
+
 
 class ExportPlanner(pl.Callback):
     """Writes `dirpath` with `save_pretrained` (model and tokenizer) on rank 0; an FSDP2-sharded planner
     is gathered first (every rank takes part).
 
-    A LoRA planner is merged into its base weights in place: export is the last thing a run does.
+    A LoRA planner is merged into its base weights in place (export is the last thing a run does), except
+    over a quantized base: that merge is built in a copy and the trained planner is left as it was.
     """
 
     def __init__(self, dirpath: str) -> None:
@@ -31,7 +43,12 @@ class ExportPlanner(pl.Callback):
                 self._save_gathered(policy, state)
             return
         if trainer.is_global_zero:
-            model = policy.model.merge_and_unload() if policy.lora else policy.model
+            if policy.lora:
+                policy.model.save_pretrained(self.dirpath / "adapter")
+            if is_quantized(policy.model):
+                model = dequantized_merge(policy.model, policy.lora)
+            else:
+                model = policy.model.merge_and_unload() if policy.lora else policy.model
             model.save_pretrained(self.dirpath)
             policy.tokenizer.save_pretrained(self.dirpath)
             log.info("exported the planner to %s", self.dirpath)
@@ -53,3 +70,75 @@ class ExportPlanner(pl.Callback):
         copy.save_pretrained(self.dirpath)
         policy.tokenizer.save_pretrained(self.dirpath)
         log.info("exported the planner (gathered from FSDP shards) to %s", self.dirpath)
+
+
+def is_quantized(model: torch.nn.Module) -> bool:
+    return any(type(p).__name__ in QUANTIZED_PARAMETERS for p in model.parameters())
+
+
+def dequantized_merge(model: torch.nn.Module, lora: bool) -> torch.nn.Module:
+    """A plain (unquantized) copy of a bitsandbytes-quantized planner in its load dtype, on the CPU: every
+    weight dequantized, plus the active LoRA adapters' delta (scale * B A, added in float32) where there is
+    one. `model` is not modified; the copy's config has no `quantization_config`."""
+    from peft.tuners.lora import LoraLayer
+    from peft.utils.integrations import dequantize_module_weight
+    from transformers import AutoModelForCausalLM
+
+    trained = model.get_base_model() if lora else model
+    dtype = loaded_dtype(trained)
+    config = deepcopy(trained.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.dtype = dtype
+    with torch.device("meta"):
+        merged = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    state = {}
+    with torch.no_grad():
+        for key in merged.state_dict():
+            module_name, _, attribute = key.rpartition(".")
+            module = trained.get_submodule(module_name)
+            delta = None
+            if isinstance(module, LoraLayer):
+                if attribute == "weight":
+                    deltas = [
+                        module.get_delta_weight(a) for a in module.active_adapters if a in module.lora_A
+                    ]
+                    delta = sum(d.float() for d in deltas) if deltas else None
+                module = module.get_base_layer()
+            tensor = getattr(module, attribute)
+            if type(tensor).__name__ in QUANTIZED_PARAMETERS:
+                unpack_cpu_layout(tensor)
+                tensor = dequantize_module_weight(module)
+            tensor = tensor.detach().float()
+            if delta is not None:
+                tensor = tensor + delta
+            state[key] = tensor.to(device="cpu", dtype=dtype)  # GPU memory may still hold the run
+    merged.load_state_dict(state, strict=True, assign=True)
+    for name, buffer in merged.named_buffers():  # non-persistent ones (rotary inv_freq) are still on meta
+        if buffer.is_meta:
+            module_name, _, attribute = name.rpartition(".")
+            merged.get_submodule(module_name).register_buffer(
+                attribute, trained.get_buffer(name).detach().cpu().clone(), persistent=False
+            )
+    merged.tie_weights()
+    return merged
+
+
+def loaded_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype the base was loaded (and quantized) from; its norms and embeddings are float32 now
+    (prepare_model_for_kbit_training), its quantized linears compute in bnb_4bit_compute_dtype."""
+    dtype = getattr(model.config, "dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else torch.float32
+
+
+def unpack_cpu_layout(weight: torch.nn.Parameter) -> None:
+    """bitsandbytes' CPU backend may repack a 4-bit weight for AVX512-BF16 inference (load_policy turns that
+    off); dequantize_4bit reads the standard layout only, so undo the repacking as bitsandbytes does before
+    it saves one (exact for the 4-bit codes; the block scales were rounded to bf16 by the repacking)."""
+    state = getattr(weight, "quant_state", None)
+    if state is not None and getattr(state, "packing_format_for_cpu", False):
+        from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
+        weight.data, weight.quant_state = _convert_weight_packed_for_cpu_inverse(weight.data, state)
