@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -309,3 +310,77 @@ def test_preempted_rm_training_is_requeued_and_resumes_from_its_checkpoint(slurm
     job_dir, requeued_at = preempt_after_the_first_save(slurm_env, sweep, driver, "train_rm", 60)
     assert requeued_at >= 10
     assert (job_dir / "reward_model").is_dir()  # the finished run exported its RM
+
+
+@pytest.mark.parametrize("pinned", [False, True], ids=["default_run_dir", "pinned_run_dir"])
+def test_a_plain_sbatch_run_requeues_only_into_its_own_directory(slurm_env, tmp_path, pinned):
+    """`sbatch --signal=USR1@... --wrap "srun python src/train.py ..."` without the submitit launcher: with
+    Hydra's default run dir (it names the start time) a requeued job would train again from step 0 in a new
+    dir, so the signal saves and the run finishes without requeueing; with hydra.run.dir pinned it requeues
+    and resumes from last.ckpt."""
+    logs = tmp_path / "logs"
+    run_dir = tmp_path / "pinned"
+    command = [
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        "debug=fast",
+        "torch_threads=1",
+        "callbacks.rich_progress_bar=null",
+        "trainer.max_steps=30",
+        "trainer.val_check_interval=10",
+        f"paths.log_dir={logs}",
+        *([f"hydra.run.dir={run_dir}"] if pinned else []),
+    ]
+    submitted = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "--requeue",
+            "--ntasks=1",
+            "--open-mode=append",
+            f"--output={tmp_path}/job-%j.out",
+            "--wrap",
+            f"srun {shlex.join(command)}",  # a job step, which SLURM's --signal and scancel --signal reach
+        ],
+        cwd=ROOT,
+        env=slurm_env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    job = submitted.stdout.strip().split(";")[0]
+    deadline = time.monotonic() + 300
+    checkpoints = lambda: list(tmp_path.glob("**/checkpoints/last.ckpt"))  # noqa: E731
+    while time.monotonic() < deadline and not checkpoints():
+        time.sleep(0.2)
+    assert checkpoints(), (tmp_path / f"job-{job}.out").read_text()[-3000:]
+    subprocess.run(["scancel", "--signal=USR1", job], env=slurm_env, check=True)
+    released = False
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        state = subprocess.run(
+            ["sacct", "-n", "-X", "-D", "-P", "-j", job, "--format=State"],
+            env=slurm_env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        if state and state[-1] == "PENDING" and "REQUEUED" in state and not released:
+            # SLURM holds a requeued job for ~2 minutes (BeginTime); as the cluster's admin, release it
+            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=slurm_env, check=True)
+            released = True
+        if state and state[-1] not in ("PENDING", "RUNNING", "REQUEUED", "COMPLETING"):
+            break
+        time.sleep(0.5)
+    output = (tmp_path / f"job-{job}.out").read_text()
+    assert state[-1] == "COMPLETED", (state, output[-3000:])
+    runs = sorted({p.parents[1] for p in checkpoints()})
+    assert len(runs) == 1, runs  # no second run dir
+    assert torch.load(runs[0] / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 30
+    if pinned:
+        assert runs[0] == run_dir and "REQUEUED" in state
+        assert re.search(rf"requeued SLURM job {job} at step \d+", output)
+        assert "resuming from" in output.split("requeued SLURM job")[1]
+    else:
+        assert "REQUEUED" not in state, state
+        assert f"not requeueing SLURM job {job}" in output and "names the start time" in output

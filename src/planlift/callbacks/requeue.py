@@ -58,7 +58,16 @@ class RequeueSignal:
         """At job start (an entry point's first step): install the handler when the run saves `last.ckpt`
         (`cfg.callbacks.last_checkpoint`); without it Lightning's own handler stays."""
         if (cfg.get("callbacks") or {}).get("last_checkpoint"):
-            return cls.install()
+            handler = cls.install()
+            kept, why = run_dir_is_kept() if handler is not None else (True, "")
+            if not kept:
+                log.warning(
+                    "SLURM job %s: %s; a requeue would start a new run, so the requeue signal will save "
+                    "last.ckpt without requeueing (pin hydra.run.dir, or submit through hydra/launcher=slurm)",
+                    os.environ.get("SLURM_JOB_ID"),
+                    why,
+                )
+            return handler
         return None
 
     @classmethod
@@ -86,11 +95,24 @@ class RequeueSignal:
         return trainer.strategy.reduce_boolean_decision(self.received, all=False)
 
     def requeue(self, trainer: pl.Trainer) -> None:
-        """Rank 0 asks SLURM to requeue the job; SLURM then stops it, and the requeued job resumes."""
+        """Rank 0 asks SLURM to requeue the job; SLURM then stops it, and the requeued job resumes. Not when
+        the requeued job would start a new run (`run_dir_is_kept`): training goes on until SLURM stops it,
+        and the warning says how to resume."""
         self.received = False
         if not trainer.is_global_zero:
             return
         job = slurm_job_id()
+        kept, why = run_dir_is_kept()
+        if not kept:
+            log.warning(
+                "not requeueing SLURM job %s at step %d: %s, so the requeued job would train again from step 0. "
+                "The checkpoint is saved: resume with ckpt_path=<it>, or submit with hydra.run.dir pinned "
+                "(or through hydra/launcher=slurm) so that a requeued job continues",
+                job,
+                trainer.global_step,
+                why,
+            )
+            return
         result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
         if result.returncode == 0:
             log.info("requeued SLURM job %s at step %d", job, trainer.global_step)
@@ -101,6 +123,26 @@ class RequeueSignal:
                 result.returncode,
                 (result.stderr or result.stdout).strip(),
             )
+
+
+def run_dir_is_kept(hydra_cfg=None) -> tuple[bool, str]:
+    """(whether a requeued job of this run writes to the same output dir, why not). A job of a submitit
+    sweep (`hydra/launcher=slurm`) is re-run with its own config; a single run's dir is kept unless it holds
+    the start time (`${now:...}`, Hydra's default `runs/<date>_<time>`), which a requeued job reads anew."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    if hydra_cfg is None:
+        if not HydraConfig.initialized():
+            return True, ""  # not a Hydra run: the caller chose its directory
+        hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return True, ""
+    run_dir = str(OmegaConf.to_container(hydra_cfg.run, resolve=False)["dir"])
+    if "${now:" in run_dir:
+        return False, f"its output dir is hydra.run.dir={run_dir}, which names the start time"
+    return True, ""
 
 
 def _slurm_task() -> bool:
