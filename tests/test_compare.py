@@ -125,6 +125,39 @@ def test_headline_table_and_overlap_notes(reward_sweep, tmp_path):
     assert overlap_notes(load_runs(separated)) == ["- val/e2e_acc: every pair of arms is separated"]
 
 
+def test_an_arm_with_a_nan_is_named_not_called_separated(tmp_path):
+    """NaN compares as neither overlapping nor separated: an arm with one (a validation whose every group
+    lost a sample) is named and left out, not counted as separated from the rest."""
+    from planlift.compare import overlap_notes
+
+    values = {"a": [0.5, 0.52, math.nan], "b": [0.49, 0.5, 0.51], "c": [0.1, 0.11, 0.12]}
+    for arm, finals in values.items():
+        for seed, value in enumerate(finals):
+            write_run(tmp_path, f"arm={arm},seed={seed}", value, [value])
+    assert overlap_notes(load_runs(tmp_path)) == [
+        "- val/e2e_acc: NaN for arm=a at seed 2; left out of the comparison",
+        "- val/e2e_acc: every pair of arms is separated",  # b and c
+    ]
+
+
+def test_before_is_the_validation_at_step_0_only(tmp_path):
+    """A run without the validation before training (validate_before_training=false) has no before/ value:
+    its first validation is a trained one."""
+    from planlift.compare import with_before
+
+    write_run(tmp_path, "seed=0", 0.4, [0.1, 0.4])  # steps 0 and 10
+    late = tmp_path / "late"
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(late / "tensorboard" / "seed=0"))
+    writer.add_scalar("val/e2e_acc", 0.4, 60)
+    writer.close()
+    (with_step_0,) = with_before(load_runs(tmp_path))
+    (without,) = with_before(load_runs(late))
+    assert with_step_0.scalars["before/val/e2e_acc"] == [(0, pytest.approx(0.1))]
+    assert "before/val/e2e_acc" not in without.scalars
+
+
 def test_what_the_comparison_leaves_out_is_said(reward_sweep, caplog):
     """A run whose event file is corrupt, a run that never logged final/* (a crashed seed) and a curve no run
     logged are named in comparison.md and in a warning, not dropped silently."""

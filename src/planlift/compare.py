@@ -306,10 +306,22 @@ def headline_table(runs: Sequence[Run], tags: Sequence[str] = HEADLINE_TAGS) -> 
 
 
 def overlap_notes(runs: Sequence[Run], tags: Sequence[str] = HEADLINE_TAGS) -> list[str]:
-    """For each metric, which pairs of arms have overlapping 95% CIs (no separation at this many seeds)."""
+    """For each metric, which pairs of arms have overlapping 95% CIs (no separation at this many seeds). An
+    arm with a NaN value has no interval: it is named and left out (NaN compares as neither overlapping nor
+    separated)."""
     notes = []
     for tag in tags:
         rows = [r for r in metric_rows(runs, tag) if len(r.values) >= 2]
+        undefined = [r for r in rows if any(math.isnan(v) for v in r.values)]
+        if undefined:
+            named = "; ".join(
+                f"{r.arm}"
+                + (f" (length {r.length})" if r.length else "")
+                + f" at seed {', '.join(s for s, v in zip(r.seeds, r.values, strict=True) if math.isnan(v))}"
+                for r in undefined
+            )
+            notes.append(f"- {tag.removeprefix('final/')}: NaN for {named}; left out of the comparison")
+            rows = [r for r in rows if r not in undefined]
         pairs = []
         for i, a in enumerate(rows):
             for b in rows[i + 1 :]:
@@ -329,13 +341,14 @@ KIND_PREFIX = "final/val/trace/kind/"
 
 
 def with_before(runs: Sequence[Run]) -> list[Run]:
-    """The runs with `before/val/*`: each `val/*` series' first point (the validation before training)."""
+    """The runs with `before/val/*`: each `val/*` series' point at step 0 (the validation before training;
+    a run without one, `validate_before_training=false`, has no `before/`)."""
     out = []
     for run in runs:
         before = {
             f"before/{tag}": points[:1]
             for tag, points in run.scalars.items()
-            if tag.startswith("val/") and points
+            if tag.startswith("val/") and points and points[0][0] == 0
         }
         out.append(Run(run.name, run.params, {**run.scalars, **before}))
     return out
