@@ -126,13 +126,15 @@ def test_cli_on_gsm8k_with_smollm2(tmp_path):
 
 def test_an_alone_program_the_sandbox_could_not_run_is_left_out(tmp_path):
     """As in the planner and gold arms, a verdict the sandbox could not reach is no failure of the
-    executor: alone/acc leaves it out and alone/sandbox_failed counts it (a task double whose sandbox
+    executor: alone/acc and alone/pass_rate leave it out, alone/sandbox_failed counts it (a task double whose sandbox
     fails on the reply "broken"; never a proof that a sandbox works)."""
     from planlift.executors.base import Executor, ExecutorResult
     from planlift.tasks import ProceduralTask
     from planlift.tasks.base import Verdict
 
     class FlakySandbox(ProceduralTask):
+        task_type = "code"  # pass rates are summarised for code tasks
+
         def verify(self, problem, executor_output):
             if executor_output == "broken":
                 return Verdict(correct=False, pass_rate=0.0, status="sandbox_error")
@@ -156,6 +158,7 @@ def test_an_alone_program_the_sandbox_could_not_run_is_left_out(tmp_path):
         task, Alone(), None, str(tmp_path / "run"), arms=["alone"], progress_bar=False
     ).run()
     assert summary["alone/acc"] == 1.0 and summary["alone/sandbox_failed"] == 2
+    assert summary["alone/pass_rate"] == 1.0  # the unjudged programs' 0.0 is no pass rate
 
 
 def test_executor_failures_without_reasoning_are_counted_and_all_failing_is_an_error(tmp_path, caplog):

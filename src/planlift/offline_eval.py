@@ -37,7 +37,7 @@ from planlift.judging import (
     summarize,
 )
 from planlift.models.policy import Policy
-from planlift.tasks.base import SPLITS, Task
+from planlift.tasks.base import SANDBOX_ERROR, SPLITS, Task
 
 log = logging.getLogger(__name__)
 
@@ -261,9 +261,7 @@ class OfflineEvaluation:
             )
         summary["alone/statuses"] = _statuses(r["alone"]["verdicts"] for r in rows)
         if self.task.task_type == "code":
-            summary["alone/pass_rate"] = _mean(
-                [v["pass_rate"] for r in rows for v in (r["alone"]["verdicts"] or [])]
-            )
+            summary["alone/pass_rate"] = _mean(_judged_pass_rates(r["alone"]["verdicts"] for r in rows))
         for arm in arms:
             if arm == "alone":
                 continue
@@ -279,9 +277,8 @@ class OfflineEvaluation:
             uplifts = [r.uplift for r in records[arm] if r.uplift is not None]
             summary[f"{arm}/uplift_distribution"] = _distribution(uplifts)
             summary[f"{arm}/statuses"] = _statuses(r[arm]["verdicts"] for r in rows)
-            rates = [v["pass_rate"] for r in rows for v in (r[arm]["verdicts"] or [])]
             if self.task.task_type == "code":
-                summary[f"{arm}/pass_rate"] = _mean(rates)
+                summary[f"{arm}/pass_rate"] = _mean(_judged_pass_rates(r[arm]["verdicts"] for r in rows))
         if "planner" in arms:
             summary["e2e_acc"] = summary["planner/acc"]
             summary["planner/mean_tokens"] = _mean([r["planner_tokens"] for r in rows])
@@ -343,6 +340,12 @@ def _statuses(groups) -> dict[str, int]:
         for verdict in verdicts or []:
             counts[verdict["status"]] += 1
     return dict(sorted(counts.items()))
+
+
+def _judged_pass_rates(groups) -> list[float]:
+    """The pass rates of the programs that ran: a program the sandbox could not start has no verdict (its
+    0.0 is no measurement), as the accuracies leave it out; `sandbox_failed` counts them."""
+    return [v["pass_rate"] for verdicts in groups for v in (verdicts or []) if v["status"] != SANDBOX_ERROR]
 
 
 def _mean(values: Sequence[float]) -> float | None:
