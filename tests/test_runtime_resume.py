@@ -148,6 +148,9 @@ def test_the_validation_schedule_is_checked_before_the_run(caplog):
         check(val_check_interval=100, max_steps=4)
         assert "the run will not validate" in caplog.text
         caplog.clear()
+        check(val_check_interval=50, max_steps=120)
+        assert "the last validation runs after step 100" in caplog.text
+        caplog.clear()
         check(val_check_interval=2, max_steps=4)
         check(val_check_interval=0.5, max_steps=4)
         check(val_check_interval=100, max_steps=-1)  # no step limit: epochs decide

@@ -418,7 +418,8 @@ def build_trainer(cfg: DictConfig):
 
 def check_validation_schedule(trainer: DictConfig) -> None:
     """`trainer.val_check_interval`: an error when it is 0 or negative (Lightning divides by it mid-run), a
-    warning when the run ends before its first validation (no val/* and no final metrics)."""
+    warning when the run ends before its first validation (no val/* and no final metrics) or after its last
+    (Lightning adds no validation at max_steps: the final metrics would be an earlier step's)."""
     interval, max_steps = trainer.get("val_check_interval"), trainer.get("max_steps", -1)
     if interval is None or isinstance(interval, bool):
         return
@@ -430,6 +431,17 @@ def check_validation_schedule(trainer: DictConfig) -> None:
             "(no val/* curves, no final metrics)",
             interval,
             max_steps,
+        )
+    elif (
+        isinstance(interval, int) and max_steps is not None and max_steps > interval and max_steps % interval
+    ):
+        log.warning(
+            "trainer.max_steps=%d is not a multiple of trainer.val_check_interval=%d: the last validation runs "
+            "after step %d, so the final metrics (final/*, the summary, what a sweeper gets) are that step's, "
+            "not the trained planner's",
+            max_steps,
+            interval,
+            max_steps - max_steps % interval,
         )
 
 
