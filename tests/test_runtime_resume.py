@@ -120,6 +120,11 @@ def test_a_distributed_checkpoint_directory_is_found_checked_and_resumed(tmp_pat
         ConfigError, match=r"unfinished.ckpt: not a complete checkpoint \(a directory without"
     ):
         resume(ckpt_path=unfinished)
+    (Path(unfinished) / "meta.pt").write_bytes(b"not a zip")  # written by something else, or cut short
+    with pytest.raises(
+        ConfigError, match=r"unfinished.ckpt: not a complete checkpoint \(its meta.pt is truncated"
+    ):
+        resume(ckpt_path=unfinished)
     # a copy or a cleanup that lost a shard: named before any model is built (Lightning fails inside its load)
     shards = sorted(Path(last).glob("*.distcp"))
     shards[0].write_bytes(shards[0].read_bytes()[:-1])

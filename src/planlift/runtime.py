@@ -97,10 +97,14 @@ def _incomplete(path: Path) -> str | None:
         return (
             None if path.is_file() and zipfile.is_zipfile(path) else "truncated, or not written by torch.save"
         )
-    if not (path / _DISTRIBUTED_INDEX).is_file() or not zipfile.is_zipfile(path / _DISTRIBUTED_REST):
+    if not (path / _DISTRIBUTED_INDEX).is_file() or not (path / _DISTRIBUTED_REST).is_file():
         return (
             f"a directory without a distributed checkpoint's {_DISTRIBUTED_INDEX} and {_DISTRIBUTED_REST}: its "
             "save did not finish, or it is no checkpoint"
+        )
+    if not zipfile.is_zipfile(path / _DISTRIBUTED_REST):
+        return (
+            f"its {_DISTRIBUTED_REST} is truncated or not written by torch.save (the shards' index is whole)"
         )
     missing = _missing_shards(path)
     if missing:
