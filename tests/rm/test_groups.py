@@ -14,6 +14,7 @@ from planlift.rm_groups import gsm8k as g8
 from planlift.rm_groups.procedural import KINDS as PROCEDURAL_KINDS
 from planlift.rm_groups.procedural import procedural_negatives
 from planlift.rubric_rm.rubric import MATH_RUBRIC_RULES, RuleLabeler
+from planlift.rubric_rm.step_errors import dev_traces
 from planlift.tasks import ProceduralTask
 from planlift.tasks.procedural_trace import STEP_LINE, analyze_trace
 
@@ -75,6 +76,72 @@ def test_procedural_negatives_are_localized(task):
         if "wrong_operand" in negatives:
             assert slips(task, negatives["wrong_operand"]) == 0  # right arithmetic on the wrong state
             assert analyses["wrong_operand"].step_accuracy < 1
+
+
+def _step_indices(reasoning: str) -> list[int]:
+    return [int(m.group(1)) for line in reasoning.splitlines() if (m := STEP_LINE.match(line))]
+
+
+@pytest.mark.parametrize("executor_steps", [0, 1, 3])
+def test_procedural_negatives_stay_in_the_planners_steps(executor_steps):
+    """With an executor share k the positive stops at S_(N-k); every negative is built over the same
+    planner steps and differs from the positive only where its kind says (not by its length alone)."""
+    task = ProceduralTask(length=8, executor_steps=executor_steps, sizes={"train": 30, "validation": 2})
+    planned, n = task.planned_length, task.length
+    for problem in task.problems("train"):
+        program, states = problem.meta["program"], problem.meta["states"]
+        gold = task.gold_reasoning(problem)
+        gold_lines = gold.splitlines()
+        negatives = dict(procedural_negatives(task, problem, random.Random(problem.id)))
+        assert len(negatives) >= 7
+        for kind, reasoning in negatives.items():
+            indices = [i for i in _step_indices(reasoning) if i <= n]
+            assert all(3 <= i <= planned for i in indices), (kind, reasoning)
+            analysis = analyze_trace(reasoning, program, states, leave=executor_steps)
+            assert analysis.executor_states_stated == 0, (kind, reasoning)
+        lines = {kind: reasoning.splitlines() for kind, reasoning in negatives.items()}
+
+        slip = lines["arithmetic_slip"]
+        assert (
+            len(slip) == len(gold_lines) and sum(a != b for a, b in zip(slip, gold_lines, strict=True)) == 1
+        )
+        assert slips(task, negatives["arithmetic_slip"]) == 1
+        for kind in ("propagated_slip", "wrong_operand"):
+            if kind not in lines:
+                continue
+            changed = lines[kind]
+            first = next(i for i, (a, b) in enumerate(zip(changed, gold_lines, strict=True)) if a != b)
+            assert changed[:first] == gold_lines[:first]
+            assert slips(task, "\n".join(changed[first:])) == (kind == "propagated_slip")
+        skipped = lines["skipped_step"]
+        assert len(skipped) == len(gold_lines) - 1 and skipped[-1] == gold_lines[-1]
+        assert any(skipped == gold_lines[:i] + gold_lines[i + 1 :] for i in range(len(gold_lines) - 1))
+        *prefix, answer = lines["premature_answer"]
+        assert 0 < len(prefix) < len(gold_lines) and prefix == gold_lines[: len(prefix)]
+        assert answer == f"answer={gold_lines[len(prefix) - 1].rsplit('=', 1)[1]}"
+        extra = lines["hallucinated_step"]
+        assert extra[:-1] == gold_lines and _step_indices(extra[-1]) == [n + 1]
+        assert STEP_LINE.match(extra[-1]).group(2) == gold_lines[-1].rsplit("=", 1)[1]  # reads S_M
+        assert negatives["answer_leaked"] == f"answer={problem.answer}\n"
+        swapped = lines["reordered_steps"]
+        assert (
+            sorted(swapped) == sorted(gold_lines)
+            and sum(a != b for a, b in zip(swapped, gold_lines, strict=True)) == 2
+        )
+
+        # the dev traces' first error is the negative's own first departing line, inside the planner's trace
+        group = {
+            "problem": problem.text,
+            "positive_pool": [{"reasoning": gold}],
+            "negative_bank": [{"reasoning": r, "negative_kind": k} for k, r in negatives.items()],
+        }
+        traces, _ = dev_traces([group])
+        for trace in traces[1:]:
+            assert trace.first_error <= len(gold_lines)
+            assert (
+                trace.first_error == len(gold_lines)
+                or trace.steps[trace.first_error] != gold_lines[trace.first_error]
+            )
 
 
 def test_gsm8k_equations_are_checked_arithmetic():

@@ -126,6 +126,25 @@ def test_positive_lm_target_mask_keeps_only_the_masked_targets():
     assert hidden.grad[0, 1].abs().sum() > 0  # predicts the reasoning's first token
 
 
+def test_positive_lm_under_left_padding_equals_the_unpadded_loss():
+    """A padding position's hidden state predicts no token (not even the first real one)."""
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(2, 5, 8, generator=generator)  # 1 group of K=2, unpadded
+    embeddings = torch.randn(11, 8, generator=generator)
+    input_ids = torch.randint(1, 11, (2, 5), generator=generator)
+    mask = torch.ones(2, 5, dtype=torch.long)
+    unpadded = losses.positive_lm(hidden, input_ids, mask, embeddings, group_size=2)
+    pad = 3
+    padded_hidden = torch.cat([torch.randn(2, pad, 8, generator=generator), hidden], dim=1)
+    padded_ids = torch.cat([torch.zeros(2, pad, dtype=torch.long), input_ids], dim=1)
+    padded_mask = torch.cat([torch.zeros(2, pad, dtype=torch.long), mask], dim=1)
+    padded = losses.positive_lm(padded_hidden, padded_ids, padded_mask, embeddings, group_size=2)
+    assert padded.item() == pytest.approx(unpadded.item(), rel=1e-6)
+    span = torch.cat([torch.ones(2, pad, dtype=torch.long), mask], dim=1)  # a target mask does not undo it
+    spanned = losses.positive_lm(padded_hidden, padded_ids, padded_mask, embeddings, 2, target_mask=span)
+    assert spanned.item() == pytest.approx(unpadded.item(), rel=1e-6)
+
+
 def test_prefix_rubric_labels_each_token_by_whether_the_candidate_has_departed():
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 4, 2, 3, generator=generator)  # 1 group of K=2, T=4, D=2 dimensions, L=3

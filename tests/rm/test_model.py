@@ -253,3 +253,36 @@ def test_the_gold_score_is_what_a_perfect_rm_outputs():
     )
     assert summary["score_mae"] == summary["total_mae"] == 0.0
     assert metrics.errors(gold, total, "x")["x_mae"] > 0.05  # the old comparison's floor
+
+
+def test_bf16_true_runs_the_heads_in_bf16():
+    """Lightning's bf16-true casts the whole module (heads included) to bf16: the heads must then take bf16
+    features, not float32 ones (`mat1 and mat2 must have the same dtype`)."""
+    from pytorch_lightning.plugins.precision import HalfPrecision
+
+    precision = HalfPrecision("bf16-true")
+    model = precision.convert_module(build_reward_model(tiny=TINY, seed=0)).eval()
+    assert model.dimension_heads[0].weight.dtype == torch.bfloat16
+    ids, mask = pad_batch(encode(model.tokenizer), pad_id=0, side="left")
+    with torch.no_grad(), precision.forward_context():
+        out = model(ids, mask, return_hidden=True)
+        token_logits, token_total = model.heads(out.hidden)
+    assert out.dimension_logits.dtype == torch.float32 and token_logits.dtype == torch.float32
+    assert token_logits.shape == (3, ids.shape[1], 5, 5) and token_total.shape == ids.shape
+    for value in (out.dimension_logits, out.score, token_logits, token_total):
+        assert torch.isfinite(value).all()
+
+
+def test_heads_run_in_float32_under_autocast():
+    """Under bf16-mixed the backbone runs under autocast (its Linear layers in bf16); the float32 heads run
+    outside it, in float32."""
+    model = build_reward_model(tiny=TINY, seed=0).eval()
+    ids, mask = pad_batch(encode(model.tokenizer), pad_id=0, side="right")
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(ids, mask, return_hidden=True)
+        token_logits, token_total = model.heads(out.hidden)
+    assert out.dimension_logits.dtype == out.total.dtype == out.score.dtype == torch.float32
+    assert token_logits.dtype == token_total.dtype == torch.float32
+    with torch.no_grad():  # the same float32 features through the heads without autocast: the same logits
+        exact, _ = model.heads(out.hidden.float())
+    torch.testing.assert_close(token_logits, exact, rtol=0, atol=0)

@@ -1,14 +1,16 @@
 """Localized negatives for the procedural task: each breaks one thing in the exact step trace.
 
 A trace line is `S<i>=<a><op><b>=<value>` (`ProceduralTask.gold_reasoning`). Every negative stays on
-task (same program, same line format) and differs from the positive in one place:
+task (same program, same line format) and differs from the positive in one place. The positive is the
+planner's share of the program, S3..S_M with M = N - `executor_steps` (the executor computes the rest), so
+every negative is built over those steps too: otherwise its length alone would tell it from the positive.
 
     arithmetic_slip     one step states a wrong value; later steps still use the right one
     propagated_slip     one step states a wrong value and every later step builds on it
     skipped_step        one intermediate step line is missing
     wrong_operand       one step reads another earlier state's value; later steps build on it
-    premature_answer    the trace stops before S_N and states the last value as the answer
-    hallucinated_step   an extra step for a state the program does not have (S_(N+1))
+    premature_answer    the trace stops before S_M and states the last value as the answer
+    hallucinated_step   an extra step, on S_M, for a state the program does not have (S_(N+1))
     answer_leaked       the correct answer with no steps
     reordered_steps     two consecutive steps swapped (a state used before it is computed)
 
@@ -54,7 +56,8 @@ class ProceduralPerturber:
         self.task = task
         self.program = problem.meta["program"]
         self.states = list(problem.meta["states"])
-        self.steps = self.program.steps
+        self.planned_length = task.planned_length  # M: the positive's last state
+        self.steps = tuple(s for s in self.program.steps if s.index <= self.planned_length)
         self.rng = rng
 
     def _wrong_value(self, value: float) -> float:
@@ -66,7 +69,7 @@ class ProceduralPerturber:
         return round(value + delta, 3)
 
     def _execute(self, override: Callable[[Step, list[float]], float | None]) -> list[float] | None:
-        """States when `override(step, values)` replaces a step's value (None = computed normally)."""
+        """States S1..S_M when `override(step, values)` replaces a step's value (None = computed normally)."""
         values = [self.program.x, self.program.y]
         for step in self.steps:
             forced = override(step, values)
@@ -141,13 +144,14 @@ class ProceduralPerturber:
         return _text([*lines, f"{ANSWER_PREFIX}{format_number(self.states[step.index - 1])}"])
 
     def hallucinated_step(self) -> str | None:
-        n = self.program.length
-        other = self.rng.randint(max(1, n - self.task.lookback + 1), n)
+        # reads S_M, the positive's last state: S_N would state the executor's answer (with k >= 1)
+        m = self.planned_length
+        other = self.rng.randint(max(1, m - self.task.lookback + 1), m)
         op = self.rng.choice(self.task.ops)
-        value = self.task._apply(self.states[n - 1], op, self.states[other - 1])
+        value = self.task._apply(self.states[m - 1], op, self.states[other - 1])
         if value is None:
             return None
-        extra = Step(n + 1, n, op, other)
+        extra = Step(self.program.length + 1, m, op, other)
         return _text([*self._lines(self.states), _line(extra, [*self.states, value])])
 
     def answer_leaked(self) -> str | None:

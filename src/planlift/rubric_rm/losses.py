@@ -53,7 +53,8 @@ def positive_lm(
     (optional) keeps only the targets where it is 1, e.g. the reasoning span."""
     rows = torch.arange(0, hidden.shape[0], group_size, device=hidden.device)
     logits = hidden[rows, :-1].float() @ embeddings.float().T  # [G, T-1, V]
-    keep = attention_mask[rows, 1:] == 1
+    # a target needs a real token before it too: under left padding, the last pad predicts no first token
+    keep = (attention_mask[rows, 1:] == 1) & (attention_mask[rows, :-1] == 1)
     if target_mask is not None:
         keep &= target_mask[rows, 1:] == 1
     targets = input_ids[rows, 1:].masked_fill(~keep, -100)

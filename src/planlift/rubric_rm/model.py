@@ -12,8 +12,10 @@ Qwen2Model or LlamaModel), `dimension_heads.{0..4}.weight/bias`, `total_head.wei
 config.json carries `rm_dimension_names`, `rm_dimension_weights`, `rm_num_labels`, `rm_use_total_head`.
 So their released checkpoints load with `RubricRewardModel.from_pretrained`, and ours load in theirs.
 
-Position ids follow the attention mask (so a left-padded row sees the same positions as an unpadded one);
-the heads run in float32 whatever the backbone's dtype.
+Position ids follow the attention mask (so a left-padded row sees the same positions as an unpadded one).
+The heads run outside autocast in their own parameters' dtype: float32 whatever the backbone's dtype (bf16
+weights, or bf16-mixed's autocast), bf16 only when the whole module was cast (Lightning's bf16-true); their
+logits are returned as float32.
 """
 
 from __future__ import annotations
@@ -130,7 +132,7 @@ class RubricRewardModel(nn.Module):
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         ).last_hidden_state  # [B, T, H]
         rows = torch.arange(hidden.shape[0], device=hidden.device)
-        pooled = hidden[rows, last_token_index(attention_mask)].float()  # [B, H]
+        pooled = hidden[rows, last_token_index(attention_mask)]  # [B, H]
         logits, total_logit = self.heads(pooled)  # [B, D, L], [B]
         expected = (logits.softmax(dim=-1) * self.label_values).sum(dim=-1)  # [B, D]
         derived = self.derived_score(expected)  # [B]
@@ -151,11 +153,14 @@ class RubricRewardModel(nn.Module):
         return self.combined_score(self.derived_score(labels), total)
 
     def heads(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The rubric heads on hidden states [..., H] (float32): dimension logits [..., D, L] and the
-        total head's logit [...] (None without a total head)."""
-        features = features.float()
-        logits = torch.stack([head(features) for head in self.dimension_heads], dim=-2)
-        total = self.total_head(features).squeeze(-1) if self.total_head is not None else None
+        """The rubric heads on hidden states [..., H] (any dtype): dimension logits [..., D, L] and the
+        total head's logit [...] (None without a total head), float32. Computed in the heads' own dtype
+        with autocast off (module docstring)."""
+        dtype = self.dimension_heads[0].weight.dtype
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            features = features.to(dtype)
+            logits = torch.stack([head(features) for head in self.dimension_heads], dim=-2).float()
+            total = self.total_head(features).squeeze(-1).float() if self.total_head is not None else None
         return logits, total
 
     # ---- checkpoints in the authors' layout ---------------------------------------------------------
