@@ -271,6 +271,8 @@ def test_bf16_true_runs_the_heads_in_bf16():
     assert token_logits.shape == (3, ids.shape[1], 5, 5) and token_total.shape == ids.shape
     for value in (out.dimension_logits, out.score, token_logits, token_total):
         assert torch.isfinite(value).all()
+    top = torch.full((1, 5), 4.0)  # every dimension at the top label: the derived score is exactly 1
+    assert model.derived_score(top).item() == 1.0  # the weights are not the cast module's (0.2 -> 0.2002)
 
 
 def test_heads_run_in_float32_under_autocast():

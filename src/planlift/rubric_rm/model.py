@@ -101,9 +101,6 @@ class RubricRewardModel(nn.Module):
         self.dimension_heads = nn.ModuleList(nn.Linear(hidden, num_labels) for _ in names)
         self.total_head = nn.Linear(hidden, 1) if use_total_head else None
         self.register_buffer("label_values", torch.arange(num_labels, dtype=torch.float32), persistent=False)
-        self.register_buffer(
-            "dimension_weights", torch.tensor(weights, dtype=torch.float32), persistent=False
-        )
         self._init_heads(getattr(backbone.config, "initializer_range", 0.02), seed)
         self.tokenizer = None  # set by the loaders; not a module
 
@@ -142,7 +139,9 @@ class RubricRewardModel(nn.Module):
 
     def derived_score(self, labels: torch.Tensor) -> torch.Tensor:
         """sum_d w_d * label_d / (L - 1): labels on the 0..L-1 scale [B, D] (expected or gold) -> [B]."""
-        return (labels.float() * self.dimension_weights).sum(dim=-1) / (self.num_labels - 1)
+        # from the Python floats: a float32 buffer would be cast with the module (bf16-true: 0.2 -> 0.2002)
+        weights = torch.tensor(self.weights, dtype=torch.float32, device=labels.device)
+        return (labels.float() * weights).sum(dim=-1) / (self.num_labels - 1)
 
     def combined_score(self, derived: torch.Tensor, total: torch.Tensor | None) -> torch.Tensor:
         """The score: the derived score averaged with the total (in [0, 1]) when the model has a total head."""
