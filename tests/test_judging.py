@@ -10,13 +10,16 @@ from planlift.judging import (
     BaselineCache,
     Judgement,
     ReasoningRecord,
+    failure_counts,
     judge,
     judge_alone,
     judge_reasonings,
     pass_at_k,
+    pass_counts,
     reasonings_as_read,
     record,
     summarize,
+    tally,
 )
 from planlift.tasks import ProceduralTask
 from planlift.tasks.base import Verdict
@@ -150,3 +153,42 @@ def test_programs_that_never_ran_are_counted_apart_not_scored_wrong(task):
         summary["e2e_acc"] == 1.0
     )  # the two that ran; neither the broken program nor the failed call counts
     assert summary["baseline_acc"] == 1.0 and summary["uplift"] == 0.0
+
+
+def test_tallies_of_parts_add_up_to_the_summary_of_the_whole(task):
+    """What the GRPO module's validation sums over batches and ranks: (sum, count) per metric, so a part
+    whose first record lacks a metric (a failed executor call) still adds up to the whole's mean."""
+    problem = task.problems("train")[0]
+    right = Judgement((problem.answer,), (Verdict(True, 1.0, "correct"),))
+    wrong = Judgement(("x",), (Verdict(False, 0.0, "wrong"),))
+    failed_call = Judgement((), None, error="timeout")
+    records = [
+        record(task, problem, "r", failed_call, wrong),
+        record(task, problem, "r", right, wrong),
+        record(task, problem, "r", wrong, right),
+        record(task, problem, "r", right, right),
+        record(task, problem, "r", right, wrong),
+    ]
+    parts = [tally(records[:1]), tally(records[1:3]), tally(records[3:])]
+    assert parts[0]["e2e_acc"] == (0.0, 0) and parts[0]["uplift"] == (0.0, 0)  # present, counting nothing
+    assert "trace/right_wrong_reasons" not in parts[0] and "trace/right_wrong_reasons" in parts[1]
+    added = {}
+    for part in parts:
+        for key, (total, count) in part.items():
+            added[key] = (added.get(key, (0.0, 0))[0] + total, added.get(key, (0.0, 0))[1] + count)
+    summary = summarize(records)
+    assert {key for key, (_, count) in added.items() if count} | set(failure_counts(records)) == set(summary)
+    for key, (total, count) in added.items():
+        assert total / count == pytest.approx(summary[key]), key
+    assert summary["e2e_acc"] == pytest.approx(3 / 4) and summary["uplift"] == pytest.approx(1 / 4)
+    assert failure_counts(records) == {"executor_failed": 1.0, "sandbox_failed": 0.0}
+    assert "e2e_acc" not in summarize(records[:1])  # a summary leaves out what no record has
+
+
+def test_pass_counts_are_pass_at_ks_numerator_and_denominator():
+    def record(e2e):
+        return ReasoningRecord("p", "r", Judgement(("x",), None), e2e, 0.0, 0.0)
+
+    records = [record(0.0), record(1.0), record(0.0), record(0.0), record(None), record(0.0)]
+    assert pass_counts(records, 2) == (1, 2)
+    assert pass_counts([record(None), record(1.0)], 2) == (0, 0)

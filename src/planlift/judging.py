@@ -9,7 +9,8 @@ bootstrap's report.
 - `reasonings_as_read` / `as_read`: a reasoning as it reaches the executor's model; every judge (the
   executor, the leakage detectors, the RM, the trace metrics) reads that text and no other.
 - `judge_reasonings` -> `ReasoningRecord`s: with-reasoning success, baseline, uplift, leakage and
-  trace metrics per problem; `summarize` and `pass_at_k` aggregate them.
+  trace metrics per problem; `summarize` and `pass_at_k` aggregate them, from sums and counts (`tally`,
+  `pass_counts`) that add up over batches and ranks (the GRPO module's validation).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import hashlib
 import json
 import math
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -308,25 +308,47 @@ def judge_reasonings(
     ]
 
 
-def summarize(records: Sequence[ReasoningRecord]) -> dict[str, float]:
-    """Means over problems: e2e_acc, baseline_acc, uplift, leakage, trace/*, and the failure counts
-    (`executor_failed`: no executor reply; `sandbox_failed`: a program the sandbox could not start)."""
-    sums: dict[str, list[float]] = defaultdict(list)
+ALWAYS_SUMMARIZED = ("e2e_acc", "baseline_acc", "uplift", "leakage")
+
+
+def tally(records: Sequence[ReasoningRecord]) -> dict[str, tuple[float, int]]:
+    """Per metric, the sum over the records that have a value and their count: `ALWAYS_SUMMARIZED` always
+    (count 0 when no record has one: every executor call failed), trace/* as the records hold them. The
+    sums and counts of several batches or ranks add up to one `tally` of all their records."""
+    totals: dict[str, tuple[float, int]] = dict.fromkeys(ALWAYS_SUMMARIZED, (0.0, 0))
+
+    def add(key: str, value: float) -> None:
+        total, count = totals.get(key, (0.0, 0))
+        totals[key] = (total + value, count + 1)
+
     for item in records:
-        if item.with_reasoning is not None:
-            sums["e2e_acc"].append(item.with_reasoning)
-        if item.alone is not None:
-            sums["baseline_acc"].append(item.alone)
-        if item.uplift is not None:
-            sums["uplift"].append(item.uplift)
-        sums["leakage"].append(item.leakage)
+        for key, value in (
+            ("e2e_acc", item.with_reasoning),
+            ("baseline_acc", item.alone),
+            ("uplift", item.uplift),
+        ):
+            if value is not None:
+                add(key, value)
+        add("leakage", item.leakage)
         for key, value in item.trace.items():
-            sums[key].append(value)
-    summary = {key: sum(values) / len(values) for key, values in sums.items()}
-    summary["executor_failed"] = float(
-        sum(r.with_reasoning is None and not r.sandbox_failed for r in records)
-    )
-    summary["sandbox_failed"] = float(sum(r.sandbox_failed for r in records))
+            add(key, value)
+    return totals
+
+
+def failure_counts(records: Sequence[ReasoningRecord]) -> dict[str, float]:
+    """`executor_failed`: records without an executor reply; `sandbox_failed`: records with a program the
+    sandbox could not start."""
+    return {
+        "executor_failed": float(sum(r.with_reasoning is None and not r.sandbox_failed for r in records)),
+        "sandbox_failed": float(sum(r.sandbox_failed for r in records)),
+    }
+
+
+def summarize(records: Sequence[ReasoningRecord]) -> dict[str, float]:
+    """Means over the records that have a value: e2e_acc, baseline_acc, uplift, leakage, trace/* (a metric
+    no record has is left out), and the failure counts (`failure_counts`)."""
+    summary = {key: total / count for key, (total, count) in tally(records).items() if count}
+    summary.update(failure_counts(records))
     return summary
 
 
@@ -334,10 +356,14 @@ def pass_at_k(records: Sequence[ReasoningRecord], k: int) -> float:
     """Share of problems with at least one success among their k records (records grouped per problem:
     [p0 x k, p1 x k, ...]). A problem with an unjudged record (no executor reply, or a program the sandbox
     could not start) is left out, as `summarize` leaves the record out of e2e_acc; nan if none is left."""
+    passed, judged = pass_counts(records, k)
+    return passed / judged if judged else math.nan
+
+
+def pass_counts(records: Sequence[ReasoningRecord], k: int) -> tuple[int, int]:
+    """`pass_at_k`'s numerator and denominator: problems with a success, problems judged."""
     if not records or len(records) % k:
         raise ValueError(f"{len(records)} records do not split into groups of {k}")
     groups = [records[start : start + k] for start in range(0, len(records), k)]
     judged = [group for group in groups if all(r.with_reasoning is not None for r in group)]
-    if not judged:
-        return math.nan
-    return sum(any(r.with_reasoning > 0 for r in group) for group in judged) / len(judged)
+    return sum(any(r.with_reasoning > 0 for r in group) for group in judged), len(judged)

@@ -2,6 +2,7 @@
 
 import hashlib
 import logging
+from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
@@ -14,6 +15,7 @@ from planlift.grpo.rollout import completion_logprobs
 from planlift.models import load_policy
 from planlift.models.dropout import active_dropout
 from planlift.rewards import ExecutorGroundedReward
+from planlift.rewards.records import RewardBatch, RewardRecord
 from planlift.rm import ConstantRM
 
 
@@ -219,3 +221,18 @@ def test_a_checkpoint_of_another_world_size_keeps_every_ranks_cached_baselines(
         {"baseline_cache": ranks[1]["baseline_cache"], "planlift": {"batches_seen": 2, **old}}
     )
     assert set(legacy.reward.baseline_cache.entries) == {"b"} and legacy.reward.executor.stats.calls == 5
+
+
+def test_right_for_wrong_reasons_counts_only_samples_with_an_e2e_verdict(tiny_checkpoint, procedural_task):
+    """As val/trace/right_wrong_reasons: a sample whose executor call failed (e2e None) is left out."""
+    module = build(tiny_checkpoint, procedural_task)
+    problem = procedural_task.problems("train")[0]
+    rollout = SimpleNamespace(problems=[problem], group_size=4)
+    e2e = [1.0, None, 0.0, 1.0]
+    records = [RewardRecord(e2e=v, mask_reason=None if v is not None else "executor_error") for v in e2e]
+    scores = RewardBatch(records, group_size=4, reasonings=["no steps"] * 4)  # step_acc 0: wrong reasons
+    metrics = module._sampled_trace_metrics(rollout, scores)
+    assert metrics["train/trace/right_wrong_reasons"] == pytest.approx(2 / 3)
+    assert metrics["train/trace/step_acc"] == 0.0
+    failed = RewardBatch([RewardRecord(mask_reason="executor_error")] * 4, group_size=4, reasonings=["x"] * 4)
+    assert "train/trace/right_wrong_reasons" not in module._sampled_trace_metrics(rollout, failed)

@@ -41,6 +41,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -63,7 +64,7 @@ from planlift.grpo.objective import (
 )
 from planlift.grpo.rank_metrics import batch_reduction
 from planlift.grpo.rollout import Rollout, completion_logprobs, sample_rollout
-from planlift.judging import BaselineCache, judge_reasonings, pass_at_k, summarize
+from planlift.judging import BaselineCache, failure_counts, judge_reasonings, pass_counts, tally
 from planlift.models.dropout import active_dropout
 from planlift.models.dropout import disable_dropout as disable_dropout_in
 from planlift.models.policy import Policy
@@ -174,6 +175,7 @@ class GRPOModule(pl.LightningModule):
         self._engine_step: int | None = None  # the optimizer step whose weights the engine holds
         self._sync_seconds = 0.0
         self.val_baseline_cache = BaselineCache()
+        self._val_totals: dict[str, tuple[float, int]] = {}  # this rank's validation sums and counts
         self.batches_seen = 0  # the data position a resumed run continues from (planlift.data)
         self._reference: list[torch.nn.Module] = []  # a list keeps the copy out of state_dict and DDP
 
@@ -330,6 +332,7 @@ class GRPOModule(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         # validation samples (val_pass_samples) depend on the step only, not on what ran before it
         torch.manual_seed(self._step_seed() ^ 0x5EED)
+        self._val_totals = {}
 
     def validation_step(self, problems: list[Problem], batch_idx: int) -> None:
         """Greedy planner -> executor on held-out problems: e2e, baseline, uplift, leakage, trace metrics."""
@@ -344,17 +347,11 @@ class GRPOModule(pl.LightningModule):
             samples=self.val_executor_samples,
             greedy=True,
         )
-        self._log_val(summarize(records), len(problems))
+        self._add_val(tally(records))
+        self._add_val({key: (value, 0) for key, value in failure_counts(records).items()})
+        self._add_val({"completion_length": (rollout.completion_lengths.float().sum().item(), len(problems))})
         if self.val_pass_samples:
             self._validate_samples(problems)
-        self.log(
-            "val/completion_length",
-            rollout.completion_lengths.float().mean(),
-            on_step=False,
-            on_epoch=True,
-            batch_size=len(problems),
-            sync_dist=True,
-        )
         if batch_idx == 0:
             self._log_text(
                 "val/samples",
@@ -381,21 +378,40 @@ class GRPOModule(pl.LightningModule):
             samples=self.val_executor_samples,
             greedy=True,
         )
-        counts = ("executor_failed", "sandbox_failed")
-        summary = {f"sampled/{k}": v for k, v in summarize(records).items() if k not in counts}
-        summary[f"pass@{g}"] = pass_at_k(records, g)
-        self._log_val(summary, len(problems))
+        self._add_val({f"sampled/{key}": totals for key, totals in tally(records).items()})
+        self._add_val({f"pass@{g}": pass_counts(records, g)})
 
-    def _log_val(self, summary: dict[str, float], batch_size: int) -> None:
-        for key, value in summary.items():
+    def _add_val(self, totals: dict[str, tuple[float, int]]) -> None:
+        """Add (sum, count) pairs to this rank's validation totals (a failure count's count is unused)."""
+        for key, (total, count) in totals.items():
+            before = self._val_totals.get(key, (0.0, 0))
+            self._val_totals[key] = (before[0] + total, before[1] + count)
+
+    def on_validation_epoch_end(self) -> None:
+        """Every rank's sums and counts in one gather, then each metric over every judged record of every
+        rank: sum / count (nan where none has a value), the failure counts as totals. Not Lightning's
+        sync_dist mean: it pairs the ranks' values in each rank's own order of first logging (a key one
+        record lacks, e.g. e2e_acc after a failed executor call, comes later on that rank alone), makes
+        as many collectives as a rank has keys, and weights by a batch size it averages as an integer."""
+        totals: dict[str, tuple[float, int]] = {}
+        for share in gather_objects(self._val_totals):
+            for key, (total, count) in share.items():
+                before = totals.get(key, (0.0, 0))
+                totals[key] = (before[0] + total, before[1] + count)
+        self._val_totals = {}
+        counts = set(failure_counts([]))
+        for key in sorted(totals):  # the same keys in the same order on every rank
+            total, count = totals[key]
             self.log(
                 f"val/{key}",
-                value,
+                total if key in counts else (total / count if count else math.nan),
                 on_step=False,
                 on_epoch=True,
-                batch_size=batch_size,
+                batch_size=1,
+                # every rank holds the same value already (sync_dist keeps Lightning from warning that it
+                # is not synced): the max of equal values is that value exactly, a mean only nearly
                 sync_dist=True,
-                reduce_fx="sum" if key in ("executor_failed", "sandbox_failed") else "mean",
+                reduce_fx="max",
             )
 
     # ---- Lightning plumbing -----------------------------------------------------------------------
@@ -596,16 +612,20 @@ class GRPOModule(pl.LightningModule):
     def _sampled_trace_metrics(self, rollout: Rollout, scores: RewardBatch) -> dict[str, float]:
         """Means of the task's trace metrics over the sampled completions' reasonings, as the reward read
         them (`train/trace/*`); right for the wrong reasons = the e2e sample is correct while some state is
-        wrong or missing."""
+        wrong or missing, over the samples with an e2e verdict (as val/trace/right_wrong_reasons)."""
         rows = [p for p in rollout.problems for _ in range(rollout.group_size)]
         sums: dict[str, float] = defaultdict(float)
+        wrong_reasons: list[float] = []
         for problem, reasoning, record in zip(rows, scores.reasonings, scores.records, strict=True):
             trace = self.task.trace_metrics(problem, reasoning, None)
             for key, value in trace.items():
                 sums[key] += value
-            if "trace/step_acc" in trace:
-                sums["trace/right_wrong_reasons"] += float(bool(record.e2e) and trace["trace/step_acc"] < 1)
-        return {f"train/{key}": total / len(rows) for key, total in sums.items()}
+            if "trace/step_acc" in trace and record.e2e is not None:
+                wrong_reasons.append(float(bool(record.e2e) and trace["trace/step_acc"] < 1))
+        metrics = {f"train/{key}": total / len(rows) for key, total in sums.items()}
+        if wrong_reasons:
+            metrics["train/trace/right_wrong_reasons"] = sum(wrong_reasons) / len(wrong_reasons)
+        return metrics
 
     def _log_text(self, tag: str, text: str, step: int | None = None) -> None:
         experiment = getattr(self.logger, "experiment", None)
