@@ -18,6 +18,7 @@ import fsspec.transaction
 import pytest
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
@@ -99,6 +100,9 @@ def slurm_job(tmp_path, monkeypatch):
     before = signal.getsignal(signal.SIGUSR1)
     for name, value in {**slurm_environment(tmp_path), "SLURM_PROCID": "0", "SLURM_LOCALID": "0"}.items():
         monkeypatch.setenv(name, value)
+    # no Hydra job here: another test's Hydra config, left in this process, would name a run dir with the
+    # start time, and the requeue would be refused (planlift.callbacks.requeue.run_dir_is_kept)
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)
     yield tmp_path
     RequeueSignal.uninstall()
     assert signal.getsignal(signal.SIGUSR1) == before
