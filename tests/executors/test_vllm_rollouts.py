@@ -110,6 +110,8 @@ def test_grpo_trains_with_vllm_rollouts_and_logs_sync_and_mismatch(vllm_executor
             "executor=vllm",
             "rollout=vllm",
             "algorithm.optimizer.lr=0.01",
+            "reward=rm_only",  # the oracle rubric grades every trace: advantages that are not all 0
+            "rm=oracle",
             executor=vllm_executor,
             engine=engine,
         )
