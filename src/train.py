@@ -70,6 +70,7 @@ def train(cfg: DictConfig, executor=None, engine=None) -> float | None:
     if cfg.validate_before_training and not ckpt_path:
         with summary.phase("step-0 validation"):
             trainer.validate(module, datamodule=datamodule, verbose=False)
+            runtime.leave_this_second()  # the fit's event file sorts after this one (see there)
         summary.before = summary.validation_metrics(trainer.callback_metrics)
     with summary.phase("training"):
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)

@@ -44,6 +44,7 @@ def train_rm(cfg: DictConfig) -> float | None:
     trainer: pl.Trainer = runtime.build_trainer(cfg)
     if cfg.validate_before_training and not ckpt_path:
         trainer.validate(module, datamodule=datamodule, verbose=False)
+        runtime.leave_this_second()  # the fit's event file sorts after this one (see there)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metric = runtime.metric_value(trainer.callback_metrics, cfg.optimized_metric)
     log.info("%s = %s; outputs in %s", cfg.optimized_metric, metric, cfg.paths.output_dir)

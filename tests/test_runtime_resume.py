@@ -227,3 +227,31 @@ def test_the_seed_and_learning_rate_are_checked_before_the_run():
             check(bad)
     with pytest.raises(ConfigError, match="algorithm.optimizer.lr must be a number, got 'fast'"):
         check("fast")
+
+
+def test_event_files_written_after_leaving_the_second_sort_after(tmp_path, monkeypatch):
+    """TensorBoard reads a run's event files in name order; the name's per-process counter is not
+    zero-padded, so within one second ".10" sorts before ".9". After `leave_this_second` the next file's
+    second is later, and it sorts after whatever the counter."""
+    from tensorboard.summary.writer import event_file_writer
+    from torch.utils.tensorboard import SummaryWriter
+
+    def files_of(counter: int, wait: bool) -> list[str]:
+        monkeypatch.setattr(event_file_writer, "_global_uid", event_file_writer.AtomicCounter(counter))
+        folder = tmp_path / f"run{counter}{wait}"
+        names = []
+        for _ in range(2):  # the step-0 validation's writer, then the fit's
+            writer = SummaryWriter(str(folder))
+            names.append(Path(writer.file_writer.event_writer._file_name).name)
+            writer.close()
+            if wait:
+                runtime.leave_this_second()
+        return names
+
+    first, second = files_of(9, wait=True)
+    assert sorted([second, first]) == [first, second]
+    for _ in range(5):  # without the wait: same second (almost always), ".10" sorts before ".9"
+        first, second = files_of(9, wait=False)
+        if first.split(".")[3] == second.split(".")[3]:
+            assert sorted([first, second]) == [second, first]
+            break

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import pickle
 import sys
+import time
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -447,6 +449,16 @@ def check_validation_schedule(trainer: DictConfig) -> None:
             interval,
             max_steps - max_steps % interval,
         )
+
+
+def leave_this_second() -> None:
+    """Sleep until the clock's second changes (at most 1 s). Called between the step-0 validation and the
+    fit, whose TensorBoard writers write two event files of one run: TensorBoard reads a run's files in name
+    order, and a name holds the creation second, then a per-process counter that is not zero-padded, so two
+    files of one second can sort as ".10" before ".9". Read out of step order, TensorBoard drops the later
+    steps as orphaned data (a sweep's fourth run served only its step-0 `val/e2e_acc`)."""
+    now = time.time()
+    time.sleep(math.floor(now) + 1 - now)
 
 
 def metric_value(metrics: dict, name: str) -> float | None:
