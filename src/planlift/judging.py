@@ -335,6 +335,13 @@ def tally(records: Sequence[ReasoningRecord]) -> dict[str, tuple[float, int]]:
     return totals
 
 
+def add_tallies(into: dict[str, tuple[float, int]], more: dict[str, tuple[float, int]]) -> None:
+    """Add `more`'s (sum, count) pairs to `into`'s, key by key (batches, ranks)."""
+    for key, (total, count) in more.items():
+        before = into.get(key, (0.0, 0))
+        into[key] = (before[0] + total, before[1] + count)
+
+
 def failure_counts(records: Sequence[ReasoningRecord]) -> dict[str, float]:
     """`executor_failed`: records without an executor reply; `sandbox_failed`: records with a program the
     sandbox could not start."""

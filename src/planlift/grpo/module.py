@@ -64,7 +64,7 @@ from planlift.grpo.objective import (
 )
 from planlift.grpo.rank_metrics import batch_reduction
 from planlift.grpo.rollout import Rollout, completion_logprobs, sample_rollout
-from planlift.judging import BaselineCache, failure_counts, judge_reasonings, pass_counts, tally
+from planlift.judging import BaselineCache, add_tallies, failure_counts, judge_reasonings, pass_counts, tally
 from planlift.models.dropout import active_dropout
 from planlift.models.dropout import disable_dropout as disable_dropout_in
 from planlift.models.policy import Policy
@@ -383,9 +383,7 @@ class GRPOModule(pl.LightningModule):
 
     def _add_val(self, totals: dict[str, tuple[float, int]]) -> None:
         """Add (sum, count) pairs to this rank's validation totals (a failure count's count is unused)."""
-        for key, (total, count) in totals.items():
-            before = self._val_totals.get(key, (0.0, 0))
-            self._val_totals[key] = (before[0] + total, before[1] + count)
+        add_tallies(self._val_totals, totals)
 
     def on_validation_epoch_end(self) -> None:
         """Every rank's sums and counts in one gather, then each metric over every judged record of every
@@ -395,9 +393,7 @@ class GRPOModule(pl.LightningModule):
         as many collectives as a rank has keys, and weights by a batch size it averages as an integer."""
         totals: dict[str, tuple[float, int]] = {}
         for share in gather_objects(self._val_totals):
-            for key, (total, count) in share.items():
-                before = totals.get(key, (0.0, 0))
-                totals[key] = (before[0] + total, before[1] + count)
+            add_tallies(totals, share)
         self._val_totals = {}
         counts = set(failure_counts([]))
         for key in sorted(totals):  # the same keys in the same order on every rank
