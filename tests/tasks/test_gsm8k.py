@@ -86,6 +86,11 @@ def test_prompts(task):
         ("`18`", True, "correct"),
         ("__18__ dollars", True, "correct"),
         ("2*18*3", False, "wrong"),  # a product, not emphasis
+        ("(18)", True, "correct"),  # a number alone in brackets (math-verify found no answer)
+        ("So she makes [$18].", True, "correct"),
+        ("**(18)**", True, "correct"),
+        ("f(18)", False, "no_answer"),  # a call, not an answer
+        ("(18)x", False, "no_answer"),
         ("16 or 18", False, "wrong"),  # a hedge whose last choice is right (math-verify takes it)
         ("16 dollars, or 18 dollars", False, "wrong"),
         ("$16 to $18", False, "wrong"),
@@ -111,8 +116,10 @@ def test_a_hedge_is_read_on_the_line_of_the_last_number(task):
 @pytest.mark.parametrize(
     "text",
     ["17" + " " * 20000 + "x", "17 " + "a " * 10000, "1%" + " " * 20000 + "%", "$ " * 10000 + "17",
-     "17" + " " * 20000 + "or" + " " * 20000 + "x", "1,000" * 5000, "`" + "1" * 20000, "**" + "1," * 10000],
-    ids=["spaces", "words", "percent_spaces", "dollars", "or_spaces", "groups", "open_code", "open_bold"],
+     "17" + " " * 20000 + "or" + " " * 20000 + "x", "1,000" * 5000, "`" + "1" * 20000, "**" + "1," * 10000,
+     "(" + "1," * 10000, "[(" * 10000 + "17"],
+    ids=["spaces", "words", "percent_spaces", "dollars", "or_spaces", "groups", "open_code", "open_bold",
+         "open_bracket", "nested_brackets"],
 )  # fmt: skip
 def test_degenerate_replies_are_judged(task, text):
     """Replies an executor can be led to write: the hedge and markdown readings give up a failed match

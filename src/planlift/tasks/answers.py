@@ -97,10 +97,18 @@ _GLUED_NUMBER_WORDS = re.compile(rf"\b(?:{_NUMBER_WORD})(?:{_NUMBER_WORD})+\b", 
 _LITERAL = re.compile(r"-?\d+(?:\.\d+)?")
 # Percent markers of a reply: "%", LaTeX "\\%", the word "percent".
 _PERCENT = re.compile(r"\s*(?:\\%|%|\bper\s?cent\b)", re.IGNORECASE)
+# A run of 8 or more spaces or line breaks: math-verify's parse and the percent pattern take time quadratic
+# in a run's length (11.7 s on a reply of 20,000 spaces); two of them read the same.
+_LONG_SPACE = re.compile(r"\s{8,}")
 # Markdown around a number: "**72**", "*72*", "__72__", "`72`" (math-verify finds no answer in a code span
 # or in one-star emphasis, and shows "**72**" as "72**"); not a product ("2*72*3") or a name ("x_72_").
 _MARKDOWN_AROUND_NUMBER = re.compile(
     r"(?<![\w*`])(\*\*|__|\*|_|`)(?P<number>\$?-?\d[\d,]*(?:\.\d+)?)\1(?![\w*`])"
+)
+# A number alone in brackets: "(72)", "[72]" (math-verify finds no answer in them); not a call or an index
+# ("f(72)", "a[72]") and not brackets inside a longer term ("(72)x").
+_BRACKETED_NUMBER = re.compile(
+    r"(?<![\w)\]])(?:\((?P<round>\$?-?\d[\d,]*(?:\.\d+)?)\)|\[(?P<square>\$?-?\d[\d,]*(?:\.\d+)?)\])(?![\w(\[])"
 )
 # Alternatives or a range between two numbers, up to two words after the first ("18 apples or 20"), and
 # "between 18 and 20". Every run of digits, letters or spaces is read by one possessive token: a failed
@@ -135,10 +143,20 @@ def parse_gold(answer: str) -> tuple:
 
 
 def extract_answer(text: str) -> list:
-    """math-verify's parse of a reply, percent markers and markdown around numbers dropped (an empty list
-    when it finds no answer)."""
-    text = _MARKDOWN_AROUND_NUMBER.sub(r"\g<number>", _PERCENT.sub("", text))
+    """math-verify's parse of a reply, percent markers, markdown and brackets around numbers dropped (an
+    empty list when it finds no answer)."""
+    text = _PERCENT.sub("", _LONG_SPACE.sub(_two_spaces, text))
+    for pattern in (_BRACKETED_NUMBER, _MARKDOWN_AROUND_NUMBER, _BRACKETED_NUMBER):  # "**(72)**", "(**72**)"
+        text = pattern.sub(_number_inside, text)
     return parse(text, extraction_config=list(_PRED_CONFIG))
+
+
+def _two_spaces(match: re.Match) -> str:
+    return "\n\n" if "\n" in match[0] else "  "
+
+
+def _number_inside(match: re.Match) -> str:
+    return next(value for name, value in match.groupdict().items() if value is not None)
 
 
 def hedges(text: str) -> bool:
