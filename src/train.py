@@ -64,7 +64,7 @@ def train(cfg: DictConfig, executor=None, engine=None) -> float | None:
         cfg.algorithm, policy=policy, reward=reward, task=task, rollout_engine=engine
     )
     datamodule = hydra.utils.instantiate(cfg.data, task=task)
-    trainer: pl.Trainer = runtime.build_trainer(cfg)
+    trainer: pl.Trainer = runtime.build_trainer(cfg, resume_from=ckpt_path)
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # the same stream whether or not bootstrap ran
     if cfg.validate_before_training and not ckpt_path:

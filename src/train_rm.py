@@ -41,7 +41,7 @@ def train_rm(cfg: DictConfig) -> float | None:
         cfg.rm_data, tokenizer=model.tokenizer, dimension_names=model.dimension_names
     )
     module = hydra.utils.instantiate(cfg.module, model=model)
-    trainer: pl.Trainer = runtime.build_trainer(cfg)
+    trainer: pl.Trainer = runtime.build_trainer(cfg, resume_from=ckpt_path)
     if cfg.validate_before_training and not ckpt_path:
         trainer.validate(module, datamodule=datamodule, verbose=False)
         runtime.leave_this_second()  # the fit's event file sorts after this one (see there)

@@ -58,6 +58,15 @@ def gather_objects(obj: Any) -> list[Any]:
     return gathered
 
 
+def same_on_every_rank(value: Any, what: str) -> None:
+    """A ConfigError on every rank, naming each rank's value, unless all ranks hold the same `value`
+    (collective: every rank calls it; nothing to compare without a process group)."""
+    values = gather_objects(value)
+    if any(other != values[0] for other in values[1:]):
+        held = "; ".join(f"rank {r}: {v!r}" for r, v in enumerate(values))
+        raise ConfigError(f"the ranks disagree on {what} ({held})")
+
+
 def sum_over_ranks(values: Sequence[float], device: torch.device | str = "cpu") -> list[float]:
     """Each value summed over the ranks (collective: every rank calls it); the values without a process
     group. `device`: where the collective's tensor lives (the rank's GPU under NCCL)."""

@@ -408,18 +408,21 @@ def check_learning_rate(cfg: DictConfig, key: str) -> None:
         raise ConfigError(f"{key} must be > 0, got {lr}")
 
 
-def build_trainer(cfg: DictConfig):
-    """The Lightning Trainer of `cfg.trainer`, with every configured logger and callback (null ones skipped)."""
+def build_trainer(cfg: DictConfig, resume_from: str | None = None):
+    """The Lightning Trainer of `cfg.trainer`, with every configured logger and callback (null ones skipped),
+    and a check that every rank of a distributed fit resumes from `resume_from` (the checkpoint this rank
+    chose: `checkpoint_to_resume`)."""
     import hydra
+
+    from planlift.callbacks.checkpoint import SameResumeCheckpoint
 
     def each(nodes: DictConfig | None) -> list:
         return [hydra.utils.instantiate(node) for node in (nodes or {}).values() if node is not None]
 
     check_validation_schedule(cfg.trainer)
 
-    return hydra.utils.instantiate(
-        cfg.trainer, logger=each(cfg.get("logger")), callbacks=each(cfg.get("callbacks"))
-    )
+    callbacks = [*each(cfg.get("callbacks")), SameResumeCheckpoint(resume_from)]
+    return hydra.utils.instantiate(cfg.trainer, logger=each(cfg.get("logger")), callbacks=callbacks)
 
 
 def check_validation_schedule(trainer: DictConfig) -> None:

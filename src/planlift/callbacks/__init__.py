@@ -5,6 +5,7 @@ from planlift.lazy import lazy_exports
 EXPORTS = {
     "ExportPlanner": "export",
     "LastCheckpoint": "checkpoint",
+    "SameResumeCheckpoint": "checkpoint",
     "StepProgressBar": "progress",
 }
 __all__ = list(EXPORTS)

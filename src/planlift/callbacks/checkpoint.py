@@ -40,6 +40,7 @@ from pytorch_lightning.callbacks import Checkpoint
 
 from planlift.atomic import commit, remove, staging_path
 from planlift.callbacks.requeue import RequeueSignal
+from planlift.distributed import same_on_every_rank
 
 log = logging.getLogger(__name__)
 
@@ -130,3 +131,19 @@ def _validation_due(trainer: pl.Trainer) -> bool:
     if trainer.val_check_batch == float("inf"):
         return False
     return (loop.total_batch_idx + 1) % int(trainer.val_check_batch) == 0  # as Lightning decides it
+
+
+class SameResumeCheckpoint(pl.Callback):
+    """Stops a distributed fit whose ranks would resume from different checkpoints. Each rank chooses its
+    checkpoint before the process group exists (`runtime.checkpoint_to_resume`, which scans the run dir
+    under `auto_resume`); a node whose view of a shared filesystem lags would resume from an older one or
+    start afresh, and its loops, optimizer state and random streams would leave the other ranks' while DDP
+    still averaged their gradients. The check runs at setup, once the group exists and before any
+    checkpoint is restored: a ConfigError on every rank names each rank's choice."""
+
+    def __init__(self, ckpt_path: str | None) -> None:
+        self.ckpt_path = None if ckpt_path is None else str(Path(ckpt_path).resolve())
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            same_on_every_rank(self.ckpt_path, "the checkpoint to resume from")
