@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -77,20 +78,53 @@ def sum_over_ranks(values: Sequence[float], device: torch.device | str = "cpu") 
     return total.tolist()
 
 
-def reduce_over_ranks(metrics: dict[str, float], how: Callable[[str], str | None]) -> dict[str, float]:
-    """Every rank's metrics in one collective (every rank calls it), each reduced as `how(key)` says:
-    "mean", "sum" or "max" over the ranks that have the key, or None for this rank's own value (a key only
-    other ranks have is then left out)."""
+def reduce_over_ranks(
+    metrics: dict[str, float],
+    how: Callable[[str], str | None],
+    counts: dict[str, float] | None = None,
+) -> dict[str, float]:
+    """Every rank's metrics in one collective (every rank calls it), each reduced as `how(key)` says over
+    the ranks that have the key: "sum", "max", "mean", "std", or None for this rank's own value (a key only
+    other ranks have is then left out).
+
+    `counts[key]`: how many values a rank's mean `key` is over (1 when not given: ranks with equal shares).
+    A "mean" weights each rank's by it, so the result is the mean over every rank's values; a "std" (the
+    key of a mean `m` is `m_std`: a sample standard deviation, n - 1) is pooled from each rank's count,
+    mean and std, the standard deviation of every rank's values together."""
     if world_size() == 1:
         return metrics
-    gathered = gather_objects(metrics)
+    gathered = gather_objects((metrics, counts or {}))
     out: dict[str, float] = {}
-    for key in dict.fromkeys(k for m in gathered for k in m):
+    for key in dict.fromkeys(k for m, _ in gathered for k in m):
         reduction = how(key)
         if reduction is None:
             if key in metrics:
                 out[key] = metrics[key]
             continue
-        values = [m[key] for m in gathered if key in m]
-        out[key] = {"mean": sum(values) / len(values), "sum": sum(values), "max": max(values)}[reduction]
+        held = [(m, c) for m, c in gathered if key in m]
+        values = [m[key] for m, _ in held]
+        if reduction == "mean":
+            out[key] = _weighted_mean(values, [c.get(key, 1.0) for _, c in held])
+        elif reduction == "std":
+            out[key] = _pooled_std(key.removesuffix("_std"), held)
+        else:
+            out[key] = {"sum": sum(values), "max": max(values)}[reduction]
     return out
+
+
+def _weighted_mean(values: list[float], weights: list[float]) -> float:
+    total = sum(weights)
+    if total <= 0:  # no rank holds a value (a mean over nothing): the ranks' placeholders, averaged
+        return sum(values) / len(values)
+    return sum(v * w for v, w in zip(values, weights, strict=True)) / total
+
+
+def _pooled_std(mean_key: str, held: list[tuple[dict[str, float], dict[str, float]]]) -> float:
+    """The sample standard deviation of all ranks' values from each rank's (count, mean, std) of them."""
+    parts = [(c.get(mean_key, 1.0), m.get(mean_key, 0.0), m[mean_key + "_std"]) for m, c in held]
+    n = sum(count for count, _, _ in parts)
+    if n < 2:
+        return 0.0
+    mean = sum(count * value for count, value, _ in parts) / n
+    squares = sum((count - 1) * std**2 + count * (value - mean) ** 2 for count, value, std in parts)
+    return math.sqrt(max(squares, 0.0) / (n - 1))

@@ -231,8 +231,10 @@ def test_right_for_wrong_reasons_counts_only_samples_with_an_e2e_verdict(tiny_ch
     e2e = [1.0, None, 0.0, 1.0]
     records = [RewardRecord(e2e=v, mask_reason=None if v is not None else "executor_error") for v in e2e]
     scores = RewardBatch(records, group_size=4, reasonings=["no steps"] * 4)  # step_acc 0: wrong reasons
-    metrics = module._sampled_trace_metrics(rollout, scores)
+    counts = {}
+    metrics = module._sampled_trace_metrics(rollout, scores, counts)
     assert metrics["train/trace/right_wrong_reasons"] == pytest.approx(2 / 3)
+    assert counts["train/trace/right_wrong_reasons"] == 3  # what the ranks' values are weighted by
     assert metrics["train/trace/step_acc"] == 0.0
     failed = RewardBatch([RewardRecord(mask_reason="executor_error")] * 4, group_size=4, reasonings=["x"] * 4)
-    assert "train/trace/right_wrong_reasons" not in module._sampled_trace_metrics(rollout, failed)
+    assert "train/trace/right_wrong_reasons" not in module._sampled_trace_metrics(rollout, failed, {})

@@ -193,8 +193,10 @@ class GRPOModule(pl.LightningModule):
         scores = self.reward(problems, rollout.texts, self.num_generations)
         advantages = group_advantages(scores.rewards, scores.mask, self.num_generations, self.scale_rewards)
         with _timed(timings, "update"):
-            update = self.update_policy(rollout, advantages.to(self.device), scores.mask.to(self.device))
-        self._log_step(rollout, scores, advantages, update, timings)
+            update, counts = self.update_policy(
+                rollout, advantages.to(self.device), scores.mask.to(self.device)
+            )
+        self._log_step(rollout, scores, advantages, update, counts, timings)
 
     def sync_engine(self) -> None:
         """Load the planner's weights into the rollout engine once per optimizer step (a collective under
@@ -226,8 +228,9 @@ class GRPOModule(pl.LightningModule):
 
     def update_policy(
         self, rollout: Rollout, advantages: torch.Tensor, sample_mask: torch.Tensor
-    ) -> dict[str, float]:
-        """`num_iterations` optimizer steps on the rollout, each accumulated over micro-batches."""
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """`num_iterations` optimizer steps on the rollout, each accumulated over micro-batches. Returns the
+        update's statistics and how many tokens each per-token mean among them is over."""
         token_mask = rollout.completion_mask * sample_mask.unsqueeze(1).long()
         counts = sum_over_ranks(LossNormalizer.counts(token_mask), self.device)  # the global batch's totals
         normalizer = LossNormalizer.for_batch(
@@ -281,7 +284,8 @@ class GRPOModule(pl.LightningModule):
             optimizer.zero_grad(set_to_none=True)
             if scheduler is not None:
                 scheduler.step()
-        tokens = max(stats.pop("tokens"), 1.0)
+        counted = stats.pop("tokens")
+        tokens = max(counted, 1.0)
         n = self.num_iterations
         out = {
             "loss": stats["loss"] / n,
@@ -290,11 +294,13 @@ class GRPOModule(pl.LightningModule):
             "entropy": stats.pop("entropy_sum") / tokens,
             "lr": learning_rate,
         }
+        counts = {"clip_fraction": counted, "entropy": counted}
         if ref is not None:  # without a KL term the reference is never evaluated: no value to log
             out["kl"] = stats["kl"] / n
         if sampler is not None:
             sampled = max(stats["sampled_tokens"], 1.0)
             out["rollout/logprob_abs_diff_mean"] = stats["abs_diff_sum"] / sampled
+            counts["rollout/logprob_abs_diff_mean"] = stats["sampled_tokens"]
             out["rollout/logprob_abs_diff_max"] = stats["abs_diff_max"]
             if is_weights:
                 mask = token_mask.float()  # the tokens whose loss the weights scale
@@ -303,7 +309,8 @@ class GRPOModule(pl.LightningModule):
                 out["rollout/is_capped_fraction"] = (
                     ((weights >= self.tis_cap).float() * mask).sum() / mask.sum().clamp(min=1)
                 ).item()
-        return out
+                counts["rollout/is_weight_mean"] = counts["rollout/is_capped_fraction"] = mask.sum().item()
+        return out, counts
 
     @torch.no_grad()
     def _frozen_logprobs(self, rollout: Rollout, chunks: list[slice]) -> torch.Tensor:
@@ -570,18 +577,23 @@ class GRPOModule(pl.LightningModule):
         scores: RewardBatch,
         advantages: torch.Tensor,
         update: dict[str, float],
+        update_counts: dict[str, float],
         timings: dict[str, float],
     ) -> None:
-        metrics = scores.metrics(prefix="train")
+        counts: dict[str, float] = {}  # how many values each mean is over: the ranks' combine by them
+        metrics = scores.metrics(prefix="train", counts=counts)
         metrics.update({f"train/{k}": v for k, v in update.items()})
+        counts.update({f"train/{k}": v for k, v in update_counts.items()})
         metrics.update({f"train/time/{k}": v for k, v in timings.items()})
         lengths = rollout.completion_lengths.float()
         metrics["train/completion_length"] = lengths.mean().item()
         metrics["train/advantage_abs"] = advantages[scores.mask].abs().mean().nan_to_num().item()
+        counts["train/advantage_abs"] = int(scores.mask.sum())
         metrics.update({f"train/executor/{k}": v for k, v in self.reward.executor.metrics().items()})
         metrics.update({f"train/rollout/{k}": v for k, v in self.engine.metrics().items()})
-        metrics.update(self._sampled_trace_metrics(rollout, scores))
-        metrics = reduce_over_ranks(metrics, batch_reduction)  # DDP / FSDP: the whole batch's statistics
+        metrics.update(self._sampled_trace_metrics(rollout, scores, counts))
+        # DDP / FSDP: the whole batch's statistics
+        metrics = reduce_over_ranks(metrics, batch_reduction, counts)
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(rollout.problems))
         self.log(
             "train/reward",
@@ -605,7 +617,9 @@ class GRPOModule(pl.LightningModule):
                 step,
             )
 
-    def _sampled_trace_metrics(self, rollout: Rollout, scores: RewardBatch) -> dict[str, float]:
+    def _sampled_trace_metrics(
+        self, rollout: Rollout, scores: RewardBatch, counts: dict[str, float]
+    ) -> dict[str, float]:
         """Means of the task's trace metrics over the sampled completions' reasonings, as the reward read
         them (`train/trace/*`); right for the wrong reasons = the e2e sample is correct while some state is
         wrong or missing, over the samples with an e2e verdict (as val/trace/right_wrong_reasons)."""
@@ -621,6 +635,7 @@ class GRPOModule(pl.LightningModule):
         metrics = {f"train/{key}": total / len(rows) for key, total in sums.items()}
         if wrong_reasons:
             metrics["train/trace/right_wrong_reasons"] = sum(wrong_reasons) / len(wrong_reasons)
+            counts["train/trace/right_wrong_reasons"] = len(wrong_reasons)
         return metrics
 
     def _log_text(self, tag: str, text: str, step: int | None = None) -> None:

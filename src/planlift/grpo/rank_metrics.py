@@ -24,12 +24,15 @@ _BATCH_STATISTICS = (
 
 
 def batch_reduction(key: str) -> str | None:
-    """How a train/* metric combines over the ranks: masked counts add up, a `*_max` takes the largest,
-    the other batch statistics average (the ranks hold equal shares); timings, the counters of a rank's
-    own executor and engine, and the learning rate stay rank 0's (None)."""
+    """How a train/* metric combines over the ranks: masked counts add up, a `*_max` takes the largest, a
+    reward term's `*_std` is pooled, the other batch statistics average, weighted by how many values each
+    rank's is over (`planlift.distributed.reduce_over_ranks`); timings, the counters of a rank's own
+    executor and engine, and the learning rate stay rank 0's (None)."""
     name = key.removeprefix("train/")
     if not name.startswith(_BATCH_STATISTICS):
         return None
     if name.startswith("reward/masked") and not name.endswith("_frac"):
         return "sum"
+    if name.startswith("reward/") and name.endswith("_std"):
+        return "std"
     return "max" if name.endswith("_max") else "mean"

@@ -89,22 +89,26 @@ class RewardBatch:
     def mask(self) -> torch.Tensor:  # [B] bool, True = the sample enters statistics and loss
         return torch.tensor([not r.masked for r in self.records], dtype=torch.bool)
 
-    def metrics(self, prefix: str = "train") -> dict[str, float]:
+    def metrics(self, prefix: str = "train", counts: dict[str, float] | None = None) -> dict[str, float]:
         """Per-term mean/std over every sample that has the term (a masked sample keeps the terms judged
         before it was masked: under leakage_policy=mask, `leakage` and `e2e` count the leaking samples),
         group health (TRL's reward_std, frac_reward_zero_std) and mask counts. `uplift` is the term the
         formula used (clamped to `uplift_bounds`: [0, 1] under grounded_guarded); `uplift_raw` is w - b
-        before the clamp, the quantity val/uplift reports."""
+        before the clamp, the quantity val/uplift reports. `counts`, when given, receives how many values
+        each mean is over (samples, or groups), for combining the ranks' (`distributed.reduce_over_ranks`)."""
         out: dict[str, float] = {}
+        counts = {} if counts is None else counts
         terms = [r.terms() for r in self.records]
         for term in TERMS:
             values = [t[term] for t in terms if term in t]
             if values:
                 out[f"{prefix}/reward/{term}"] = _mean(values)
                 out[f"{prefix}/reward/{term}_std"] = _std(values)
+                counts[f"{prefix}/reward/{term}"] = len(values)
         raw = [t["w"] - t["b"] for t in terms if "w" in t and "b" in t]
         if raw:
             out[f"{prefix}/reward/uplift_raw"] = _mean(raw)
+            counts[f"{prefix}/reward/uplift_raw"] = len(raw)
         group_stds, flat = [], []
         for start in range(0, len(self.records), self.group_size):
             finals = [r.final for r in self.records[start : start + self.group_size] if not r.masked]
@@ -115,9 +119,11 @@ class RewardBatch:
         if group_stds:
             out[f"{prefix}/reward_std"] = _mean(group_stds)
             out[f"{prefix}/frac_reward_zero_std"] = _mean(flat)
+            counts[f"{prefix}/reward_std"] = counts[f"{prefix}/frac_reward_zero_std"] = len(group_stds)
         masked = Counter(r.mask_reason for r in self.records if r.masked)
         out[f"{prefix}/reward/masked"] = float(sum(masked.values()))
         out[f"{prefix}/reward/masked_frac"] = sum(masked.values()) / len(self.records)
+        counts[f"{prefix}/reward/masked_frac"] = len(self.records)
         for reason in dict.fromkeys([*MASK_REASONS, *masked]):
             out[f"{prefix}/reward/masked/{reason}"] = float(masked[reason])
         out.update({f"{prefix}/{key}": value for key, value in self.stats.items()})
