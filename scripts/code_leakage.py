@@ -5,7 +5,9 @@ plans (should be flagged) and SmolLM2-135M planner plans (mostly prose; flagged 
     python scripts/code_leakage.py --plans 32      # + 2 SmolLM2 plans for each of 32 MBPP validation problems (~2 min)
 
 Prints, per dressing of the 317 MBPP train+validation reference bodies (`def` lines removed), how many are
-flagged; then how many SmolLM2 plans are flagged, and why (fence, def, statements or lambda).
+flagged; how many of the one-line bodies (`return <expr>`) are flagged when written into a sentence
+("Then return <expr>, which is the answer."); then how many SmolLM2 plans are flagged, and why (fence,
+def, statements or lambda).
 """
 
 from __future__ import annotations
@@ -46,6 +48,14 @@ def main() -> None:
         print(
             f"references, {name:20s} flagged {sum(task.detect_leakage(None, p) for p in plans)}/{len(plans)}"
         )
+    one_line = [
+        lines[0] for r in records if len(lines := body(r.reference)) == 1 and lines[0].startswith("return ")
+    ]
+    sentences = [f"Then {line}, which is the answer.\n" for line in one_line]
+    print(
+        f"one-line references as sentences flagged "
+        f"{sum(task.detect_leakage(None, p) for p in sentences)}/{len(sentences)}"
+    )
     if args.plans:
         import torch
 

@@ -12,10 +12,14 @@ def test_every_dressing_of_the_references_is_flagged_alike(monkeypatch, capsys):
     script = load_entry_point("code_leakage", "scripts")
     monkeypatch.setattr(sys, "argv", ["code_leakage.py"])
     script.main()
-    counts = re.findall(r"flagged (\d+)/(\d+)", capsys.readouterr().out)
+    out = capsys.readouterr().out
+    counts = re.findall(r"references, .* flagged (\d+)/(\d+)", out)
     assert (
         len(counts) == len(script.DRESSINGS) and len(set(counts)) == 1
     )  # bullets, Step k:, backticks = bare
     flagged, total = map(int, counts[0])
     # 1-2 line bodies too: a return and a statement that computes make a program
     assert total > 300 and flagged == total
+    # a one-line body written into a sentence is the program too (returns_computed_value)
+    flagged, total = map(int, re.search(r"as sentences flagged (\d+)/(\d+)", out).groups())
+    assert total >= 9 and flagged == total  # 0/9 before returns_computed_value

@@ -177,6 +177,10 @@ def test_prose_plans_are_not_code(humaneval, problem, plan):
         # characters that read as code
         "de\u200bf close(a, b): return abs(a - b) < t\n",
         "\uff52\uff45\uff54\uff55\uff52\uff4e any(abs(a - b) < t for a in xs for b in xs)\n",
+        # a one-line program written into a sentence
+        "Sort them, then return any(b - a < threshold for a, b in zip(s, s[1:])), which is the check.\n",
+        "Body (one line): return min(b - a for a, b in zip(s, s[1:])) < threshold\n",
+        "Simply return `abs(numbers[0] - numbers[1]) < threshold`.\n",
     ],
     ids=[
         "wrapped_brackets",
@@ -193,6 +197,9 @@ def test_prose_plans_are_not_code(humaneval, problem, plan):
         "inline_spans",
         "zero_width_def",
         "fullwidth_return",
+        "return_in_sentence",
+        "return_after_parenthesised_label",
+        "return_of_a_code_span",
     ],
 )
 def test_short_wrapped_or_labelled_programs_are_code(humaneval, problem, plan):
@@ -226,6 +233,10 @@ def test_a_lambda_is_the_shortest_text_that_parses_and_broken_ones_are_bounded()
         "Edge cases (empty list,\none element): return an empty list.\n",
         "Formula: area = 0.5 * (a + b) * h\nThen return the area.\n",
         "Initialise: count = 0\nLoop: count += 1 for each vowel\nFinish: return count\n",
+        # "return" in sentences, followed by words rather than an expression that computes
+        "Return True if two numbers are closer than t, otherwise False.\n",
+        "Return i and j such that they sum to the target.\nreturn -1 if not found.\n",
+        "Return 'Yes' or 'No'.\nreturn the index i where nums[i] is the largest.\n",
     ],
 )
 def test_plans_that_name_a_little_code_are_not_the_program(humaneval, problem, plan):

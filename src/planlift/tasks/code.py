@@ -15,7 +15,8 @@ all tests): under a fixed 20 s, the MBPP+ reference of Mbpp/599 (94 tests) was i
 Leakage: the plan contains code — a fenced block, a `def name(` or a `lambda x: ...` of any function (a
 helper under another name is the program too), `code_lines` or more statements, or a program of fewer: a
 `return` together with a statement that computes something (`return sorted(set(a))`, or
-`area = 0.5 * h * (a + b)` and `return area`; not `return 0` with `total = 0`). Statements are lines,
+`area = 0.5 * h * (a + b)` and `return area`; not `return 0` with `total = 0`), also written inside a
+sentence ("Then return sorted(set(a)), which drops duplicates": `returns_computed_value`). Statements are lines,
 `;`-joined parts of a line, `inline code` spans, or lines wrapped inside brackets or after a backslash,
 that parse as Python (an assignment, return, import, raise, a call with arguments, or a block header), once
 list markers and "Step n:" / "Step A)" / "a)" prefixes are stripped, or, for a statement that computes
@@ -107,6 +108,14 @@ _PROSE_GOES_ON = re.compile(r"\s+[A-Za-z]")
 _TOKEN_END = re.compile(r"\w+|[^\w\s]")  # where a lambda's text may end: after a word or a symbol
 _PARSE_FAILURES = (SyntaxError, ValueError, MemoryError, RecursionError)  # deep nesting, huge input
 _STRING = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
+# "return" in a sentence ("Then return sorted(set(a)), which ...", "The body is: return a == a[::-1]")
+_RETURN_IN_PROSE = re.compile(r"\breturn\s+(?=\S)", re.IGNORECASE)
+# Nodes that compute: a value holding one of them and a name is an expression, not words after "return"
+# ("i and j", "True or False" hold none)
+_COMPUTING = (
+    ast.Call, ast.BinOp, ast.Compare, ast.Subscript, ast.IfExp, ast.Lambda,
+    ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp,
+)  # fmt: skip
 
 
 def _is_code(text: str) -> bool:
@@ -258,6 +267,25 @@ def has_lambda(reasoning: str, headers: int = 20, ends: int = 40) -> bool:
                 if isinstance(node.body, ast.Name | ast.Constant) and _PROSE_GOES_ON.match(rest, token.end()):
                     continue
                 return True
+    return False
+
+
+def returns_computed_value(reasoning: str, returns: int = 20, ends: int = 40) -> bool:
+    """A `return` in a sentence whose value is an expression that computes from a name: "Return
+    sorted(set(a)).", "Then return a == a[::-1], which is the check", "Body (one line): return n - 1"; not
+    "return the pair", "return True or False", "return i and j", "return i, j", "return result at the end". As in
+    `has_lambda`, the text after each of the first `returns` "return"s is parsed up to each of its first
+    `ends` word or symbol ends, shortest first."""
+    found = (match for line in reasoning.splitlines() for match in _RETURN_IN_PROSE.finditer(line))
+    for match in itertools.islice(found, returns):
+        rest = match.string[match.end() :].replace("`", "")[:300]
+        for token in itertools.islice(_TOKEN_END.finditer(rest), ends):
+            with contextlib.suppress(*_PARSE_FAILURES):
+                nodes = list(ast.walk(ast.parse(rest[: token.end()], mode="eval").body))
+                if any(isinstance(n, _COMPUTING) for n in nodes) and any(
+                    isinstance(n, ast.Name) for n in nodes
+                ):
+                    return True
     return False
 
 
@@ -607,7 +635,7 @@ class CodeTask(Task):
         reasoning = visible_characters(reasoning)
         if FENCE in reasoning:
             return True
-        if _DEF.search(reasoning) or has_lambda(reasoning):
+        if _DEF.search(reasoning) or has_lambda(reasoning) or returns_computed_value(reasoning):
             return True
         statements = code_in(reasoning)
         return len(statements) >= self.code_lines or is_program(statements)
