@@ -283,6 +283,25 @@ def test_lora_planner_checkpoints_the_adapter_resumes_and_exports_merged(tmp_pat
     assert not any("lora" in name for name, _ in exported.named_parameters())
 
 
+@pytest.mark.slow
+def test_the_best_checkpoints_planner_is_exported_on_request(tmp_path, cache_dir):
+    """callbacks.export_planner.weights=best: planner_hf holds the weights of model_checkpoint's best file."""
+    import json
+
+    from planlift.models import load_policy
+
+    run_dir = tmp_path / "run"
+    train(run_dir, cache_dir, "callbacks.export_planner.weights=best")
+    provenance = json.loads((run_dir / "planner_hf" / "planlift_export.json").read_text())
+    best = torch.load(provenance["checkpoint"], weights_only=False)
+    assert Path(provenance["checkpoint"]).name == f"best-step{best['global_step']:06d}.ckpt"
+    assert provenance["weights"] == "best" and provenance["step"] == best["global_step"]
+    assert provenance["score"] == pytest.approx(max(v for s, v in scalars(run_dir)["val/e2e_acc"] if s > 0))
+    exported = load_policy(str(run_dir / "planner_hf")).model.state_dict()
+    for key, value in best["state_dict"].items():
+        assert torch.equal(exported[key.removeprefix("planner.")], value), key
+
+
 @pytest.mark.parametrize(
     ("override", "name"),
     [

@@ -122,3 +122,80 @@ def test_cpu_repacked_4bit_weights_are_unpacked_before_dequantizing(tiny_checkpo
     unpacked = dequantized_merge(model, lora=True).state_dict()
     for key, value in standard.items():
         assert torch.allclose(unpacked[key], value, rtol=0, atol=1e-2 * value.abs().max().item()), key
+
+
+class GRPOLike(pl.LightningModule):
+    """What weights=best reads: `policy`, and the planner registered as `planner` (its checkpoint keys)."""
+
+    def __init__(self, policy) -> None:
+        super().__init__()
+        self.policy = policy
+        self.planner = policy.model
+
+
+def best_trainer(best_path: str, score: float = 0.25) -> pl.Trainer:
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    selector = ModelCheckpoint(monitor="val/e2e_acc", mode="max")
+    selector.best_model_path, selector.best_model_score = best_path, torch.tensor(score)
+    return pl.Trainer(accelerator="cpu", devices=1, logger=False, callbacks=[selector])
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_best_weights_are_the_best_checkpoints(tmp_path, tiny_checkpoint, lora):
+    """The best checkpoint's trained weights (its adapter alone under LoRA, as GRPO saves it) are exported,
+    not the planner as training left it; planlift_export.json names the checkpoint."""
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    if lora:
+        _, policy = moved_lora_policy(tiny_checkpoint)
+    else:
+        policy = load_policy(str(tiny_checkpoint), "float32")
+    module = GRPOLike(policy)
+    trained = {k for k, p in module.named_parameters() if p.requires_grad}
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        best = {k: v + 0.01 * torch.randn_like(v) for k, v in module.state_dict().items() if k in trained}
+    torch.save({"state_dict": best, "global_step": 6}, tmp_path / "best.ckpt")
+    ids = torch.randint(4, len(policy.tokenizer), (2, 10), generator=torch.Generator().manual_seed(1))
+    last = logits(policy.model.eval(), ids)
+    module.load_state_dict(best, strict=False)
+    expected = logits(policy.model.eval(), ids)  # the planner with the best checkpoint's weights
+    module.load_state_dict({k: v - 1.0 for k, v in best.items()}, strict=False)  # training moved on
+
+    trainer = best_trainer(str(tmp_path / "best.ckpt"))
+    callback = ExportPlanner(str(tmp_path / "planner_hf"), weights="best")
+    callback.setup(trainer, module, "fit")
+    callback.on_fit_end(trainer, module)
+
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "planner_hf").eval()
+    assert torch.allclose(logits(exported, ids), expected, atol=1e-5)
+    assert not torch.allclose(expected, last, atol=1e-3)
+    provenance = json.loads((tmp_path / "planner_hf" / "planlift_export.json").read_text())
+    assert provenance == {
+        "weights": "best",
+        "step": 6,
+        "checkpoint": str(tmp_path / "best.ckpt"),
+        "monitor": "val/e2e_acc",
+        "score": 0.25,
+    }
+
+
+def test_best_weights_need_a_monitored_checkpoint_and_a_known_value(tmp_path, tiny_checkpoint, caplog):
+    from planlift.errors import ConfigError
+
+    with pytest.raises(
+        ConfigError, match=r"export_planner.weights must be one of \('last', 'best'\), got 'top'"
+    ):
+        ExportPlanner(str(tmp_path), weights="top")
+    module = GRPOLike(load_policy(str(tiny_checkpoint), "float32"))
+    unmonitored = pl.Trainer(accelerator="cpu", devices=1, logger=False)  # Lightning's own, no monitor
+    with pytest.raises(ConfigError, match="needs a ModelCheckpoint with a monitor"):
+        ExportPlanner(str(tmp_path), weights="best").setup(unmonitored, module, "fit")
+    # no validation saved a best checkpoint: the last step's planner, said in the log and the provenance
+    trainer = best_trainer("")
+    ExportPlanner(str(tmp_path / "planner_hf"), weights="best").on_fit_end(trainer, module)
+    assert "no best checkpoint was saved" in caplog.text
+    assert '"weights": "last"' in (tmp_path / "planner_hf" / "planlift_export.json").read_text()

@@ -1,5 +1,10 @@
 """Export the trained planner as a Hugging Face directory (LoRA merged) when fitting ends.
 
+`weights`: "last" exports the planner as training left it; "best" first loads the trained weights of the
+ModelCheckpoint's best checkpoint (by its monitor, `val/e2e_acc` in the shipped config: the checkpoint a
+researcher selects by validation). `planlift_export.json` beside the weights says which: the step, and
+for "best" the checkpoint, its monitor and score.
+
 A LoRA planner also writes its adapter alone to `<dirpath>/adapter` (peft `save_pretrained`; not yet for
 an FSDP-gathered one). A planner whose base is quantized by bitsandbytes (hardware=qlora4bit) is exported
 unquantized in the dtype its base was loaded in (`model.dtype`, as an unquantized run's export): each
@@ -10,14 +15,20 @@ so this reproduces its function up to the rounding of its compute dtype and of t
 
 from __future__ import annotations
 
+import json
 import logging
 from copy import deepcopy
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from planlift.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+WEIGHTS = ("last", "best")
 
 QUANTIZED_PARAMETERS = ("Params4bit", "Int8Params")  # bitsandbytes 4-bit and 8-bit weights
 
@@ -30,17 +41,36 @@ class ExportPlanner(pl.Callback):
     over a quantized base: that merge is built in a copy and the trained planner is left as it was.
     """
 
-    def __init__(self, dirpath: str) -> None:
+    def __init__(self, dirpath: str, weights: str = "last") -> None:
+        if weights not in WEIGHTS:
+            raise ConfigError(f"callbacks.export_planner.weights must be one of {WEIGHTS}, got {weights!r}")
         self.dirpath = Path(dirpath)
+        self.weights = weights
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """weights=best needs a ModelCheckpoint with a monitor, and a checkpoint file: said before training."""
+        if stage != "fit" or self.weights != "best":
+            return
+        self._selector(trainer)
+        if type(trainer.strategy).__name__ == "ModelParallelStrategy":
+            raise ConfigError(
+                "callbacks.export_planner.weights=best reads the best checkpoint's weights from one file; "
+                "an FSDP run's (hardware=fsdp) may be a sharded directory: export weights=last, or convert "
+                "the best checkpoint and load it with model.pretrained"
+            )
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         from planlift.grpo.sharding import full_state_dict, is_sharded
 
         policy = pl_module.policy
+        provenance = {"weights": "last", "step": trainer.global_step}
+        if self.weights == "best" and trainer.is_global_zero:
+            provenance = self._load_best(trainer, pl_module) or provenance
         if is_sharded(policy.model):  # FSDP2: gather the full weights on every rank (a collective)
             state = full_state_dict(policy.model)
             if trainer.is_global_zero:
                 self._save_gathered(policy, state)
+                (self.dirpath / "planlift_export.json").write_text(json.dumps(provenance, indent=2) + "\n")
             return
         if trainer.is_global_zero:
             if policy.lora:
@@ -51,7 +81,56 @@ class ExportPlanner(pl.Callback):
                 model = policy.model.merge_and_unload() if policy.lora else policy.model
             model.save_pretrained(self.dirpath)
             policy.tokenizer.save_pretrained(self.dirpath)
-            log.info("exported the planner to %s", self.dirpath)
+            (self.dirpath / "planlift_export.json").write_text(json.dumps(provenance, indent=2) + "\n")
+            log.info(
+                "exported the planner (%s weights, step %d) to %s",
+                provenance["weights"],
+                provenance["step"],
+                self.dirpath,
+            )
+
+    @staticmethod
+    def _selector(trainer: pl.Trainer) -> ModelCheckpoint:
+        """The ModelCheckpoint whose best checkpoint weights=best exports (the first with a monitor)."""
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.monitor:
+                return callback
+        raise ConfigError(
+            "callbacks.export_planner.weights=best needs a ModelCheckpoint with a monitor "
+            "(callbacks.model_checkpoint); this run has none"
+        )
+
+    def _load_best(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict | None:
+        """Copy the best checkpoint's trained weights (the adapter's under LoRA: the base is frozen and its
+        checkpoints keep only the adapter) into the planner; None, with a warning, when no best checkpoint
+        was saved (no validation ran), and the last step's planner is exported."""
+        selector = self._selector(trainer)
+        path = selector.best_model_path
+        if not path:
+            log.warning(
+                "export_planner.weights=best: no best checkpoint was saved; exporting the last step's"
+            )
+            return None
+        checkpoint = torch.load(path, map_location="cpu", mmap=True)
+        state = checkpoint.get("state_dict", {})
+        trained = {name: p for name, p in pl_module.named_parameters() if p.requires_grad}
+        missing = sorted(trained.keys() - state.keys())
+        if missing:
+            raise ConfigError(
+                f"the best checkpoint {path} lacks {len(missing)} trained weights, e.g. {missing[0]}"
+            )
+        with torch.no_grad():
+            for name, parameter in trained.items():
+                parameter.copy_(state[name].to(device=parameter.device, dtype=parameter.dtype))
+        score = selector.best_model_score
+        log.info("exporting the planner of %s (%s=%s)", path, selector.monitor, score)
+        return {
+            "weights": "best",
+            "step": int(checkpoint.get("global_step", -1)),
+            "checkpoint": str(path),
+            "monitor": selector.monitor,
+            "score": None if score is None else float(score),
+        }
 
     def _save_gathered(self, policy, state: dict) -> None:
         """Rebuild an unsharded copy from the gathered weights and save it (LoRA merged)."""
