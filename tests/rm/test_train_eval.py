@@ -235,6 +235,32 @@ def test_train_from_the_bootstrap_planner(tmp_path, groups_dir):
     assert exported["hidden_size"] == 32 and exported["rm_dimension_names"] == list(MATH_DIMENSIONS)
 
 
+@pytest.mark.slow
+def test_the_best_checkpoints_rm_is_exported_on_request(tmp_path, groups_dir):
+    """callbacks.export_reward_model.weights=best: the exported heads are model_checkpoint's best file's."""
+    from safetensors.torch import load_file
+
+    entry = load_entry_point("train_rm")
+    overrides = [
+        *tiny_rm(groups_dir),
+        "rm_backbone.tiny.num_hidden_layers=1",
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=2",
+        "torch_threads=1",
+        "callbacks.export_reward_model.weights=best",
+    ]
+    entry.train_rm(compose_primary("train_rm", overrides, tmp_path))
+    provenance = json.loads((tmp_path / "reward_model" / "planlift_export.json").read_text())
+    best = torch.load(provenance["checkpoint"], weights_only=False)
+    assert provenance["weights"] == "best" and provenance["step"] == best["global_step"] in (2, 4)
+    assert provenance["monitor"] == "val/pairwise_acc"
+    exported = load_file(tmp_path / "reward_model" / "model.safetensors")
+    heads = [key for key in exported if not key.startswith("model.")]
+    assert heads
+    for key in heads:  # the heads are trained as they are exported (the LoRA backbone is merged)
+        assert torch.equal(exported[key], best["state_dict"][f"model.{key}"]), key
+
+
 def test_missing_groups_file_is_a_clear_error(tmp_path):
     from planlift.errors import DataError
     from planlift.rubric_rm.data import GroupsDataModule

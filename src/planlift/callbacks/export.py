@@ -48,16 +48,8 @@ class ExportPlanner(pl.Callback):
         self.weights = weights
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """weights=best needs a ModelCheckpoint with a monitor, and a checkpoint file: said before training."""
-        if stage != "fit" or self.weights != "best":
-            return
-        self._selector(trainer)
-        if type(trainer.strategy).__name__ == "ModelParallelStrategy":
-            raise ConfigError(
-                "callbacks.export_planner.weights=best reads the best checkpoint's weights from one file; "
-                "an FSDP run's (hardware=fsdp) may be a sharded directory: export weights=last, or convert "
-                "the best checkpoint and load it with model.pretrained"
-            )
+        if stage == "fit" and self.weights == "best":
+            check_best_weights(trainer, "callbacks.export_planner.weights")
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         from planlift.grpo.sharding import full_state_dict, is_sharded
@@ -65,7 +57,9 @@ class ExportPlanner(pl.Callback):
         policy = pl_module.policy
         provenance = {"weights": "last", "step": trainer.global_step}
         if self.weights == "best" and trainer.is_global_zero:
-            provenance = self._load_best(trainer, pl_module) or provenance
+            provenance = (
+                load_best_weights(trainer, pl_module, "callbacks.export_planner.weights") or provenance
+            )
         if is_sharded(policy.model):  # FSDP2: gather the full weights on every rank (a collective)
             state = full_state_dict(policy.model)
             if trainer.is_global_zero:
@@ -89,49 +83,6 @@ class ExportPlanner(pl.Callback):
                 self.dirpath,
             )
 
-    @staticmethod
-    def _selector(trainer: pl.Trainer) -> ModelCheckpoint:
-        """The ModelCheckpoint whose best checkpoint weights=best exports (the first with a monitor)."""
-        for callback in trainer.checkpoint_callbacks:
-            if isinstance(callback, ModelCheckpoint) and callback.monitor:
-                return callback
-        raise ConfigError(
-            "callbacks.export_planner.weights=best needs a ModelCheckpoint with a monitor "
-            "(callbacks.model_checkpoint); this run has none"
-        )
-
-    def _load_best(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict | None:
-        """Copy the best checkpoint's trained weights (the adapter's under LoRA: the base is frozen and its
-        checkpoints keep only the adapter) into the planner; None, with a warning, when no best checkpoint
-        was saved (no validation ran), and the last step's planner is exported."""
-        selector = self._selector(trainer)
-        path = selector.best_model_path
-        if not path:
-            log.warning(
-                "export_planner.weights=best: no best checkpoint was saved; exporting the last step's"
-            )
-            return None
-        checkpoint = torch.load(path, map_location="cpu", mmap=True)
-        state = checkpoint.get("state_dict", {})
-        trained = {name: p for name, p in pl_module.named_parameters() if p.requires_grad}
-        missing = sorted(trained.keys() - state.keys())
-        if missing:
-            raise ConfigError(
-                f"the best checkpoint {path} lacks {len(missing)} trained weights, e.g. {missing[0]}"
-            )
-        with torch.no_grad():
-            for name, parameter in trained.items():
-                parameter.copy_(state[name].to(device=parameter.device, dtype=parameter.dtype))
-        score = selector.best_model_score
-        log.info("exporting the planner of %s (%s=%s)", path, selector.monitor, score)
-        return {
-            "weights": "best",
-            "step": int(checkpoint.get("global_step", -1)),
-            "checkpoint": str(path),
-            "monitor": selector.monitor,
-            "score": None if score is None else float(score),
-        }
-
     def _save_gathered(self, policy, state: dict) -> None:
         """Rebuild an unsharded copy from the gathered weights and save it (LoRA merged)."""
         from transformers import AutoModelForCausalLM
@@ -149,6 +100,59 @@ class ExportPlanner(pl.Callback):
         copy.save_pretrained(self.dirpath)
         policy.tokenizer.save_pretrained(self.dirpath)
         log.info("exported the planner (gathered from FSDP shards) to %s", self.dirpath)
+
+
+def check_best_weights(trainer: pl.Trainer, key: str) -> None:
+    """weights=best (the callback's config `key`) needs a ModelCheckpoint with a monitor and a checkpoint
+    in one file: a ConfigError before training otherwise."""
+    best_selector(trainer, key)
+    if type(trainer.strategy).__name__ == "ModelParallelStrategy":
+        raise ConfigError(
+            f"{key}=best reads the best checkpoint's weights from one file; an FSDP run's (hardware=fsdp) may "
+            "be a sharded directory: export the last step's weights, or load the best checkpoint and export it"
+        )
+
+
+def best_selector(trainer: pl.Trainer, key: str) -> ModelCheckpoint:
+    """The ModelCheckpoint whose best checkpoint weights=best exports (the first with a monitor)."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.monitor:
+            return callback
+    raise ConfigError(
+        f"{key}=best needs a ModelCheckpoint with a monitor (callbacks.model_checkpoint); this run has none"
+    )
+
+
+def load_best_weights(trainer: pl.Trainer, pl_module: pl.LightningModule, key: str) -> dict | None:
+    """Copy the best checkpoint's trained weights into `pl_module` (those that require grad: under LoRA the
+    adapter and heads, the frozen base being the pretrained one) and say where they came from: the step,
+    checkpoint, monitor and score. None, with a warning, when no best checkpoint was saved (no validation
+    ran): the module keeps the last step's weights."""
+    selector = best_selector(trainer, key)
+    path = selector.best_model_path
+    if not path:
+        log.warning("%s=best: no best checkpoint was saved; exporting the last step's weights", key)
+        return None
+    checkpoint = torch.load(path, map_location="cpu", mmap=True)
+    state = checkpoint.get("state_dict", {})
+    trained = {name: p for name, p in pl_module.named_parameters() if p.requires_grad}
+    missing = sorted(trained.keys() - state.keys())
+    if missing:
+        raise ConfigError(
+            f"the best checkpoint {path} lacks {len(missing)} trained weights, e.g. {missing[0]}"
+        )
+    with torch.no_grad():
+        for name, parameter in trained.items():
+            parameter.copy_(state[name].to(device=parameter.device, dtype=parameter.dtype))
+    score = selector.best_model_score
+    log.info("exporting the weights of %s (%s=%s)", path, selector.monitor, score)
+    return {
+        "weights": "best",
+        "step": int(checkpoint.get("global_step", -1)),
+        "checkpoint": str(path),
+        "monitor": selector.monitor,
+        "score": None if score is None else float(score),
+    }
 
 
 def is_quantized(model: torch.nn.Module) -> bool:

@@ -18,6 +18,7 @@ val/pair_acc/<negative kind>.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -229,14 +230,42 @@ class RubricRMModule(pl.LightningModule):
 
 
 class ExportRewardModel(pl.Callback):
-    """Writes the trained RM (LoRA merged) in the authors' layout, with its tokenizer, when fitting ends."""
+    """Writes the trained RM (LoRA merged) in the authors' layout, with its tokenizer, when fitting ends:
+    the last step's weights, or with `weights="best"` those of the ModelCheckpoint's best checkpoint (by
+    `val/pairwise_acc` in the shipped config); `planlift_export.json` beside them says which."""
 
-    def __init__(self, dirpath: str) -> None:
+    def __init__(self, dirpath: str, weights: str = "last") -> None:
+        from planlift.callbacks.export import WEIGHTS
+
+        if weights not in WEIGHTS:
+            raise ConfigError(
+                f"callbacks.export_reward_model.weights must be one of {WEIGHTS}, got {weights!r}"
+            )
         self.dirpath = Path(dirpath)
+        self.weights = weights
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit" and self.weights == "best":
+            from planlift.callbacks.export import check_best_weights
+
+            check_best_weights(trainer, "callbacks.export_reward_model.weights")
 
     @rank_zero_only
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from planlift.callbacks.export import load_best_weights
+
+        provenance = {"weights": "last", "step": trainer.global_step}
+        if self.weights == "best":
+            provenance = (
+                load_best_weights(trainer, pl_module, "callbacks.export_reward_model.weights") or provenance
+            )
         model: RubricRewardModel = pl_module.model
         model.merge_lora()
         model.save_pretrained(self.dirpath)
-        log.info("exported the reward model to %s", self.dirpath)
+        (self.dirpath / "planlift_export.json").write_text(json.dumps(provenance, indent=2) + "\n")
+        log.info(
+            "exported the reward model (%s weights, step %d) to %s",
+            provenance["weights"],
+            provenance["step"],
+            self.dirpath,
+        )
