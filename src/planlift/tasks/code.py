@@ -38,7 +38,7 @@ import logging
 import pickle
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -249,24 +249,42 @@ def is_program(statements: list[ast.stmt]) -> bool:
     return returns and any(map(_computes, statements))
 
 
+def _first_matches(pattern: re.Pattern, reasoning: str, limit: int) -> Iterator[re.Match]:
+    """The first `limit` matches of `pattern` in the reasoning's lines."""
+    return itertools.islice((m for line in reasoning.splitlines() for m in pattern.finditer(line)), limit)
+
+
+def _prefix_expressions(text: str, start: int, ends: int) -> Iterator[tuple[ast.expr, int]]:
+    """(expression, end) for each prefix `text[:end]` that parses as an expression, `end` being one of the
+    first `ends` word or symbol ends from `start`, shortest first: a text full of broken expressions costs
+    a bounded number of parses."""
+    for token in itertools.islice(_TOKEN_END.finditer(text, start), ends):
+        try:
+            node = ast.parse(text[: token.end()], mode="eval").body
+        except _PARSE_FAILURES:
+            continue
+        yield node, token.end()
+
+
+def _text_from(match: re.Match, start: int) -> str:
+    """The match's line from `start` on, backticks dropped, at most 300 characters."""
+    return match.string[start:].replace("`", "")[:300]
+
+
 def has_lambda(reasoning: str, headers: int = 20, ends: int = 40) -> bool:
     """A `lambda` with parameters that parses ("lambda x: x * 2", also inside a sentence or a call); not
     "a lambda: it is shorter". Each header with parameters (the first `headers` of the reasoning) is parsed
     up to each of the first `ends` word or symbol ends after its colon, shortest first: the shortest lambda
     that parses is enough, and a reasoning full of broken ones costs a bounded number of parses. A body of
     one name or constant that prose goes on from is prose ("a lambda function: it has no name")."""
-    found = (match for line in reasoning.splitlines() for match in _LAMBDA.finditer(line))
-    for match in itertools.islice(found, headers):
-        rest = match.string[match.start() :].replace("`", "")[:300]
-        colon = rest.index(":") + 1
-        for token in itertools.islice(_TOKEN_END.finditer(rest, colon), ends):
-            with contextlib.suppress(*_PARSE_FAILURES):
-                node = ast.parse(rest[: token.end()], mode="eval").body
-                if not isinstance(node, ast.Lambda) or not (node.args.args or node.args.vararg):
-                    continue
-                if isinstance(node.body, ast.Name | ast.Constant) and _PROSE_GOES_ON.match(rest, token.end()):
-                    continue
-                return True
+    for match in _first_matches(_LAMBDA, reasoning, headers):
+        rest = _text_from(match, match.start())
+        for node, end in _prefix_expressions(rest, rest.index(":") + 1, ends):
+            if not isinstance(node, ast.Lambda) or not (node.args.args or node.args.vararg):
+                continue
+            if isinstance(node.body, ast.Name | ast.Constant) and _PROSE_GOES_ON.match(rest, end):
+                continue
+            return True
     return False
 
 
@@ -276,16 +294,11 @@ def returns_computed_value(reasoning: str, returns: int = 20, ends: int = 40) ->
     "return the pair", "return True or False", "return i and j", "return i, j", "return result at the end". As in
     `has_lambda`, the text after each of the first `returns` "return"s is parsed up to each of its first
     `ends` word or symbol ends, shortest first."""
-    found = (match for line in reasoning.splitlines() for match in _RETURN_IN_PROSE.finditer(line))
-    for match in itertools.islice(found, returns):
-        rest = match.string[match.end() :].replace("`", "")[:300]
-        for token in itertools.islice(_TOKEN_END.finditer(rest), ends):
-            with contextlib.suppress(*_PARSE_FAILURES):
-                nodes = list(ast.walk(ast.parse(rest[: token.end()], mode="eval").body))
-                if any(isinstance(n, _COMPUTING) for n in nodes) and any(
-                    isinstance(n, ast.Name) for n in nodes
-                ):
-                    return True
+    for match in _first_matches(_RETURN_IN_PROSE, reasoning, returns):
+        for node, _ in _prefix_expressions(_text_from(match, match.end()), 0, ends):
+            nodes = list(ast.walk(node))
+            if any(isinstance(n, _COMPUTING) for n in nodes) and any(isinstance(n, ast.Name) for n in nodes):
+                return True
     return False
 
 
