@@ -41,32 +41,28 @@ class ExportPlanner(pl.Callback):
     over a quantized base: that merge is built in a copy and the trained planner is left as it was.
     """
 
+    KEY = "callbacks.export_planner.weights"
+
     def __init__(self, dirpath: str, weights: str = "last") -> None:
-        if weights not in WEIGHTS:
-            raise ConfigError(f"callbacks.export_planner.weights must be one of {WEIGHTS}, got {weights!r}")
         self.dirpath = Path(dirpath)
-        self.weights = weights
+        self.weights = checked_weights(weights, self.KEY)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit" and self.weights == "best":
-            check_best_weights(trainer, "callbacks.export_planner.weights")
+            check_best_weights(trainer, self.KEY)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         from planlift.grpo.sharding import full_state_dict, is_sharded
 
         policy = pl_module.policy
-        provenance = {"weights": "last", "step": trainer.global_step}
-        if self.weights == "best" and trainer.is_global_zero:
-            provenance = (
-                load_best_weights(trainer, pl_module, "callbacks.export_planner.weights") or provenance
-            )
         if is_sharded(policy.model):  # FSDP2: gather the full weights on every rank (a collective)
             state = full_state_dict(policy.model)
-            if trainer.is_global_zero:
+            if trainer.is_global_zero:  # weights=best is refused under FSDP (check_best_weights)
                 self._save_gathered(policy, state)
-                (self.dirpath / "planlift_export.json").write_text(json.dumps(provenance, indent=2) + "\n")
+                write_provenance(self.dirpath, {"weights": "last", "step": trainer.global_step})
             return
         if trainer.is_global_zero:
+            provenance = weights_to_export(trainer, pl_module, self.weights, self.KEY)
             if policy.lora:
                 policy.model.save_pretrained(self.dirpath / "adapter")
             if is_quantized(policy.model):
@@ -75,7 +71,7 @@ class ExportPlanner(pl.Callback):
                 model = policy.model.merge_and_unload() if policy.lora else policy.model
             model.save_pretrained(self.dirpath)
             policy.tokenizer.save_pretrained(self.dirpath)
-            (self.dirpath / "planlift_export.json").write_text(json.dumps(provenance, indent=2) + "\n")
+            write_provenance(self.dirpath, provenance)
             log.info(
                 "exported the planner (%s weights, step %d) to %s",
                 provenance["weights"],
@@ -100,6 +96,26 @@ class ExportPlanner(pl.Callback):
         copy.save_pretrained(self.dirpath)
         policy.tokenizer.save_pretrained(self.dirpath)
         log.info("exported the planner (gathered from FSDP shards) to %s", self.dirpath)
+
+
+def checked_weights(weights: str, key: str) -> str:
+    """`weights` when it is one of `WEIGHTS`, else a ConfigError naming the config `key`."""
+    if weights not in WEIGHTS:
+        raise ConfigError(f"{key} must be one of {WEIGHTS}, got {weights!r}")
+    return weights
+
+
+def weights_to_export(trainer: pl.Trainer, pl_module: pl.LightningModule, weights: str, key: str) -> dict:
+    """With weights="best", load the best checkpoint's trained weights into `pl_module` (`load_best_weights`);
+    what the export holds: `planlift_export.json`'s record."""
+    if weights == "best" and (found := load_best_weights(trainer, pl_module, key)) is not None:
+        return found
+    return {"weights": "last", "step": trainer.global_step}
+
+
+def write_provenance(dirpath: Path, provenance: dict) -> None:
+    """`<dirpath>/planlift_export.json`: which weights an export holds."""
+    (dirpath / "planlift_export.json").write_text(json.dumps(provenance, indent=2) + "\n")
 
 
 def check_best_weights(trainer: pl.Trainer, key: str) -> None:

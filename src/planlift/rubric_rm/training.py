@@ -18,7 +18,6 @@ val/pair_acc/<negative kind>.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +27,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
+from planlift.callbacks.export import check_best_weights, checked_weights, weights_to_export, write_provenance
 from planlift.distributed import gather_objects, rank, world_size
 from planlift.errors import ConfigError
 from planlift.rng import rng_states, set_rng_states
@@ -234,35 +234,23 @@ class ExportRewardModel(pl.Callback):
     the last step's weights, or with `weights="best"` those of the ModelCheckpoint's best checkpoint (by
     `val/pairwise_acc` in the shipped config); `planlift_export.json` beside them says which."""
 
-    def __init__(self, dirpath: str, weights: str = "last") -> None:
-        from planlift.callbacks.export import WEIGHTS
+    KEY = "callbacks.export_reward_model.weights"
 
-        if weights not in WEIGHTS:
-            raise ConfigError(
-                f"callbacks.export_reward_model.weights must be one of {WEIGHTS}, got {weights!r}"
-            )
+    def __init__(self, dirpath: str, weights: str = "last") -> None:
         self.dirpath = Path(dirpath)
-        self.weights = weights
+        self.weights = checked_weights(weights, self.KEY)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit" and self.weights == "best":
-            from planlift.callbacks.export import check_best_weights
-
-            check_best_weights(trainer, "callbacks.export_reward_model.weights")
+            check_best_weights(trainer, self.KEY)
 
     @rank_zero_only
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        from planlift.callbacks.export import load_best_weights
-
-        provenance = {"weights": "last", "step": trainer.global_step}
-        if self.weights == "best":
-            provenance = (
-                load_best_weights(trainer, pl_module, "callbacks.export_reward_model.weights") or provenance
-            )
+        provenance = weights_to_export(trainer, pl_module, self.weights, self.KEY)
         model: RubricRewardModel = pl_module.model
         model.merge_lora()
         model.save_pretrained(self.dirpath)
-        (self.dirpath / "planlift_export.json").write_text(json.dumps(provenance, indent=2) + "\n")
+        write_provenance(self.dirpath, provenance)
         log.info(
             "exported the reward model (%s weights, step %d) to %s",
             provenance["weights"],
