@@ -69,19 +69,24 @@ def saves_seen(path: Path, last: float) -> tuple[bool, float]:
     return mtime != last, mtime
 
 
-def kill_after_saves(argv: list[str], env: dict, checkpoint: Path, saves: int, delay: float) -> int:
-    """Start `argv`, SIGKILL it (its DDP ranks with it) `delay` seconds after it has been seen to write
-    `checkpoint` `saves` times (a step, a validation or a save may be under way); returns the step of the
-    checkpoint it left."""
+def kill_after_saves(
+    argv: list[str], env: dict, checkpoint: Path, saves: int, pause: float, relative: bool = False
+) -> int:
+    """Start `argv`, SIGKILL it (its DDP ranks with it) `pause` seconds after it has been seen to write
+    `checkpoint` `saves` times (a step, a validation or a save may be under way); with `relative`, `pause`
+    times the interval between the last two saves seen instead (seconds after a first save), so that the kill
+    lands at the same place in the run on a fast machine as on a slow one (in seconds, a fast machine
+    finished the run first). Returns the step of the checkpoint it left."""
     process = subprocess.Popen(
         argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
-    seen, mtime, deadline = 0, None, time.monotonic() + 600
-    while seen < saves and process.poll() is None and time.monotonic() < deadline:
+    mtime, deadline, seen_at = None, time.monotonic() + 600, []  # when each save was seen
+    while len(seen_at) < saves and process.poll() is None and time.monotonic() < deadline:
         changed, mtime = saves_seen(checkpoint, mtime)
-        seen += changed
+        if changed:
+            seen_at.append(time.monotonic())
         time.sleep(0.01)
-    time.sleep(delay)
+    time.sleep(pause * (seen_at[-1] - seen_at[-2]) if relative and len(seen_at) >= 2 else pause)
     assert process.poll() is None, "the run ended before it could be killed"
     os.killpg(process.pid, signal.SIGKILL)  # rank 1 is rank 0's child
     process.wait()
@@ -91,11 +96,11 @@ def kill_after_saves(argv: list[str], env: dict, checkpoint: Path, saves: int, d
 @pytest.mark.parametrize("case", range(3))
 def test_kill_anywhere_and_resume_gives_the_same_run(tmp_path, env, uninterrupted, case):
     rng = random.Random(case)
-    saves_before_kill, delay = rng.randint(1, 4), rng.uniform(0.0, 1.5)
+    saves_before_kill, pause = rng.randint(1, 4), rng.uniform(0.0, 1.5)
     run_dir = tmp_path / "run"
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     killed_at = kill_after_saves(
-        command(run_dir, "auto_resume=false"), env, checkpoint, saves_before_kill, delay
+        command(run_dir, "auto_resume=false"), env, checkpoint, saves_before_kill, pause, relative=True
     )
     assert killed_at < 12
 
