@@ -99,6 +99,16 @@ def test_prompts(task):
         ("between 16 and 18 dollars", False, "wrong"),
         ("18 to the nearest dollar", True, "correct"),  # one number
         ("18 or so", True, "correct"),
+        ("The answer is 18 (2 boxes).", True, "correct"),  # an aside (math-verify read "18 (2")
+        ("The answer is 18 (2 boxes of 9).", True, "correct"),  # (math-verify took 9)
+        ("$18 (2 \u00d7 9)", True, "correct"),
+        ("18 (= 9 * 2)", True, "correct"),
+        ("18 (not 16)", True, "correct"),
+        ("2 (9 + 9)", False, "wrong"),  # may be a product: no aside
+        ("16 (or 18)", False, "wrong"),  # an alternative in an aside is a hedge, whichever choice is read
+        ("18 (or 16)", False, "wrong"),
+        ("She makes 16 (maybe 18) dollars.", False, "wrong"),
+        ("18 [possibly 16]", False, "wrong"),
     ],
 )
 def test_verify_uses_math_verify(task, output, correct, status):
@@ -117,9 +127,9 @@ def test_a_hedge_is_read_on_the_line_of_the_last_number(task):
     "text",
     ["17" + " " * 20000 + "x", "17 " + "a " * 10000, "1%" + " " * 20000 + "%", "$ " * 10000 + "17",
      "17" + " " * 20000 + "or" + " " * 20000 + "x", "1,000" * 5000, "`" + "1" * 20000, "**" + "1," * 10000,
-     "(" + "1," * 10000, "[(" * 10000 + "17"],
+     "(" + "1," * 10000, "[(" * 10000 + "17", "1 (" * 10000 + "x", "1 [a " * 10000 + "2", "1 (a or" * 5000],
     ids=["spaces", "words", "percent_spaces", "dollars", "or_spaces", "groups", "open_code", "open_bold",
-         "open_bracket", "nested_brackets"],
+         "open_bracket", "nested_brackets", "open_asides", "open_square_asides", "open_hedge_asides"],
 )  # fmt: skip
 def test_degenerate_replies_are_judged(task, text):
     """Replies an executor can be led to write: the hedge and markdown readings give up a failed match

@@ -110,13 +110,19 @@ _MARKDOWN_AROUND_NUMBER = re.compile(
 _BRACKETED_NUMBER = re.compile(
     r"(?<![\w)\]])(?:\((?P<round>\$?-?\d[\d,]*(?:\.\d+)?)\)|\[(?P<square>\$?-?\d[\d,]*(?:\.\d+)?)\])(?![\w(\[])"
 )
-# Alternatives or a range between two numbers, up to two words after the first ("18 apples or 20"), and
-# "between 18 and 20". Every run of digits, letters or spaces is read by one possessive token: a failed
-# match is given up in linear time.
+# An aside in brackets after a number and a space: "72 (3 boxes)", "$72 (3 × 24)", "18 (= 9 * 2)" (math-verify
+# read "72 (3" or took the aside's last number). It holds a word, "×" or "=": "2 (3 + 4)" may be a product,
+# and "72 (24)" is two numbers.
+_ASIDE_AFTER_NUMBER = re.compile(r"(?<=\d)[ \t]+\((?=[^()\n]{0,200}?(?:[^\W\d_]|[\u00d7=]))[^()\n]{1,200}\)")
+# Alternatives or a range between two numbers, up to two words after the first ("18 apples or 20"),
+# "between 18 and 20", and an alternative in an aside ("18 (or 20)", "18 [maybe 20]"). Every run of
+# digits, letters or spaces is read by one possessive token: a failed match is given up in linear time.
 _AMOUNT = r"(?:\$\s*+)?+-?\d++(?:,\d{3})*+(?:\.\d++)?+%?+"
+_ALTERNATIVE = r"\b(?:or|nor|maybe|perhaps|possibly|probably|alternatively|otherwise|either)\b"
 _HEDGE = re.compile(
     rf"(?<![\w.,]){_AMOUNT}(?:\s++[A-Za-z]++){{0,2}}\s*+,?+\s*+(?:\b(?:or|to|nor)\b|\u2013|\u2014)\s*+{_AMOUNT}"
-    rf"|\bbetween\s++{_AMOUNT}(?:\s++[A-Za-z]++){{0,2}}\s++and\s++{_AMOUNT}",
+    rf"|\bbetween\s++{_AMOUNT}(?:\s++[A-Za-z]++){{0,2}}\s++and\s++{_AMOUNT}"
+    rf"|(?<![\w.,]){_AMOUNT}\s*+[(\[][^()\[\]\n]{{0,200}}?{_ALTERNATIVE}(?:\s++[A-Za-z]++){{0,2}}\s*+{_AMOUNT}",
     re.IGNORECASE,
 )
 # What introduces a stated value: ":", "=", "->", "=>" and their arrows.
@@ -143,9 +149,10 @@ def parse_gold(answer: str) -> tuple:
 
 
 def extract_answer(text: str) -> list:
-    """math-verify's parse of a reply, percent markers, markdown and brackets around numbers dropped (an
-    empty list when it finds no answer)."""
+    """math-verify's parse of a reply, percent markers, asides after a number, and markdown and brackets
+    around numbers dropped (an empty list when it finds no answer)."""
     text = _PERCENT.sub("", _LONG_SPACE.sub(_two_spaces, text))
+    text = _ASIDE_AFTER_NUMBER.sub("", text)
     for pattern in (_BRACKETED_NUMBER, _MARKDOWN_AROUND_NUMBER, _BRACKETED_NUMBER):  # "**(72)**", "(**72**)"
         text = pattern.sub(_number_inside, text)
     return parse(text, extraction_config=list(_PRED_CONFIG))
@@ -161,8 +168,8 @@ def _number_inside(match: re.Match) -> str:
 
 def hedges(text: str) -> bool:
     """Whether the line holding the reply's last number offers alternatives or a range ("18 or 20",
-    "18 to 20 dollars", "between 18 and 20", "18–20"): math-verify takes the last of them, so a hedge
-    would be right whenever its last choice is."""
+    "18 to 20 dollars", "between 18 and 20", "18–20", "18 (or 20)"): math-verify takes the last or the
+    first of them, so a hedge would be right whenever that choice is."""
     lines = [line for line in text.splitlines() if any(c.isdigit() for c in line)]
     return bool(lines) and _HEDGE.search(lines[-1]) is not None
 
