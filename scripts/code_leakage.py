@@ -6,17 +6,19 @@ plans (should be flagged) and SmolLM2-135M planner plans (mostly prose; flagged 
 
 Prints, per dressing of the 317 MBPP train+validation reference bodies (`def` lines removed), how many are
 flagged; how many of the one-line bodies (`return <expr>`) are flagged when written into a sentence
-("Then return <expr>, which is the answer."); then how many SmolLM2 plans are flagged, and why (fence,
+("Then return <expr>, which is the answer.", "It returns <expr>.", "Compute <expr> and return it."); how
+many of the problems' own descriptions (HumanEval docstrings, MBPP and MBPP+ texts) are flagged; then how many SmolLM2 plans are flagged, and why (fence,
 def, statements or lambda).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import textwrap
 
 from planlift import runtime
-from planlift.datasets.code import load_mbpp, load_mbpp_plus
+from planlift.datasets.code import load_humaneval, load_mbpp, load_mbpp_plus
 from planlift.tasks.code import _DEF, FENCE, MBPPTask, code_statements
 
 DRESSINGS = {
@@ -26,10 +28,25 @@ DRESSINGS = {
     "backticks": lambda i, line: f"`{line}`",
 }
 
+# A one-line body `return <expr>` written into a sentence.
+SENTENCES = {
+    "'Then return ..., which'": "Then return {expr}, which is the answer.\n",
+    "'It returns ...'": "It returns {expr}.\n",
+    "'Compute ... and return it'": "Compute {expr} and return it.\n",
+}
+
 
 def body(reference: str) -> list[str]:
     lines = [line for line in reference.splitlines() if line.strip() and not line.lstrip().startswith("def ")]
     return textwrap.dedent("\n".join(lines)).splitlines()
+
+
+def docstring(record) -> str | None:
+    """The description a problem's prompt gives: its function's docstring (HumanEval), or the prompt's
+    own (MBPP, MBPP+: the text and a test)."""
+    tree = ast.parse(record.prompt)  # a function whose body is its docstring parses
+    functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == record.entry_point]
+    return ast.get_docstring(functions[0] if functions else tree)
 
 
 def main() -> None:
@@ -51,11 +68,22 @@ def main() -> None:
     one_line = [
         lines[0] for r in records if len(lines := body(r.reference)) == 1 and lines[0].startswith("return ")
     ]
-    sentences = [f"Then {line}, which is the answer.\n" for line in one_line]
-    print(
-        f"one-line references as sentences flagged "
-        f"{sum(task.detect_leakage(None, p) for p in sentences)}/{len(sentences)}"
-    )
+    for name, sentence in SENTENCES.items():
+        plans = [sentence.format(expr=line.removeprefix("return ")) for line in one_line]
+        print(
+            f"one-line references as sentences, {name:28s} flagged "
+            f"{sum(task.detect_leakage(None, p) for p in plans)}/{len(plans)}"
+        )
+    for name, problems in (
+        ("HumanEval", load_humaneval()),
+        ("MBPP train+validation", records),
+        ("MBPP+", load_mbpp_plus()),
+    ):
+        descriptions = [text for r in problems if (text := docstring(r))]
+        print(
+            f"descriptions, {name:21s} flagged "
+            f"{sum(task.detect_leakage(None, d) for d in descriptions)}/{len(descriptions)}"
+        )
     if args.plans:
         import torch
 

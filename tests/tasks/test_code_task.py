@@ -148,6 +148,8 @@ def test_block_headers_are_statements():
         # markdown headings and methods named in sentences (SmolLM2 plans write both)
         "### Output:\nThe function has edge cases.\n### Output:\nIt returns a list.\n### Output:\n",
         "Call `upper()` on the string.\n- `capitalize()` each word.\n- Use `strip()` and `split()` first.\n",
+        # examples as labels and values (each parsed as an annotation before: 4 statements)
+        "Example 1:\nInput: [4, 2, 3]\nOutput: [2, 1]\nInput: []\nOutput: []\n",
     ],
 )
 def test_prose_plans_are_not_code(humaneval, problem, plan):
@@ -181,6 +183,10 @@ def test_prose_plans_are_not_code(humaneval, problem, plan):
         "Sort them, then return any(b - a < threshold for a, b in zip(s, s[1:])), which is the check.\n",
         "Body (one line): return min(b - a for a, b in zip(s, s[1:])) < threshold\n",
         "Simply return `abs(numbers[0] - numbers[1]) < threshold`.\n",
+        "Sort the numbers; it returns min(b - a for a, b in zip(s, s[1:])) < threshold.\n",
+        "Return value: min(b - a for a, b in zip(s, s[1:])) < threshold\n",
+        "Compute min(b - a for a, b in zip(s, s[1:])) < threshold and return it.\n",
+        "Finally min(gaps) < threshold is returned.\n",
     ],
     ids=[
         "wrapped_brackets",
@@ -200,6 +206,10 @@ def test_prose_plans_are_not_code(humaneval, problem, plan):
         "return_in_sentence",
         "return_after_parenthesised_label",
         "return_of_a_code_span",
+        "returns_in_sentence",
+        "return_value_label",
+        "compute_and_return_it",
+        "is_returned",
     ],
 )
 def test_short_wrapped_or_labelled_programs_are_code(humaneval, problem, plan):
@@ -237,6 +247,17 @@ def test_a_lambda_is_the_shortest_text_that_parses_and_broken_ones_are_bounded()
         "Return True if two numbers are closer than t, otherwise False.\n",
         "Return i and j such that they sum to the target.\nreturn -1 if not found.\n",
         "Return 'Yes' or 'No'.\nreturn the index i where nums[i] is the largest.\n",
+        "It returns True if two numbers are closer than t.\nReturns: the number of close pairs.\n",
+        "Sort the list and return it.\nFind i and j and return them.\nThe returned value is the count.\n",
+        # English words that are Python keywords, hyphenated words and math notation (flagged before)
+        "Sort the list.\nreturn them in order.\n",
+        "Return it in lowercase.\n",
+        "Return None in case the list is empty.\n",
+        "Return True is list elements are sorted.\n",
+        "Return n-th Fibonacci number.\n",
+        "Return non-negative numbers only.\n",
+        "Return 2^n modulo p.\n",
+        "It returns [a_1+b_1,...,a_n+b_n].\n",
     ],
 )
 def test_plans_that_name_a_little_code_are_not_the_program(humaneval, problem, plan):

@@ -16,12 +16,15 @@ Leakage: the plan contains code — a fenced block, a `def name(` or a `lambda x
 helper under another name is the program too), `code_lines` or more statements, or a program of fewer: a
 `return` together with a statement that computes something (`return sorted(set(a))`, or
 `area = 0.5 * h * (a + b)` and `return area`; not `return 0` with `total = 0`), also written inside a
-sentence ("Then return sorted(set(a)), which drops duplicates": `returns_computed_value`). Statements are lines,
+sentence ("Then return sorted(set(a)), which drops duplicates", "It returns max(a) - min(a)", "Compute
+sorted(set(a)) and return it": `returns_computed_value`). Statements are lines,
 `;`-joined parts of a line, `inline code` spans, or lines wrapped inside brackets or after a backslash,
 that parse as Python (an assignment, return, import, raise, a call with arguments, or a block header), once
 list markers and "Step n:" / "Step A)" / "a)" prefixes are stripped, or, for a statement that computes
 something, a label ("Body: return ...", not a keyword as in "Else: return it"): a program dressed as a
 bulleted list is still the program, and prose ("return the pair when the sum matches") does not parse.
+English that parses is not code: words joined by `in` / `is` ("return them in order"), hyphenated words
+("n-th"), "2^n", math with an ellipsis, and a label with its value ("Output: 6").
 The plan is read as the executor reads its characters (`planlift.tasks.visible`: zero-width characters
 removed, fullwidth forms made plain).
 """
@@ -108,21 +111,32 @@ _PROSE_GOES_ON = re.compile(r"\s+[A-Za-z]")
 _TOKEN_END = re.compile(r"\w+|[^\w\s]")  # where a lambda's text may end: after a word or a symbol
 _PARSE_FAILURES = (SyntaxError, ValueError, MemoryError, RecursionError)  # deep nesting, huge input
 _STRING = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
-# "return" in a sentence ("Then return sorted(set(a)), which ...", "The body is: return a == a[::-1]")
-_RETURN_IN_PROSE = re.compile(r"\breturn\s+(?=\S)", re.IGNORECASE)
+# "return" in a sentence ("Then return sorted(set(a)), which ...", "The body is: return a == a[::-1]", "It
+# returns len(s) - 1", "Return value: max(a)")
+_RETURN_IN_PROSE = re.compile(r"\breturn(?:s|ing|ed)?(?:\s+value)?(?:\s*[:=]|\s+is)?\s+(?=\S)", re.IGNORECASE)
+# "return" after the value: "Compute sorted(set(a)) and return it", "a == a[::-1] is returned"
+# A hyphen between letters joins words ("non-negative", "n-th", "e-mail"), read as one name: "return
+# non-negative numbers" is prose, not a subtraction ("a-b" of two names is lost; "max(a)-min(a)" is kept).
+_HYPHENATED = re.compile(r"(?<=[A-Za-z])-(?=[A-Za-z])")
+_RETURNED_IN_PROSE = re.compile(
+    r"\s+(?:and\s+(?:then\s+)?return\s+(?:it|that|this|them|the\s+result|the\s+value)\b|(?:is|gets)\s+returned\b)",
+    re.IGNORECASE,
+)
 # Nodes that compute: a value holding one of them and a name is an expression, not words after "return"
 # ("i and j", "True or False" hold none)
 _COMPUTING = (
     ast.Call, ast.BinOp, ast.Compare, ast.Subscript, ast.IfExp, ast.Lambda,
     ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp,
 )  # fmt: skip
+_WORD_COMPARISONS = (ast.In, ast.NotIn, ast.Is, ast.IsNot)
 
 
 def _is_code(text: str) -> bool:
     """Whether `text` is one Python statement: an assignment, return, import or a call with arguments, or
     the header of a block ("for x in xs:", "elif x:", "else:"). Prose rarely parses ("return the pair
     when ..."); a comment or a markdown heading ("### Output:") is not a statement, nor is a bare
-    `upper()` named in a sentence."""
+    `upper()` named in a sentence, nor "return them in order" (`_joined_words`), nor a label with its value
+    ("Output: 6" parses as an annotation)."""
     return _statement(text) is not None
 
 
@@ -154,6 +168,10 @@ def _statement(text: str) -> ast.stmt | None:
     node = body[0]
     if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
         return node if node.value.args or node.value.keywords else None
+    if isinstance(node, ast.Return) and _joined_words(node.value):
+        return None  # "return them in order", "return it in lowercase"
+    if isinstance(node, ast.AnnAssign) and node.value is None:
+        return None  # a label and its value: "Input: [4, 2, 3]", "Output: 6"
     return node if isinstance(node, _STATEMENTS) else None
 
 
@@ -266,9 +284,54 @@ def _prefix_expressions(text: str, start: int, ends: int) -> Iterator[tuple[ast.
         yield node, token.end()
 
 
+def _suffix_expressions(text: str, ends: int) -> Iterator[ast.expr]:
+    """Each suffix of `text` that parses as an expression, starting at one of the last `ends` word or
+    symbol starts, shortest first (as `_prefix_expressions`, backwards)."""
+    starts = [token.start() for token in _TOKEN_END.finditer(text)][-ends:]
+    for start in reversed(starts):
+        try:
+            yield ast.parse(text[start:].strip(), mode="eval").body
+        except _PARSE_FAILURES:
+            continue
+
+
 def _text_from(match: re.Match, start: int) -> str:
     """The match's line from `start` on, backticks dropped, at most 300 characters."""
     return match.string[start:].replace("`", "")[:300]
+
+
+def _text_before(match: re.Match) -> str:
+    """The match's line before it, backticks dropped, at most 300 characters."""
+    return match.string[: match.start()].replace("`", "")[-300:]
+
+
+def _joined_words(node: ast.AST) -> bool:
+    """Words joined by a keyword, read as English: "them in order", "it in lowercase", "True is list" (a
+    comparison by `in` / `is` of names and constants alone; `x in seen` is lost)."""
+    return (
+        isinstance(node, ast.Compare)
+        and all(isinstance(op, _WORD_COMPARISONS) for op in node.ops)
+        and all(isinstance(x, ast.Name | ast.Constant) for x in [node.left, *node.comparators])
+    )
+
+
+def _computing(node: ast.AST) -> bool:
+    """A node that computes (`_COMPUTING`), words joined by a keyword (`_joined_words`) and "2^n" (math's
+    power, not Python's xor) left out."""
+    if isinstance(node, ast.Compare):
+        return not _joined_words(node)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitXor):
+        return False
+    return isinstance(node, _COMPUTING)
+
+
+def _computes_from_name(node: ast.expr) -> bool:
+    """An expression that computes (`_computing`) from a name: `sorted(set(a))`, `n - 1`; not `i and j`, nor
+    math with an ellipsis ("returns [a_1+b_1,...,a_n+b_n]", as an MBPP+ description writes)."""
+    nodes = list(ast.walk(node))
+    if any(isinstance(n, ast.Constant) and n.value is Ellipsis for n in nodes):
+        return False
+    return any(map(_computing, nodes)) and any(isinstance(n, ast.Name) for n in nodes)
 
 
 def has_lambda(reasoning: str, headers: int = 20, ends: int = 40) -> bool:
@@ -289,17 +352,24 @@ def has_lambda(reasoning: str, headers: int = 20, ends: int = 40) -> bool:
 
 
 def returns_computed_value(reasoning: str, returns: int = 20, ends: int = 40) -> bool:
-    """A `return` in a sentence whose value is an expression that computes from a name: "Return
-    sorted(set(a)).", "Then return a == a[::-1], which is the check", "Body (one line): return n - 1"; not
-    "return the pair", "return True or False", "return i and j", "return i, j", "return result at the end". As in
-    `has_lambda`, the text after each of the first `returns` "return"s is parsed up to each of its first
-    `ends` word or symbol ends, shortest first."""
-    for match in _first_matches(_RETURN_IN_PROSE, reasoning, returns):
-        for node, _ in _prefix_expressions(_text_from(match, match.end()), 0, ends):
-            nodes = list(ast.walk(node))
-            if any(isinstance(n, _COMPUTING) for n in nodes) and any(isinstance(n, ast.Name) for n in nodes):
-                return True
-    return False
+    """A return in a sentence whose value is an expression that computes from a name: "Return
+    sorted(set(a)).", "Then return a == a[::-1], which is the check", "Body (one line): return n - 1", "It
+    returns max(a) - min(a)", "Compute sorted(set(a)) and return it", "n % 2 == 0 is returned"; not "return
+    the pair", "return True or False", "return i and j", "return i, j", "return result at the end", "sort the
+    list and return it", "return non-negative numbers" (`_HYPHENATED`). As in `has_lambda`, the text after each of the first `returns` "return"s is parsed
+    up to each of its first `ends` word or symbol ends, shortest first (the text before an "and return it",
+    from each of its last `ends` word or symbol starts)."""
+    after = (
+        node
+        for match in _first_matches(_RETURN_IN_PROSE, reasoning, returns)
+        for node, _ in _prefix_expressions(_HYPHENATED.sub("_", _text_from(match, match.end())), 0, ends)
+    )
+    before = (
+        node
+        for match in _first_matches(_RETURNED_IN_PROSE, reasoning, returns)
+        for node in _suffix_expressions(_HYPHENATED.sub("_", _text_before(match)), ends)
+    )
+    return any(map(_computes_from_name, itertools.chain(after, before)))
 
 
 _DEF = re.compile(r"\bdef\s+[A-Za-z_]\w*\s*\(")
