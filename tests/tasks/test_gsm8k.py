@@ -109,6 +109,21 @@ def test_prompts(task):
         ("18 (or 16)", False, "wrong"),
         ("She makes 16 (maybe 18) dollars.", False, "wrong"),
         ("18 [possibly 16]", False, "wrong"),
+        ("18 (actually 16)", False, "wrong"),  # a correction in an aside (the aside was dropped: 18)
+        ("18 (16 if she sells all)", False, "wrong"),
+        ("16, 18", False, "wrong"),  # a list whose last number is right (math-verify takes it)
+        ("16 and 18", False, "wrong"),
+        ("[16, 18]", False, "wrong"),
+        ("16 (18)", False, "wrong"),
+        ("16 | 18", False, "wrong"),
+        ("16 vs 18", False, "wrong"),
+        ("16 or maybe 18", False, "wrong"),
+        ("16 big red apples, or 18", False, "wrong"),
+        ("16 \u2212 18", False, "wrong"),  # a minus sign as a dash
+        ("**16** or **18**", False, "wrong"),  # the hedge is read with markdown removed
+        ("16 or\r18", False, "wrong"),  # one line: the reply is cut at "\n" only
+        ("18, since 9 * 2 = 18", True, "correct"),  # words follow: no list
+        ("18 eggs, 9 * 2", False, "wrong"),  # math-verify takes the last expression
     ],
 )
 def test_verify_uses_math_verify(task, output, correct, status):

@@ -71,6 +71,7 @@ _LATEX_SPACE = re.compile(r"(?<=\d)\\[,:;](?=\d)")
 # Thousands grouped by spaces (SI style): "1 000", "12\u202f500".
 _SPACE_GROUPED = re.compile(r"(?<![\d.,])\d{1,3}(?:[ \u00a0\u2009\u202f]\d{3})+(?:\.\d+)?(?![.,]?\d)")
 _GROUP_SPACE = re.compile("[ \u00a0\u2009\u202f]")
+_DIGIT = re.compile(r"\d")
 # Python integer literals in other bases (two digits at least: "0x5" may be 0 times 5).
 _BASE_PREFIXED = re.compile(r"\b0(?:[xX][0-9a-fA-F]{2,}|[bB][01]{2,}|[oO][0-7]{2,})\b")
 _ROMAN = re.compile(r"\b[MDCLXVI]{2,}\b")
@@ -114,15 +115,43 @@ _BRACKETED_NUMBER = re.compile(
 # read "72 (3" or took the aside's last number). It holds a word, "×" or "=": "2 (3 + 4)" may be a product,
 # and "72 (24)" is two numbers.
 _ASIDE_AFTER_NUMBER = re.compile(r"(?<=\d)[ \t]+\((?=[^()\n]{0,200}?(?:[^\W\d_]|[\u00d7=]))[^()\n]{1,200}\)")
-# Alternatives or a range between two numbers, up to two words after the first ("18 apples or 20"),
-# "between 18 and 20", and an alternative in an aside ("18 (or 20)", "18 [maybe 20]"). Every run of
-# digits, letters or spaces is read by one possessive token: a failed match is given up in linear time.
+# A hedge offers several numbers, on the line of the reply's last number (math-verify takes the last, or
+# the first before an aside). Every run of digits, letters or spaces is read by one possessive token or a
+# bounded repeat: a failed match is given up in linear time.
 _AMOUNT = r"(?:\$\s*+)?+-?\d++(?:,\d{3})*+(?:\.\d++)?+%?+"
+_WORDS = r"(?:\s++[A-Za-z]++)"
 _ALTERNATIVE = r"\b(?:or|nor|maybe|perhaps|possibly|probably|alternatively|otherwise|either)\b"
+_DASH = "[\u2010-\u2015]"  # hyphens, figure dash, en and em dashes (not "-": 18-2 is 16)
 _HEDGE = re.compile(
-    rf"(?<![\w.,]){_AMOUNT}(?:\s++[A-Za-z]++){{0,2}}\s*+,?+\s*+(?:\b(?:or|to|nor)\b|\u2013|\u2014)\s*+{_AMOUNT}"
-    rf"|\bbetween\s++{_AMOUNT}(?:\s++[A-Za-z]++){{0,2}}\s++and\s++{_AMOUNT}"
-    rf"|(?<![\w.,]){_AMOUNT}\s*+[(\[][^()\[\]\n]{{0,200}}?{_ALTERNATIVE}(?:\s++[A-Za-z]++){{0,2}}\s*+{_AMOUNT}",
+    # a range: "18 to 20", "18 apples to 20", "18–20"
+    rf"(?<![\w.,]){_AMOUNT}{_WORDS}{{0,2}}\s*+,?+\s*+(?:\bto\b|{_DASH})\s*+{_AMOUNT}"
+    # alternatives: "18 or 20", "18 apples, or 20", "18, maybe 20"; not an operand ("($18) on Monday or
+    # $9+$18 = $27", "(240) or 1200/240 = 5": GSM8K's worked solutions)
+    rf"|(?<![\w.,]){_AMOUNT}{_WORDS}{{0,2}}\s*+,?+\s*+{_ALTERNATIVE}\s*+{_AMOUNT}(?!\s*+[-+*/\u00d7\u00f7^=])"
+    rf"|\bbetween\s++{_AMOUNT}{_WORDS}{{0,2}}\s++and\s++{_AMOUNT}",
+    re.IGNORECASE,
+)
+# Before the line's last number, which math-verify takes: another number and an alternative with more words
+# between ("18 big red apples, or maybe 20", "18. Or 20"), or a list separator ("18 and 20", "18 | 20",
+# "18 vs 20", "18 -> 20", "18, 20", "[18, 20", "18 20"; not "/": "84/12 = 7" is a division). Read only
+# before the last number: working before it ("5 -3 = 2", "8, 12 - 8 = 4", "3 and $1.00 ... = $9") is no hedge.
+_ALTERNATIVE_BEFORE_LAST = re.compile(
+    rf"(?<![\w.,]){_AMOUNT}{_WORDS}{{0,6}}\s*+[,.;]?+\s*+{_ALTERNATIVE}{_WORDS}{{0,2}}\s*+\Z", re.IGNORECASE
+)
+_LIST_BEFORE_LAST = re.compile(
+    rf"(?<![\w.,]){_AMOUNT}\s*+(?:(?:[|&~]|->|=>|\u2192|\band\b|\bvs\b\.?+|\bversus\b|\bthrough\b|\bthru\b)"
+    rf"|(?P<loose>[,;]|(?<=\s)))\s*+\Z",
+    re.IGNORECASE,
+)
+_LAST_AMOUNT = re.compile(rf"(?<![\w.,]){_AMOUNT}(?!.*\d)")
+# Words after the last number make a comma or a space no list: "18, 9 eggs at $2 each" explains the 18,
+# "15 4-packs" counts packs.
+_WORD_AFTER = re.compile(r"\s*+[-A-Za-z]")
+# An aside after a number that holds another number and a word of doubt, correction or condition: "18 (or
+# 20)", "18 [maybe 20]", "18 (actually 20)", "18 (no, 20)", "18 (20 if she sells all)"; not "18 (not 20)".
+_ASIDE = re.compile(rf"(?<![\w.,]){_AMOUNT}\s*+[(\[](?P<inside>[^()\[\]\n]{{0,200}})[)\]]")
+_DOUBT = re.compile(
+    rf"{_ALTERNATIVE}|\b(?:actually|correction|wait|no|rather|instead|oops|sorry|mean|if|unless|assuming|else)\b",
     re.IGNORECASE,
 )
 # What introduces a stated value: ":", "=", "->", "=>" and their arrows.
@@ -148,13 +177,19 @@ def parse_gold(answer: str) -> tuple:
     return tuple(parse(answer, extraction_config=list(_GOLD_CONFIG)))
 
 
-def extract_answer(text: str) -> list:
-    """math-verify's parse of a reply, percent markers, asides after a number, and markdown and brackets
-    around numbers dropped (an empty list when it finds no answer)."""
-    text = _PERCENT.sub("", _LONG_SPACE.sub(_two_spaces, text))
-    text = _ASIDE_AFTER_NUMBER.sub("", text)
+def _plain_numbers(text: str) -> str:
+    """The reply with long runs of spaces shortened, percent markers dropped, the minus sign read as "-",
+    and markdown and brackets around numbers removed: what the hedge and the answer are read from."""
+    text = _PERCENT.sub("", _LONG_SPACE.sub(_two_spaces, text)).replace("\u2212", "-")  # "54 − 37", "−18"
     for pattern in (_BRACKETED_NUMBER, _MARKDOWN_AROUND_NUMBER, _BRACKETED_NUMBER):  # "**(72)**", "(**72**)"
         text = pattern.sub(_number_inside, text)
+    return text
+
+
+def extract_answer(text: str) -> list:
+    """math-verify's parse of a reply, percent markers, markdown and brackets around numbers, and asides
+    after a number dropped (an empty list when it finds no answer)."""
+    text = _ASIDE_AFTER_NUMBER.sub("", _plain_numbers(text))
     return parse(text, extraction_config=list(_PRED_CONFIG))
 
 
@@ -167,11 +202,31 @@ def _number_inside(match: re.Match) -> str:
 
 
 def hedges(text: str) -> bool:
-    """Whether the line holding the reply's last number offers alternatives or a range ("18 or 20",
-    "18 to 20 dollars", "between 18 and 20", "18–20", "18 (or 20)"): math-verify takes the last or the
-    first of them, so a hedge would be right whenever that choice is."""
-    lines = [line for line in text.splitlines() if any(c.isdigit() for c in line)]
-    return bool(lines) and _HEDGE.search(lines[-1]) is not None
+    """Whether the line holding the reply's last number offers several numbers: alternatives or a range
+    ("18 or 20", "18 to 20 dollars", "between 18 and 20", "18–20"), a list ("18 and 20", "[18, 20]", "18 |
+    20"), or another number in an aside of doubt ("18 (or 20)", "18 (actually 20)"). math-verify takes one
+    of them, so a hedge would be right whenever that choice is. Lines end at "\\n" only, as the executor's
+    reply is cut, and are read with markdown and brackets around numbers removed ("**16** or **18**")."""
+    lines = [line for line in _plain_numbers(text).split("\n") if any(c.isdigit() for c in line)]
+    if not lines:
+        return False
+    line = _SPACE_GROUPED.sub(_ungrouped, lines[-1])  # "1 000" is one number, not a list
+    if _HEDGE.search(line):
+        return True
+    if any(_DOUBT.search(inside) and _DIGIT.search(inside) for inside in _ASIDE.findall(line)):
+        return True
+    last = _LAST_AMOUNT.search(line)
+    if last is None:
+        return False
+    before = line[: last.start()]
+    if _ALTERNATIVE_BEFORE_LAST.search(before):
+        return True
+    listed = _LIST_BEFORE_LAST.search(before)
+    return listed is not None and (listed["loose"] is None or not _WORD_AFTER.match(line, last.end()))
+
+
+def _ungrouped(match: re.Match) -> str:
+    return _GROUP_SPACE.sub("", match[0])
 
 
 def answers_match(gold: str, text: str) -> tuple[bool, str | None]:
