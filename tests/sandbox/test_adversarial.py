@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import os
+import shutil
 import socket
 import stat
 import tempfile
@@ -21,6 +22,7 @@ import pytest
 
 from planlift.errors import ConfigError
 from planlift.sandbox import CodeTest, Limits, ProgramJob, Sandbox
+from planlift.tasks.code import MBPPTask
 
 LIMITS = Limits(
     timeout=4.0, test_timeout=1.0, load_timeout=1.5, cpu_seconds=6, memory_mb=512, max_processes=8
@@ -200,6 +202,28 @@ def test_a_disarmed_timer_does_not_buy_time(sandbox, canary_dir, name):
         sandbox, "import time\ndef f(x):\n    time.sleep(0.2)\n    return x\n", canary_dir, tests=tests
     )
     assert fast.ok
+
+
+# The same, finishing within the kill allowance above but after the verdict's (1.1x + 0.25 s: 0.8 s for a
+# 0.5 s test, 1.9 s for the 1.5 s load): each passed before the parent judged a report's arrival time.
+LATE = {
+    "test_timer_replaced": (
+        "import signal, time\nsignal.setitimer = lambda *a, **k: (0.0, 0.0)\n"
+        "def f(x):\n    time.sleep(1.0)\n    return x\n"
+    ),
+    "load_timer_disarmed": (
+        "import signal, time\nsignal.setitimer(signal.ITIMER_REAL, 0)\ntime.sleep(2.3)\n"
+        "def f(x):\n    return x\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LATE))
+def test_a_report_later_than_its_limit_allows_is_a_timeout(sandbox, canary_dir, name):
+    tests = [CodeTest(args=[i], expected=i, timeout=0.5) for i in range(2)]
+    result = contained(sandbox, LATE[name], canary_dir, tests=tests)
+    assert result.status == "timeout" and result.passed == 0, (result.status, result.error)
+    assert "timed by the sandbox" in result.error
 
 
 def test_stopping_itself(sandbox, canary_dir):
@@ -626,6 +650,23 @@ TRAINER_BOMBS = {
         IDENTITY,
         "hash flood",
     ),
+    # a key of 100 shared pairs: 2**100 steps to hash, holding the GIL (the parent would build the set)
+    "set_of_a_key_of_shared_pairs": (
+        "t = ()\nfor _ in range(100):\n    t = (t, t)\n"
+        "class S:\n    def __reduce__(self):\n        return (set, ([t],))\n"
+        "def f(x):\n    return S()\n",
+        IDENTITY,
+        "costs more than",
+    ),
+    # a frame written by hand: a dict keyed by 300,000 nested tuples (hashing it overflowed the C stack)
+    "frame_with_a_deep_key": (
+        "import os, struct, sys\n"
+        "payload = b'\\x80\\x02})' + b'\\x85' * 300_000 + b'K\\x00s.'\n"
+        "os.write(int(sys.argv[2]), struct.pack('>I', len(payload)) + payload)\n"
+        "def f(x):\n    return x\n",
+        IDENTITY,
+        "costs more than",
+    ),
     # plain data all through: a list, which the set_equal oracle turns into a set
     "list_of_colliding_ints_for_set_equal": (
         COLLIDING + "def f(x):\n    return [k * M for k in range(1, 50_000)]\n",
@@ -638,7 +679,8 @@ TRAINER_BOMBS = {
 @pytest.mark.parametrize("name", sorted(TRAINER_BOMBS))
 def test_a_value_that_would_cost_the_trainer_more_than_its_pickle_is_refused(sandbox, canary_dir, name):
     """Decoding and judging run in the trainer, beyond the program's memory and time limits: a value that
-    would make them allocate gigabytes or probe N**2 times is refused as it is read, and fails."""
+    would make them allocate gigabytes, probe N**2 times or hash a key for ever (or past the C stack) is
+    refused as it is read, and fails."""
     program, test, reason = TRAINER_BOMBS[name]
     result = contained(sandbox, program, canary_dir, tests=(test,))
     assert result.passed == 0 and not result.ok
@@ -734,6 +776,41 @@ def test_the_reference_solutions_are_out_of_reach(sandbox, canary_dir):
     result = contained(sandbox, program, canary_dir, tests=[CodeTest(args=[1], expected=[100, 100])])
     assert result.status == "failed_tests"
     assert ast.literal_eval(result.stdout_tail.strip()) == ["FileNotFoundError", "FileNotFoundError"]
+
+
+def test_answers_inside_the_read_only_world_are_hidden(sandbox, canary_dir, tmp_path, monkeypatch):
+    """A checkout under a bound root (/usr/src/app, as official python images put it) showed its data to
+    programs: a code task hides its data and its expected outputs there under an empty tmpfs."""
+    needs(sandbox, "world")
+    try:
+        checkout = Path(tempfile.mkdtemp(prefix="planlift-checkout-", dir="/usr/local/share"))
+    except OSError:
+        pytest.skip("/usr/local/share is not writable here")
+    try:
+        checkout.chmod(0o755)
+        for part in ("data", "cache/code_expected"):
+            (checkout / part).mkdir(parents=True)
+            (checkout / part / "answers.txt").write_text("42")
+            (checkout / part).chmod(0o755)
+            (checkout / part / "answers.txt").chmod(0o644)
+        reads = [str(checkout / part / "answers.txt") for part in ("data", "cache/code_expected")]
+        program = (
+            f"PATHS = {reads!r}\n"
+            "def f(x):\n    found = []\n    for path in PATHS:\n"
+            "        try:\n            found.append(open(path).read())\n"
+            "        except OSError as error:\n            found.append(type(error).__name__)\n"
+            "    print(found)\n    return x\n"
+        )
+        shown = contained(sandbox, program, canary_dir)
+        assert ast.literal_eval(shown.stdout_tail.strip()) == ["42", "42"]  # the world holds them
+        monkeypatch.setenv("PLANLIFT_DATA", str(checkout / "data"))
+        task = MBPPTask(sandbox=Sandbox(limits=LIMITS, workers=1), cache_dir=str(checkout / "cache"))
+        hidden = contained(task.sandbox, program, canary_dir)
+        assert ast.literal_eval(hidden.stdout_tail.strip()) == ["FileNotFoundError", "FileNotFoundError"]
+        with pytest.raises(ConfigError, match="cannot be hidden"):
+            sandbox.isolation.hiding(["/usr"])
+    finally:
+        shutil.rmtree(checkout)
 
 
 def test_the_world_is_read_only_and_small(sandbox, canary_dir):

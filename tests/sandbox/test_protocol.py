@@ -13,7 +13,16 @@ import random
 import pytest
 
 from planlift.sandbox.oracles import _text_longer
-from planlift.sandbox.protocol import SAME_HASH, NotPlainData, loads_plain, nodes, plain_set, within
+from planlift.sandbox.protocol import (
+    KEY_COST,
+    SAME_HASH,
+    NotPlainData,
+    key_cost,
+    loads_plain,
+    nodes,
+    plain_set,
+    within,
+)
 
 M = 2**61 - 1  # every k * M hashes to 0
 PROTOCOLS = range(pickle.HIGHEST_PROTOCOL + 1)
@@ -55,6 +64,53 @@ def test_equal_keys_are_not_a_flood():
     assert plain_set([5] * 10_000 + [5.0, True, 1]) == {5, 1}
     with pytest.raises(NotPlainData, match="hash flood"):
         plain_set([k * M for k in range(1, 100)])
+
+
+def _shared_pairs(levels: int) -> tuple:
+    """t = (t', t') `levels` deep: `levels` tuples, 2**levels nodes as a tree (its hash walks them all)."""
+    pair: tuple = ()
+    for _ in range(levels):
+        pair = (pair, pair)
+    return pair
+
+
+class _SetOf:
+    def __init__(self, key):
+        self.key = key
+
+    def __reduce__(self):  # the decoder builds the set: it hashes the key
+        return (set, ([self.key],))
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        b"\x80\x02})" + b"2\x86" * 100 + b"K\x00s.",  # {t: 0}, t = (t', t') 100 deep: 2**100 steps to hash
+        b"\x80\x02})"
+        + b"\x85" * 300_000
+        + b"K\x00s.",  # a key of 300,000 nested tuples: the C hash overflows
+        b"\x80\x04(" + b")" + b"\x85" * 300_000 + b"\x91.",  # the same in a frozenset
+        pickle.dumps(_SetOf(_shared_pairs(100)), protocol=4),  # set([t]) through REDUCE
+        pickle.dumps(_SetOf(_shared_pairs(100)), protocol=0),
+    ],
+    ids=["dict_key_of_shared_pairs", "deep_dict_key", "deep_frozenset_item", "reduce_set", "reduce_set_p0"],
+)
+def test_a_key_that_would_cost_its_hash_more_than_the_pickle_is_refused(blob):
+    """A tuple's hash is not cached and recurses in C: each of these hung the trainer (2**100 steps, holding
+    the GIL) or crashed it (a segfault) from a pickle of a few hundred bytes or KB."""
+    with pytest.raises(NotPlainData, match="costs more than"):
+        loads_plain(blob)
+
+
+def test_keys_are_costed_every_time_they_are_reached():
+    key = _shared_pairs(12)  # 8,191 tuples as a tree: under KEY_COST
+    assert key_cost(key) == 2**13 - 1 <= KEY_COST and key_cost(_shared_pairs(14)) == KEY_COST + 1
+    assert loads_plain(pickle.dumps({key: 0}, protocol=4)) == {key: 0}
+    with pytest.raises(NotPlainData, match="in all"):  # one key reached 2,000 times through the memo
+        loads_plain(pickle.dumps([{key: i} for i in range(2_000)], protocol=4))
+    assert key_cost(1 << 6400) == 101  # an int hashes its 64-bit words
+    with pytest.raises(NotPlainData, match="costs more than"):
+        plain_set([(_shared_pairs(20),)])  # the oracles' sets too
 
 
 class _Sized:

@@ -22,6 +22,7 @@ Modes, strongest first:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -29,9 +30,12 @@ import stat
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from planlift.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +72,31 @@ class Isolation:
     def private_tmp(self) -> bool:
         """A read-only world with private /tmp and /dev/shm (the bwrap modes)."""
         return self.mode.startswith("bwrap")
+
+    def hiding(self, paths: Iterable[str | Path]) -> Isolation:
+        """This isolation with `paths` hidden from programs: each that lies inside a read-only root of the
+        view (a checkout under /usr/src, a cache inside the interpreter's prefix) is covered by an empty
+        tmpfs. A path that is a root, or holds one, cannot be hidden so: a ConfigError. Modes without a view
+        are returned as they are (`private_tmp` is False: the caller decides)."""
+        if not self.private_tmp:
+            return self
+        binds = [
+            (self.view[i + 1], self.view[i + 2]) for i, arg in enumerate(self.view) if arg == "--ro-bind"
+        ]
+        roots = [Path(target) for source, target in binds if source == target]  # not /dev/null on a socket
+        hidden: list[str] = []
+        for path in (Path(os.path.realpath(p)) for p in paths):
+            if not path.exists():
+                continue  # nothing to hide (and no mount point for the tmpfs)
+            held = [root for root in roots if path == root or path in root.parents]
+            if held:
+                raise ConfigError(
+                    f"{path} is or holds the sandbox's read-only root {held[0]}: programs would read it, and it "
+                    "cannot be hidden from them; move it out of there"
+                )
+            if any(root in path.parents for root in roots) and str(path) not in hidden:
+                hidden += ["--tmpfs", str(path)]
+        return dataclasses.replace(self, view=(*self.view, *hidden)) if hidden else self
 
     def command(self, uid: int | None, workdir: str | Path = "/") -> list[str]:
         """The launcher prefix for a program run as `uid` (the +uid modes) in `workdir`."""

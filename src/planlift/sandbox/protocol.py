@@ -12,12 +12,15 @@ Decoding runs in the trainer, so nothing in a pickle may cost it more than the p
   GiB here, where the program's memory limit does not apply);
 - a set or dict (and `plain_set`, which the oracles use) refuses more than `SAME_HASH` distinct keys with one
   hash: ints are their own hash modulo 2**61 - 1, so `k * (2**61 - 1)` all collide, and building a set of N
-  of them takes N**2 probes (40,000 took 12 s, holding the GIL). That check needs a hook at every opcode
-  that fills a set or dict, which the C unpickler does not offer: pickle's pure-Python opcode loop is
-  used, made faster where that is safe: it reads the in-memory pickle directly (no `_Unframer`), decodes
-  runs of numbers with one `struct` call, and bounds the tree at C speed (`within`). A million floats
-  take 0.11 s (1.3 s with the plain pure-Python unpickler, 0.04 s with C); a million ints 0.28 s; many
-  small tuples about 13-18x C's time. The program pays for none of it (the runner moves its deadline).
+  of them takes N**2 probes (40,000 took 12 s, holding the GIL);
+- a key that costs more than `KEY_COST` to hash is refused, and so are keys whose costs add up past the
+  pickle's budget: a tuple's hash is not cached and recurses in C, so (t, t) pairs 100 deep (208 bytes)
+  hung the trainer and a key of 300,000 nested tuples crashed it (a segfault).
+These checks need a hook at every opcode that fills a set or dict, which the C unpickler does not offer:
+pickle's pure-Python opcode loop is used, made faster where that is safe: it reads the in-memory pickle directly (no `_Unframer`), decodes
+runs of numbers with one `struct` call, and bounds the tree at C speed (`within`). A million floats take
+0.11 s (1.3 s with the plain pure-Python unpickler, 0.04 s with C); a million ints 0.28 s; many small
+tuples about 13-18x C's time. The program pays for none of it (the runner moves its deadline).
 """
 
 from __future__ import annotations
@@ -32,17 +35,56 @@ from typing import Any, ClassVar
 _HEADER = struct.Struct(">I")
 _CONTAINERS = (list, tuple, set, frozenset)
 SAME_HASH = 8  # distinct keys one set or dict may hold with the same hash (honest data: about never 2)
+# What hashing one set or dict key may cost, in `key_cost` units: a tuple's hash is not cached and recurses
+# in C without a depth guard, so a key of (t, t) pairs 100 deep takes 2**100 steps and a chain of 200,000
+# nested tuples overflows the trainer's C stack (a segfault), both from pickles of a few hundred bytes.
+KEY_COST = 10_000
 
 
 class NotPlainData(ValueError):
     """A value that is not plain data (or is too large to judge)."""
 
 
-def admit(keys: Iterable[Any], seen: dict[int, list[Any]] | None = None) -> dict[int, list[Any]]:
+def key_cost(key: Any, limit: int = KEY_COST) -> int:
+    """What hashing `key` costs: its nodes as a tree (a shared reference each time: tuples do not cache
+    their hash), an int also by its 64-bit words (its hash reads them all, every time). The count stops past
+    `limit` (the result is then limit + 1). Walked with a stack: no recursion, however deep."""
+    cost, stack = 0, [key]
+    while stack:
+        item = stack.pop()
+        cost += 1 + (item.bit_length() >> 6 if type(item) is int else 0)
+        if cost > limit:
+            return limit + 1
+        if type(item) is tuple:
+            stack.extend(item)
+        elif type(item) is slice:  # hashable from Python 3.12: by its start, stop and step
+            stack.extend((item.start, item.stop, item.step))
+    return cost
+
+
+def admit(
+    keys: Iterable[Any], seen: dict[int, list[Any]] | None = None, cost: list[int] | None = None
+) -> dict[int, list[Any]]:
     """Check `keys`, about to enter a set or dict whose keys so far are `seen` (their distinct keys per
-    hash): more than SAME_HASH distinct keys with one hash is NotPlainData. Returns the updated `seen`."""
+    hash): a key that costs more than KEY_COST to hash (`key_cost`), or more than SAME_HASH distinct keys
+    with one hash, is NotPlainData. `cost` ([spent, allowed]), when given, adds up every key's hashing
+    cost: a key reached a million times through the pickle's memo costs a million times. Returns the
+    updated `seen`."""
     seen = {} if seen is None else seen
     for key in keys:
+        kind = type(key)
+        if kind is int:
+            spent = 1 + (key.bit_length() >> 6)
+        else:
+            spent = key_cost(key) if kind is tuple or kind is slice else 1  # str, bytes: their hash is cached
+        if spent > KEY_COST:
+            raise NotPlainData(
+                f"a set or dict key that costs more than {KEY_COST} to hash (a deep or huge key)"
+            )
+        if cost is not None:
+            cost[0] += spent
+            if cost[0] > cost[1]:
+                raise NotPlainData(f"set and dict keys that cost more than {cost[1]} to hash in all")
         same = seen.setdefault(hash(key), [])
         if not any(key == other for other in same):
             same.append(key)
@@ -71,9 +113,8 @@ def _bytearray(source: bytes | str = b"", encoding: str | None = None) -> bytear
     raise pickle.UnpicklingError("bytearray is plain data only when built from its bytes")
 
 
+# besides set and frozenset, which the unpickler builds itself (`_PlainUnpickler.find_class`)
 _ALLOWED = {
-    ("builtins", "set"): plain_set,
-    ("builtins", "frozenset"): plain_frozenset,
     ("builtins", "bytearray"): _bytearray,
     ("builtins", "complex"): complex,  # from two floats (NEWOBJ) or a string: linear in the pickle
     ("builtins", "slice"): slice,
@@ -109,10 +150,11 @@ def _number_loader(opcode: int) -> Callable[[Any], None]:
 class _PlainUnpickler(pickle._Unpickler):
     """The pure-Python unpickler with `admit` at every opcode that fills a set or a dict."""
 
-    def __init__(self, blob: bytes) -> None:
+    def __init__(self, blob: bytes, budget: int) -> None:
         self._blob, self._file = blob, io.BytesIO(blob)
         super().__init__(self._file)
         self._seen: dict[int, dict[int, list[Any]]] = {}  # id(set or dict) -> its keys per hash
+        self._key_cost = [0, budget]  # every key's hashing cost so far, and the most allowed
 
     def load(self) -> Any:
         """pickle's opcode loop, reading the in-memory pickle directly. The base class reads each opcode
@@ -154,12 +196,22 @@ class _PlainUnpickler(pickle._Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if module == "__builtin__":  # protocol 2 names builtins so
             module = "builtins"
+        if (module, name) == ("builtins", "set"):  # REDUCE builds it here: its keys count towards the cost
+            return self._set
+        if (module, name) == ("builtins", "frozenset"):
+            return lambda items=(): frozenset(self._set(items))
         if (module, name) in _ALLOWED:
             return _ALLOWED[module, name]
         raise pickle.UnpicklingError(f"{module}.{name} is not plain data")
 
+    def _set(self, items: Iterable[Any] = ()) -> set:
+        """`plain_set` with every key's hashing cost counted (`admit`)."""
+        items = list(items)
+        admit(items, None, self._key_cost)
+        return set(items)
+
     def _admit(self, container: Any, keys: Iterable[Any]) -> None:
-        self._seen[id(container)] = admit(keys, self._seen.get(id(container)))
+        self._seen[id(container)] = admit(keys, self._seen.get(id(container)), self._key_cost)
 
     def load_additems(self) -> None:
         items = self.pop_mark()
@@ -169,7 +221,7 @@ class _PlainUnpickler(pickle._Unpickler):
 
     def load_frozenset(self) -> None:
         items = self.pop_mark()  # first: it rebinds self.append to the enclosing stack
-        self.append(plain_frozenset(items))
+        self.append(frozenset(self._set(items)))
 
     def load_setitems(self) -> None:
         items = self.pop_mark()
@@ -282,7 +334,7 @@ def _children(item: Any) -> Any:
 def loads_plain(blob: bytes, budget: int = 10_000_000) -> Any:
     """Decode one pickle as plain data; raises NotPlainData."""
     try:
-        value = _PlainUnpickler(blob).load()
+        value = _PlainUnpickler(blob, budget).load()
     except Exception as error:  # any malformed pickle: UnpicklingError, EOFError, ValueError, ...
         raise NotPlainData(f"{type(error).__name__}: {error}"[:200]) from None
     if not within(value, budget, distinct=len(blob)):

@@ -268,7 +268,11 @@ class Sandbox:
         Each phase (the program's loading, then each test) is also timed here, from the report that
         began it: the timers inside the process belong to a process the program controls (it can disarm
         them), so a phase that overruns its limit by PHASE_SLACK is judged a timeout and the process
-        killed; the wall clock of the whole run stays the last backstop.
+        killed; the wall clock of the whole run stays the last backstop. A phase whose report arrives
+        later than VERDICT_SLACK allows is judged a timeout the same way, whatever it reports (with its
+        timer disarmed, a test could take up to PHASE_SLACK's 1.5x its limit and pass). A report held
+        back and sent with the next one's counts against the earlier phase: the time between them is
+        measured from the earlier phase's start.
 
         The time the parent spends decoding and judging frames is not the program's: meanwhile the
         program waits on a full pipe, or has finished and waits to be read. That time moves the run's
@@ -278,7 +282,8 @@ class Sandbox:
         reader = FrameReader(max_frame=self.max_output_bytes + 2**16)
         poller = select.poll()  # not select(): a busy training process may hold fds above 1024
         poller.register(read_end, select.POLLIN | select.POLLHUP | select.POLLERR)
-        phase, phase_end = None, math.inf  # the running phase and when its limit runs out
+        # the running phase, when it began and when its limit runs out
+        phase, phase_started, phase_end = None, math.inf, math.inf
         credit = limits.timeout  # the parent's own time that may still move the deadline
         while True:
             now = time.monotonic()
@@ -297,13 +302,20 @@ class Sandbox:
             spent = min(time.monotonic() - judging, credit)
             credit -= spent
             deadline += spent
+            if (
+                phase is not None
+                and collector.reported(phase)
+                and judging - phase_started > _verdict_time(phase, collector, limits)
+            ):
+                collector.overran(phase)
+                return "deadline", deadline
             if ending is not None:
                 return ending, deadline
             running = collector.running()
             if running != phase:
-                phase = running
+                phase, phase_started = running, time.monotonic()
                 phase_end = (
-                    math.inf if phase is None else time.monotonic() + _allowance(phase, collector, limits)
+                    math.inf if phase is None else phase_started + _kill_time(phase, collector, limits)
                 )
 
     @staticmethod
@@ -338,14 +350,24 @@ def _seconds(value: Any) -> float:
 
 
 PHASE_SLACK = (1.5, 0.5)  # a phase may take 1.5x its limit + 0.5 s (pipes, scheduling) before the kill
+VERDICT_SLACK = (1.1, 0.25)  # a phase reported later than 1.1x its limit + 0.25 s is a timeout
 
 
-def _allowance(phase: tuple[str, int], collector: _Collector, limits: Limits) -> float:
+def _kill_time(phase: tuple[str, int], collector: _Collector, limits: Limits) -> float:
+    """How long after its start a phase may run before the process is killed (PHASE_SLACK)."""
+    return PHASE_SLACK[0] * _limit(phase, collector, limits) + PHASE_SLACK[1]
+
+
+def _verdict_time(phase: tuple[str, int], collector: _Collector, limits: Limits) -> float:
+    """How long after its start a phase's report may arrive (VERDICT_SLACK)."""
+    return VERDICT_SLACK[0] * _limit(phase, collector, limits) + VERDICT_SLACK[1]
+
+
+def _limit(phase: tuple[str, int], collector: _Collector, limits: Limits) -> float:
+    """The time limit of a phase: the program's loading, or a test."""
     if phase[0] == "load":
-        limit = limits.load_timeout
-    else:
-        limit = collector.job.tests[phase[1]].timeout or limits.test_timeout
-    return PHASE_SLACK[0] * limit + PHASE_SLACK[1]
+        return limits.load_timeout
+    return collector.job.tests[phase[1]].timeout or limits.test_timeout
 
 
 class _Collector:
@@ -375,8 +397,20 @@ class _Collector:
             self._pending += 1
         return ("test", self._pending) if self._pending < self.total else None
 
+    def reported(self, phase: tuple[str, int]) -> bool:
+        """Whether the phase's report has arrived (the program's loading, or the test)."""
+        return self.program_outcome is not None if phase[0] == "load" else phase[1] in self.outcomes
+
     def overran(self, phase: tuple[str, int]) -> None:
-        """The phase took longer than its limit allows, by the parent's clock."""
+        """The phase took longer than its limit allows, by the parent's clock (whatever it reported). Tests
+        reported after it, in the same read, are dropped: killed on time, the process would not have run
+        them."""
+        first_after = 0 if phase[0] == "load" else phase[1] + 1
+        for index in [i for i in self.outcomes if i >= first_after]:
+            del self.outcomes[index]
+            self.seconds.pop(index, None)
+            self.calls.pop(index, None)
+            self.outputs[index] = None
         if phase[0] == "load":
             self.program_outcome, self.program_failed = "timeout", True
             self.error = "program did not finish loading in time (timed by the sandbox)"

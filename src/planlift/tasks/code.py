@@ -392,7 +392,8 @@ class CodeTask(Task):
         allow_host_filesystem: accept a sandbox whose programs see the host's filesystem (isolation
             without bubblewrap). Refused by default: there a program can read the vendored reference
             solutions and, under the caller's uid, rewrite the cached expected outputs, i.e. be judged
-            correct without solving the problem.
+            correct without solving the problem. With bubblewrap, the data and the expected outputs are
+            hidden from programs where its read-only world holds them (`Isolation.hiding`).
     """
 
     task_type = "code"
@@ -433,6 +434,10 @@ class CodeTask(Task):
         self.time_factor = time_factor
         self.code_lines = code_lines
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        # the answers, where the sandbox's read-only world would show them (a checkout under /usr/src)
+        expected_dir = self.cache_dir / "code_expected"
+        expected_dir.mkdir(parents=True, exist_ok=True)
+        self.sandbox.isolation = self.sandbox.isolation.hiding([data_dir(), expected_dir])
         self.system_prompt = system_prompt
         self.planner_instruction = planner_instruction
         self.executor_instruction = executor_instruction
