@@ -56,6 +56,15 @@ def test_token_logprobs_and_entropy():
     assert logp_t[0, 0].item() == pytest.approx(math.log(probs[0] / probs.sum()))
 
 
+def test_the_entropy_is_a_metric_outside_the_graph():
+    """Only the log-probs carry gradient: the entropy's [B, T, V] intermediates are not kept for backward."""
+    logits = torch.randn(2, 3, 5, requires_grad=True)
+    logp, entropy = token_logprobs(logits, torch.zeros(2, 3, dtype=torch.long))
+    assert logp.requires_grad and not entropy.requires_grad
+    expected = torch.distributions.Categorical(logits=logits.detach()).entropy()
+    torch.testing.assert_close(entropy, expected)
+
+
 def test_kl_estimators():
     logp, ref = torch.tensor([math.log(0.5)]), torch.tensor([math.log(0.25)])
     r = 0.25 / 0.5

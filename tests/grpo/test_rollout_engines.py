@@ -131,6 +131,45 @@ def test_a_nucleus_with_a_synced_engine_is_warned(
     assert ("the nucleus's mass" in caplog.text) is warned
 
 
+class EvalModeEngine(RolloutEngine):
+    """Returns the log-probs of the policy that sampled, in eval mode (an engine without dropout)."""
+
+    def sample(self, policy, texts, n, **kwargs) -> Generation:
+        out = HFEngine().sample(policy, texts, n, **kwargs)
+        rollout = Rollout([], n, out.prompt_ids, out.prompt_mask, out.completion_ids, out.completion_mask, [])
+        was_training = policy.model.training
+        policy.model.eval()
+        with torch.no_grad():
+            out.logprobs, _ = completion_logprobs(policy.model, rollout, slice(None), kwargs["temperature"])
+        policy.model.train(was_training)
+        return out
+
+
+def test_importance_weights_come_from_the_frozen_pass_without_dropout_noise(tiny_checkpoint, procedural_task):
+    """With LoRA dropout active and num_iterations=2, the weights compare the engine's log-probs with the
+    frozen eval-mode pass (equal here: weight 1), not with the first train-mode pass (dropout noise)."""
+    from tests.grpo.test_module import build_lora, fit_one_step
+
+    torch.manual_seed(0)
+    module = build_lora(
+        tiny_checkpoint,
+        procedural_task,
+        dropout=0.5,
+        num_iterations=2,
+        tis_cap=2.0,
+        rollout_engine=EvalModeEngine(),
+    )
+    with torch.no_grad():  # a non-zero adapter, so that dropout on its input changes the output
+        for name, param in module.planner.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5)
+    logged = {}
+    module.log_dict = lambda metrics, **kwargs: logged.update(metrics)
+    fit_one_step(module, procedural_task)
+    assert logged["train/rollout/is_weight_mean"] == pytest.approx(1.0, abs=1e-5)
+    assert logged["train/rollout/logprob_abs_diff_max"] == pytest.approx(0.0, abs=1e-5)
+
+
 def test_importance_weights_scale_the_update(tiny_checkpoint, procedural_task):
     """With every weight e^0.3 (under the cap), the SGD step is e^0.3 times the uncorrected one."""
     from tests.grpo.test_module import build, fit_one_step

@@ -25,7 +25,8 @@ The algorithm's choices, each a constructor argument (defaults follow the author
    `rollout=vllm_server` in its own), which gets the planner's weights after every optimizer step
    (`train/time/weight_sync`) and returns the log-probs it sampled with; their distance to the recomputed
    ones is logged (`train/rollout/logprob_abs_diff_*`) and, with `tis_cap: C`, each token's loss is
-   weighted by min(pi_train / pi_rollout, C) (truncated importance sampling).
+   weighted by min(pi_train / pi_rollout, C) (truncated importance sampling); pi_train is the
+   eval-mode recompute of item 4 when `num_iterations` > 1 (no dropout noise), else the update's own.
 
 Diagnostics: every step logs the trace metrics of the sampled completions (`train/trace/*`, including
 the mixture of trace kinds `train/trace/kind/*` on the procedural task) next to the reward terms and
@@ -251,9 +252,11 @@ class GRPOModule(pl.LightningModule):
             for index, rows in enumerate(chunks):
                 logprobs, entropy = completion_logprobs(self.planner, rollout, rows, self.temperature)
                 if sampler is not None and iteration == 0:
-                    _mismatch_stats(stats, logprobs.detach(), sampler[rows], rollout.completion_mask[rows])
+                    # the rollout-time policy: the frozen pass when there is one (eval mode: no dropout noise)
+                    policy = old[rows] if old is not None else logprobs.detach()
+                    _mismatch_stats(stats, policy, sampler[rows], rollout.completion_mask[rows])
                     if self.tis_cap is not None:
-                        is_weights.append(truncated_is_weights(logprobs, sampler[rows], self.tis_cap))
+                        is_weights.append(truncated_is_weights(policy, sampler[rows], self.tis_cap))
                 terms = grpo_loss(
                     logprobs,
                     old[rows] if old is not None else logprobs.detach(),
@@ -452,8 +455,9 @@ class GRPOModule(pl.LightningModule):
         if dropout and (self.num_iterations > 1 or self.tis_cap is not None):
             log.warning(
                 "%d dropout modules are active (e.g. %s): the update's log-probs carry dropout noise that the "
-                "rollout's do not, so the PPO ratio (num_iterations=%d) and the importance weights (tis_cap=%s) "
-                "move with it; algorithm.disable_dropout=true removes it",
+                "rollout's do not, so the PPO ratio (num_iterations=%d) moves with it, and so do the importance "
+                "weights (tis_cap=%s) when num_iterations=1 (with more, they come from the frozen eval-mode "
+                "pass); algorithm.disable_dropout=true removes it",
                 len(dropout),
                 dropout[0],
                 self.num_iterations,

@@ -44,11 +44,14 @@ def token_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """log pi(target) and the entropy of pi at each position, pi = softmax(logits / temperature).
 
-    logits [B, T, V], targets [B, T] -> (logprobs [B, T], entropy [B, T]), in float32.
+    logits [B, T, V], targets [B, T] -> (logprobs [B, T], entropy [B, T]), in float32. The entropy is a
+    metric, computed without gradient: in the graph it kept two [B, T, V] float32 tensors alive until the
+    backward (about 2.5 GB for a 152k vocabulary, 4 x 512 tokens).
     """
     logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)
     logprobs = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    with torch.no_grad():
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
     return logprobs, entropy
 
 
