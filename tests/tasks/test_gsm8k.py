@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -124,6 +125,10 @@ def test_prompts(task):
         ("16 or\r18", False, "wrong"),  # one line: the reply is cut at "\n" only
         ("18, since 9 * 2 = 18", True, "correct"),  # words follow: no list
         ("18 eggs, 9 * 2", False, "wrong"),  # math-verify takes the last expression
+        ('"18"', True, "correct"),  # quotes around the number (math-verify found no answer)
+        ("\u201c18\u201d", True, "correct"),
+        ("\\$18", True, "correct"),  # LaTeX's escaped dollar (no answer found)
+        ('"16" or "18"', False, "wrong"),
     ],
 )
 def test_verify_uses_math_verify(task, output, correct, status):
@@ -150,6 +155,15 @@ def test_degenerate_replies_are_judged(task, text):
     """Replies an executor can be led to write: the hedge and markdown readings give up a failed match
     without retrying every split (one of these took 31 s with a backtracking pattern)."""
     assert not task.verify(task.problems("test")[0], text).correct
+
+
+def test_signs_and_groups_around_the_dollar_and_in_unicode_spaces(task):
+    problem = task.problems("test")[0]
+    negative = dataclasses.replace(problem, answer="-5")
+    assert task.verify(negative, "-$5").correct  # no answer found before
+    grouped = dataclasses.replace(problem, answer="1234")
+    for space in ("\u00a0", "\u202f", " "):  # math-verify read 234 across the no-break spaces
+        assert task.verify(grouped, f"1{space}234").correct
 
 
 def test_thousands_and_decimals(task):

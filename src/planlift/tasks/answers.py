@@ -106,6 +106,13 @@ _LONG_SPACE = re.compile(r"\s{8,}")
 _MARKDOWN_AROUND_NUMBER = re.compile(
     r"(?<![\w*`])(\*\*|__|\*|_|`)(?P<number>\$?-?\d[\d,]*(?:\.\d+)?)\1(?![\w*`])"
 )
+# A number in quotes: '"72"', "“72”", "'72'" (math-verify found no answer in them).
+_QUOTED_NUMBER = re.compile(
+    r"(?<![\w\"'\u201c\u2018])[\"'\u201c\u2018](?P<number>\$?-?\d[\d,]*(?:\.\d+)?)[\"'\u201d\u2019](?![\w\"'])"
+)
+# Before a number: LaTeX's escaped dollar ("\\$18": no answer found) and a minus before the dollar ("-$5").
+_ESCAPED_DOLLAR = re.compile(r"\\\$(?=\s*\d)")
+_MINUS_DOLLAR = re.compile(r"(?<![\w.])-\s*\$(?=\d)")
 # A number alone in brackets: "(72)", "[72]" (math-verify finds no answer in them); not a call or an index
 # ("f(72)", "a[72]") and not brackets inside a longer term ("(72)x").
 _BRACKETED_NUMBER = re.compile(
@@ -179,10 +186,13 @@ def parse_gold(answer: str) -> tuple:
 
 def _plain_numbers(text: str) -> str:
     """The reply with long runs of spaces shortened, percent markers dropped, the minus sign read as "-",
-    and markdown and brackets around numbers removed: what the hedge and the answer are read from."""
+    "\\$" and "-$" as "$" and "-", thousands grouped by spaces joined ("1\u00a0234": math-verify read 234), and
+    markdown, quotes and brackets around numbers removed: what the hedge and the answer are read from."""
     text = _PERCENT.sub("", _LONG_SPACE.sub(_two_spaces, text)).replace("\u2212", "-")  # "54 − 37", "−18"
-    for pattern in (_BRACKETED_NUMBER, _MARKDOWN_AROUND_NUMBER, _BRACKETED_NUMBER):  # "**(72)**", "(**72**)"
-        text = pattern.sub(_number_inside, text)
+    text = _MINUS_DOLLAR.sub("-", _ESCAPED_DOLLAR.sub("$", text))
+    text = _SPACE_GROUPED.sub(_ungrouped, text)
+    for pattern in (_BRACKETED_NUMBER, _MARKDOWN_AROUND_NUMBER, _QUOTED_NUMBER, _BRACKETED_NUMBER):
+        text = pattern.sub(_number_inside, text)  # also "**(72)**", "(**72**)"
     return text
 
 
@@ -210,7 +220,7 @@ def hedges(text: str) -> bool:
     lines = [line for line in _plain_numbers(text).split("\n") if any(c.isdigit() for c in line)]
     if not lines:
         return False
-    line = _SPACE_GROUPED.sub(_ungrouped, lines[-1])  # "1 000" is one number, not a list
+    line = lines[-1]  # spaces that group thousands are gone: "1 000" is one number, not a list
     if _HEDGE.search(line):
         return True
     if any(_DOUBT.search(inside) and _DIGIT.search(inside) for inside in _ASIDE.findall(line)):
