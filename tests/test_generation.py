@@ -177,3 +177,28 @@ def test_hf_generation_runs_the_chat_templates_bos_once(bos_checkpoint):
     for row, text in enumerate(texts):
         ran = out.prompt_ids[row][out.prompt_mask[row].bool()].tolist()
         assert ran == encode_prompt(tokenizer, text) and ran.count(tokenizer.bos_token_id) == 1
+
+
+def test_a_sampled_pad_ends_the_completion_and_stays_in_the_loss():
+    """The character tokenizer's pad is no EOS: a pad sampled mid-completion was cut from the mask and the
+    text while generation went on past it, so the loss never saw the choice that ended the completion."""
+    from planlift.generation import generate
+    from planlift.models import build_tiny_qwen2
+
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_qwen2(tokenizer, hidden_size=64, intermediate_size=128, num_hidden_layers=2, seed=1)
+    pad = tokenizer.pad_token_id
+    assert pad != tokenizer.eos_token_id
+    with torch.no_grad():  # the pad made likely
+        model.lm_head.weight[pad] += 0.5 * model.lm_head.weight.norm(dim=1).mean() * torch.randn(64)
+    torch.manual_seed(0)
+    out = generate(model, tokenizer, ["some prompt"], 16, do_sample=True, max_new_tokens=30)
+    ended_by_pad = 0
+    for ids, kept in zip(out.completion_ids, out.completion_mask, strict=True):
+        length = int(kept.sum())
+        if length < len(ids):  # ended early: by its last kept token, and padding after it
+            assert ids[length - 1].item() in (pad, tokenizer.eos_token_id)
+            assert (ids[length:] == pad).all(), ids.tolist()
+            ended_by_pad += ids[length - 1].item() == pad
+        assert pad not in ids[: length - 1].tolist()  # never inside a completion
+    assert ended_by_pad >= 3

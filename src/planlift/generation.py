@@ -140,6 +140,15 @@ def eos_token_ids(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) ->
     return ids
 
 
+def pad_as_end(tokenizer: PreTrainedTokenizerBase, eos_ids: Sequence[int]) -> list[int]:
+    """The pad token when it is no EOS token (the character tokenizer's; SmolLM2's and Qwen2.5's pad is
+    one): sampled mid-completion, it ends the completion as an EOS does, and the loss sees it. Before,
+    generation went on past it while the mask and the text were cut there, so the policy could neither
+    learn nor unlearn the choice, and vLLM, which keeps it as a plain token, disagreed."""
+    pad = tokenizer.pad_token_id
+    return [pad] if pad is not None and pad not in eos_ids else []
+
+
 @contextmanager
 def library_sampling_defaults(model: torch.nn.Module) -> Iterator[None]:
     """For the call, the model's generation config is the library's defaults.
@@ -192,6 +201,7 @@ def generate(
     device = next(model.parameters()).device
     encoded = tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False).to(device)
     eos_ids = eos_token_ids(model, tokenizer)
+    eos_ids += pad_as_end(tokenizer, eos_ids)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     kwargs = {"do_sample": do_sample, "max_new_tokens": max_new_tokens, "num_return_sequences": n}
     if do_sample:

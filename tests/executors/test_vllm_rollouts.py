@@ -79,6 +79,27 @@ def test_engine_logprobs_match_the_planner_after_a_sync_and_not_without(planner_
     assert engine.syncs == 2
 
 
+def test_a_sampled_pad_ends_a_vllm_completion_as_it_ends_an_hf_one(planner_engine):
+    """The character tokenizer's pad is no EOS: vLLM kept a sampled pad as a plain token and went on, while
+    the HF engine cut its mask there. Both now end the completion at it (`pad_as_end`) and keep it."""
+    task, planner, engine = planner_engine
+    policy = load_policy(planner)
+    pad = policy.tokenizer.pad_token_id
+    assert pad != policy.tokenizer.eos_token_id
+    head = policy.model.get_output_embeddings().weight
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # the pad made likely
+        head[pad] += 0.5 * head.norm(dim=1).mean() * torch.randn(head.shape[1], generator=generator)
+    engine.load_weights(policy)
+    _, _, rollout = mismatch(policy, engine, task)
+    ended_by_pad = 0
+    for ids, kept in zip(rollout.completion_ids, rollout.completion_mask, strict=True):
+        length = int(kept.sum())
+        assert pad not in ids[: length - 1].tolist()  # never inside a completion
+        ended_by_pad += length > 0 and ids[length - 1].item() == pad
+    assert ended_by_pad >= 1
+
+
 def test_a_lora_planner_is_synced_as_base_plus_delta(planner_engine):
     task, planner, engine = planner_engine
     policy = load_policy(planner, lora={"r": 4, "alpha": 8, "dropout": 0.0})

@@ -238,3 +238,17 @@ def test_right_for_wrong_reasons_counts_only_samples_with_an_e2e_verdict(tiny_ch
     assert metrics["train/trace/step_acc"] == 0.0
     failed = RewardBatch([RewardRecord(mask_reason="executor_error")] * 4, group_size=4, reasonings=["x"] * 4)
     assert "train/trace/right_wrong_reasons" not in module._sampled_trace_metrics(rollout, failed, {})
+
+
+@pytest.mark.parametrize(("dtype", "warned"), [("bfloat16", True), ("float32", False)])
+def test_low_precision_trainable_weights_are_warned(tiny_checkpoint, procedural_task, caplog, dtype, warned):
+    """Full fine-tuning with bf16 weights (hardware=gpu's model.dtype, lora=null): AdamW steps of a small lr
+    round away, and the planner hardly moves without a word."""
+    policy = load_policy(str(tiny_checkpoint), dtype=dtype)
+    reward = ExecutorGroundedReward(HashExecutor(procedural_task), procedural_task, rm=ConstantRM(1.0))
+    module = GRPOModule(
+        policy, reward, procedural_task, torch.optim.AdamW, num_generations=2, max_new_tokens=4
+    )
+    with caplog.at_level(logging.WARNING, logger="planlift.grpo.module"):
+        module.on_fit_start()
+    assert ("rounded away" in caplog.text) is warned

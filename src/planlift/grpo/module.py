@@ -463,6 +463,17 @@ class GRPOModule(pl.LightningModule):
                 self.num_iterations,
                 self.tis_cap,
             )
+        low = sorted(
+            {str(p.dtype) for p in self.planner.parameters() if p.requires_grad and p.dtype != torch.float32}
+        )
+        if low:
+            log.warning(
+                "the planner's trainable weights are %s (model.dtype with lora=null): an optimizer step smaller "
+                "than half a unit in their last place is rounded away (10 AdamW steps at lr 1e-6 changed 2%% of "
+                "bf16 weights of scale 0.02, at 5e-6 8%%), so full fine-tuning may hardly move the planner; "
+                "model.dtype=float32 keeps float32 weights (trainer.precision=bf16-mixed still computes in bf16)",
+                "/".join(low),
+            )
         if self.engine.holds_weights and self.top_p < 1:
             log.warning(
                 "top_p=%s with a vLLM rollout: vLLM's log-probs are the nucleus's, renormalised, and the update's "

@@ -29,7 +29,7 @@ import torch
 
 from planlift.distributed import rank, world_size
 from planlift.errors import ConfigError
-from planlift.generation import encode_prompt
+from planlift.generation import encode_prompt, pad_as_end
 from planlift.grpo.engines import Sampled, SyncedEngine, request_seed, requests_per_prompt, to_generation
 from planlift.grpo.weights import planner_dtype, planner_weights
 from planlift.models.policy import Policy
@@ -191,6 +191,7 @@ class VLLMEngine(SyncedEngine):
                 top_p=1.0 if greedy else top_p,
                 max_tokens=max_new_tokens,
                 stop=list(stop) or None,
+                stop_token_ids=pad_as_end(tokenizer, [tokenizer.eos_token_id]) or None,
                 logprobs=0,  # the sampled token's log-prob only
                 seed=request_seed(seed, i, prompt_ids[i], asked),
             )
