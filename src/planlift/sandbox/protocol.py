@@ -25,6 +25,7 @@ tuples about 13-18x C's time. The program pays for none of it (the runner moves 
 
 from __future__ import annotations
 
+import functools
 import io
 import pickle
 import struct
@@ -49,6 +50,8 @@ def key_cost(key: Any, limit: int = KEY_COST) -> int:
     """What hashing `key` costs: its nodes as a tree (a shared reference each time: tuples do not cache
     their hash), an int also by its 64-bit words (its hash reads them all, every time). The count stops past
     `limit` (the result is then limit + 1). Walked with a stack: no recursion, however deep."""
+    if type(key) is not tuple and type(key) is not slice:  # a leaf: str and bytes cache their hash
+        return 1 + (key.bit_length() >> 6 if type(key) is int else 0)
     cost, stack = 0, [key]
     while stack:
         item = stack.pop()
@@ -72,11 +75,7 @@ def admit(
     updated `seen`."""
     seen = {} if seen is None else seen
     for key in keys:
-        kind = type(key)
-        if kind is int:
-            spent = 1 + (key.bit_length() >> 6)
-        else:
-            spent = key_cost(key) if kind is tuple or kind is slice else 1  # str, bytes: their hash is cached
+        spent = key_cost(key)
         if spent > KEY_COST:
             raise NotPlainData(
                 f"a set or dict key that costs more than {KEY_COST} to hash (a deep or huge key)"
@@ -93,15 +92,16 @@ def admit(
     return seen
 
 
-def plain_set(items: Iterable[Any] = ()) -> set:
-    """`set(items)` after `admit`: building it costs at most SAME_HASH probes per item."""
+def plain_set(items: Iterable[Any] = (), cost: list[int] | None = None) -> set:
+    """`set(items)` after `admit` (with `cost`, as there): building it costs at most SAME_HASH probes per
+    item."""
     items = list(items)
-    admit(items)
+    admit(items, None, cost)
     return set(items)
 
 
-def plain_frozenset(items: Iterable[Any] = ()) -> frozenset:
-    return frozenset(plain_set(items))
+def plain_frozenset(items: Iterable[Any] = (), cost: list[int] | None = None) -> frozenset:
+    return frozenset(plain_set(items, cost))
 
 
 def _bytearray(source: bytes | str = b"", encoding: str | None = None) -> bytearray:
@@ -197,18 +197,12 @@ class _PlainUnpickler(pickle._Unpickler):
         if module == "__builtin__":  # protocol 2 names builtins so
             module = "builtins"
         if (module, name) == ("builtins", "set"):  # REDUCE builds it here: its keys count towards the cost
-            return self._set
+            return functools.partial(plain_set, cost=self._key_cost)
         if (module, name) == ("builtins", "frozenset"):
-            return lambda items=(): frozenset(self._set(items))
+            return functools.partial(plain_frozenset, cost=self._key_cost)
         if (module, name) in _ALLOWED:
             return _ALLOWED[module, name]
         raise pickle.UnpicklingError(f"{module}.{name} is not plain data")
-
-    def _set(self, items: Iterable[Any] = ()) -> set:
-        """`plain_set` with every key's hashing cost counted (`admit`)."""
-        items = list(items)
-        admit(items, None, self._key_cost)
-        return set(items)
 
     def _admit(self, container: Any, keys: Iterable[Any]) -> None:
         self._seen[id(container)] = admit(keys, self._seen.get(id(container)), self._key_cost)
@@ -221,7 +215,7 @@ class _PlainUnpickler(pickle._Unpickler):
 
     def load_frozenset(self) -> None:
         items = self.pop_mark()  # first: it rebinds self.append to the enclosing stack
-        self.append(frozenset(self._set(items)))
+        self.append(plain_frozenset(items, self._key_cost))
 
     def load_setitems(self) -> None:
         items = self.pop_mark()

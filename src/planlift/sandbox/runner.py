@@ -305,7 +305,7 @@ class Sandbox:
             if (
                 phase is not None
                 and collector.reported(phase)
-                and judging - phase_started > _verdict_time(phase, collector, limits)
+                and judging - phase_started > _allowance(phase, collector, limits, VERDICT_SLACK)
             ):
                 collector.overran(phase)
                 return "deadline", deadline
@@ -315,7 +315,9 @@ class Sandbox:
             if running != phase:
                 phase, phase_started = running, time.monotonic()
                 phase_end = (
-                    math.inf if phase is None else phase_started + _kill_time(phase, collector, limits)
+                    math.inf
+                    if phase is None
+                    else phase_started + _allowance(phase, collector, limits, PHASE_SLACK)
                 )
 
     @staticmethod
@@ -353,21 +355,16 @@ PHASE_SLACK = (1.5, 0.5)  # a phase may take 1.5x its limit + 0.5 s (pipes, sche
 VERDICT_SLACK = (1.1, 0.25)  # a phase reported later than 1.1x its limit + 0.25 s is a timeout
 
 
-def _kill_time(phase: tuple[str, int], collector: _Collector, limits: Limits) -> float:
-    """How long after its start a phase may run before the process is killed (PHASE_SLACK)."""
-    return PHASE_SLACK[0] * _limit(phase, collector, limits) + PHASE_SLACK[1]
-
-
-def _verdict_time(phase: tuple[str, int], collector: _Collector, limits: Limits) -> float:
-    """How long after its start a phase's report may arrive (VERDICT_SLACK)."""
-    return VERDICT_SLACK[0] * _limit(phase, collector, limits) + VERDICT_SLACK[1]
-
-
-def _limit(phase: tuple[str, int], collector: _Collector, limits: Limits) -> float:
-    """The time limit of a phase: the program's loading, or a test."""
+def _allowance(
+    phase: tuple[str, int], collector: _Collector, limits: Limits, slack: tuple[float, float]
+) -> float:
+    """How long after its start a phase may take, by `slack` (PHASE_SLACK: before the process is killed;
+    VERDICT_SLACK: for its report to count) over its limit: the program's loading, or a test's."""
     if phase[0] == "load":
-        return limits.load_timeout
-    return collector.job.tests[phase[1]].timeout or limits.test_timeout
+        limit = limits.load_timeout
+    else:
+        limit = collector.job.tests[phase[1]].timeout or limits.test_timeout
+    return slack[0] * limit + slack[1]
 
 
 class _Collector:

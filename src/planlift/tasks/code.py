@@ -435,9 +435,9 @@ class CodeTask(Task):
         self.code_lines = code_lines
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         # the answers, where the sandbox's read-only world would show them (a checkout under /usr/src)
-        expected_dir = self.cache_dir / "code_expected"
-        expected_dir.mkdir(parents=True, exist_ok=True)
-        self.sandbox.isolation = self.sandbox.isolation.hiding([data_dir(), expected_dir])
+        self._expected_dir = self.cache_dir / "code_expected"
+        self._expected_dir.mkdir(parents=True, exist_ok=True)
+        self.sandbox.isolation = self.sandbox.isolation.hiding([data_dir(), self._expected_dir])
         self.system_prompt = system_prompt
         self.planner_instruction = planner_instruction
         self.executor_instruction = executor_instruction
@@ -565,8 +565,8 @@ class CodeTask(Task):
         for record in todo:
             digest.update(pickle.dumps((record.id, record.reference, self._inputs(record), record.oracle)))
             digest.update(pickle.dumps((record.asserts, record.atol)))
-        path = self.cache_dir / "code_expected" / f"{self.name}-{digest.hexdigest()[:16]}.pkl"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = self._expected_dir / f"{self.name}-{digest.hexdigest()[:16]}.pkl"
+        path.parent.mkdir(parents=True, exist_ok=True)  # removed since the task was made: made again
         with FileLock(str(path) + ".lock"):
             if path.is_file():
                 with path.open("rb") as handle:
