@@ -38,6 +38,18 @@ def test_fsdp_sim_shards_and_matches_ddp_step_for_step(tmp_path, cache_dir):
         assert torch.equal(exported[key.removeprefix("planner.")], value), key
 
 
+def test_fsdp_sim_keeps_float32_weights_computed_in_bf16(tmp_path, cache_dir):
+    """algorithm.fsdp_compute_dtype (bfloat16 in hardware=fsdp): float32 shards for the optimizer, gathered
+    in bf16 for compute (tests/grpo/test_sharding.py checks what the policy does to a forward and a step)."""
+    train(tmp_path, cache_dir, "hardware=fsdp_sim", "algorithm.fsdp_compute_dtype=bfloat16")
+    for log in (tmp_path / "train.log", tmp_path / "train_ddp_process_1.log"):
+        assert "blocks + root over DeviceMesh" in log.read_text()
+        assert "(weights float32, compute bfloat16)" in log.read_text()
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert {value.dtype for value in state.values()} == {torch.float32}
+    assert [v for _, v in scalars(tmp_path)["train/loss"]]  # it trained
+
+
 def test_fsdp_sim_distributed_checkpoint_resumes_as_an_uninterrupted_run(tmp_path, cache_dir):
     """save_distributed_checkpoint=true: last.ckpt is a directory of shards; a restarted job finds it (it
     started afresh before) and ends where one never interrupted ends."""

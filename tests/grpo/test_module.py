@@ -157,6 +157,7 @@ def test_old_logprobs_are_the_sampling_policys_with_or_without_dropout(
         ({"max_grad_norm": 0}, r"algorithm\.max_grad_norm must be > 0, or null"),
         ({"max_new_tokens": 0}, r"algorithm\.max_new_tokens must be >= 1"),
         ({"val_executor_samples": 0}, r"algorithm\.val_executor_samples must be >= 1"),
+        ({"fsdp_compute_dtype": "bf16"}, r"algorithm\.fsdp_compute_dtype must be one of \[.*'bfloat16'"),
     ],
 )
 def test_invalid_algorithm_values_name_the_key(kwargs, message):
@@ -164,6 +165,17 @@ def test_invalid_algorithm_values_name_the_key(kwargs, message):
 
     with pytest.raises(ConfigError, match=message):  # checked before the policy or the reward is touched
         GRPOModule(None, None, None, None, **kwargs)
+
+
+def test_fsdp_compute_dtype_without_a_sharded_planner_names_the_key(tiny_checkpoint, procedural_task):
+    """Under a strategy that does not shard (here: one CPU process) the setting would do nothing."""
+    from planlift.errors import ConfigError
+
+    module = build(tiny_checkpoint, procedural_task, fsdp_compute_dtype="bfloat16")
+    with pytest.raises(
+        ConfigError, match=r"algorithm\.fsdp_compute_dtype=bfloat16 applies to a sharded planner"
+    ):
+        fit_one_step(module, procedural_task)
 
 
 def test_a_resume_under_other_task_settings_names_what_changed(tiny_checkpoint, procedural_task, caplog):

@@ -20,7 +20,8 @@ The algorithm's choices, each a constructor argument (defaults follow the author
    over every rank's batch, so DDP and FSDP optimise the loss of the global batch.
 7. Masking: completion tokens after the first EOS (or stop string) never enter the loss (the authors'
    code included padding).
-8. Log-probs are taken at the sampling temperature; micro-batches accumulate to the full-batch loss.
+8. Log-probs are taken at the sampling temperature; micro-batches accumulate to the full-batch loss, and
+   DDP all-reduces the gradients once per optimizer step (in the last micro-batch's backward).
 9. Rollout engine: the planner's own `generate` (`rollout=hf`) or vLLM (`rollout=vllm` in process,
    `rollout=vllm_server` in its own), which gets the planner's weights after every optimizer step
    (`train/time/weight_sync`) and returns the log-probs it sampled with; their distance to the recomputed
@@ -68,6 +69,7 @@ from planlift.grpo.rollout import Rollout, completion_logprobs, sample_rollout
 from planlift.judging import BaselineCache, add_tallies, failure_counts, judge_reasonings, pass_counts, tally
 from planlift.models.dropout import active_dropout
 from planlift.models.dropout import disable_dropout as disable_dropout_in
+from planlift.models.loading import resolve_dtype
 from planlift.models.policy import Policy
 from planlift.rewards.grounded import ExecutorGroundedReward
 from planlift.rewards.records import RewardBatch
@@ -105,6 +107,7 @@ class GRPOModule(pl.LightningModule):
         rollout_engine: RolloutEngine | None = None,
         tis_cap: float | None = None,
         disable_dropout: bool = False,
+        fsdp_compute_dtype: str | None = None,
     ) -> None:
         super().__init__()
         if num_generations < 2:
@@ -143,6 +146,8 @@ class GRPOModule(pl.LightningModule):
             raise ConfigError(f"algorithm.val_executor_samples must be >= 1, got {val_executor_samples}")
         if tis_cap is not None and tis_cap < 1:
             raise ConfigError(f"algorithm.tis_cap must be >= 1 or null, got {tis_cap}")
+        if fsdp_compute_dtype is not None:
+            resolve_dtype(fsdp_compute_dtype, "algorithm.fsdp_compute_dtype")
         self.automatic_optimization = False
         self.policy = policy
         self.planner = policy.model  # the only registered submodule: the executor is not part of this module
@@ -169,6 +174,7 @@ class GRPOModule(pl.LightningModule):
         self.seed = seed
         self.engine = rollout_engine or HFEngine()
         self.tis_cap = tis_cap
+        self.fsdp_compute_dtype = fsdp_compute_dtype
         if disable_dropout:
             log.info(
                 "algorithm.disable_dropout: %d dropout modules set to p=0", disable_dropout_in(self.planner)
@@ -250,27 +256,30 @@ class GRPOModule(pl.LightningModule):
         is_weights: list[torch.Tensor] = []  # per chunk, from the first pass (the rollout-time policy)
         for iteration in range(self.num_iterations):
             for index, rows in enumerate(chunks):
-                logprobs, entropy = completion_logprobs(self.planner, rollout, rows, self.temperature)
-                if sampler is not None and iteration == 0:
-                    # the rollout-time policy: the frozen pass when there is one (eval mode: no dropout noise)
-                    policy = old[rows] if old is not None else logprobs.detach()
-                    _mismatch_stats(stats, policy, sampler[rows], rollout.completion_mask[rows])
-                    if self.tis_cap is not None:
-                        is_weights.append(truncated_is_weights(policy, sampler[rows], self.tis_cap))
-                terms = grpo_loss(
-                    logprobs,
-                    old[rows] if old is not None else logprobs.detach(),
-                    advantages[rows],
-                    token_mask[rows],
-                    normalizer,
-                    clip_low=self.clip_low,
-                    clip_high=self.clip_high,
-                    ref_logprobs=ref[rows] if ref is not None else None,
-                    kl_coef=self.kl_coef,
-                    kl_estimator=self.kl_estimator,
-                    is_weights=is_weights[index] if is_weights else None,
-                )
-                self.manual_backward(terms.loss)
+                # gradients accumulate over the micro-batches; DDP all-reduces them once, in the last one's
+                # backward (FSDP reduce-scatters each backward's: its sync is never blocked)
+                with optimizer.toggle_model(sync_grad=index == len(chunks) - 1):
+                    logprobs, entropy = completion_logprobs(self.planner, rollout, rows, self.temperature)
+                    if sampler is not None and iteration == 0:
+                        # the rollout-time policy: the frozen pass if there is one (eval mode: no dropout noise)
+                        policy = old[rows] if old is not None else logprobs.detach()
+                        _mismatch_stats(stats, policy, sampler[rows], rollout.completion_mask[rows])
+                        if self.tis_cap is not None:
+                            is_weights.append(truncated_is_weights(policy, sampler[rows], self.tis_cap))
+                    terms = grpo_loss(
+                        logprobs,
+                        old[rows] if old is not None else logprobs.detach(),
+                        advantages[rows],
+                        token_mask[rows],
+                        normalizer,
+                        clip_low=self.clip_low,
+                        clip_high=self.clip_high,
+                        ref_logprobs=ref[rows] if ref is not None else None,
+                        kl_coef=self.kl_coef,
+                        kl_estimator=self.kl_estimator,
+                        is_weights=is_weights[index] if is_weights else None,
+                    )
+                    self.manual_backward(terms.loss)
                 mask = token_mask[rows].float()
                 stats["loss"] += terms.loss.item()
                 stats["policy_loss"] += terms.policy_loss.item()
@@ -423,16 +432,34 @@ class GRPOModule(pl.LightningModule):
     # ---- Lightning plumbing -----------------------------------------------------------------------
 
     def configure_model(self) -> None:
-        """Shard the planner with FSDP2 under ModelParallelStrategy (hardware=fsdp / fsdp_sim); no-op otherwise."""
+        """Shard the planner with FSDP2 under ModelParallelStrategy (hardware=fsdp / fsdp_sim); no-op otherwise.
+
+        The shards keep the planner's dtype (the optimizer's weights: float32 for a full fine-tune) and are
+        cast to `fsdp_compute_dtype` when gathered for a forward pass; gradients are reduced in float32.
+        """
         from planlift.grpo.sharding import is_sharded, shard_planner
 
         mesh = self.device_mesh
-        if mesh is None or is_sharded(self.planner):
+        if mesh is None:
+            if self.fsdp_compute_dtype is not None:
+                raise ConfigError(
+                    f"algorithm.fsdp_compute_dtype={self.fsdp_compute_dtype} applies to a sharded planner "
+                    "(hardware=fsdp / fsdp_sim: ModelParallelStrategy); under "
+                    f"{type(self.trainer.strategy).__name__} trainer.precision=bf16-mixed computes in bf16"
+                )
+            return
+        if is_sharded(self.planner):
             return
         self._make_reference()  # before sharding: an FSDP module cannot be deep-copied
-        dtype = next(self.planner.parameters()).dtype
+        stored = next(self.planner.parameters()).dtype
+        compute = (
+            resolve_dtype(self.fsdp_compute_dtype, "algorithm.fsdp_compute_dtype")
+            if self.fsdp_compute_dtype is not None
+            else stored
+        )
+        both_float32 = compute == stored == torch.float32  # no cast, no policy
         for model in (self.planner, *self._reference):  # the reference is sharded like the planner
-            shard_planner(model, mesh["data_parallel"], param_dtype=dtype if dtype != torch.float32 else None)
+            shard_planner(model, mesh["data_parallel"], param_dtype=None if both_float32 else compute)
 
     def configure_optimizers(self):
         params = [p for p in self.planner.parameters() if p.requires_grad]
@@ -471,7 +498,8 @@ class GRPOModule(pl.LightningModule):
                 "the planner's trainable weights are %s (model.dtype with lora=null): an optimizer step smaller "
                 "than half a unit in their last place is rounded away (10 AdamW steps at lr 1e-6 changed 2%% of "
                 "bf16 weights of scale 0.02, at 5e-6 8%%), so full fine-tuning may hardly move the planner; "
-                "model.dtype=float32 keeps float32 weights (trainer.precision=bf16-mixed still computes in bf16)",
+                "model.dtype=float32 keeps float32 weights (trainer.precision=bf16-mixed, or under FSDP "
+                "algorithm.fsdp_compute_dtype=bfloat16, still computes in bf16)",
                 "/".join(low),
             )
         if self.engine.holds_weights and self.top_p < 1:

@@ -27,7 +27,8 @@ def is_sharded(model: torch.nn.Module) -> bool:
 def shard_planner(model: torch.nn.Module, mesh, param_dtype: torch.dtype | None = None) -> int:
     """Shard each decoder layer (the model's `_no_split_modules`), then the root. Returns the layer count.
 
-    `param_dtype` (e.g. bf16 on GPUs) is the compute dtype; gradients are reduced in float32.
+    `param_dtype` (e.g. bf16 on GPUs) is the compute dtype: each shard keeps its own dtype (float32 weights
+    stay the optimizer's) and is cast when gathered; gradients are reduced in float32 and kept in the shard's.
     """
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     from transformers import PreTrainedModel
@@ -51,8 +52,14 @@ def shard_planner(model: torch.nn.Module, mesh, param_dtype: torch.dtype | None 
     for module in model.modules():
         if isinstance(module, PreTrainedModel):
             module._is_fsdp_managed_module = True  # generate(synced_gpus=True)
+    stored = next(model.parameters()).dtype
     log.info(
-        "sharded the planner: %d %s blocks + root over %s", len(layers), "/".join(sorted(block_names)), mesh
+        "sharded the planner: %d %s blocks + root over %s (weights %s, compute %s)",
+        len(layers),
+        "/".join(sorted(block_names)),
+        mesh,
+        str(stored).removeprefix("torch."),
+        str(param_dtype or stored).removeprefix("torch."),
     )
     return len(layers)
 
