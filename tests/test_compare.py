@@ -93,14 +93,22 @@ def test_length_sweep_gets_a_length_column_and_curve(tmp_path):
                     1 / length + seed / 10,
                     [0.05, 0.5],
                 )
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(tmp_path / "tensorboard" / "reward=grounded,seed=2,task.length=15"))
+    writer.add_scalar("val/e2e_acc", 0.9, 0)  # crashed after its step-0 validation: in no before value
+    writer.close()
     result = compare(tmp_path)
     assert "| arm | length | n | mean | 95% CI |" in result.markdown
     assert "| reward=grounded | 15 | 2 |" in result.markdown
-    # before -> after per length and arm: step-0 value, then the final mean ± CI over seeds 0 and 1
+    # before -> after per length and arm: the step-0 mean, the final mean ± CI over seeds 0 and 1, and
+    # (in brackets) the mean ± CI of each seed's change
     assert "| N | arm | seeds | e2e_acc |" in result.markdown
     after = [1 / 15, 1 / 15 + 0.1]
     half = mean_ci(after)[1]
-    assert f"| 15 | reward=grounded | 2 | 0.050 -> {sum(after) / 2:.3f} ± {half:.3f} |" in result.markdown
+    change, change_half = mean_ci([a - 0.05 for a in after])
+    cell = f"0.050 -> {sum(after) / 2:.3f} ± {half:.3f} ({change:+.3f} ± {change_half:.3f})"
+    assert f"| 15 | reward=grounded | 2 | {cell} |" in result.markdown
     assert (tmp_path / "compare" / "length_collapse.png").is_file()
 
 
@@ -109,35 +117,91 @@ def test_a_directory_without_events_is_a_clear_error(tmp_path):
         compare(tmp_path)
 
 
-def test_headline_table_and_overlap_notes(reward_sweep, tmp_path):
-    from planlift.compare import headline_table, overlap_notes
+def test_headline_table_and_paired_difference_notes(reward_sweep, tmp_path):
+    from planlift.compare import difference_notes, headline_table
 
     root, finals = reward_sweep
     runs = load_runs(root)
     table = headline_table(runs)
     mean, half = mean_ci(finals["grounded"])
     assert f"| reward=grounded | 3 | {mean:.3f} ± {half:.3f} |" in table
-    assert overlap_notes(runs) == ["- val/e2e_acc: CIs overlap for reward=exec_only ~ reward=grounded"]
+    change = [g - e for g, e in zip(finals["grounded"], finals["exec_only"], strict=True)]  # 0.25, 0.125, 0
+    mean, half = mean_ci(change)
+    assert difference_notes(runs) == [
+        f"- val/e2e_acc: reward=grounded - reward=exec_only: {mean:+.4f} ± {half:.4f} over 3 paired seeds, "
+        "not separated"
+    ]
     separated = tmp_path / "separated"
     for reward, values in {"exec_only": [0.1, 0.11, 0.12], "grounded": [0.5, 0.51, 0.52]}.items():
         for seed, value in enumerate(values):
             write_run(separated, f"reward={reward},seed={seed}", value, [value])
-    assert overlap_notes(load_runs(separated)) == ["- val/e2e_acc: every pair of arms is separated"]
+    (note,) = difference_notes(load_runs(separated))
+    assert note.startswith("- val/e2e_acc: reward=grounded - reward=exec_only: +0.4000 ± 0.0000 over 3")
+    assert note.endswith(", separated")
 
 
-def test_an_arm_with_a_nan_is_named_not_called_separated(tmp_path):
+def test_arms_that_share_seeds_are_compared_seed_by_seed(tmp_path):
+    """Every seed gains 0.04-0.06 while the seeds spread 0.3-0.7: the arms' own intervals overlap, the
+    interval of the per-seed differences excludes 0. A seed only one arm holds is not paired."""
+    from planlift.compare import difference_notes, metric_rows
+
+    values = {"exec_only": [0.30, 0.50, 0.70, 0.9], "grounded": [0.35, 0.55, 0.76]}
+    for reward, finals in values.items():
+        for seed, value in enumerate(finals):
+            write_run(tmp_path, f"reward={reward},seed={seed}", value, [value])
+    runs = load_runs(tmp_path)
+    exec_only, grounded = metric_rows(runs, "final/val/e2e_acc")
+    (m1, h1), (m2, h2) = exec_only.stats, grounded.stats
+    assert m1 - h1 <= m2 + h2 and m2 - h2 <= m1 + h1  # unpaired: overlapping intervals
+    mean, half = mean_ci([0.05, 0.05, 0.06])
+    assert half < mean
+    assert difference_notes(runs) == [
+        f"- val/e2e_acc: reward=grounded - reward=exec_only: {mean:+.4f} ± {half:.4f} over 3 paired seeds, "
+        "separated"
+    ]
+
+
+def test_an_arm_with_a_nan_or_one_seed_is_named_not_called_separated(tmp_path):
     """NaN compares as neither overlapping nor separated: an arm with one (a validation whose every group
-    lost a sample) is named and left out, not counted as separated from the rest."""
-    from planlift.compare import overlap_notes
+    lost a sample) is named and left out, as is an arm with a single seed; a table cell says which."""
+    from planlift.compare import difference_notes
 
-    values = {"a": [0.5, 0.52, math.nan], "b": [0.49, 0.5, 0.51], "c": [0.1, 0.11, 0.12]}
+    values = {"a": [0.5, 0.52, math.nan], "b": [0.49, 0.5, 0.51], "c": [0.1, 0.11, 0.12], "d": [0.3]}
     for arm, finals in values.items():
         for seed, value in enumerate(finals):
             write_run(tmp_path, f"arm={arm},seed={seed}", value, [value])
-    assert overlap_notes(load_runs(tmp_path)) == [
+    notes = difference_notes(load_runs(tmp_path))
+    assert notes[:2] == [
         "- val/e2e_acc: NaN for arm=a at seed 2; left out of the comparison",
-        "- val/e2e_acc: every pair of arms is separated",  # b and c
+        "- val/e2e_acc: one seed only, not compared: arm=d",
     ]
+    (pair,) = notes[2:]  # b and c
+    assert pair.startswith("- val/e2e_acc: arm=c - arm=b: -0.3900 ± 0.0000 over 3 paired seeds")
+    assert pair.endswith(", separated")
+    markdown = compare(tmp_path).markdown
+    assert "| arm=a | 3 | nan | n/a (NaN in a seed) |" in markdown
+    assert "| arm=d | 1 | 0.3000 | n/a (1 seed) |" in markdown
+
+
+def test_curves_average_the_finished_seeds_at_the_steps_they_all_logged(tmp_path):
+    """Two of three seeds crash after step 20 and the third climbs to 0.9: pooled, the curve jumped when
+    the seeds dropped out. Now it is the mean of the finished runs, and the crashed ones are named."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from planlift.compare import curve_points
+
+    write_run(tmp_path, "reward=a,seed=0", 0.9, [0.1, 0.2, 0.3, 0.9])  # steps 0, 10, 20, 30
+    write_run(tmp_path, "reward=a,seed=1", 0.5, [0.1, 0.2, 0.5])  # finished at step 20
+    for seed in (2, 3):
+        writer = SummaryWriter(str(tmp_path / "tensorboard" / f"reward=a,seed={seed}"))
+        for step, value in enumerate([0.2, 0.25, 0.3]):
+            writer.add_scalar("val/e2e_acc", value, step * 10)
+        writer.close()  # no final/*: crashed
+    ((label, (steps, values)),) = curve_points(load_runs(tmp_path), "val/e2e_acc").items()
+    assert label == "reward=a" and steps == [0, 10, 20]  # step 30: seed 0 alone
+    assert values == [pytest.approx(v, abs=1e-6) for v in ([0.1, 0.1], [0.2, 0.2], [0.3, 0.5])]
+    markdown = compare(tmp_path).markdown
+    assert "drawn alone in the curves, in no mean:** reward=a,seed=2, reward=a,seed=3" in markdown
 
 
 def test_before_is_the_validation_at_step_0_only(tmp_path):
@@ -177,7 +241,7 @@ def test_what_the_comparison_leaves_out_is_said(reward_sweep, caplog):
         "reward=grounded,seed=7" in result.markdown
     )
     assert (
-        "1 runs without final/* metrics (unfinished or failed): only in the curves:** "
+        "1 runs without final/* metrics (unfinished or failed): drawn alone in the curves, in no mean:** "
         "reward=grounded,seed=8" in result.markdown
     )
     assert "1 curves asked for that no run logged:** val/nonexistent" in result.markdown
@@ -191,3 +255,39 @@ def test_event_files_without_a_readable_scalar_are_a_clear_error(tmp_path):
     (run / "events.out.tfevents.1.host").write_bytes(b"\x00garbage" * 8)
     with pytest.raises(DataError, match="hold no scalar that could be read"):
         compare(tmp_path)
+
+
+def test_two_jobs_in_one_run_directory_are_said(tmp_path):
+    """Jobs whose overrides differ only in keys the run name leaves out (trainer.max_steps) log into one
+    directory: the comparison names it instead of merging them quietly."""
+    write_run(tmp_path, "reward=a,seed=0", 0.35, [0.1, 0.35])
+    write_run(tmp_path, "reward=a,seed=0", 0.6, [0.1, 0.35, 0.6])  # the longer job, written later
+    markdown = compare(tmp_path).markdown
+    assert (
+        "runs that logged final/* more than once" in markdown
+        and "the last write is used:** reward=a" in markdown
+    )
+    assert "| reward=a | 1 | 0.6000 |" in markdown
+
+
+def test_step_0_lines_one_when_the_arms_start_alike_else_one_per_arm():
+    from planlift.compare import Row, start_lines
+
+    alike = [
+        Row(arm, length, ["0"], [0.2 if length == "5" else 0.1]) for arm in "ab" for length in ["5", "10"]
+    ]
+    assert start_lines(alike) == {"before training (step 0)": {5.0: 0.2, 10.0: 0.1}}
+    apart = [Row("a", "5", ["0"], [0.2]), Row("b", "5", ["0"], [0.6])]  # another executor, say
+    assert start_lines(apart) == {"a (step 0)": {5.0: 0.2}, "b (step 0)": {5.0: 0.6}}
+
+
+def test_a_cell_over_fewer_seeds_than_its_row_says_so(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    for seed in (0, 1, 2):
+        writer = SummaryWriter(str(tmp_path / "tensorboard" / f"reward=a,seed={seed}"))
+        writer.add_scalar("final/val/e2e_acc", 0.5, 0)
+        if seed == 0:
+            writer.add_scalar("final/val/pass@4", 0.9, 0)  # one seed validated with samples
+        writer.close()
+    assert "| reward=a | 3 | 0.500 ± 0.000 | 0.900 (n=1) |" in compare(tmp_path).markdown

@@ -24,6 +24,21 @@ def test_run_names_are_one_directory_level():
     assert long != runtime._run_name(",".join(f"key{i}=value{i}" for i in range(41)))  # the hash differs
 
 
+def test_long_run_names_keep_seed_and_length_so_compare_pools_the_seeds():
+    """Hydra sorts the overrides, so `seed` and `task.length` come last: cut off with the tail, every seed
+    of an arm was an arm of its own (and its hash differed), and compare.py had nothing to pool."""
+    from planlift.compare import Run, parse_run_name
+
+    model = "model.pretrained=/checkpoints/" + "x" * 150
+    names = [runtime._run_name(f"{model},reward=grounded,seed={seed},task.length=20") for seed in (0, 1)]
+    runs = [Run(name, parse_run_name(name)) for name in names]
+    assert all(len(name) <= 200 for name in names) and names[0] != names[1]
+    assert [run.seed for run in runs] == ["0", "1"] and {run.length for run in runs} == {"20"}
+    assert runs[0].arm == runs[1].arm and runs[0].arm.startswith("model.pretrained=_checkpoints_xxx")
+    other = runtime._run_name(f"{model},reward=exec_only,seed=0,task.length=20")
+    assert Run(other, parse_run_name(other)).arm != runs[0].arm  # the hash of the rest tells arms apart
+
+
 def test_resume_checkpoint_picks_the_newest_by_step_then_time(tmp_path):
     assert runtime.resume_checkpoint(tmp_path) is None
     last = tmp_path / "checkpoints" / "last.ckpt"

@@ -45,6 +45,15 @@ class Run:
         points = self.scalars.get(tag)
         return points[-1][1] if points else None
 
+    @property
+    def finished(self) -> bool:
+        """Whether the job logged its `final/*` metrics (a crashed or still running one has not)."""
+        return any(tag.startswith("final/") for tag in self.scalars)
+
+    @property
+    def seed(self) -> str:
+        return self.params.get(SEED_KEY, "?")
+
 
 def parse_run_name(name: str) -> dict[str, str]:
     """`reward=grounded,seed=1` -> {"reward": "grounded", "seed": "1"} (a part without `=` keeps its text)."""
@@ -65,8 +74,11 @@ def event_root(sweep_dir: str | Path) -> Path:
     return root
 
 
-def load_runs(sweep_dir: str | Path) -> list[Run]:
-    """Every run of the sweep with all its scalars, read with tbparse."""
+def load_runs(sweep_dir: str | Path, repeated: list[str] | None = None) -> list[Run]:
+    """Every run of the sweep with all its scalars, read with tbparse. A step logged twice (a resumed run
+    repeats the steps after its checkpoint) keeps the later write. `repeated` collects the runs that logged
+    `final/*` more than once: two jobs in one directory (their overrides differ only in keys the run name
+    leaves out, such as trainer.max_steps) or a finished run extended by a resume."""
     from tbparse import SummaryReader
 
     root = event_root(sweep_dir)
@@ -79,6 +91,8 @@ def load_runs(sweep_dir: str | Path) -> list[Run]:
         run = runs.setdefault(name, Run(name, parse_run_name(name)))
         by_step = {int(step): float(value) for step, value in zip(group.step, group.value, strict=True)}
         run.scalars[tag] = sorted(by_step.items())
+        if repeated is not None and tag.startswith("final/") and len(group) > 1 and name not in repeated:
+            repeated.append(name)
     return [runs[name] for name in sorted(runs)]
 
 
@@ -140,7 +154,11 @@ def markdown_table(tag: str, rows: Sequence[Row]) -> str:
     lines = [f"### {tag}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         mean, half = row.stats
-        ci = "n/a (1 seed)" if math.isnan(half) else f"± {half:.4f} [{mean - half:.4f}, {mean + half:.4f}]"
+        ci = (
+            ("n/a (1 seed)" if len(row.values) < 2 else "n/a (NaN in a seed)")
+            if math.isnan(half)
+            else f"± {half:.4f} [{mean - half:.4f}, {mean + half:.4f}]"
+        )
         cells = [
             row.arm,
             *([row.length or ""] if with_length else []),
@@ -156,34 +174,54 @@ def final_tags(runs: Sequence[Run]) -> list[str]:
     return sorted({tag for run in runs for tag in run.scalars if tag.startswith("final/")})
 
 
+def _label(run: Run) -> str:
+    return run.arm if run.length is None else f"{run.arm},length={run.length}"
+
+
+def curve_points(runs: Sequence[Run], tag: str) -> dict[str, tuple[list[int], list[list[float]]]]:
+    """Per arm (and length), the finished runs' values of `tag` at the steps every one of them logged:
+    label -> (steps, [values per step, one per run]). A mean over a fixed set of seeds: were a crashed
+    seed's early points pooled in, a curve would change when seeds drop out, not when the policy does."""
+    grouped: dict[str, list[dict[int, float]]] = defaultdict(list)
+    for run in runs:
+        if run.finished and run.scalars.get(tag):
+            grouped[_label(run)].append(dict(run.scalars[tag]))
+    out = {}
+    for label, series in grouped.items():
+        steps = sorted(set.intersection(*(set(points) for points in series)))
+        out[label] = (steps, [[points[step] for points in series] for step in steps])
+    return out
+
+
 def plot_curves(runs: Sequence[Run], tag: str, path: Path) -> None:
-    """Mean validation curve per arm (and length) over seeds, with the 95% band where there are seeds."""
+    """Mean validation curve per arm (and length) over its finished seeds, at the steps all of them logged,
+    with the 95% band when there are two or more; an unfinished run is drawn alone, dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for run in runs:
-        label = run.arm if run.length is None else f"{run.arm},length={run.length}"
-        for step, value in run.scalars.get(tag, []):
-            series[label][step].append(value)
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for label in sorted(series):
-        steps = sorted(series[label])
-        stats = [mean_ci(series[label][s]) for s in steps]
+    for label, (steps, values) in sorted(curve_points(runs, tag).items()):
+        n = len(values[0]) if values else 0
+        stats = [mean_ci(at_step) for at_step in values]
         means = [m for m, _ in stats]
-        axes.plot(steps, means, marker="o", label=label)
-        halves = [0.0 if math.isnan(h) else h for _, h in stats]
-        axes.fill_between(
-            steps,
-            [m - h for m, h in zip(means, halves, strict=True)],
-            [m + h for m, h in zip(means, halves, strict=True)],
-            alpha=0.2,
-        )
+        line = axes.plot(steps, means, marker="o", label=f"{label} (n={n})")
+        if n >= 2:
+            axes.fill_between(
+                steps,
+                [m - h for m, h in stats],
+                [m + h for m, h in stats],
+                alpha=0.2,
+                color=line[0].get_color(),
+            )
+    for run in runs:
+        if not run.finished and run.scalars.get(tag):
+            steps, values = zip(*run.scalars[tag], strict=True)
+            axes.plot(steps, values, ":", linewidth=1, label=f"{_label(run)}, seed {run.seed} (unfinished)")
     axes.set_xlabel("optimizer step")
     axes.set_ylabel(tag)
-    axes.set_title(f"{tag} per arm (mean over seeds, 95% CI)")
+    axes.set_title(f"{tag} per arm (mean over finished seeds, 95% CI)")
     axes.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -199,6 +237,7 @@ def plot_length_collapse(rows: Sequence[Row], tag: str, path: Path, before: Sequ
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
+    colors = {}
     for arm in sorted({r.arm for r in rows}):
         mine = sorted((r for r in rows if r.arm == arm), key=lambda r: _as_number(r.length))
         lengths = [_as_number(r.length) for r in mine]
@@ -206,15 +245,15 @@ def plot_length_collapse(rows: Sequence[Row], tag: str, path: Path, before: Sequ
         errors = [0.0 if math.isnan(h) else h for _, h in stats]
         means = [m for m, _ in stats]
         line = axes.errorbar(lengths, means, yerr=errors, marker="o", capsize=3, label=f"{arm} (after)")
+        colors[arm] = line[0].get_color()
         low = [m - e for m, e in zip(means, errors, strict=True)]
         high = [m + e for m, e in zip(means, errors, strict=True)]
         axes.fill_between(lengths, low, high, alpha=0.15, color=line[0].get_color())
-    starts: dict[float, float] = {}
-    for row in before:  # every arm starts from the same bootstrap: one line unless they differ
-        starts.setdefault(_as_number(row.length), row.stats[0])
-    if starts:
-        xs = sorted(starts)
-        axes.plot(xs, [starts[x] for x in xs], "k--", marker="x", label="before training (step 0)")
+    for label, points in start_lines(before).items():
+        xs = sorted(points)
+        arm = label.removesuffix(" (step 0)")
+        style = {"color": colors.get(arm)} if arm in colors else {"color": "k"}
+        axes.plot(xs, [points[x] for x in xs], "--", marker="x", label=label, **style)
     axes.set_xlabel("program length N (states)")
     axes.set_ylabel(tag)
     axes.set_title("length collapse: final accuracy vs program length")
@@ -222,6 +261,18 @@ def plot_length_collapse(rows: Sequence[Row], tag: str, path: Path, before: Sequ
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def start_lines(before: Sequence[Row]) -> dict[str, dict[float, float]]:
+    """The step-0 lines of the length-collapse plot: one, "before training (step 0)", when every arm starts
+    from the same values, else one per arm ("<arm> (step 0)"): arms with another executor, bootstrap or
+    task start apart, and drawing the first arm's start for all would misplace every other arm's gain."""
+    starts: dict[str, dict[float, float]] = defaultdict(dict)
+    for row in before:
+        starts[row.arm][_as_number(row.length)] = row.stats[0]
+    if len({tuple(sorted(points.items())) for points in starts.values()}) == 1:
+        return {"before training (step 0)": next(iter(starts.values()))}
+    return {f"{arm} (step 0)": points for arm, points in sorted(starts.items())}
 
 
 # The ablation's headline: the final value of each, per arm, with its 95% CI (present tags only).
@@ -252,7 +303,8 @@ LENGTH_TAGS = (
 
 
 def length_table(runs: Sequence[Run], tags: Sequence[str] = LENGTH_TAGS) -> str:
-    """One row per (length, arm): `before -> after ± CI` for each tag; `runs` carry `before/*` (`with_before`)."""
+    """One row per (length, arm): `before -> after ± CI (change ± CI)` for each tag, the change paired by
+    seed; `runs` carry `before/*` (`with_before`: the same runs as `final/*`)."""
     present = [t for t in tags if any(f"final/{t}" in run.scalars for run in runs)]
     after = {t: {(r.length, r.arm): r for r in metric_rows(runs, f"final/{t}")} for t in present}
     before = {t: {(r.length, r.arm): r for r in metric_rows(runs, f"before/{t}")} for t in present}
@@ -264,21 +316,39 @@ def length_table(runs: Sequence[Run], tags: Sequence[str] = LENGTH_TAGS) -> str:
         "|---|---|---|" + "---|" * len(present),
     ]
     for key in keys:
+        seeds = max(len(after[t][key].values) for t in present if key in after[t])
         cells = []
         for t in present:
             if key not in after[t]:
                 cells.append("")
                 continue
-            start = f"{before[t][key].stats[0]:.3f} -> " if key in before[t] else ""
-            cells.append(start + _ci_cell(after[t][key]))
-        seeds = max(len(after[t][key].values) for t in present if key in after[t])
+            cell = _ci_cell(after[t][key], seeds)
+            if key in before[t]:
+                change = paired_differences(after[t][key], before[t][key])
+                mean, half = mean_ci(change) if change else (math.nan, math.nan)
+                shown = f"{mean:+.3f}" + ("" if math.isnan(half) else f" ± {half:.3f}")
+                cell = f"{before[t][key].stats[0]:.3f} -> {cell} ({shown})"
+            cells.append(cell)
         lines.append(f"| {key[0]} | {key[1]} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _ci_cell(row: Row) -> str:
+def _ci_cell(row: Row, seeds: int | None = None) -> str:
+    """`mean ± half-width`, and `(n=k)` when the cell holds fewer seeds than its row's `seeds`."""
     mean, half = row.stats
-    return f"{mean:.3f}" if math.isnan(half) else f"{mean:.3f} ± {half:.3f}"
+    cell = f"{mean:.3f}" if math.isnan(half) else f"{mean:.3f} ± {half:.3f}"
+    return cell + (f" (n={len(row.values)})" if seeds is not None and len(row.values) < seeds else "")
+
+
+def paired_differences(a: Row, b: Row) -> list[float]:
+    """a - b for every seed both rows hold a (non-NaN) value of: the same seed is the same initial planner,
+    data order and sampling seeds in every arm, so differences per seed cancel what the seeds share."""
+    theirs = {seed: value for seed, value in zip(b.seeds, b.values, strict=True) if not math.isnan(value)}
+    return [
+        value - theirs[seed]
+        for seed, value in zip(a.seeds, a.values, strict=True)
+        if seed in theirs and not math.isnan(value)
+    ]
 
 
 def headline_table(runs: Sequence[Run], tags: Sequence[str] = HEADLINE_TAGS) -> str:
@@ -298,20 +368,24 @@ def headline_table(runs: Sequence[Run], tags: Sequence[str] = HEADLINE_TAGS) -> 
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm, length in keys:
         seeds = max(len(rows[(arm, length)].values) for rows in columns.values() if (arm, length) in rows)
-        cells = [_ci_cell(columns[t][(arm, length)]) if (arm, length) in columns[t] else "" for t in present]
+        cells = [
+            _ci_cell(columns[t][(arm, length)], seeds) if (arm, length) in columns[t] else "" for t in present
+        ]
         lines.append(
             "| " + " | ".join([arm, *([length or ""] if with_length else []), str(seeds), *cells]) + " |"
         )
     return "\n".join(lines)
 
 
-def overlap_notes(runs: Sequence[Run], tags: Sequence[str] = HEADLINE_TAGS) -> list[str]:
-    """For each metric, which pairs of arms have overlapping 95% CIs (no separation at this many seeds). An
-    arm with a NaN value has no interval: it is named and left out (NaN compares as neither overlapping nor
-    separated)."""
+def difference_notes(runs: Sequence[Run], tags: Sequence[str] = HEADLINE_TAGS) -> list[str]:
+    """For each metric and each pair of arms (at the same length): the mean of their per-seed differences
+    with its 95% CI, "separated" when the interval excludes 0. Pairs sharing fewer than two seeds fall back
+    to whether their own intervals overlap (unpaired). Arms with a NaN value, or with one seed, are named
+    and left out (NaN compares as neither overlapping nor separated)."""
     notes = []
     for tag in tags:
-        rows = [r for r in metric_rows(runs, tag) if len(r.values) >= 2]
+        name = tag.removeprefix("final/")
+        rows = metric_rows(runs, tag)
         undefined = [r for r in rows if any(math.isnan(v) for v in r.values)]
         if undefined:
             named = "; ".join(
@@ -320,20 +394,35 @@ def overlap_notes(runs: Sequence[Run], tags: Sequence[str] = HEADLINE_TAGS) -> l
                 + f" at seed {', '.join(s for s, v in zip(r.seeds, r.values, strict=True) if math.isnan(v))}"
                 for r in undefined
             )
-            notes.append(f"- {tag.removeprefix('final/')}: NaN for {named}; left out of the comparison")
-            rows = [r for r in rows if r not in undefined]
+            notes.append(f"- {name}: NaN for {named}; left out of the comparison")
+        single = [r for r in rows if len(r.values) < 2 and r not in undefined]
+        if single and len(rows) >= 2:
+            named = "; ".join(r.arm + (f" (length {r.length})" if r.length else "") for r in single)
+            notes.append(f"- {name}: one seed only, not compared: {named}")
+        rows = [r for r in rows if r not in undefined and r not in single]
         pairs = []
         for i, a in enumerate(rows):
             for b in rows[i + 1 :]:
                 if a.length != b.length:
                     continue
-                (ma, ha), (mb, hb) = a.stats, b.stats
-                if ma - ha <= mb + hb and mb - hb <= ma + ha:
-                    pairs.append(f"{a.arm} ~ {b.arm}" + (f" (length {a.length})" if a.length else ""))
-        if pairs:
-            notes.append(f"- {tag.removeprefix('final/')}: CIs overlap for " + "; ".join(pairs))
-        elif len(rows) >= 2:
-            notes.append(f"- {tag.removeprefix('final/')}: every pair of arms is separated")
+                where = f" (length {a.length})" if a.length else ""
+                change = paired_differences(b, a)
+                if len(change) >= 2:
+                    mean, half = mean_ci(change)
+                    verdict = "separated" if abs(mean) > half else "not separated"
+                    pairs.append(
+                        f"{b.arm} - {a.arm}{where}: {mean:+.4f} ± {half:.4f} over {len(change)} paired seeds, "
+                        + verdict
+                    )
+                else:
+                    (ma, ha), (mb, hb) = a.stats, b.stats
+                    overlap = ma - ha <= mb + hb and mb - hb <= ma + ha
+                    pairs.append(
+                        f"{b.arm} vs {a.arm}{where}: "
+                        + ("CIs overlap" if overlap else "separated")
+                        + " (unpaired: fewer than 2 shared seeds)"
+                    )
+        notes += [f"- {name}: {pair}" for pair in pairs]
     return notes
 
 
@@ -342,13 +431,14 @@ KIND_PREFIX = "final/val/trace/kind/"
 
 def with_before(runs: Sequence[Run]) -> list[Run]:
     """The runs with `before/val/*`: each `val/*` series' point at step 0 (the validation before training;
-    a run without one, `validate_before_training=false`, has no `before/`)."""
+    a run without one, `validate_before_training=false`, has no `before/`), for the runs that logged the
+    matching `final/val/*`, so that before and after are over the same seeds."""
     out = []
     for run in runs:
         before = {
             f"before/{tag}": points[:1]
             for tag, points in run.scalars.items()
-            if tag.startswith("val/") and points and points[0][0] == 0
+            if tag.startswith("val/") and points and points[0][0] == 0 and f"final/{tag}" in run.scalars
         }
         out.append(Run(run.name, run.params, {**run.scalars, **before}))
     return out
@@ -393,7 +483,10 @@ def compare(
 ) -> Comparison:
     """Tables for every `final/*` metric, curve plots for `curve_tags`, the length-collapse plot when the
     sweep varies task.length; written to `out_dir` (default `<sweep dir>/compare`)."""
-    runs = with_before(load_runs(sweep_dir))  # every run also carries its step-0 validation as before/*
+    repeated: list[str] = []
+    runs = with_before(
+        load_runs(sweep_dir, repeated)
+    )  # finished runs carry their step-0 validation as before/*
     out = Path(out_dir) if out_dir is not None else Path(sweep_dir) / "compare"
     out.mkdir(parents=True, exist_ok=True)
     tags = final_tags(runs)
@@ -403,9 +496,11 @@ def compare(
         "runs whose event files held no scalar (corrupt or empty): not in any table": unread_runs(
             sweep_dir, runs
         ),
-        "runs without final/* metrics (unfinished or failed): only in the curves": [
-            run.name for run in runs if not any(t.startswith("final/") for t in run.scalars)
+        "runs without final/* metrics (unfinished or failed): drawn alone in the curves, in no mean": [
+            run.name for run in runs if not run.finished
         ],
+        "runs that logged final/* more than once (two jobs whose overrides differ only in keys the run name "
+        "leaves out, e.g. trainer.max_steps, or a finished run resumed): the last write is used": repeated,
         "curves asked for that no run logged": [  # the defaults include the procedural task's trace tags
             t for t in curve_tags if tuple(curve_tags) != CURVE_TAGS and not any(t in r.scalars for r in runs)
         ],
@@ -423,9 +518,15 @@ def compare(
     headline = headline_table(runs)
     if headline:
         sections += ["## Final metrics per arm (mean ± 95% CI half-width over seeds)", "", headline, ""]
-        notes = overlap_notes(runs)
+        notes = difference_notes(runs)
         if notes:
-            sections += ["Where the intervals overlap:", "", *notes, ""]
+            sections += [
+                "Differences between arms (mean of the per-seed differences, 95% CI; separated when it "
+                "excludes 0):",
+                "",
+                *notes,
+                "",
+            ]
         sections += ["## Every final metric", ""]
     used: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(dict)
     for tag in tags:

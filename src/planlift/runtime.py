@@ -27,14 +27,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def _run_name(override_dirname: str) -> str:
     """TensorBoard run names come from the command-line overrides ("reward=grounded,seed=1"); a slash
-    (a path or URL override) would nest directories, so it becomes "_"; names past 200 characters (a file
-    name's limit is 255) keep their start and a hash of the rest."""
+    (a path or URL override) would nest directories, so it becomes "_". A name past 200 characters (a file
+    name's limit is 255) keeps `seed` and `task.length` first (src/compare.py pools seeds and tabulates
+    lengths by them), then the start of the rest and a hash of it: the seeds of one arm share that part."""
     name = (override_dirname or "default").replace("/", "_")
-    if len(name) > 200:
-        import hashlib
+    if len(name) <= 200:
+        return name
+    import hashlib
 
-        name = f"{name[:180]}-{hashlib.sha1(name.encode()).hexdigest()[:10]}"
-    return name
+    parts = name.split(",")
+    kept = [p for p in parts if p.split("=", 1)[0] in ("seed", "task.length")]
+    rest = ",".join(p for p in parts if p not in kept)
+    head = ",".join(kept)
+    room = max(180 - len(head), 20)
+    return ",".join(filter(None, [head, f"{rest[:room]}-{hashlib.sha1(rest.encode()).hexdigest()[:10]}"]))
 
 
 def _tensorboard_dir(output_dir: str) -> str:
