@@ -103,6 +103,7 @@ def test_reductions_over_two_gloo_ranks(tmp_path):
         ("train/trace/step_acc", "mean"),
         ("train/loss", "mean"),
         ("train/frac_reward_zero_std", "mean"),
+        ("train/frac_groups_without_signal", "mean"),
         ("train/rollout/logprob_abs_diff_mean", "mean"),
         ("train/rollout/logprob_abs_diff_max", "max"),
         ("train/rollout/is_weight_mean", "mean"),

@@ -199,3 +199,41 @@ def test_executor_failures_without_reasoning_are_counted_and_all_failing_is_an_e
     every = Failing({p.id for p in problems})
     with pytest.raises(ExecutorUnavailableError, match="failed on all 4 problems.*connection refused"):
         OfflineEvaluation(task, every, None, str(tmp_path / "none"), arms=["alone"], progress_bar=False).run()
+
+
+def test_arms_are_scored_on_the_problems_every_arm_judged(tmp_path, caplog):
+    """A reasoning that makes the executor fail (one too long for its context) must not leave its problem
+    out of the planner's accuracy while the problem stays in alone's: alone is right on 2 of 4 problems,
+    the gold reasoning's executor on every problem it answers, and it fails on the two problems alone gets
+    right. Over each arm's own problems that read planner 1.0 vs alone 0.5; over the common ones, 1.0 vs 0.0
+    on two problems, with every failure counted and a warning."""
+    from planlift.executors.base import Executor, ExecutorResult
+    from planlift.tasks import ProceduralTask
+
+    task = ProceduralTask(sizes={"train": 4, "validation": 4, "test": 4})
+    problems = task.problems("test")
+    alone_right = {problems[0].id, problems[1].id}
+
+    class ContextLimited(Executor):
+        def _generate(self, prompts, n, greedy):
+            results = []
+            for prompt in prompts:
+                problem = next(p for p in problems if p.text in prompt.user)
+                alone = prompt.user == task.executor_prompt(problem, None).user
+                if alone:
+                    reply = task.executor_target(problem) if problem.id in alone_right else "no idea"
+                    results.append(ExecutorResult(texts=(reply,) * n))
+                elif problem.id in alone_right:
+                    results.append(ExecutorResult(error="prompt longer than max_model_len"))
+                else:
+                    results.append(ExecutorResult(texts=(task.executor_target(problem),) * n))
+            return results
+
+    with caplog.at_level("WARNING", logger="planlift.offline_eval"):
+        summary = OfflineEvaluation(
+            task, ContextLimited(), None, str(tmp_path / "run"), arms=["alone", "gold"], progress_bar=False
+        ).run()
+    assert summary["problems"] == 4 and summary["problems_judged"] == 2
+    assert (summary["alone/acc"], summary["gold/acc"], summary["gold/uplift"]) == (0.0, 1.0, 1.0)
+    assert summary["gold/executor_failed"] == 2 and summary["alone/executor_failed"] == 0
+    assert "2 of 4 problems were judged in every arm" in caplog.text and "gold 2" in caplog.text

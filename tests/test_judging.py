@@ -22,7 +22,7 @@ from planlift.judging import (
     tally,
 )
 from planlift.tasks import ProceduralTask
-from planlift.tasks.base import Verdict
+from planlift.tasks.base import SANDBOX_ERROR, Verdict
 from tests.rewards.scripted import ScriptedExecutor
 
 
@@ -181,7 +181,11 @@ def test_tallies_of_parts_add_up_to_the_summary_of_the_whole(task):
     for key, (total, count) in added.items():
         assert total / count == pytest.approx(summary[key]), key
     assert summary["e2e_acc"] == pytest.approx(3 / 4) and summary["uplift"] == pytest.approx(1 / 4)
-    assert failure_counts(records) == {"executor_failed": 1.0, "sandbox_failed": 0.0}
+    assert failure_counts(records) == {
+        "executor_failed": 1.0,
+        "baseline_executor_failed": 0.0,
+        "sandbox_failed": 0.0,
+    }
     assert "e2e_acc" not in summarize(records[:1])  # a summary leaves out what no record has
 
 
@@ -192,3 +196,26 @@ def test_pass_counts_are_pass_at_ks_numerator_and_denominator():
     records = [record(0.0), record(1.0), record(0.0), record(0.0), record(None), record(0.0)]
     assert pass_counts(records, 2) == (1, 2)
     assert pass_counts([record(None), record(1.0)], 2) == (0, 0)
+
+
+def test_accuracies_and_uplift_are_over_the_records_judged_both_ways(task):
+    """A failed call on either side leaves the record out of e2e_acc, baseline_acc and uplift alike (so
+    uplift = e2e_acc - baseline_acc), and each failure is counted on its own, a record with two twice."""
+    problem = task.problems("train")[0]
+    right = Judgement((problem.answer,), (Verdict(True, 1.0, "correct"),))
+    wrong = Judgement(("x",), (Verdict(False, 0.0, "wrong"),))
+    failed_call = Judgement((), None, error="timeout")
+    unrun = Judgement(("prog",), (Verdict(False, 0.0, SANDBOX_ERROR),))
+    records = [
+        record(task, problem, "r", right, failed_call),  # the baseline call failed
+        record(task, problem, "r", failed_call, unrun),  # no reply, and the baseline never ran
+        record(task, problem, "r", right, wrong),
+        record(task, problem, "r", wrong, wrong),
+    ]
+    summary = summarize(records)
+    assert (summary["e2e_acc"], summary["baseline_acc"], summary["uplift"]) == (0.5, 0.0, 0.5)
+    assert failure_counts(records) == {
+        "executor_failed": 1.0,
+        "baseline_executor_failed": 1.0,
+        "sandbox_failed": 1.0,
+    }

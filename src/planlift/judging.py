@@ -233,6 +233,7 @@ class ReasoningRecord:
     leakage: float
     trace: dict[str, float] = field(default_factory=dict)
     sandbox_failed: bool = False  # a program of either arm never ran: its rate is None, not a failure
+    alone_failed: bool = False  # the executor call without the reasoning failed: `alone` is None
 
     @property
     def executor_outputs(self) -> tuple[str, ...]:
@@ -261,6 +262,7 @@ def record(
         with_reasoning=None if broken[0] else judgement.accuracy,
         alone=None if baseline is None or broken[1] else baseline.accuracy,
         sandbox_failed=any(broken),
+        alone_failed=baseline is not None and not baseline.ok,
         leakage=float(task.detect_leakage(problem, reasoning)),
         trace=task.trace_metrics(problem, reasoning, judgement.texts[0] if judgement.ok else None),
     )
@@ -314,7 +316,12 @@ ALWAYS_SUMMARIZED = ("e2e_acc", "baseline_acc", "uplift", "leakage")
 def tally(records: Sequence[ReasoningRecord]) -> dict[str, tuple[float, int]]:
     """Per metric, the sum over the records that have a value and their count: `ALWAYS_SUMMARIZED` always
     (count 0 when no record has one: every executor call failed), trace/* as the records hold them. The
-    sums and counts of several batches or ranks add up to one `tally` of all their records."""
+    sums and counts of several batches or ranks add up to one `tally` of all their records.
+
+    e2e_acc, baseline_acc and uplift are over the records judged both with and without the reasoning, so
+    all three are over the same problems (uplift = e2e_acc - baseline_acc); the others are counted by
+    `failure_counts`. Over each arm's own records, a reasoning that made the executor fail (one too long
+    for its context) would leave e2e_acc's denominator while staying in baseline_acc's."""
     totals: dict[str, tuple[float, int]] = dict.fromkeys(ALWAYS_SUMMARIZED, (0.0, 0))
 
     def add(key: str, value: float) -> None:
@@ -322,13 +329,10 @@ def tally(records: Sequence[ReasoningRecord]) -> dict[str, tuple[float, int]]:
         totals[key] = (total + value, count + 1)
 
     for item in records:
-        for key, value in (
-            ("e2e_acc", item.with_reasoning),
-            ("baseline_acc", item.alone),
-            ("uplift", item.uplift),
-        ):
-            if value is not None:
-                add(key, value)
+        if item.uplift is not None:  # judged both ways
+            add("e2e_acc", item.with_reasoning)
+            add("baseline_acc", item.alone)
+            add("uplift", item.uplift)
         add("leakage", item.leakage)
         for key, value in item.trace.items():
             add(key, value)
@@ -343,17 +347,20 @@ def add_tallies(into: dict[str, tuple[float, int]], more: dict[str, tuple[float,
 
 
 def failure_counts(records: Sequence[ReasoningRecord]) -> dict[str, float]:
-    """`executor_failed`: records without an executor reply; `sandbox_failed`: records with a program the
-    sandbox could not start."""
+    """Why records are left out of e2e_acc / baseline_acc / uplift, each counted on its own (a record can
+    have several): `executor_failed`, no executor reply with the reasoning; `baseline_executor_failed`, none
+    without it; `sandbox_failed`, a program of either call the sandbox could not start."""
     return {
-        "executor_failed": float(sum(r.with_reasoning is None and not r.sandbox_failed for r in records)),
+        "executor_failed": float(sum(not r.judgement.ok for r in records)),
+        "baseline_executor_failed": float(sum(r.alone_failed for r in records)),
         "sandbox_failed": float(sum(r.sandbox_failed for r in records)),
     }
 
 
 def summarize(records: Sequence[ReasoningRecord]) -> dict[str, float]:
-    """Means over the records that have a value: e2e_acc, baseline_acc, uplift, leakage, trace/* (a metric
-    no record has is left out), and the failure counts (`failure_counts`)."""
+    """Means over the records that have a value (`tally`): e2e_acc, baseline_acc, uplift (the records judged
+    both ways), leakage, trace/* (a metric no record has is left out), and the failure counts
+    (`failure_counts`)."""
     summary = {key: total / count for key, (total, count) in tally(records).items() if count}
     summary.update(failure_counts(records))
     return summary

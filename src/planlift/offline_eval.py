@@ -241,14 +241,23 @@ class OfflineEvaluation:
             "executor_greedy": self.executor_greedy,
             "planner_greedy": self.planner_greedy,
         }
-        alone = [r["alone"]["accuracy"] for r in rows if r["alone"]["accuracy"] is not None]
-        summary["alone/acc"] = _mean(alone)
+        judged_arms = [arm for arm in arms if arm != "alone"]
+        # every arm's accuracy and uplift over the same problems: those every arm's executor call judged
+        common = [
+            i
+            for i, row in enumerate(rows)
+            if row["alone"]["accuracy"] is not None
+            and all(records[arm][i].with_reasoning is not None for arm in judged_arms)
+        ]
+        summary["problems_judged"] = len(common)
+        summary["alone/acc"] = _mean([rows[i]["alone"]["accuracy"] for i in common])
         summary["alone/sandbox_failed"] = sum(r["alone"]["sandbox_failed"] for r in rows)
         failed = [r["alone"]["executor_error"] for r in rows if r["alone"]["executor_error"] is not None]
         summary["alone/executor_failed"] = len(failed)
         if failed:
             log.warning(
-                "the executor failed on %d of %d problems without reasoning (alone/acc leaves them out); "
+                "the executor failed on %d of %d problems without reasoning (every arm's accuracy leaves them "
+                "out); "
                 "first error: %s",
                 len(failed),
                 n,
@@ -265,20 +274,31 @@ class OfflineEvaluation:
         for arm in arms:
             if arm == "alone":
                 continue
-            metrics = summarize(records[arm])
-            summary[f"{arm}/acc"] = metrics.get("e2e_acc")
-            summary[f"{arm}/uplift"] = metrics.get("uplift")
+            metrics = summarize(records[arm])  # leakage, trace/* and the failures: every record
+            paired = summarize([records[arm][i] for i in common])
+            summary[f"{arm}/acc"] = paired.get("e2e_acc")
+            summary[f"{arm}/uplift"] = paired.get("uplift")
             summary[f"{arm}/leakage"] = metrics.get("leakage")
             summary[f"{arm}/executor_failed"] = metrics.get("executor_failed")
             summary[f"{arm}/sandbox_failed"] = metrics.get("sandbox_failed")
             for key, value in metrics.items():
                 if key.startswith("trace/"):
                     summary[f"{arm}/{key}"] = value
-            uplifts = [r.uplift for r in records[arm] if r.uplift is not None]
+            uplifts = [records[arm][i].uplift for i in common]
             summary[f"{arm}/uplift_distribution"] = _distribution(uplifts)
             summary[f"{arm}/statuses"] = _statuses(r[arm]["verdicts"] for r in rows)
             if self.task.task_type == "code":
                 summary[f"{arm}/pass_rate"] = _mean(_judged_pass_rates(r[arm]["verdicts"] for r in rows))
+        if len(common) < n:
+            unjudged = {"alone": sum(row["alone"]["accuracy"] is None for row in rows)}
+            unjudged |= {arm: sum(r.with_reasoning is None for r in records[arm]) for arm in judged_arms}
+            log.warning(
+                "%d of %d problems were judged in every arm: the accuracies and uplifts are over those "
+                "(problems_judged); problems each arm could not judge (executor or sandbox failures): %s",
+                len(common),
+                n,
+                ", ".join(f"{arm} {count}" for arm, count in unjudged.items()),
+            )
         if "planner" in arms:
             summary["e2e_acc"] = summary["planner/acc"]
             summary["planner/mean_tokens"] = _mean([r["planner_tokens"] for r in rows])

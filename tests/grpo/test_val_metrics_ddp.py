@@ -123,9 +123,11 @@ def test_two_ranks_log_the_metrics_of_all_judged_records(tiny_checkpoint, tmp_pa
     assert len(records) == VAL_PROBLEMS
     expected = {f"val/{key}": value for key, value in summarize(records).items()}
     sampled_records = rejudged(task, executor, sampled)
-    counts = {"executor_failed", "sandbox_failed"}  # logged for the greedy records only
-    expected.update({f"val/sampled/{k}": v for k, v in summarize(sampled_records).items() if k not in counts})
+    expected.update({f"val/sampled/{k}": v for k, v in summarize(sampled_records).items()})
     expected["val/pass@2"] = pass_at_k(sampled_records, 2)
+    groups = [sampled_records[i : i + 2] for i in range(0, len(sampled_records), 2)]
+    expected["val/pass@2_unjudged"] = sum(any(r.with_reasoning is None for r in g) for g in groups)
+    assert expected["val/sampled/executor_failed"] > 0 and expected["val/pass@2_unjudged"] > 0  # counted
     lengths = [n for entries in greedy for e in entries for n in e["lengths"]]
     expected["val/completion_length"] = sum(lengths) / len(lengths)
     assert expected["val/executor_failed"] == 1

@@ -75,6 +75,13 @@ def test_code_coefficient_table(with_rate, without_rate, expected):
     assert formulas.code_uplift_coefficient(with_rate, without_rate, TIES) == pytest.approx(expected)
 
 
+def test_code_gated_reward_clamps_the_rm_score_to_rm_bounds():
+    assert formulas.code_gated_reward(0.5, 0.9, 1.0, rm_weight=0.2) == pytest.approx(0.68)
+    assert formulas.code_gated_reward(0.5, 0.9, 1.0, rm_weight=0.2, rm_bounds=(0.0, 0.5)) == pytest.approx(
+        0.6
+    )
+
+
 def test_code_gated_reward_clamps_to_unit_interval():
     assert formulas.code_gated_reward(1.0, 1.0, 1.0) == 1.0
     assert formulas.code_gated_reward(0.05, 1.0, -1.0) == 0.0

@@ -159,6 +159,17 @@ def test_too_many_masked_stops_the_run(task, problem):
         reward([problem], completions, 2)
 
 
+def test_leaks_masked_by_policy_do_not_stop_the_run(task, problem):
+    """leakage_policy=mask: a step where every sample leaks is the policy's doing, not a failure of the
+    executor, sandbox or RM, so it does not count toward max_masked_fraction (it raised before)."""
+    leak = f"answer={problem.answer}\n"
+    executor = ScriptedExecutor(task, {leak: [problem.answer], None: ["0"]})
+    reward = ExecutorGroundedReward(executor, task, mode="exec_only", leakage_policy="mask")
+    batch = reward([problem], [leak, leak], 2)
+    assert [r.mask_reason for r in batch.records] == ["leakage", "leakage"]
+    assert batch.metrics()["train/reward/masked/leakage"] == 2.0
+
+
 @pytest.mark.parametrize("spelling", ["<|x|>", "</s>", "<|im_end|>", "[INST]", "<filename>"])
 def test_a_control_token_spelling_cannot_hide_a_leak_from_the_detector(task, problem, spelling):
     """The executor's prompt drops control-token spellings (its tokenizer's specials and the common chat
@@ -237,6 +248,27 @@ def test_mismatches_fail_at_construction_naming_the_keys(task):
         ExecutorGroundedReward(
             executor, HumanEvalTask(), ConstantRM(1.0), mode="code_gated", baseline_samples=2
         )
+
+
+def test_a_key_the_formula_never_reads_is_refused(task):
+    """Each formula family ignores the other's keys: set away from its default, such a key would change
+    nothing, silently."""
+    from planlift.tasks import HumanEvalTask
+
+    executor = ScriptedExecutor(task, {})
+    with pytest.raises(
+        ConfigError, match=r"reward\.uplift_bounds=\[0\.0, 1\.0\] is not read by reward\.mode=code_gated"
+    ):
+        ExecutorGroundedReward(
+            executor, HumanEvalTask(), ConstantRM(1.0), mode="code_gated", uplift_bounds=(0.0, 1.0)
+        )
+    with pytest.raises(
+        ConfigError, match=r"reward\.code_pass_credit=all_tests is not read by reward\.mode=grounded"
+    ):
+        ExecutorGroundedReward(executor, task, ConstantRM(1.0), code_pass_credit="all_tests")
+    ExecutorGroundedReward(
+        executor, task, ConstantRM(1.0), code_tie_coefficients=[0, 0.5, 0.6666666666666666, 1]
+    )
 
 
 @pytest.mark.parametrize("returned", [2, 1, 0, 5])

@@ -18,6 +18,7 @@ def test_metrics_keys_and_group_health():
     # group 1 (rewards 1, 0) has the sample std 0.707 its advantages use; group 2 one unmasked sample
     assert metrics["train/reward_std"] == pytest.approx(0.5**0.5)
     assert metrics["train/frac_reward_zero_std"] == 0.0
+    assert metrics["train/frac_groups_without_signal"] == 0.5  # group 2: no second sample to compare with
     assert metrics["train/reward/masked"] == 1.0 and metrics["train/reward/masked_frac"] == 0.25
     assert batch.rewards.tolist() == [1.0, 0.0, -0.5, 0.0]
     assert batch.mask.tolist() == [True, True, True, False]

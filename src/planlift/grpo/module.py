@@ -398,7 +398,9 @@ class GRPOModule(pl.LightningModule):
             greedy=True,
         )
         self._add_val({f"sampled/{key}": totals for key, totals in tally(records).items()})
-        self._add_val({f"pass@{g}": pass_counts(records, g)})
+        self._add_val({f"sampled/{key}": (value, 0) for key, value in failure_counts(records).items()})
+        passed, judged = pass_counts(records, g)
+        self._add_val({f"pass@{g}": (passed, judged), f"pass@{g}_unjudged": (len(problems) - judged, 0)})
 
     def _add_val(self, totals: dict[str, tuple[float, int]]) -> None:
         """Add (sum, count) pairs to this rank's validation totals (a failure count's count is unused)."""
@@ -414,7 +416,8 @@ class GRPOModule(pl.LightningModule):
         for share in gather_objects(self._val_totals):
             add_tallies(totals, share)
         self._val_totals = {}
-        counts = set(failure_counts([]))
+        counts = {f"{prefix}{key}" for key in failure_counts([]) for prefix in ("", "sampled/")}
+        counts.add(f"pass@{self.val_pass_samples}_unjudged")
         for key in sorted(totals):  # the same keys in the same order on every rank
             total, count = totals[key]
             self.log(
@@ -640,7 +643,7 @@ class GRPOModule(pl.LightningModule):
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(rollout.problems))
         self.log(
             "train/reward",
-            metrics.get("train/reward/final", 0.0),
+            metrics.get("train/reward/final", math.nan),  # nan: every sample masked (max_masked_fraction=1)
             prog_bar=True,
             on_step=True,
             batch_size=len(rollout.problems),

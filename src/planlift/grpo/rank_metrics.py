@@ -13,6 +13,7 @@ _BATCH_STATISTICS = (
     "rollout/is_",
     "reward_std",
     "frac_reward_zero_std",
+    "frac_groups_without_signal",
     "loss",
     "policy_loss",
     "kl",

@@ -111,5 +111,11 @@ def code_uplift_coefficient(
     return tie_coefficients[round(with_rate * (len(tie_coefficients) - 1))]
 
 
-def code_gated_reward(exec_score: float, rm: float, coefficient: float, rm_weight: float = 0.2) -> float:
-    return clamp(exec_score + rm_weight * clamp(rm, 0.0, 1.0) * coefficient, 0.0, 1.0)
+def code_gated_reward(
+    exec_score: float,
+    rm: float,
+    coefficient: float,
+    rm_weight: float = 0.2,
+    rm_bounds: Sequence[float] = (0.0, 1.0),
+) -> float:
+    return clamp(exec_score + rm_weight * clamp(rm, rm_bounds[0], rm_bounds[1]) * coefficient, 0.0, 1.0)

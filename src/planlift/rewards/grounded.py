@@ -53,8 +53,10 @@ class ExecutorGroundedReward:
         code_pass_weight / code_rm_weight / code_tie_coefficients: the code formula (0.8, 0.2, [0, .5, 2/3, 1]).
         code_pass_credit: pass_rate (the authors': 0.8 x the share of tests passed) | all_tests (0.8 only
             when every test passes; see `formulas.code_exec_score`).
-        leakage_policy: metric (log only) | penalty (subtract leakage_penalty) | mask.
-        max_masked_fraction: stop the run when a step masks more than this share of samples.
+        leakage_policy: metric (log only) | penalty (subtract leakage_penalty) | mask (a leaking sample
+            leaves the loss: nothing pushes the planner away from leaking; penalty does).
+        max_masked_fraction: stop the run when a step masks more than this share of samples for a failure
+            (executor, sandbox, RM); leaks masked by leakage_policy=mask are the policy's doing, not one.
     """
 
     def __init__(
@@ -118,6 +120,16 @@ class ExecutorGroundedReward:
             raise ConfigError(f"reward.mode={mode} needs a reasoning RM (config group rm)")
         if mode in ("grounded", "uplift_only", "rm_only"):
             _check_math_terms(mode, e2e_weight, reasoning_weight, uplift_bounds, rm_bounds, variant)
+        _check_unused_terms(
+            mode,
+            e2e_weight=e2e_weight,
+            reasoning_weight=reasoning_weight,
+            uplift_bounds=tuple(uplift_bounds),
+            code_pass_weight=code_pass_weight,
+            code_rm_weight=code_rm_weight,
+            code_tie_coefficients=tuple(code_tie_coefficients),
+            code_pass_credit=code_pass_credit,
+        )
         if mode == "code_gated":
             if task.task_type != "code":
                 raise ConfigError(
@@ -228,11 +240,13 @@ class ExecutorGroundedReward:
                 len(records),
                 ", ".join(sorted({r.mask_reason for r in records if r.masked})),
             )
-        if masked / len(records) > self.max_masked_fraction:
+        failed = [r for r in records if r.masked and r.mask_reason != "leakage"]
+        if len(failed) / len(records) > self.max_masked_fraction:
             errors = [j.error for j in [*judged, *baselines] if j is not None and j.error]
             raise TooManyMaskedError(
-                f"{masked} of {len(records)} samples masked in one step (reward.max_masked_fraction="
-                f"{self.max_masked_fraction}); reasons: {sorted({r.mask_reason for r in records if r.masked})}"
+                f"{len(failed)} of {len(records)} samples masked for failures in one step "
+                f"(reward.max_masked_fraction={self.max_masked_fraction}); reasons: "
+                f"{sorted({r.mask_reason for r in failed})}"
                 + (f"; first executor error ({self.executor.identity}): {errors[0]}" if errors else "")
             )
         return batch
@@ -290,6 +304,37 @@ class ExecutorGroundedReward:
         if self.leakage_policy == "penalty" and leak:
             terms["final"] -= self.leakage_penalty
         return RewardRecord(**terms)
+
+
+# The keys one family of formulas reads and the other does not, at their defaults (conf/reward/grounded.yaml)
+_MATH_ONLY = {"e2e_weight": 0.5, "reasoning_weight": 0.5, "uplift_bounds": (-1.0, 1.0)}
+_CODE_ONLY = {
+    "code_pass_weight": 0.8,
+    "code_rm_weight": 0.2,
+    "code_tie_coefficients": (0.0, 0.5, 2 / 3, 1.0),
+    "code_pass_credit": "pass_rate",
+}
+
+
+def _check_unused_terms(mode: str, **values) -> None:
+    """A key the chosen formula never reads, set away from its default, would change nothing: refuse it
+    (code_gated gates on success counts, with its own weights; the math modes never read the code_* keys)."""
+    unused = _MATH_ONLY if mode == "code_gated" else _CODE_ONLY
+    for key, default in unused.items():
+        value = values[key]
+        same = (
+            len(value) == len(default)
+            and all(math.isclose(a, b) for a, b in zip(value, default, strict=True))
+            if isinstance(default, tuple)
+            else value == default
+        )
+        if not same:
+            why = "its gate compares success counts" if mode == "code_gated" else "code_* are code_gated's"
+            shown = list(value) if isinstance(default, tuple) else value
+            kept = list(default) if isinstance(default, tuple) else default
+            raise ConfigError(
+                f"reward.{key}={shown} is not read by reward.mode={mode} ({why}): leave it at {kept}"
+            )
 
 
 def _check_math_terms(mode, e2e_weight, reasoning_weight, uplift_bounds, rm_bounds, variant) -> None:

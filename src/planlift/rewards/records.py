@@ -92,7 +92,8 @@ class RewardBatch:
     def metrics(self, prefix: str = "train", counts: dict[str, float] | None = None) -> dict[str, float]:
         """Per-term mean/std over every sample that has the term (a masked sample keeps the terms judged
         before it was masked: under leakage_policy=mask, `leakage` and `e2e` count the leaking samples),
-        group health (TRL's reward_std, frac_reward_zero_std) and mask counts. `uplift` is the term the
+        group health (TRL's reward_std and frac_reward_zero_std over the groups with two or more unmasked
+        samples; frac_groups_without_signal over all, a group with fewer counting as one) and mask counts. `uplift` is the term the
         formula used (clamped to `uplift_bounds`: [0, 1] under grounded_guarded); `uplift_raw` is w - b
         before the clamp, the quantity val/uplift reports. `counts`, when given, receives how many values
         each mean is over (samples, or groups), for combining the ranks' (`distributed.reduce_over_ranks`)."""
@@ -109,13 +110,17 @@ class RewardBatch:
         if raw:
             out[f"{prefix}/reward/uplift_raw"] = _mean(raw)
             counts[f"{prefix}/reward/uplift_raw"] = len(raw)
-        group_stds, flat = [], []
+        group_stds, flat, silent = [], [], []
         for start in range(0, len(self.records), self.group_size):
             finals = [r.final for r in self.records[start : start + self.group_size] if not r.masked]
             if len(finals) >= 2:
                 group_stds.append(_std(finals))
                 # equal rewards, as group_advantages tests them: a float std of equal values can be 1e-17
                 flat.append(float(max(finals) == min(finals)))
+            # every advantage 0: equal rewards, or fewer than two samples left unmasked to compare
+            silent.append(float(len(finals) < 2 or max(finals) == min(finals)))
+        out[f"{prefix}/frac_groups_without_signal"] = _mean(silent)
+        counts[f"{prefix}/frac_groups_without_signal"] = len(silent)
         if group_stds:
             out[f"{prefix}/reward_std"] = _mean(group_stds)
             out[f"{prefix}/frac_reward_zero_std"] = _mean(flat)

@@ -86,7 +86,9 @@ class CodeGated(RewardVariant):
         terms["coeff"] = formulas.code_uplift_coefficient(
             terms["w"], terms["b"], weights.code_tie_coefficients
         )
-        return formulas.code_gated_reward(terms["exec"], terms["rm"], terms["coeff"], weights.code_rm)
+        return formulas.code_gated_reward(
+            terms["exec"], terms["rm"], terms["coeff"], weights.code_rm, weights.rm_bounds
+        )
 
 
 VARIANTS: dict[str, RewardVariant] = {
