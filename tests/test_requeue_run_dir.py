@@ -54,3 +54,21 @@ def test_a_signal_in_a_run_that_would_start_over_saves_without_requeueing(monkey
         handler.requeue(SimpleNamespace(is_global_zero=True, global_step=7))
     assert calls == [] and not handler.received  # no scontrol requeue
     assert "not requeueing SLURM job 41 at step 7" in caplog.text and "names the start time" in caplog.text
+
+
+def test_the_requeue_is_logged_before_scontrol_is_asked(monkeypatch, caplog):
+    """SLURM may stop the job as soon as `scontrol requeue` is accepted, before a line logged after the call
+    is written (a slurm-tier CI run lost it): the line comes first."""
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    monkeypatch.setattr(requeue, "run_dir_is_kept", lambda: (True, ""))
+    logged_at_call = []
+
+    def scontrol(argv, **kwargs):
+        logged_at_call.append((argv, "asking SLURM to requeue job 42 at step 9" in caplog.text))
+        return SimpleNamespace(returncode=0, stdout="", stderr="")
+
+    monkeypatch.setattr(requeue.subprocess, "run", scontrol)
+    with caplog.at_level(logging.INFO, logger="planlift.callbacks.requeue"):
+        RequeueSignal(signum=10).requeue(SimpleNamespace(is_global_zero=True, global_step=9))
+    assert logged_at_call == [(["scontrol", "requeue", "42"], True)]

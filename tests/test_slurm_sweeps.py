@@ -278,10 +278,12 @@ def preempt_after_the_first_save(slurm_env, sweep: Path, driver, job_name: str, 
     # the run saved last.ckpt at a step boundary and requeued itself; Lightning's handler (an hpc_ckpt
     # saved inside the signal handler) never ran
     log = (job_dir / f"{job_name}.log").read_text()  # both attempts
-    requeued_at = [int(step) for step in re.findall(rf"requeued SLURM job {job[0]} at step (\d+)", log)]
+    requeued_at = [
+        int(step) for step in re.findall(rf"asking SLURM to requeue job {job[0]} at step (\d+)", log)
+    ]
     assert len(requeued_at) == 1 and 0 < requeued_at[0] < max_steps, log
     assert not list(job_dir.glob("hpc_ckpt_*.ckpt"))
-    assert "resuming from" in log.split("requeued SLURM job")[1]
+    assert "resuming from" in log.split("asking SLURM to requeue job")[1]
     return job_dir, requeued_at[0]
 
 
@@ -379,8 +381,8 @@ def test_a_plain_sbatch_run_requeues_only_into_its_own_directory(slurm_env, tmp_
     assert torch.load(runs[0] / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 30
     if pinned:
         assert runs[0] == run_dir and "REQUEUED" in state
-        assert re.search(rf"requeued SLURM job {job} at step \d+", output)
-        assert "resuming from" in output.split("requeued SLURM job")[1]
+        assert re.search(rf"asking SLURM to requeue job {job} at step \d+", output)
+        assert "resuming from" in output.split("asking SLURM to requeue job")[1]
     else:
         assert "REQUEUED" not in state, state
         assert f"not requeueing SLURM job {job}" in output and "names the start time" in output

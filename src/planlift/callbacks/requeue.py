@@ -113,10 +113,11 @@ class RequeueSignal:
                 why,
             )
             return
+        # logged before the call: SLURM may stop this process as soon as the requeue is accepted, before a
+        # line written after it reaches the job's output
+        log.info("asking SLURM to requeue job %s at step %d", job, trainer.global_step)
         result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-        if result.returncode == 0:
-            log.info("requeued SLURM job %s at step %d", job, trainer.global_step)
-        else:
+        if result.returncode != 0:
             log.warning(
                 "requeueing SLURM job %s failed (scontrol rc=%d: %s); training goes on until the job is stopped",
                 job,
