@@ -59,6 +59,38 @@ def test_backend_failure_is_reported_per_prompt_not_raised(executor, monkeypatch
     assert executor.stats.failed_prompts == failed + 2
 
 
+def test_a_batch_that_fails_is_split_until_only_the_failing_prompt_is_masked(executor, monkeypatch):
+    """The real model, refusing batches of more than two prompts (out of memory) and any batch holding the
+    longest prompt: the others get their one-by-one greedy texts, the longest alone fails."""
+    real = executor.model.generate
+    lengths = [
+        len(executor.tokenizer(executor.render(p), add_special_tokens=False)["input_ids"]) for p in PROMPTS
+    ]
+    assert max(lengths) == lengths[2] > sorted(lengths)[-2]
+    longest = lengths[2]
+    calls = []
+
+    def limited(*args, **kwargs):
+        mask = kwargs["attention_mask"]
+        calls.append(mask.shape[0])
+        if mask.shape[0] > 2:
+            raise RuntimeError("CUDA out of memory")
+        if int(mask.sum(dim=1).max()) >= longest:
+            raise ValueError("input longer than the model's context")
+        return real(*args, **kwargs)
+
+    single = [executor.generate([p], n=1, greedy=True)[0] for p in PROMPTS]
+    monkeypatch.setattr(executor.model, "generate", limited)
+    calls.clear()
+    failed = executor.stats.failed_prompts
+    results = executor.generate(PROMPTS, n=1, greedy=True)
+    assert [r.ok for r in results] == [True, True, False, True]  # PROMPTS[2] is the longest
+    assert "longer than the model's context" in results[2].error
+    assert [r.texts for r in results if r.ok] == [single[i].texts for i in (0, 1, 3)]
+    assert calls == [4, 2, 2, 1, 1]  # the batch, its halves, the failing half's halves
+    assert executor.stats.failed_prompts == failed + 1
+
+
 @pytest.mark.parametrize(
     ("kwargs", "key"), [({"temperature": -1}, "temperature"), ({"max_new_tokens": 0}, "max_new_tokens")]
 )

@@ -30,8 +30,9 @@ class ScriptedLLM:
 
     tokenizer = build_char_tokenizer()
 
-    def __init__(self, faults: list[str | None]) -> None:
+    def __init__(self, faults: list[str | None], refused: frozenset[str] = frozenset()) -> None:
         self.faults = list(faults)
+        self.refused = refused  # prompt indices the engine refuses in every call (too long for its context)
         self.calls: list[int] = []
 
     def generate(self, prompts, params, use_tqdm=False):
@@ -39,6 +40,11 @@ class ScriptedLLM:
         self.calls.append(len(prompts))
         if fault == "raise":
             raise RuntimeError("EngineDeadError: the engine core died")
+        texts = [self.tokenizer.decode(prompt["prompt_token_ids"]) for prompt in prompts]
+        if any(text.split("S1=")[1].split(" ")[0] in self.refused for text in texts):
+            raise ValueError(
+                "The decoder prompt (length 9000) is longer than the maximum model length of 8192"
+            )
         outputs = []
         for i, (prompt, param) in enumerate(zip(prompts, params, strict=True)):
             text = self.tokenizer.decode(prompt["prompt_token_ids"])
@@ -61,8 +67,8 @@ class ScriptedLLM:
 def make(monkeypatch, tiny_checkpoint):
     """make(faults, max_retries) -> (a VLLMExecutor whose engine is a ScriptedLLM, that engine)."""
 
-    def build(faults, max_retries=1, checkpoint=tiny_checkpoint, **kwargs):
-        engine = ScriptedLLM(faults)
+    def build(faults, max_retries=1, checkpoint=tiny_checkpoint, refused=frozenset(), **kwargs):
+        engine = ScriptedLLM(faults, refused)
         fake = SimpleNamespace(
             LLM=lambda **_: engine, SamplingParams=lambda **kwargs: SimpleNamespace(**kwargs)
         )
@@ -96,6 +102,27 @@ def test_a_persistent_engine_fault_is_masked_and_counted_never_raised(make, faul
     metrics = executor.metrics()
     assert metrics[f"failed_prompts/{FAULTS[fault]}"] == len(failed) == metrics["failed_prompts"]
     assert len(engine.calls) == 3
+
+
+def test_a_refused_prompt_fails_alone_and_is_not_retried(make):
+    """The engine refuses a whole call for one request in it (vLLM validates each request and raises): the
+    call is split in halves down to that prompt; the others are answered, the refused one is masked once."""
+    prompts = [ChatPrompt(user=f"S1={i} S1?\n", prefill="answer=", stop=("\n",)) for i in range(8)]
+    executor, engine = make([], max_retries=2, refused=frozenset({"5"}))
+    results = executor.generate(prompts, n=2)
+    assert [r.ok for r in results] == [i != 5 for i in range(8)]
+    assert all(r.texts == (f"{i}0", f"{i}1") for i, r in enumerate(results) if r.ok)
+    assert results[5].error.startswith("refused: ValueError: The decoder prompt")
+    assert engine.calls == [8, 4, 4, 2, 1, 1, 2]  # depth first; no retry: the engine would refuse it again
+    metrics = executor.metrics()
+    assert metrics["failed_prompts/refused"] == 1 == metrics["failed_prompts"]
+    assert metrics["failed_attempts/refused"] == 1 and metrics["retried_prompts"] == 0
+
+
+def test_a_dead_engine_is_not_split(make):
+    executor, engine = make(["raise"] * 2, max_retries=1)
+    results = executor.generate(PROMPTS, n=2)
+    assert not any(r.ok for r in results) and engine.calls == [3, 3]
 
 
 def test_greedy_asks_one_completion_and_repeats_it(make):

@@ -107,6 +107,31 @@ def test_offline_engine_reads_the_character_tokenizer_like_hf(vllm_executor, deb
     )
 
 
+def test_a_prompt_longer_than_the_engines_context_fails_alone(vllm_executor, debug_bootstrap, monkeypatch):
+    """A reasoning that makes its executor prompt longer than max_model_len: the engine refuses the call it
+    is in; the executor splits the call, answers the others as it answers them alone and masks that one."""
+    task, _ = debug_bootstrap
+    problems, gold, _ = problems_and_prompts(task, 4)
+    context = vllm_executor.llm.llm_engine.model_config.max_model_len
+    too_long = task.executor_prompt(problems[1], "S1 " * context)
+    assert len(encode_prompt(vllm_executor.tokenizer, vllm_executor.render(too_long))) > context
+    alone = vllm_executor.generate([gold[0], gold[2], gold[3]], n=2, greedy=True)
+    failed, calls = vllm_executor.metrics().get("failed_prompts/refused", 0), []
+    engine_generate = vllm_executor.llm.generate
+
+    def recorded(inputs, *args, **kwargs):
+        calls.append(len(inputs))
+        return engine_generate(inputs, *args, **kwargs)
+
+    monkeypatch.setattr(vllm_executor.llm, "generate", recorded)
+    results = vllm_executor.generate([gold[0], too_long, gold[2], gold[3]], n=2, greedy=True)
+    assert [r.ok for r in results] == [True, False, True, True]
+    assert results[1].error.startswith("refused: ") and str(context) in results[1].error
+    assert [r.texts for r in results if r.ok] == [r.texts for r in alone]
+    assert calls == [4, 2, 1, 1, 2]
+    assert vllm_executor.metrics()["failed_prompts/refused"] == failed + 1
+
+
 def test_grounded_grpo_steps_with_the_offline_engine(vllm_executor, tmp_path):
     logged = train_steps(tmp_path, "executor=vllm", executor=vllm_executor)
     check_grounded_run(logged)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from planlift.errors import ConfigError
 from planlift.generation import strip_control_tokens
@@ -19,6 +19,9 @@ from planlift.resumable import Resumable
 from planlift.tasks.base import ChatPrompt
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def check_sampling(temperature: float, top_p: float, max_new_tokens: int) -> None:
@@ -53,6 +56,28 @@ class ExecutorStats:
     failed_prompts: int = 0
     seconds: float = 0.0
     last_call_generations: int = 0
+
+
+def split_on_refusal(
+    call: Callable[[Sequence[T]], list[R]],
+    items: Sequence[T],
+    failed: Callable[[BaseException], R],
+    refusals: tuple[type[BaseException], ...],
+) -> list[R]:
+    """`call(items)`; when it raises one of `refusals` for several items, each half again, down to single
+    items, so that an item the backend refuses (a prompt longer than the engine's context, a batch too big
+    for memory) fails alone instead of failing the batch it came in. A refused single item gets
+    `failed(error)`. One refused item among n costs about 2 log2(n) further calls; an error outside
+    `refusals` (a dead engine) is raised at once."""
+    try:
+        return call(items)
+    except refusals as error:
+        if len(items) == 1:
+            return [failed(error)]
+        half = len(items) // 2
+        return split_on_refusal(call, items[:half], failed, refusals) + split_on_refusal(
+            call, items[half:], failed, refusals
+        )
 
 
 def request_seed(base: int, index: int) -> int:

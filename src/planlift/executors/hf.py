@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 
 from planlift.errors import ConfigError
-from planlift.executors.base import Executor, ExecutorResult, check_sampling
+from planlift.executors.base import Executor, ExecutorResult, check_sampling, split_on_refusal
 from planlift.generation import generate, render_prompt
 from planlift.models.devices import resolve_device
 from planlift.models.loading import load_model_and_tokenizer
@@ -74,22 +74,27 @@ class HFExecutor(Executor):
         return results
 
     def _generate_chunk(self, prompts: Sequence[ChatPrompt], n: int, greedy: bool) -> list[ExecutorResult]:
-        # One generate call stops (and cuts) at the union of the prompts' stop strings.
-        stops = sorted({s for p in prompts for s in p.stop})
+        """One generate call; when it fails (out of memory, a prompt the model cannot take), each half again
+        down to single prompts (`split_on_refusal`): only the prompts that fail alone are masked."""
         do_sample = not greedy and self.temperature > 0
-        try:
+
+        def call(part: Sequence[ChatPrompt]) -> list[ExecutorResult]:
+            # one generate call stops (and cuts) at the union of the prompts' stop strings
             out = generate(
                 self.model,
                 self.tokenizer,
-                [self.render(p) for p in prompts],
+                [self.render(p) for p in part],
                 n,
                 do_sample=do_sample,
                 temperature=self.temperature,
                 top_p=self.top_p,
                 max_new_tokens=self.max_new_tokens,
-                stop=stops,
+                stop=sorted({s for p in part for s in p.stop}),
             )
-        except (RuntimeError, ValueError) as error:  # e.g. out of memory: mask these samples, keep training
-            log.exception("HF executor generate failed for %d prompts", len(prompts))
-            return [ExecutorResult(error=f"{type(error).__name__}: {error}") for _ in prompts]
-        return [ExecutorResult(texts=tuple(out.texts[i * n : (i + 1) * n])) for i in range(len(prompts))]
+            return [ExecutorResult(texts=tuple(out.texts[i * n : (i + 1) * n])) for i in range(len(part))]
+
+        def failed(error: BaseException) -> ExecutorResult:
+            log.warning("HF executor: generate failed for a prompt: %s: %s", type(error).__name__, error)
+            return ExecutorResult(error=f"{type(error).__name__}: {error}")
+
+        return split_on_refusal(call, prompts, failed, (RuntimeError, ValueError))

@@ -7,8 +7,9 @@ every other backend work without it (`pip install planlift[vllm]`, or `make venv
 Engine failures never leave `generate`: an exception from the engine, fewer outputs than prompts, an
 output with fewer completions than asked, a completion without text or an aborted one fail only the
 prompts they touch; those are generated again up to `max_retries` times, then masked
-(`ExecutorResult(error=...)`) and counted by kind in `metrics()`. An empty string is an answer, not a
-failure.
+(`ExecutorResult(error=...)`) and counted by kind in `metrics()`. A request the engine refuses (a
+prompt longer than `max_model_len`, which a long reasoning makes) fails alone and is not retried: the call
+is split in halves down to that prompt (`split_on_refusal`). An empty string is an answer, not a failure.
 
 Checkpoints whose tokenizer was saved as a generic `tokenizers` backend (our character tokenizer) get a
 tokenizer-only directory: vLLM's AutoTokenizer would otherwise rebuild it as the model type's tokenizer and
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from planlift.errors import ConfigError
-from planlift.executors.base import Executor, ExecutorResult, check_sampling, request_seed
+from planlift.executors.base import Executor, ExecutorResult, check_sampling, request_seed, split_on_refusal
 from planlift.generation import cut_at_stop, encode_prompt, render_prompt
 from planlift.models.loading import (
     GENERIC_TOKENIZER_CLASSES,
@@ -102,7 +103,8 @@ class VLLMExecutor(Executor):
             so their streams differ).
         enable_prefix_caching / gpu_memory_utilization / max_model_len / tensor_parallel_size /
         enforce_eager: vLLM engine arguments; `engine_kwargs` passes any other.
-        max_retries: engine calls after the first for the prompts whose generation failed.
+        max_retries: engine calls after the first for the prompts whose generation failed (not for a
+            request the engine refused: it would refuse it again).
         request_seeds: seed every sampled request from the run's seed and a counter kept across a resume,
             so a resumed run's executor samples as the uninterrupted run's; None = where CUDA is available
             (vLLM's CPU build fails seeded requests whose prefill is split: "CPU Generator does not use
@@ -181,6 +183,7 @@ class VLLMExecutor(Executor):
                 )
             )
         self._sampling_params = vllm.SamplingParams
+        self._refusals = refusal_errors(vllm)
 
     @property
     def identity(self) -> str:
@@ -201,14 +204,15 @@ class VLLMExecutor(Executor):
             if attempt:
                 self.retried_prompts += len(pending)
             outcomes = self._attempt([prompts[i] for i in pending], n, greedy)
-            failures = {}
             for i, outcome in zip(pending, outcomes, strict=True):
                 if isinstance(outcome, ExecutorResult):
                     results[i] = outcome
+                    failures.pop(i, None)
                 else:
                     failures[i] = outcome
                     self.attempt_failures[outcome[0]] += 1
-            pending = list(failures)
+            # the engine refuses the same request again: not retried
+            pending = [i for i, (kind, _) in failures.items() if kind != "refused"]
             if not pending:
                 break
         for i, (kind, detail) in failures.items():
@@ -216,7 +220,7 @@ class VLLMExecutor(Executor):
             results[i] = ExecutorResult(error=f"{kind}: {detail}")
         if failures:
             log.warning(
-                "vllm executor: %d of %d prompts failed after %d retries (%s)",
+                "vllm executor: %d of %d prompts failed, retried up to %d times (a refused one not): %s",
                 len(failures),
                 len(prompts),
                 self.max_retries,
@@ -242,17 +246,33 @@ class VLLMExecutor(Executor):
         ]
         # token ids, not text: the engine would add the tokenizer's BOS to the chat template's own
         inputs = [{"prompt_token_ids": encode_prompt(self.tokenizer, self.render(p))} for p in prompts]
+
+        def call(requests: Sequence[int]) -> list[ExecutorResult | tuple[str, str]]:
+            outputs = list(
+                self.llm.generate(
+                    [inputs[i] for i in requests], [params[i] for i in requests], use_tqdm=False
+                )
+            )
+            if len(outputs) != len(requests):  # which prompt an output belongs to is unknown: all fail
+                return [("output_count", f"{len(outputs)} outputs for {len(requests)} prompts")] * len(
+                    requests
+                )
+            return [
+                self._read(prompts[i], output, asked, n, greedy)
+                for i, output in zip(requests, outputs, strict=True)
+            ]
+
+        def refused(error: BaseException) -> tuple[str, str]:
+            log.warning("vllm executor: the engine refused a prompt: %s: %s", type(error).__name__, error)
+            return ("refused", f"{type(error).__name__}: {error}")
+
         try:
-            outputs = list(self.llm.generate(inputs, params, use_tqdm=False))
-        except Exception as error:  # a prompt longer than max_model_len, a dead engine, ...: never raised
+            # a request the engine validates and refuses (a prompt longer than max_model_len) fails alone,
+            # not with the batch it came in
+            return split_on_refusal(call, range(len(prompts)), refused, self._refusals)
+        except Exception as error:  # a dead engine, ...: never raised
             log.exception("vllm executor: generate failed for %d prompts", len(prompts))
             return [("engine_error", f"{type(error).__name__}: {error}")] * len(prompts)
-        if len(outputs) != len(prompts):  # which prompt an output belongs to is unknown: all fail
-            return [("output_count", f"{len(outputs)} outputs for {len(prompts)} prompts")] * len(prompts)
-        return [
-            self._read(prompt, output, asked, n, greedy)
-            for prompt, output in zip(prompts, outputs, strict=True)
-        ]
 
     def _next_seed(self, samples: int) -> int:
         """A request's seed (vLLM seeds its reply j with seed + j): from the run's seed and a counter that
@@ -282,6 +302,14 @@ class VLLMExecutor(Executor):
         out.update({f"failed_attempts/{k}": float(v) for k, v in self.attempt_failures.items()})
         out.update({f"failed_prompts/{k}": float(v) for k, v in self.prompt_failures.items()})
         return out
+
+
+def refusal_errors(vllm: Any) -> tuple[type[BaseException], ...]:
+    """The errors with which `vllm.LLM.generate` refuses a request it validates: vLLM's client errors
+    (vLLM 0.32: `VLLMValidationError`, "This model's maximum context length is ..."), ValueError
+    and TypeError (older versions)."""
+    client = getattr(getattr(vllm, "exceptions", None), "VLLMClientError", None)
+    return (ValueError, TypeError, *([client] if isinstance(client, type) else []))
 
 
 def _has_cuda() -> bool:
