@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from planlift.errors import ConfigError
 from planlift.executors import HFExecutor
@@ -74,13 +75,15 @@ def test_a_batch_that_fails_is_split_until_only_the_failing_prompt_is_masked(exe
         mask = kwargs["attention_mask"]
         calls.append(mask.shape[0])
         if mask.shape[0] > 2:
-            raise RuntimeError("CUDA out of memory")
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
         if int(mask.sum(dim=1).max()) >= longest:
             raise ValueError("input longer than the model's context")
         return real(*args, **kwargs)
 
     single = [executor.generate([p], n=1, greedy=True)[0] for p in PROMPTS]
     monkeypatch.setattr(executor.model, "generate", limited)
+    emptied = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
     calls.clear()
     failed = executor.stats.failed_prompts
     results = executor.generate(PROMPTS, n=1, greedy=True)
@@ -88,6 +91,7 @@ def test_a_batch_that_fails_is_split_until_only_the_failing_prompt_is_masked(exe
     assert "longer than the model's context" in results[2].error
     assert [r.texts for r in results if r.ok] == [single[i].texts for i in (0, 1, 3)]
     assert calls == [4, 2, 2, 1, 1]  # the batch, its halves, the failing half's halves
+    assert emptied == [True]  # the allocator's cache freed after the out-of-memory batch
     assert executor.stats.failed_prompts == failed + 1
 
 

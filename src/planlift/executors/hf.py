@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import torch
+
 from planlift.errors import ConfigError
 from planlift.executors.base import Executor, ExecutorResult, check_sampling, split_on_refusal
 from planlift.generation import generate, render_prompt
@@ -80,17 +82,21 @@ class HFExecutor(Executor):
 
         def call(part: Sequence[ChatPrompt]) -> list[ExecutorResult]:
             # one generate call stops (and cuts) at the union of the prompts' stop strings
-            out = generate(
-                self.model,
-                self.tokenizer,
-                [self.render(p) for p in part],
-                n,
-                do_sample=do_sample,
-                temperature=self.temperature,
-                top_p=self.top_p,
-                max_new_tokens=self.max_new_tokens,
-                stop=sorted({s for p in part for s in p.stop}),
-            )
+            try:
+                out = generate(
+                    self.model,
+                    self.tokenizer,
+                    [self.render(p) for p in part],
+                    n,
+                    do_sample=do_sample,
+                    temperature=self.temperature,
+                    top_p=self.top_p,
+                    max_new_tokens=self.max_new_tokens,
+                    stop=sorted({s for p in part for s in p.stop}),
+                )
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()  # the failed batch's blocks, before its halves are tried
+                raise
             return [ExecutorResult(texts=tuple(out.texts[i * n : (i + 1) * n])) for i in range(len(part))]
 
         def failed(error: BaseException) -> ExecutorResult:
