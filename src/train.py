@@ -97,7 +97,7 @@ def train(cfg: DictConfig, executor=None, engine=None) -> float | None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    with runtime.user_errors():
+    with runtime.user_errors(), runtime.separate_job():
         return train(cfg)
 
 

@@ -109,13 +109,10 @@ def test_ddp_job_in_a_local_multirun_relaunches_only_itself(tmp_path, cache_dir,
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit())
-    assert jobs == ["0_hardware=cpu,seed=0", "1_hardware=ddp_sim,seed=0"]
-    ddp = sweep / jobs[1]
-    assert (ddp / "train_ddp_process_1.log").is_file()  # rank 1 ran this job, in this job's dir
+    assert jobs == ["0_hardware=cpu,seed=0", "1_hardware=ddp_sim,seed=0", "2_hardware=fsdp_sim,seed=0"]
     if launcher == "basic":
-        assert (result.stdout + result.stderr).count("Launching 2 jobs locally") == 1  # no sweep of its own
-    assert sorted(p.name for p in (sweep / "tensorboard").iterdir()) == [
-        "hardware=cpu,seed=0",
-        "hardware=ddp_sim,seed=0",
-    ]
-    assert torch.load(ddp / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+        assert (result.stdout + result.stderr).count("Launching 3 jobs locally") == 1  # no sweep of its own
+    assert sorted(p.name for p in (sweep / "tensorboard").iterdir()) == [j.split("_", 1)[1] for j in jobs]
+    for job in jobs[1:]:  # DDP and ModelParallelStrategy (FSDP2) relaunch the same way
+        assert (sweep / job / "train_ddp_process_1.log").is_file()  # rank 1 ran this job, in its dir
+        assert torch.load(sweep / job / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4

@@ -157,13 +157,16 @@ def test_length_collapse_sweep(slurm_env, tmp_path):
 def test_hardware_sweep_gives_ddp_jobs_one_task_per_device(slurm_env, tmp_path):
     sweep = tmp_path / "sweep"
     result = run_sweep(slurm_env, "hardware", sweep)
-    check_completed(result, sweep, 2)
-    ddp = next(p for p in (sweep / ".submitit").iterdir() if len(list(p.glob("*_result.pkl"))) == 2)
-    assert "--ntasks-per-node=2" in next(ddp.glob("*_submission.sh")).read_text()
-    writers = {
-        e.name.split(".")[-2] for e in (sweep / "tensorboard" / "hardware=ddp_sim,seed=0").glob("events.*")
-    }
-    assert len(writers) == 1  # rank-0 logging only
+    check_completed(result, sweep, 3)
+    two_tasks = [p for p in (sweep / ".submitit").iterdir() if len(list(p.glob("*_result.pkl"))) == 2]
+    assert len(two_tasks) == 2  # ddp_sim and fsdp_sim (ModelParallelStrategy: FSDP2 on a 2-rank gloo mesh)
+    (array,) = {job.name.split("_")[0] for job in two_tasks}  # one array job for the jobs of 2 tasks
+    assert "--ntasks-per-node=2" in (sweep / ".submitit" / array / f"{array}_submission.sh").read_text()
+    for preset in ("ddp_sim", "fsdp_sim"):
+        events = (sweep / "tensorboard" / f"hardware={preset},seed=0").glob("events.*")
+        assert len({e.name.split(".")[-2] for e in events}) == 1, preset  # rank-0 logging only
+    fsdp = next(d for d in job_dirs(sweep) if "fsdp_sim" in d.name)
+    assert "sharded the planner" in (fsdp / "train.log").read_text()  # FSDP2, not an unsharded run
 
 
 def test_crashing_job_fails_cleanly_without_sinking_the_others(slurm_env, tmp_path):

@@ -18,7 +18,7 @@ EXPECTED_JOBS = {
     "executor_ablation": 18,
     "length_collapse": 36,
     "length_collapse_paper": 90,
-    "hardware": 2,
+    "hardware": 3,
 }
 
 

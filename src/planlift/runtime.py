@@ -298,6 +298,37 @@ def prepare_ddp_relaunch(script: str) -> None:
     OmegaConf.set_readonly(hydra_cfg, True)
 
 
+@contextlib.contextmanager
+def separate_job() -> Iterator[None]:
+    """One job of a multirun whose jobs share this process (Hydra's basic launcher): what a distributed job
+    leaves behind is undone when it ends. Lightning keeps the process group of a DDP / FSDP job and leaves
+    its launcher's variables in `os.environ` (MASTER_PORT, WORLD_SIZE, LOCAL_RANK, ...): the next
+    distributed job would find a group whose other ranks have exited ("Connection closed by peer") and,
+    with LOCAL_RANK set, believe its ranks were started for it. `sys.argv` (which `prepare_ddp_relaunch`
+    rewrites) comes back too. No-op outside a multirun and under SLURM (a process per task and job)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if (
+        not HydraConfig.initialized()
+        or HydraConfig.get().mode != RunMode.MULTIRUN
+        or "SLURM_NTASKS" in os.environ
+    ):
+        yield
+        return
+    environ, argv = dict(os.environ), list(sys.argv)
+    try:
+        yield
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(environ)
+        sys.argv = argv
+
+
 def configure_threads(torch_threads: int | None) -> None:
     """Pin torch's intra-op threads (two threads on two busy cores cost 10x)."""
     import torch
