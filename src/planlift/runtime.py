@@ -265,6 +265,18 @@ def _saved_at(path: Path) -> tuple[int, float]:
     return step, source.stat().st_mtime
 
 
+def _local_multirun() -> bool:
+    """A job of a Hydra multirun that is not a SLURM task (the basic or submitit_local launcher)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return (
+        HydraConfig.initialized()
+        and "SLURM_NTASKS" not in os.environ
+        and HydraConfig.get().mode == RunMode.MULTIRUN
+    )
+
+
 def prepare_ddp_relaunch(script: str) -> None:
     """Make Lightning's DDP child processes re-run *this job* of a Hydra multirun.
 
@@ -276,13 +288,10 @@ def prepare_ddp_relaunch(script: str) -> None:
     No-op outside a multirun, and under SLURM, where every rank is a SLURM task and nothing is re-run.
     """
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
-    if not HydraConfig.initialized() or "SLURM_NTASKS" in os.environ:
+    if not _local_multirun():
         return
     hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode != RunMode.MULTIRUN:
-        return
     kept, args = [], iter(sys.argv[1:])
     for arg in args:
         if arg in ("-cd", "--config-dir", "-cn", "--config-name", "-cp", "--config-path"):
@@ -306,14 +315,7 @@ def separate_job() -> Iterator[None]:
     distributed job would find a group whose other ranks have exited ("Connection closed by peer") and,
     with LOCAL_RANK set, believe its ranks were started for it. `sys.argv` (which `prepare_ddp_relaunch`
     rewrites) comes back too. No-op outside a multirun and under SLURM (a process per task and job)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if (
-        not HydraConfig.initialized()
-        or HydraConfig.get().mode != RunMode.MULTIRUN
-        or "SLURM_NTASKS" in os.environ
-    ):
+    if not _local_multirun():
         yield
         return
     environ, argv = dict(os.environ), list(sys.argv)
