@@ -58,3 +58,45 @@ def test_float32_shards_compute_in_bf16_and_keep_steps_bf16_would_lose(tiny_chec
         assert result["weights"] == result["grads"] == ["torch.float32"]  # shards and reduced gradients
         assert result["sharded"]
         assert result["moved"] > 0 and result["rounded_away"] > 0, result
+
+
+def _validate_then_train(rank: int, init_file: str, checkpoint: str, results) -> None:
+    """One rank (the world size of hardware=fsdp on one GPU): greedy sampling under inference mode, as
+    Lightning's validation loop runs it with NCCL (with gloo it uses no_grad), then a training step."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from planlift.grpo.engines import HFEngine
+    from planlift.grpo.sharding import shard_planner
+    from planlift.models.policy import Policy
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=1)
+    try:
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.bfloat16)
+        shard_planner(model, init_device_mesh("cpu", (1,)), param_dtype=torch.bfloat16)
+        policy = Policy(model, AutoTokenizer.from_pretrained(checkpoint), use_chat_template=False)
+        sample = dict(greedy=True, temperature=1.0, top_p=1.0, max_new_tokens=4, stop=[], seed=0)
+        with torch.inference_mode():  # the first forward: FSDP2 allocates its unsharded buffers here
+            generation = HFEngine().sample(policy, ["2+2=", "3+4="], 1, **sample)
+        ids = torch.randint(3, 60, (2, 16), generator=torch.Generator().manual_seed(0))
+        model(input_ids=ids, labels=ids).loss.backward()
+        results[rank] = {
+            "rows": len(generation.texts),
+            "grads": all(p.grad is not None for p in model.parameters() if p.requires_grad),
+        }
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_sharded_planner_samples_under_inference_mode_then_trains(tiny_checkpoint, tmp_path):
+    # on the first GPU check (H200, NCCL) hardware=fsdp failed in its first validation: "Inference tensors
+    # do not track version counter" (FSDP2's unsharded buffers allocated under inference mode)
+    results = mp.Manager().dict()
+    mp.spawn(
+        _validate_then_train,
+        args=(str(tmp_path / "init"), str(tiny_checkpoint), results),
+        nprocs=1,
+        join=True,
+    )
+    assert results[0] == {"rows": 2, "grads": True}

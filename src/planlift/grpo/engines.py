@@ -9,6 +9,7 @@ distribution is from the trained one: `planlift.grpo.vllm_engine.VLLMEngine` (in
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from planlift.generation import Generation, cut_at_stop, generate
+from planlift.grpo.sharding import is_sharded
 from planlift.models.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -58,17 +60,21 @@ class HFEngine(RolloutEngine):
     """The training model's own `generate` (the sampling stream is torch's global RNG, seeded by the caller)."""
 
     def sample(self, policy, texts, n, *, greedy, temperature, top_p, max_new_tokens, stop, seed):
-        return generate(
-            policy.model,
-            policy.tokenizer,
-            texts,
-            n,
-            do_sample=not greedy,
-            temperature=temperature,
-            top_p=top_p,
-            max_new_tokens=max_new_tokens,
-            stop=stop,
-        )
+        # A planner sharded with FSDP2 allocates its gathered-weight buffers at its first forward and reuses
+        # them for training: made under inference mode (Lightning's validation with NCCL) they break every
+        # later forward ("Inference tensors do not track version counter"). No-grad is enough for sampling.
+        with torch.inference_mode(False) if is_sharded(policy.model) else contextlib.nullcontext():
+            return generate(
+                policy.model,
+                policy.tokenizer,
+                texts,
+                n,
+                do_sample=not greedy,
+                temperature=temperature,
+                top_p=top_p,
+                max_new_tokens=max_new_tokens,
+                stop=stop,
+            )
 
 
 class SyncedEngine(RolloutEngine):
