@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from planlift import runtime
+from planlift import rendezvous, runtime
 from planlift.callbacks.requeue import RequeueSignal
 from planlift.checkpoints import config_resolver, resolve_checkpoints
 from planlift.hparams import final_metrics, run_hparams
@@ -35,6 +35,7 @@ def train(cfg: DictConfig, executor=None, engine=None) -> float | None:
     runtime.check_value_kinds(cfg)  # a value of the wrong kind names its key
     runtime.check_devices(cfg)
     runtime.prepare_ddp_relaunch(__file__)
+    rendezvous.reserve_for(cfg.trainer)  # concurrent local runs must not pick the same MASTER_PORT
     runtime.quiet_libraries()
     pl.seed_everything(runtime.check_seed(cfg.seed), workers=True, verbose=False)
     runtime.check_learning_rate(cfg, "algorithm.optimizer.lr")

@@ -5,6 +5,7 @@ Every preset composes and binds in tests/test_configs.py; GPU presets are checke
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -105,15 +106,17 @@ def test_ddp_job_in_a_local_multirun_relaunches_only_itself(tmp_path, cache_dir,
 
     sweep = tmp_path / "sweep"
     env = {**os.environ, "PLANLIFT_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    # submitit_local starts every job at once: two distributed jobs would each pick a free port for their
-    # rendezvous and could collide (EADDRINUSE, seen in CI): one distributed job there
-    presets = ["hardware=cpu,ddp_sim"] if launcher == "submitit_local" else []
-    command = sweep_command("hardware", sweep, f"hydra/launcher={launcher}", *presets)
+    command = sweep_command("hardware", sweep, f"hydra/launcher={launcher}")
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit())
-    expected = ["0_hardware=cpu,seed=0", "1_hardware=ddp_sim,seed=0", "2_hardware=fsdp_sim,seed=0"]
-    assert jobs == expected[: 2 if presets else 3]
+    assert jobs == ["0_hardware=cpu,seed=0", "1_hardware=ddp_sim,seed=0", "2_hardware=fsdp_sim,seed=0"]
+    # submitit_local starts the jobs at once: each distributed one reserved its own rendezvous port
+    # (planlift.rendezvous; two picks of a free port collided in CI with EADDRINUSE before)
+    ports = [
+        re.findall(r"rendezvous port (\d+) reserved", (sweep / job / "train.log").read_text()) for job in jobs
+    ]
+    assert ports[0] == [] and len(ports[1]) == len(ports[2]) == 1 and ports[1] != ports[2], ports
     if launcher == "basic":
         assert (result.stdout + result.stderr).count("Launching 3 jobs locally") == 1  # no sweep of its own
     assert sorted(p.name for p in (sweep / "tensorboard").iterdir()) == [j.split("_", 1)[1] for j in jobs]

@@ -314,7 +314,8 @@ def separate_job() -> Iterator[None]:
     its launcher's variables in `os.environ` (MASTER_PORT, WORLD_SIZE, LOCAL_RANK, ...): the next
     distributed job would find a group whose other ranks have exited ("Connection closed by peer") and,
     with LOCAL_RANK set, believe its ranks were started for it. `sys.argv` (which `prepare_ddp_relaunch`
-    rewrites) comes back too. No-op outside a multirun and under SLURM (a process per task and job)."""
+    rewrites) comes back too, and the job's rendezvous port (`planlift.rendezvous`) is released. No-op
+    outside a multirun and under SLURM (a process per task and job)."""
     if not _local_multirun():
         yield
         return
@@ -324,8 +325,11 @@ def separate_job() -> Iterator[None]:
     finally:
         import torch.distributed as dist
 
+        from planlift import rendezvous
+
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
+        rendezvous.release_all()
         os.environ.clear()
         os.environ.update(environ)
         sys.argv = argv
