@@ -35,7 +35,8 @@ def train(cfg: DictConfig, executor=None, engine=None) -> float | None:
     runtime.check_value_kinds(cfg)  # a value of the wrong kind names its key
     runtime.check_devices(cfg)
     runtime.prepare_ddp_relaunch(__file__)
-    rendezvous.reserve_for(cfg.trainer)  # concurrent local runs must not pick the same MASTER_PORT
+    # concurrent local runs (jobs of a submitit_local multirun) must not use the same MASTER_PORT
+    rendezvous.reserve_for(cfg.trainer, multirun_job=runtime.local_multirun())
     runtime.quiet_libraries()
     pl.seed_everything(runtime.check_seed(cfg.seed), workers=True, verbose=False)
     runtime.check_learning_rate(cfg, "algorithm.optimizer.lr")

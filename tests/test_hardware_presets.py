@@ -105,7 +105,10 @@ def test_ddp_job_in_a_local_multirun_relaunches_only_itself(tmp_path, cache_dir,
     from tests.test_train_e2e import ROOT, sweep_command
 
     sweep = tmp_path / "sweep"
+    # a MASTER_PORT every job inherits (as from a shell, or from this test process after an in-process DDP
+    # test): each distributed job must reserve its own all the same
     env = {**os.environ, "PLANLIFT_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env["MASTER_PORT"] = "29431"
     command = sweep_command("hardware", sweep, f"hydra/launcher={launcher}")
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -117,6 +120,8 @@ def test_ddp_job_in_a_local_multirun_relaunches_only_itself(tmp_path, cache_dir,
         re.findall(r"rendezvous port (\d+) reserved", (sweep / job / "train.log").read_text()) for job in jobs
     ]
     assert ports[0] == [] and len(ports[1]) == len(ports[2]) == 1 and ports[1] != ports[2], ports
+    for job in jobs[1:]:
+        assert "MASTER_PORT=29431 is set for every job" in (sweep / job / "train.log").read_text()
     if launcher == "basic":
         assert (result.stdout + result.stderr).count("Launching 3 jobs locally") == 1  # no sweep of its own
     assert sorted(p.name for p in (sweep / "tensorboard").iterdir()) == [j.split("_", 1)[1] for j in jobs]

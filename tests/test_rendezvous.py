@@ -77,23 +77,31 @@ def test_free_port_can_be_bound():
 
 
 @pytest.mark.parametrize(
-    ("trainer", "env", "reserved"),
+    ("trainer", "env", "multirun_job", "reserved"),
     [
-        ({"devices": 2}, {}, True),
-        ({"devices": [0, 1]}, {}, True),
-        ({"devices": "auto"}, {}, True),
-        ({"devices": 1, "num_nodes": 2}, {}, True),
-        ({"devices": 1}, {}, False),
-        ({"devices": [3]}, {}, False),
-        ({"devices": 2}, {"MASTER_PORT": "29500"}, False),  # torchrun, a user, or a rank Lightning started
-        ({"devices": 2}, {"SLURM_NTASKS": "2"}, False),  # SLURM's environment derives the port
+        ({"devices": 2}, {}, False, True),
+        ({"devices": [0, 1]}, {}, False, True),
+        ({"devices": "auto"}, {}, False, True),
+        ({"devices": 1, "num_nodes": 2}, {}, False, True),
+        ({"devices": 1}, {}, False, False),
+        ({"devices": [3]}, {}, True, False),
+        (
+            {"devices": 2},
+            {"MASTER_PORT": "29500"},
+            False,
+            False,
+        ),  # torchrun, a user, a rank Lightning started
+        # every job of a multirun inherits the same one (CI: a test process's stale MASTER_PORT, two
+        # submitit_local jobs on it, both hung)
+        ({"devices": 2}, {"MASTER_PORT": "29500"}, True, True),
+        ({"devices": 2}, {"SLURM_NTASKS": "2"}, True, False),  # SLURM's environment derives the port
     ],
 )
 def test_reserve_for_exports_master_port_only_for_a_distributed_run_started_here(
-    monkeypatch, trainer, env, reserved
+    monkeypatch, trainer, env, multirun_job, reserved
 ):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    port = rendezvous.reserve_for(OmegaConf.create(trainer))
+    port = rendezvous.reserve_for(OmegaConf.create(trainer), multirun_job=multirun_job)
     assert (port is not None) == reserved
     assert os.environ.get("MASTER_PORT") == (str(port) if reserved else env.get("MASTER_PORT"))

@@ -70,8 +70,14 @@ def train_command(run_dir: Path, *overrides: str) -> list[str]:
     ]
 
 
+# what an in-process distributed test leaves in this process's environment (Lightning sets them): a run
+# started from here must not inherit that rendezvous
+DISTRIBUTED_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK")
+
+
 def train_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **(extra or {})}
+    env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_VARIABLES}
+    return {**env, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **(extra or {})}
 
 
 def scalars(run_dir: Path):

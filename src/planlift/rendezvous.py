@@ -73,13 +73,24 @@ def distributed(trainer_cfg) -> bool:
     return many or int(trainer_cfg.get("num_nodes", 1) or 1) > 1
 
 
-def reserve_for(trainer_cfg) -> int | None:
+def reserve_for(trainer_cfg, multirun_job: bool = False) -> int | None:
     """Reserve MASTER_PORT for a distributed run started here; None (nothing done) when the run is not
-    distributed, when MASTER_PORT is set already (torchrun, a user, a rank Lightning started) or under
-    SLURM (its environment derives the port from the job id)."""
-    if "MASTER_PORT" in os.environ or "SLURM_NTASKS" in os.environ or not distributed(trainer_cfg):
+    distributed, under SLURM (its environment derives the port from the job id), or when MASTER_PORT is set
+    already (torchrun, a user, a rank Lightning started). A job of a local multirun (`multirun_job`) reserves
+    its own all the same: a MASTER_PORT it inherited is the one every job of the sweep inherited, and
+    `submitit_local` runs them at once (two distributed jobs on one port hang or fail with EADDRINUSE)."""
+    if "SLURM_NTASKS" in os.environ or not distributed(trainer_cfg):
+        return None
+    inherited = os.environ.get("MASTER_PORT")
+    if inherited is not None and not multirun_job:
         return None
     port = reserve_port()
+    if inherited is not None:
+        log.warning(
+            "MASTER_PORT=%s is set for every job of this multirun: this job reserved port %d instead",
+            inherited,
+            port,
+        )
     os.environ["MASTER_PORT"] = str(port)
     log.info("rendezvous port %d reserved for this run (MASTER_PORT)", port)
     return port

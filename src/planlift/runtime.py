@@ -265,7 +265,7 @@ def _saved_at(path: Path) -> tuple[int, float]:
     return step, source.stat().st_mtime
 
 
-def _local_multirun() -> bool:
+def local_multirun() -> bool:
     """A job of a Hydra multirun that is not a SLURM task (the basic or submitit_local launcher)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -289,7 +289,7 @@ def prepare_ddp_relaunch(script: str) -> None:
     """
     from hydra.core.hydra_config import HydraConfig
 
-    if not _local_multirun():
+    if not local_multirun():
         return
     hydra_cfg = HydraConfig.get()
     kept, args = [], iter(sys.argv[1:])
@@ -316,7 +316,7 @@ def separate_job() -> Iterator[None]:
     with LOCAL_RANK set, believe its ranks were started for it. `sys.argv` (which `prepare_ddp_relaunch`
     rewrites) comes back too, and the job's rendezvous port (`planlift.rendezvous`) is released. No-op
     outside a multirun and under SLURM (a process per task and job)."""
-    if not _local_multirun():
+    if not local_multirun():
         yield
         return
     environ, argv = dict(os.environ), list(sys.argv)
